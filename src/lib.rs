@@ -1,0 +1,29 @@
+//! pipevpn: a point-to-point VPN for Linux, built as a threaded packet
+//! pipeline and speaking the WireGuard wire protocol.
+//!
+//! ```text
+//!  app ─► tun ─► [tun_reader] ─► [encryptor] ─► [udp_sender] ─► UDP ─► peer
+//!  app ◄─ tun ◄─ [tun_writer] ◄─ [decryptor] ◄─ [udp_receiver] ◄─ UDP ◄─ peer
+//!                         [handshaker: Noise IK handshakes, timers, keys]
+//! ```
+//!
+//! - [`protocol`] is pure WireGuard: bytes in, typed results out.
+//! - [`pipeline`] runs each box above on its own named thread, joined by
+//!   bounded channels that carry batches of pooled packet buffers.
+//! - [`sys`] holds every `unsafe` block and ioctl; [`routes`] plans, records
+//!   and undoes the routes a tunnel adds.
+//! - [`up`] wires a [`config::Config`] to real devices; [`demo`] runs two peers
+//!   in throw-away network namespaces.
+
+pub mod cidr;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod pipeline;
+pub mod protocol;
+pub mod routes;
+pub mod sys;
+pub mod up;
+
+pub use error::{Error, Result};
