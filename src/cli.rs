@@ -1,1 +1,130 @@
-//! (to be written)
+//! Command line. The doc comments below are the `--help` text.
+
+use crate::{Error, Result};
+use clap::{ArgAction, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pipevpn",
+    version,
+    about = "A point-to-point VPN speaking the WireGuard protocol, run as a threaded packet pipeline"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output (-v debug, -vv trace)
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new base64 private key (like `wg genkey`)
+    Genkey,
+    /// Read a base64 private key on stdin, print its public key (like `wg pubkey`)
+    Pubkey,
+    /// Bring a tunnel up in the foreground until SIGINT or SIGTERM
+    Up {
+        /// wg-quick style configuration file (one [Interface], one [Peer])
+        config: PathBuf,
+        /// Interface name [default: the config file name without its extension]
+        #[arg(long, short)]
+        interface: Option<String>,
+        /// Write per-stage counters to this file every second (used by `demo`)
+        #[arg(long, hide = true)]
+        stats_file: Option<PathBuf>,
+    },
+    /// Run two peers in throw-away network namespaces and show live figures (root)
+    Demo(crate::demo::DemoArgs),
+}
+
+/// Longest interface name the kernel takes (IFNAMSIZ - 1).
+const MAX_NAME: usize = 15;
+
+/// The interface name: `flag` if given, else the config file's stem, as
+/// wg-quick does (`wg0.conf` -> `wg0`). Checked against wg-quick's rule:
+/// 1 to 15 characters from `a-z A-Z 0-9 _ = + . -`.
+pub fn interface_name(config: &Path, flag: Option<&str>) -> Result<String> {
+    let (name, origin) = match flag {
+        Some(name) => (name.to_string(), ""),
+        None => (
+            config
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            " (taken from the config file name; choose one with --interface)",
+        ),
+    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_=+.-".contains(c);
+    // The kernel also refuses "." and "..", which wg-quick's pattern lets through.
+    let valid = (1..=MAX_NAME).contains(&name.len())
+        && name.chars().all(allowed)
+        && name != "."
+        && name != "..";
+    if valid {
+        Ok(name)
+    } else {
+        Err(Error::Input(format!(
+            "bad interface name '{name}'{origin}: use 1 to {MAX_NAME} characters from a-z A-Z 0-9 _ = + . -"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn name_from_flag_or_file_stem() {
+        let conf = Path::new("/etc/pipevpn/wg0.conf");
+        assert_eq!(interface_name(conf, None).unwrap(), "wg0");
+        assert_eq!(interface_name(conf, Some("tun-a.1")).unwrap(), "tun-a.1");
+        assert_eq!(
+            interface_name(Path::new("x_=+.-Y9.conf"), None).unwrap(),
+            "x_=+.-Y9"
+        );
+        assert_eq!(
+            interface_name(conf, Some("fifteen-chars-x")).unwrap(),
+            "fifteen-chars-x"
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused_and_named() {
+        let conf = Path::new("wg0.conf");
+        for bad in [
+            "",
+            "sixteen-chars-xy",
+            "has space",
+            "a/b",
+            "a:b",
+            "é",
+            ".",
+            "..",
+        ] {
+            match interface_name(conf, Some(bad)) {
+                Err(Error::Input(msg)) => {
+                    assert!(msg.contains(&format!("'{bad}'")), "{msg}");
+                    assert!(!msg.contains("--interface"), "{msg}");
+                }
+                other => panic!("{bad:?} accepted: {other:?}"),
+            }
+        }
+        match interface_name(Path::new("/tmp/my tunnel.conf"), None) {
+            Err(Error::Input(msg)) => {
+                assert!(
+                    msg.contains("'my tunnel'") && msg.contains("--interface"),
+                    "{msg}"
+                )
+            }
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+}

@@ -1,1 +1,109 @@
-fn main() {}
+//! Entry point: parse the command line, run, and turn an error into one
+//! line on stderr and an exit code. Nothing else in the crate prints errors.
+
+use clap::Parser;
+use pipevpn::cli::{self, Cli, Command};
+use pipevpn::config::Config;
+use pipevpn::protocol::keys;
+use pipevpn::{demo, up, Error, Result};
+use std::io::{self, Read, Write};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Usage errors and --help/--version exit here, with clap's codes (2 / 0).
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Nothing useful to do if stderr itself is gone.
+            let _ = writeln!(io::stderr(), "pipevpn: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Genkey => {
+            let mut random = [0u8; 32];
+            getrandom::getrandom(&mut random).map_err(|e| {
+                let source = e
+                    .raw_os_error()
+                    .map(io::Error::from_raw_os_error)
+                    .unwrap_or_else(|| io::Error::other(e.to_string()));
+                Error::sys("getrandom", source)
+            })?;
+            print_key(&keys::private_from_random(random))
+        }
+        Command::Pubkey => {
+            let mut input = Vec::new();
+            io::stdin()
+                .read_to_end(&mut input)
+                .map_err(|e| Error::sys("reading stdin", e))?;
+            let text = std::str::from_utf8(&input)
+                .map_err(|_| Error::Input("stdin: not a base64 key (not text)".into()))?;
+            let private = keys::decode(text).map_err(|e| Error::Input(format!("stdin: {e}")))?;
+            print_key(&keys::public_key(&private))
+        }
+        Command::Up {
+            config,
+            interface,
+            stats_file,
+        } => {
+            let loaded = Config::load(&config)?;
+            let interface = cli::interface_name(&config, interface.as_deref())?;
+            up::run(
+                loaded,
+                up::UpOptions {
+                    interface,
+                    stats_file,
+                },
+            )
+        }
+        Command::Demo(args) => demo::run(&args),
+    }
+}
+
+/// Writes a key as `wg` does: base64 and a newline. A closed stdout is an
+/// error, not a panic.
+fn print_key(key: &keys::Key) -> Result<()> {
+    writeln!(io::stdout(), "{}", keys::encode(key)).map_err(|e| Error::sys("writing to stdout", e))
+}
+
+/// Log lines on stderr as `pipevpn[LEVEL] message`.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            // A log line lost to a closed stderr is not worth stopping for.
+            let _ = writeln!(
+                io::stderr().lock(),
+                "pipevpn[{}] {}",
+                record.level(),
+                record.args()
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLogger = StderrLogger;
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Info,
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    // set_logger fails only if a logger is already set, which main never does.
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}

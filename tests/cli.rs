@@ -1,0 +1,269 @@
+//! The built binary from the outside: key commands against `wg`, and
+//! `up` refusing bad config files before touching any device.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pipevpn");
+
+/// Runs a program with `stdin` fed in and returns its output.
+fn run(program: &str, args: &[&str], stdin: &[u8]) -> std::io::Result<Output> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().unwrap().write_all(stdin)?;
+    child.wait_with_output()
+}
+
+fn pipevpn(args: &[&str], stdin: &[u8]) -> Output {
+    run(BIN, args, stdin).expect("cannot run pipevpn")
+}
+
+/// `wg` output; fails the test (never skips it) when wg is absent.
+fn wg(args: &[&str], stdin: &[u8]) -> Output {
+    match run("wg", args, stdin) {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("wg (wireguard-tools) is required for this test: install wireguard-tools")
+        }
+        Err(e) => panic!("cannot run wg: {e}"),
+    }
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.trim_end_matches('=').bytes() {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .expect("base64 character") as u32;
+        bits = (bits << 6) | v;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}
+
+fn genkey() -> String {
+    let out = pipevpn(&["genkey"], b"");
+    assert!(out.status.success(), "genkey failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn genkey_prints_a_clamped_base64_key() {
+    let first = genkey();
+    for text in [first.clone(), genkey()] {
+        let line = text.strip_suffix('\n').expect("ends with a newline");
+        assert_eq!(line.len(), 44, "{line}");
+        assert!(line.ends_with('='), "{line}");
+        let key = decode_base64(line);
+        assert_eq!(key.len(), 32, "{line}");
+        assert_eq!(key[0] & 7, 0, "low bits not cleared: {line}");
+        assert_eq!(key[31] & 0xc0, 0x40, "high bits not set: {line}");
+    }
+    assert_ne!(first, genkey(), "two keys in a row are equal");
+}
+
+#[test]
+fn pubkey_matches_wg_pubkey() {
+    let mut privates: Vec<String> = (0..4).map(|_| genkey()).collect();
+    // wg genkey's keys too, and fixed keys that are not clamped: both tools
+    // must clamp the same way when deriving the public key.
+    privates.push(String::from_utf8(wg(&["genkey"], b"").stdout).unwrap());
+    privates.push("//////////////////////////////////////////8=\n".into());
+    privates.push("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".into());
+    for private in &privates {
+        let ours = pipevpn(&["pubkey"], private.as_bytes());
+        let theirs = wg(&["pubkey"], private.as_bytes());
+        assert!(
+            theirs.status.success(),
+            "wg pubkey failed on {private}: {theirs:?}"
+        );
+        assert!(
+            ours.status.success(),
+            "pubkey failed on {private}: {ours:?}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "for private key {private}"
+        );
+    }
+}
+
+#[test]
+fn pubkey_refuses_junk() {
+    for junk in [&b"not a key\n"[..], b"AAAA\n", b"", b"\xff\xfe"] {
+        let out = pipevpn(&["pubkey"], junk);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{junk:?}: {stderr}");
+        assert!(stderr.starts_with("pipevpn: stdin: "), "{junk:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{junk:?}");
+    }
+}
+
+#[test]
+fn usage_errors_keep_clap_exit_code() {
+    let out = pipevpn(&["no-such-command"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+}
+
+/// A directory of its own under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pipevpn-cli-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An interface name no other test or run uses (at most 15 characters).
+fn unique_interface() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("pvc{}x{n}", std::process::id())
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("cannot run ip (iproute2)")
+        .success()
+}
+
+fn config(private: &str, public: &str, peer_extra: &str) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {private}\nAddress = 10.77.0.1/24\n\n\
+         [Peer]\nPublicKey = {public}\nAllowedIPs = 10.77.0.2/32\n{peer_extra}"
+    )
+}
+
+/// `up` with a bad file must exit 2, say `file:line: problem`, and leave
+/// no interface behind.
+fn up_fails(dir: &TempDir, text: &str, line: usize, problem: &str) {
+    let name = unique_interface();
+    let path = dir.write(&format!("{name}.conf"), text);
+    let out = pipevpn(&["up", path.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let expected = format!("pipevpn: {}:{line}: ", path.display());
+    assert!(
+        stderr.starts_with(&expected),
+        "'{stderr}' should start with '{expected}'"
+    );
+    assert!(
+        stderr.contains(problem),
+        "'{stderr}' should mention '{problem}'"
+    );
+    assert!(
+        !link_exists(&name),
+        "interface {name} exists after a failed up"
+    );
+}
+
+#[test]
+fn up_refuses_bad_configs_with_file_and_line() {
+    let dir = TempDir::new();
+    let private = genkey();
+    let private = private.trim();
+    let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
+    let public = public.trim();
+    let cases = [
+        (config(private, "AAAA", ""), 6, "PublicKey 'AAAA'"),
+        (
+            config(private, public, "Endpoint = 192.0.2.1\n"),
+            8,
+            "missing port",
+        ),
+        (
+            config(private, public, "DNS = 10.77.0.1\n"),
+            8,
+            "not supported by pipevpn",
+        ),
+        (
+            config(private, public, "[Peer]\n"),
+            8,
+            "only one [Peer] is supported",
+        ),
+        (
+            config(private, public, "Endpoint = 192.0.2.1:x\n"),
+            8,
+            "bad port 'x'",
+        ),
+        (
+            config(private, public, "").replace("Address = 10.77.0.1/24\n", ""),
+            1,
+            "missing the required key 'Address'",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "MTU = 100\n[Peer]"),
+            5,
+            "MTU 100",
+        ),
+        (config(private, public, "garbage\n"), 8, "garbage"),
+    ];
+    for (text, line, problem) in &cases {
+        up_fails(&dir, text, *line, problem);
+    }
+}
+
+#[test]
+fn up_names_an_unreadable_path() {
+    let dir = TempDir::new();
+    let missing = dir.0.join("absent.conf");
+    let out = pipevpn(&["up", missing.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: cannot read", missing.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn up_refuses_a_bad_interface_name() {
+    let dir = TempDir::new();
+    let private = genkey();
+    let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
+    let path = dir.write("ok.conf", &config(private.trim(), public.trim(), ""));
+    let bad = "name-longer-than-15";
+    let out = pipevpn(&["up", "-i", bad, path.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("bad interface name '{bad}'")),
+        "{stderr}"
+    );
+}
