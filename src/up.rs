@@ -1,9 +1,25 @@
-//! `pipevpn up`: config -> tun, addresses, routes, UDP socket -> pipeline,
+//! `pipevpn up`: config -> tun, addresses, UDP socket, routes -> pipeline;
 //! then wait for SIGINT/SIGTERM or a failed stage, and undo everything.
-//! (to be written)
+//!
+//! Every step that changes the system is undone by a guard's `Drop`, so a
+//! failure at any step, a signal or a failed stage leaves `ip route` as it
+//! was. Routes are also recorded in a state file before they are added, so a
+//! run killed with SIGKILL is cleaned up by the next start.
 
+use crate::cidr::Cidr;
 use crate::config::Config;
-use std::path::PathBuf;
+use crate::pipeline::{self, TunnelConfig};
+use crate::protocol::timers::Timing;
+use crate::routes::{self, InstalledRoutes, RUN_DIR};
+use crate::sys::{iface, tun::Tun, udp::bind_udp};
+use crate::{Error, Result};
+use crossbeam_channel::{bounded, select};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub struct UpOptions {
     /// Interface name (already validated).
@@ -12,6 +28,148 @@ pub struct UpOptions {
     pub stats_file: Option<PathBuf>,
 }
 
-pub fn run(_config: Config, _opts: UpOptions) -> crate::Result<()> {
-    Err(crate::Error::Input("up: not written yet".into()))
+pub fn run(config: Config, opts: UpOptions) -> Result<()> {
+    // Signals first: a SIGTERM during setup still ends in a clean teardown.
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).map_err(|e| Error::sys("installing signal handlers", e))?;
+    let signal_handle = signals.handle();
+    let (signal_tx, signal_rx) = bounded(1);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = signal_tx.send(sig);
+            }
+        })
+        .map_err(|e| Error::sys("spawning the signal thread", e))?;
+
+    let result = run_tunnel(&config, &opts, &signal_rx);
+    signal_handle.close();
+    result
+}
+
+fn run_tunnel(
+    config: &Config,
+    opts: &UpOptions,
+    signals: &crossbeam_channel::Receiver<i32>,
+) -> Result<()> {
+    let name = opts.interface.as_str();
+    let v4_addresses = ipv4_addresses(config)?;
+    let endpoint = config
+        .peer
+        .endpoint
+        .as_ref()
+        .map(|e| e.resolve(&config.path))
+        .transpose()?;
+    if endpoint.is_some_and(|e| e.is_ipv6()) {
+        return Err(Error::Input(format!(
+            "{}: an IPv6 Endpoint is not supported yet",
+            config.path.display()
+        )));
+    }
+
+    let state = routes::state_path(Path::new(RUN_DIR), name)?;
+    routes::sweep_stale(&state)?;
+
+    let tun = Tun::open(name)?;
+    configure_interface(name, &v4_addresses, config.interface.mtu)?;
+    let port = config.interface.listen_port.unwrap_or(0);
+    let udp = bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
+    let bound = udp
+        .local_addr()
+        .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
+
+    let table = std::fs::read_to_string("/proc/net/route")
+        .map_err(|e| Error::sys("reading /proc/net/route", e))?;
+    let plan = routes::plan(&config.peer.allowed_ips, name, endpoint, &table)?;
+    let installed = InstalledRoutes::install(state, &plan)?;
+    tun.set_nonblocking()?;
+
+    let handle = pipeline::spawn(
+        TunnelConfig {
+            private_key: config.interface.private_key,
+            peer_public_key: config.peer.public_key,
+            preshared_key: config.peer.preshared_key,
+            endpoint,
+            allowed_ips: config.peer.allowed_ips.clone(),
+            mtu: usize::from(config.interface.mtu),
+            persistent_keepalive: config
+                .peer
+                .persistent_keepalive
+                .filter(|&s| s > 0)
+                .map(|s| Duration::from_secs(u64::from(s))),
+            timing: Timing::default(),
+        },
+        Arc::new(tun),
+        Arc::new(udp),
+    )?;
+    match endpoint {
+        Some(e) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
+        None => log::info!("{name} up, udp port {}, waiting for the peer", bound.port()),
+    }
+
+    let failure = loop {
+        select! {
+            recv(signals) -> sig => {
+                log::info!("signal {}: shutting down", sig.unwrap_or_default());
+                break None;
+            }
+            recv(handle.exits()) -> exit => break exit.ok(),
+            default(Duration::from_secs(1)) => write_stats(opts, &handle.stats.render()),
+        }
+    };
+    if let Some(exit) = &failure {
+        log::error!("stage {} ended: shutting down", exit.stage.name());
+    }
+    let stats = handle.stats.clone();
+    let result = handle.shutdown();
+    write_stats(opts, &stats.render());
+    installed.remove();
+    result
+}
+
+/// The IPv4 addresses to set; IPv6 ones are refused before anything is made.
+fn ipv4_addresses(config: &Config) -> Result<Vec<Cidr>> {
+    let (v4, v6): (Vec<Cidr>, Vec<Cidr>) = config
+        .interface
+        .addresses
+        .iter()
+        .partition(|c| c.addr.is_ipv4());
+    if let Some(c) = v6.first() {
+        return Err(Error::Input(format!(
+            "{}: IPv6 Address {c} is not supported yet",
+            config.path.display()
+        )));
+    }
+    Ok(v4)
+}
+
+/// Addresses (the first as the interface's own, more as `name:N` aliases),
+/// MTU, no IPv6 autoconfiguration, then up.
+fn configure_interface(name: &str, addresses: &[Cidr], mtu: u16) -> Result<()> {
+    for (i, cidr) in addresses.iter().enumerate() {
+        let IpAddr::V4(addr) = cidr.addr else {
+            continue;
+        };
+        let label = match i {
+            0 => name.to_string(),
+            _ => format!("{name}:{i}"),
+        };
+        iface::set_ipv4_address(&label, addr)?;
+        iface::set_ipv4_netmask(&label, cidr.prefix)?;
+    }
+    iface::set_mtu(name, u32::from(mtu))?;
+    iface::disable_ipv6(name)?;
+    iface::set_up(name)
+}
+
+/// Replaces the stats file atomically; a failure is logged, never fatal.
+fn write_stats(opts: &UpOptions, text: &str) {
+    let Some(path) = &opts.stats_file else {
+        return;
+    };
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+        log::warn!("writing stats to {}: {e}", path.display());
+    }
 }

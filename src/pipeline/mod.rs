@@ -1,1 +1,280 @@
-//! (to be written)
+//! The packet pipeline: seven named threads joined by bounded channels.
+//!
+//! ```text
+//!            outbound_plain        outbound_sealed
+//! tun ─► [tun_reader] ──► [encryptor] ──► [udp_sender] ─► UDP ─► peer
+//!                              ▲  want_session
+//!                              │  session_events
+//!                         [handshaker] ◄── handshake_in ──┐
+//!                              │  keypairs (Peer)         │
+//!                              ▼                          │
+//! tun ◄─ [tun_writer] ◄── [decryptor] ◄── [udp_receiver] ◄─ UDP ◄─ peer
+//!            inbound_plain         inbound_sealed
+//! ```
+//!
+//! - Channels carry [`pool::Batch`]es of up to 64 packets, so a thread
+//!   wake-up is paid per batch, not per packet. A reader takes whatever is
+//!   ready (at least one packet) and sends it on at once: a lone packet never
+//!   waits for a batch to fill.
+//! - Every channel is bounded and every batch comes from a fixed [`pool::Pool`],
+//!   so a slow stage blocks the one before it and memory does not grow.
+//! - Plaintext and sealed batches have distinct types ([`pool::Plain`],
+//!   [`pool::Sealed`]), so stages cannot be wired the wrong way round.
+//! - Shutdown: the readers wake on a [`StopFd`] and return; every other stage
+//!   ends when its input channel closes, so the pipeline drains in flow order.
+
+pub mod device;
+pub mod fake;
+pub mod handshaker;
+pub mod inbound;
+pub mod outbound;
+pub mod peer;
+pub mod pool;
+pub mod stats;
+
+use crate::cidr::Cidr;
+use crate::protocol::handshake::{LocalStatic, PeerStatic};
+use crate::protocol::keys::Key;
+use crate::protocol::timers::Timing;
+use crate::sys::poll::StopFd;
+use crate::{Error, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use device::{TunDevice, UdpDevice};
+use handshaker::Handshaker;
+use inbound::Decryptor;
+use outbound::Encryptor;
+use peer::Peer;
+use pool::Pool;
+use stats::{Stage, Stats};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Batches that may wait in each data channel.
+const CHANNEL_BATCHES: usize = 4;
+/// Batches per direction: enough for every channel and every stage to hold
+/// some at once, so the pool only runs dry when a stage is really behind.
+const POOL_BATCHES: usize = 3 * CHANNEL_BATCHES + 4;
+/// Handshake messages that may wait for the handshaker.
+const HANDSHAKE_QUEUE: usize = 128;
+
+/// The handshaker (or decryptor) telling the encryptor about sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A usable session exists: send what waited for it.
+    Ready,
+    /// Handshake attempts gave up: drop what waited.
+    GaveUp,
+}
+
+/// Everything the pipeline needs to know, already validated.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    pub private_key: Key,
+    pub peer_public_key: Key,
+    pub preshared_key: Option<Key>,
+    pub endpoint: Option<SocketAddr>,
+    pub allowed_ips: Vec<Cidr>,
+    pub mtu: usize,
+    pub persistent_keepalive: Option<Duration>,
+    pub timing: Timing,
+}
+
+/// How a stage thread ended.
+#[derive(Debug)]
+pub struct StageExit {
+    pub stage: Stage,
+    /// Err with the error or panic message.
+    pub result: std::result::Result<(), String>,
+}
+
+/// A running tunnel.
+pub struct TunnelHandle {
+    stop: Arc<StopFd>,
+    threads: Vec<JoinHandle<()>>,
+    exits: Receiver<StageExit>,
+    pub stats: Arc<Stats>,
+    pub peer: Arc<Peer>,
+}
+
+/// Starts the pipeline over the given devices.
+pub fn spawn(
+    cfg: TunnelConfig,
+    tun: Arc<dyn TunDevice>,
+    udp: Arc<dyn UdpDevice>,
+) -> Result<TunnelHandle> {
+    let local = LocalStatic::new(cfg.private_key);
+    let remote = PeerStatic::new(&local, cfg.peer_public_key, cfg.preshared_key)
+        .map_err(|_| Error::Input("the peer's public key is of low order".into()))?;
+    let stop = Arc::new(StopFd::new()?);
+    let stats = Arc::new(Stats::default());
+    let peer = Arc::new(Peer::new(
+        cfg.allowed_ips,
+        cfg.endpoint,
+        cfg.mtu,
+        cfg.timing,
+    ));
+    let slot = pool::slot_size(cfg.mtu);
+    let outbound_pool = Pool::new(POOL_BATCHES, slot);
+    let inbound_pool = Pool::new(POOL_BATCHES, slot);
+
+    let (outbound_plain_tx, outbound_plain) = bounded(CHANNEL_BATCHES);
+    let (outbound_sealed_tx, outbound_sealed) = bounded(CHANNEL_BATCHES);
+    let (inbound_sealed_tx, inbound_sealed) = bounded(CHANNEL_BATCHES);
+    let (inbound_plain_tx, inbound_plain) = bounded(CHANNEL_BATCHES);
+    let (handshake_in_tx, handshake_in) = bounded(HANDSHAKE_QUEUE);
+    let (want_session_tx, want_session) = bounded(1);
+    let (session_events_tx, session_events) = bounded(4);
+    let (exits_tx, exits) = crossbeam_channel::unbounded();
+
+    let mut threads = Vec::new();
+    let mut start = |stage: Stage, body: Box<dyn FnOnce() -> Result<()> + Send>| {
+        let exits_tx: Sender<StageExit> = exits_tx.clone();
+        std::thread::Builder::new()
+            .name(stage.name().into())
+            .spawn(move || {
+                let result = match catch_unwind(AssertUnwindSafe(body)) {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(panic) => Err(panic_message(&panic)),
+                };
+                let _ = exits_tx.send(StageExit { stage, result });
+            })
+            .map(|h| threads.push(h))
+            .map_err(|e| Error::sys(format!("spawning thread {}", stage.name()), e))
+    };
+
+    {
+        let (tun, stop, stats) = (tun.clone(), stop.clone(), stats.clone());
+        start(
+            Stage::TunReader,
+            Box::new(move || {
+                let s = stats.stage(Stage::TunReader);
+                outbound::tun_reader(&*tun, &outbound_pool, &outbound_plain_tx, &stop, s)
+                    .map_err(|e| Error::sys("reading from the tun device", e))
+            }),
+        )?;
+    }
+    {
+        let (peer, stats) = (peer.clone(), stats.clone());
+        start(
+            Stage::Encryptor,
+            Box::new(move || {
+                let enc = Encryptor::new(&peer, stats.stage(Stage::Encryptor), &want_session_tx);
+                enc.run(&outbound_plain, &session_events, &outbound_sealed_tx);
+                Ok(())
+            }),
+        )?;
+    }
+    {
+        let (udp, peer, stats) = (udp.clone(), peer.clone(), stats.clone());
+        start(
+            Stage::UdpSender,
+            Box::new(move || {
+                outbound::udp_sender(&*udp, &peer, &outbound_sealed, stats.stage(Stage::UdpSender));
+                Ok(())
+            }),
+        )?;
+    }
+    {
+        let (udp, stop, stats) = (udp.clone(), stop.clone(), stats.clone());
+        start(
+            Stage::UdpReceiver,
+            Box::new(move || {
+                let s = stats.stage(Stage::UdpReceiver);
+                inbound::udp_receiver(&*udp, &inbound_pool, &inbound_sealed_tx, &stop, s)
+                    .map_err(|e| Error::sys("receiving from the UDP socket", e))
+            }),
+        )?;
+    }
+    {
+        let (peer, stats, events) = (peer.clone(), stats.clone(), session_events_tx.clone());
+        start(
+            Stage::Decryptor,
+            Box::new(move || {
+                let dec = Decryptor {
+                    peer: &peer,
+                    stats: &stats,
+                    handshake_in: &handshake_in_tx,
+                    session_events: &events,
+                };
+                dec.run(&inbound_sealed, &inbound_plain_tx);
+                Ok(())
+            }),
+        )?;
+    }
+    {
+        let (tun, stats) = (tun.clone(), stats.clone());
+        start(
+            Stage::TunWriter,
+            Box::new(move || {
+                inbound::tun_writer(&*tun, &inbound_plain, stats.stage(Stage::TunWriter));
+                Ok(())
+            }),
+        )?;
+    }
+    {
+        let (udp, peer, stats, stop) = (udp.clone(), peer.clone(), stats.clone(), stop.clone());
+        let keepalive = cfg.persistent_keepalive;
+        start(
+            Stage::Handshaker,
+            Box::new(move || {
+                let hs = Handshaker::new(
+                    local,
+                    remote,
+                    &peer,
+                    &*udp,
+                    &stats,
+                    &session_events_tx,
+                    keepalive,
+                );
+                hs.run(&handshake_in, &want_session, &stop);
+                Ok(())
+            }),
+        )?;
+    }
+
+    Ok(TunnelHandle {
+        stop,
+        threads,
+        exits,
+        stats,
+        peer,
+    })
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("panicked: {msg}")
+}
+
+impl TunnelHandle {
+    /// Reports each stage that ends. Before [`TunnelHandle::shutdown`] any
+    /// report means a stage failed or its neighbour did.
+    pub fn exits(&self) -> &Receiver<StageExit> {
+        &self.exits
+    }
+
+    /// Stops every stage and joins it. Returns the first stage failure.
+    pub fn shutdown(self) -> Result<()> {
+        self.stop.signal();
+        for t in self.threads {
+            let _ = t.join();
+        }
+        match self.exits.try_iter().find(|e| e.result.is_err()) {
+            Some(StageExit {
+                stage,
+                result: Err(msg),
+            }) => Err(Error::Stage {
+                stage: stage.name(),
+                msg,
+            }),
+            _ => Ok(()),
+        }
+    }
+}

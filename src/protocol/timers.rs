@@ -1,1 +1,356 @@
-//! (to be written)
+//! WireGuard's per-peer timer rules (PROTOCOL.md §10) as a pure function of
+//! what happened when. The handshaker calls [`due`] on every tick with the
+//! times of the last events; nothing here reads a clock.
+//!
+//! wireguard-go arms and cancels real timers on every packet. Here the data
+//! stages only stamp "last sent"/"last received" times, and the rules are
+//! evaluated from those stamps, which gives the same behaviour without any
+//! per-packet work beyond a store.
+
+use std::time::Duration;
+
+/// Protocol timing constants. Tests may shorten them; the defaults are
+/// WireGuard's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub rekey_after_time: Duration,
+    pub reject_after_time: Duration,
+    pub rekey_attempt_time: Duration,
+    pub rekey_timeout: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            rekey_after_time: Duration::from_secs(120),
+            reject_after_time: Duration::from_secs(180),
+            rekey_attempt_time: Duration::from_secs(90),
+            rekey_timeout: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Timing {
+    /// Retries before giving up: REKEY_ATTEMPT_TIME / REKEY_TIMEOUT (18).
+    pub fn max_retries(&self) -> u32 {
+        (self.rekey_attempt_time.as_millis() / self.rekey_timeout.as_millis().max(1)) as u32
+    }
+
+    /// A keypair this old is no longer used for anything.
+    pub fn expired(&self, age: Duration) -> bool {
+        age >= self.reject_after_time
+    }
+
+    /// All key material is erased this long after the last session was made.
+    pub fn zero_keys_after(&self) -> Duration {
+        self.reject_after_time * 3
+    }
+
+    /// The initiator rekeys on receive once its keypair is this old (165 s),
+    /// so a fresh one exists before REJECT_AFTER_TIME.
+    pub fn last_minute_age(&self) -> Duration {
+        self.reject_after_time - self.keepalive_timeout - self.rekey_timeout
+    }
+}
+
+/// Times (since an arbitrary start) of the events the rules depend on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Events {
+    pub now: Duration,
+    /// Last authenticated packet sent (data, keepalive or handshake).
+    pub sent_any: Option<Duration>,
+    /// First data packet sent since the last authenticated receive.
+    pub sent_data_unanswered: Option<Duration>,
+    /// Last authenticated packet received.
+    pub recv_any: Option<Duration>,
+    /// Last data (non-keepalive) packet received.
+    pub recv_data: Option<Duration>,
+    /// The current sending keypair: when it was made and whether we initiated it.
+    pub session: Option<SessionInfo>,
+    /// A handshake we started and that has not finished.
+    pub pending: Option<Pending>,
+    /// When we last sent a handshake message (initiation or response).
+    pub handshake_sent: Option<Duration>,
+    /// When the newest session was derived (for key zeroing).
+    pub session_derived: Option<Duration>,
+    /// Configured persistent keepalive interval.
+    pub persistent_keepalive: Option<Duration>,
+    /// Packets are waiting for a usable keypair.
+    pub want_session: bool,
+    /// We know where the peer is, so we can initiate.
+    pub have_endpoint: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub created: Duration,
+    pub we_initiated: bool,
+    /// The last-minute rekey was already asked for this keypair.
+    pub last_minute_done: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// When the latest initiation of this attempt was sent.
+    pub sent: Duration,
+    /// Initiations re-sent so far in this attempt.
+    pub retries: u32,
+    /// The random extra wait added to this retransmission.
+    pub jitter: Duration,
+}
+
+/// What the handshaker should do now. Several can be due at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Due {
+    /// Send a new initiation (a fresh one, or a retransmission).
+    pub initiate: Option<Initiate>,
+    pub keepalive: bool,
+    /// Retries are exhausted: forget the attempt and drop queued packets.
+    pub give_up: bool,
+    /// Erase every keypair and handshake state.
+    pub zero_keys: bool,
+    /// Mark the current keypair's last-minute rekey as asked for.
+    pub last_minute: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiate {
+    /// The retransmit timer of a pending attempt expired.
+    Retry,
+    /// Start a new attempt.
+    New,
+}
+
+fn since(now: Duration, t: Option<Duration>) -> Option<Duration> {
+    t.map(|t| now.saturating_sub(t))
+}
+
+fn after(a: Option<Duration>, b: Option<Duration>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a > b,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// Evaluates every timer rule at `ev.now`.
+pub fn due(t: &Timing, ev: &Events) -> Due {
+    let now = ev.now;
+    let mut d = Due::default();
+
+    if let Some(p) = ev.pending {
+        if now.saturating_sub(p.sent) >= t.rekey_timeout + p.jitter {
+            if p.retries >= t.max_retries() {
+                d.give_up = true;
+            } else {
+                d.initiate = Some(Initiate::Retry);
+            }
+        }
+    } else if ev.have_endpoint && wants_new_handshake(t, ev, &mut d) {
+        // Never initiate within REKEY_TIMEOUT of our last handshake message.
+        let rate_ok = since(now, ev.handshake_sent).is_none_or(|s| s >= t.rekey_timeout);
+        if rate_ok {
+            d.initiate = Some(Initiate::New);
+        }
+    }
+
+    // Passive keepalive: data came in and we have sent nothing since.
+    if after(ev.recv_data, ev.sent_any)
+        && since(now, ev.recv_data).is_some_and(|s| s >= t.keepalive_timeout)
+        && usable(t, ev)
+    {
+        d.keepalive = true;
+    }
+    // Persistent keepalive: nothing authenticated either way for the interval.
+    if let Some(interval) = ev.persistent_keepalive {
+        let last = ev.sent_any.max(ev.recv_any);
+        if usable(t, ev) && since(now, last).is_none_or(|s| s >= interval) {
+            d.keepalive = true;
+        }
+    }
+
+    if since(now, ev.session_derived).is_some_and(|s| s >= t.zero_keys_after()) {
+        d.zero_keys = true;
+    }
+    d
+}
+
+fn usable(t: &Timing, ev: &Events) -> bool {
+    ev.session
+        .is_some_and(|s| !t.expired(ev.now.saturating_sub(s.created)))
+}
+
+/// The rules that start a fresh handshake (§10.3), when none is pending.
+fn wants_new_handshake(t: &Timing, ev: &Events, d: &mut Due) -> bool {
+    let now = ev.now;
+    if ev.want_session {
+        return true;
+    }
+    // New-handshake timer: data sent, nothing authenticated back for 15 s.
+    if since(now, ev.sent_data_unanswered)
+        .is_some_and(|s| s >= t.keepalive_timeout + t.rekey_timeout)
+    {
+        return true;
+    }
+    let Some(s) = ev.session else { return false };
+    if !s.we_initiated {
+        return false;
+    }
+    // Only the initiator rekeys on time, after it sent something on an old key.
+    let rekey_at = s.created + t.rekey_after_time;
+    if ev.sent_any.is_some_and(|x| x >= rekey_at) && now >= rekey_at {
+        return true;
+    }
+    // Last-minute rekey after receiving on a keypair close to expiry.
+    let last_minute_at = s.created + t.last_minute_age();
+    if !s.last_minute_done && ev.recv_any.is_some_and(|x| x >= last_minute_at) {
+        d.last_minute = true;
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    fn established(now: u64) -> Events {
+        Events {
+            now: s(now),
+            session: Some(SessionInfo {
+                created: s(0),
+                we_initiated: true,
+                last_minute_done: false,
+            }),
+            session_derived: Some(s(0)),
+            have_endpoint: true,
+            handshake_sent: Some(s(0)),
+            ..Events::default()
+        }
+    }
+
+    #[test]
+    fn passive_keepalive_after_ten_seconds_of_received_data() {
+        let t = Timing::default();
+        let mut ev = established(19);
+        ev.recv_data = Some(s(10));
+        ev.recv_any = Some(s(10));
+        ev.sent_any = Some(s(5));
+        assert!(!due(&t, &ev).keepalive, "9 s after data: not yet");
+        ev.now = s(20);
+        assert!(due(&t, &ev).keepalive, "10 s after data: keepalive");
+        ev.sent_any = Some(s(12));
+        assert!(!due(&t, &ev).keepalive, "anything sent cancels it");
+    }
+
+    #[test]
+    fn initiator_rekeys_after_120_seconds_when_sending() {
+        let t = Timing::default();
+        let mut ev = established(119);
+        ev.sent_any = Some(s(119));
+        assert_eq!(due(&t, &ev).initiate, None);
+        ev.now = s(121);
+        ev.sent_any = Some(s(121));
+        assert_eq!(due(&t, &ev).initiate, Some(Initiate::New));
+        // The responder never rekeys on time.
+        ev.session.as_mut().unwrap().we_initiated = false;
+        assert_eq!(due(&t, &ev).initiate, None);
+    }
+
+    #[test]
+    fn rekey_is_rate_limited_by_the_last_handshake_message() {
+        let t = Timing::default();
+        let mut ev = established(121);
+        ev.sent_any = Some(s(121));
+        ev.handshake_sent = Some(s(118));
+        assert_eq!(due(&t, &ev).initiate, None);
+        ev.now = s(123);
+        assert_eq!(due(&t, &ev).initiate, Some(Initiate::New));
+    }
+
+    #[test]
+    fn retransmits_every_rekey_timeout_then_gives_up() {
+        let t = Timing::default();
+        assert_eq!(t.max_retries(), 18);
+        let mut ev = established(4);
+        ev.pending = Some(Pending {
+            sent: s(0),
+            retries: 0,
+            jitter: Duration::from_millis(200),
+        });
+        assert_eq!(due(&t, &ev).initiate, None);
+        ev.now = Duration::from_millis(5200);
+        assert_eq!(due(&t, &ev).initiate, Some(Initiate::Retry));
+        ev.pending.as_mut().unwrap().retries = 18;
+        let d = due(&t, &ev);
+        assert!(d.give_up);
+        assert_eq!(d.initiate, None);
+    }
+
+    #[test]
+    fn new_handshake_when_sent_data_gets_no_answer_for_15_seconds() {
+        let t = Timing::default();
+        let mut ev = established(14);
+        ev.sent_data_unanswered = Some(s(0));
+        assert_eq!(due(&t, &ev).initiate, None);
+        ev.now = s(15);
+        assert_eq!(due(&t, &ev).initiate, Some(Initiate::New));
+        ev.have_endpoint = false;
+        assert_eq!(due(&t, &ev).initiate, None, "no endpoint: cannot initiate");
+    }
+
+    #[test]
+    fn last_minute_rekey_on_receive_after_165_seconds_once() {
+        let t = Timing::default();
+        let mut ev = established(166);
+        ev.recv_any = Some(s(166));
+        let d = due(&t, &ev);
+        assert_eq!(d.initiate, Some(Initiate::New));
+        assert!(d.last_minute);
+        ev.session.as_mut().unwrap().last_minute_done = true;
+        assert_eq!(due(&t, &ev).initiate, None);
+    }
+
+    #[test]
+    fn keys_expire_at_180_and_are_zeroed_after_540_seconds() {
+        let t = Timing::default();
+        assert!(!t.expired(s(179)));
+        assert!(t.expired(s(180)));
+        let mut ev = established(539);
+        assert!(!due(&t, &ev).zero_keys);
+        ev.now = s(540);
+        assert!(due(&t, &ev).zero_keys);
+    }
+
+    #[test]
+    fn persistent_keepalive_fires_on_idle_usable_session_only() {
+        let t = Timing::default();
+        let mut ev = established(30);
+        ev.persistent_keepalive = Some(s(25));
+        ev.sent_any = Some(s(4));
+        ev.recv_any = Some(s(6));
+        assert!(due(&t, &ev).keepalive);
+        ev.recv_any = Some(s(10));
+        assert!(!due(&t, &ev).keepalive);
+        ev.now = s(200);
+        assert!(!due(&t, &ev).keepalive, "an expired session sends nothing");
+    }
+
+    #[test]
+    fn a_waiting_packet_starts_a_handshake() {
+        let t = Timing::default();
+        let ev = Events {
+            now: s(1),
+            want_session: true,
+            have_endpoint: true,
+            ..Events::default()
+        };
+        assert_eq!(due(&t, &ev).initiate, Some(Initiate::New));
+    }
+}

@@ -1,0 +1,151 @@
+//! In-memory tun and UDP devices, so the pipeline runs in `cargo test` (and in
+//! the criterion benchmark) without root. Their channels are bounded, so a
+//! slow consumer pushes back exactly as a full kernel queue would.
+
+use super::device::{TunDevice, UdpDevice};
+use super::pool::{Batch, HEADROOM, NO_ADDR};
+use crate::sys::poll::StopFd;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How often a blocked fake read looks at the stop flag.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Waits for a first item (or stop), then takes whatever else is ready.
+fn recv_ready<T>(
+    rx: &Receiver<T>,
+    stop: &StopFd,
+    batch: &mut Batch,
+    mut put: impl FnMut(&mut Batch, T),
+) -> Option<()> {
+    let first = loop {
+        if stop.is_set() {
+            return None;
+        }
+        match rx.recv_timeout(POLL) {
+            Ok(item) => break item,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    };
+    put(batch, first);
+    while !batch.is_full() {
+        match rx.try_recv() {
+            Ok(item) => put(batch, item),
+            Err(_) => break,
+        }
+    }
+    Some(())
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "fake device closed")
+}
+
+/// A tun device whose "applications" are the test: it sends packets in
+/// through [`FakeTunEnds::inject`] and reads what the pipeline delivered from
+/// [`FakeTunEnds::delivered`].
+pub struct FakeTun {
+    from_apps: Receiver<Vec<u8>>,
+    to_apps: Sender<Vec<u8>>,
+}
+
+pub struct FakeTunEnds {
+    pub inject: Sender<Vec<u8>>,
+    pub delivered: Receiver<Vec<u8>>,
+}
+
+impl FakeTun {
+    /// `capacity` packets may wait in each direction.
+    pub fn new(capacity: usize) -> (FakeTun, FakeTunEnds) {
+        let (inject, from_apps) = bounded(capacity);
+        let (to_apps, delivered) = bounded(capacity);
+        (
+            FakeTun { from_apps, to_apps },
+            FakeTunEnds { inject, delivered },
+        )
+    }
+}
+
+impl TunDevice for FakeTun {
+    fn read_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<bool> {
+        let got = recv_ready(&self.from_apps, stop, batch, |b, pkt: Vec<u8>| {
+            let slot = b.free_slots_mut().next().expect("batch not full");
+            let n = pkt.len().min(slot.len() - HEADROOM);
+            slot[HEADROOM..HEADROOM + n].copy_from_slice(&pkt[..n]);
+            b.push(n, NO_ADDR);
+        });
+        Ok(got.is_some())
+    }
+
+    fn write_packet(&self, packet: &[u8]) -> io::Result<()> {
+        // Blocks when the test reads slowly: that is the backpressure.
+        self.to_apps.send(packet.to_vec()).map_err(|_| closed())
+    }
+}
+
+/// One end of an in-memory UDP link between two pipelines.
+pub struct FakeUdp {
+    addr: SocketAddr,
+    rx: Receiver<(Vec<u8>, SocketAddr)>,
+    peer_addr: SocketAddr,
+    peer_tx: Sender<(Vec<u8>, SocketAddr)>,
+}
+
+impl FakeUdp {
+    /// Two ends joined to each other; `capacity` datagrams may be in flight
+    /// each way. A datagram to any other address is lost, as on a network.
+    pub fn pair(a: SocketAddr, b: SocketAddr, capacity: usize) -> (FakeUdp, FakeUdp) {
+        let (a_tx, a_rx) = bounded(capacity);
+        let (b_tx, b_rx) = bounded(capacity);
+        (
+            FakeUdp {
+                addr: a,
+                rx: a_rx,
+                peer_addr: b,
+                peer_tx: b_tx,
+            },
+            FakeUdp {
+                addr: b,
+                rx: b_rx,
+                peer_addr: a,
+                peer_tx: a_tx,
+            },
+        )
+    }
+}
+
+impl UdpDevice for FakeUdp {
+    fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<usize>> {
+        let mut truncated = 0;
+        let got = recv_ready(&self.rx, stop, batch, |b, (dgram, from)| {
+            let slot = b.free_slots_mut().next().expect("batch not full");
+            if dgram.len() > slot.len() {
+                truncated += 1;
+                b.push(0, from);
+            } else {
+                slot[..dgram.len()].copy_from_slice(&dgram);
+                b.push(dgram.len(), from);
+            }
+        });
+        Ok(got.map(|()| truncated))
+    }
+
+    fn send_batch(&self, batch: &Batch, dest: SocketAddr) -> io::Result<()> {
+        for i in (0..batch.count()).filter(|&i| batch.len(i) > 0) {
+            self.send_to(&batch.slot(i)[..batch.len(i)], dest)?;
+        }
+        Ok(())
+    }
+
+    fn send_to(&self, datagram: &[u8], dest: SocketAddr) -> io::Result<()> {
+        if dest != self.peer_addr {
+            return Ok(());
+        }
+        self.peer_tx
+            .send((datagram.to_vec(), self.addr))
+            .map_err(|_| closed())
+    }
+}

@@ -1,0 +1,421 @@
+//! The control thread: answers and makes handshakes, runs the timers of
+//! PROTOCOL.md §10, installs keypairs, and sends keepalives. It is the only
+//! stage that draws random numbers or reads the wall clock (for TAI64N).
+
+use super::device::UdpDevice;
+use super::inbound::parse_drop;
+use super::peer::{Peer, Session};
+use super::stats::{DropReason, Stage, StageStats, Stats};
+use super::SessionEvent;
+use crate::protocol::handshake::{
+    consume_cookie_reply, consume_initiation, consume_response, create_initiation,
+    create_response, tai64n, verify_mac1, Initiating, LocalStatic, PeerStatic,
+};
+use crate::protocol::keys::Key;
+use crate::protocol::messages::{
+    message_type, CookieReply, Initiation, MessageType, Response, INITIATION_LEN,
+};
+use crate::protocol::session::seal_in_place;
+use crate::protocol::timers::{self, Events, Initiate, Pending, SessionInfo};
+use crate::sys::poll::StopFd;
+use crossbeam_channel::{select, Receiver, Sender};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How often the timers are evaluated when nothing else wakes the thread.
+const TICK: Duration = Duration::from_millis(100);
+/// Minimum time between two accepted initiations from the peer (§5.2).
+const INITIATION_FLOOD: Duration = Duration::from_millis(20);
+/// A cookie is used for mac2 this long after it arrived (§7.2).
+const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
+/// Upper bound of the random extra wait before a retransmission (§10.1).
+const MAX_JITTER_MS: u64 = 334;
+
+/// A handshake message copied out of a receive batch, so the batch can move
+/// on at once; sized for the largest one (an initiation).
+pub struct HandshakePacket {
+    bytes: [u8; INITIATION_LEN],
+    len: usize,
+    pub src: SocketAddr,
+}
+
+impl HandshakePacket {
+    /// `datagram` is a type 1, 2 or 3 message (already length-checked).
+    pub fn new(datagram: &[u8], src: SocketAddr) -> HandshakePacket {
+        let mut bytes = [0u8; INITIATION_LEN];
+        let len = datagram.len().min(INITIATION_LEN);
+        bytes[..len].copy_from_slice(&datagram[..len]);
+        HandshakePacket { bytes, len, src }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Our own initiation, waiting for its response.
+struct Attempt {
+    state: Initiating,
+    sent: Duration,
+    retries: u32,
+    jitter: Duration,
+}
+
+pub struct Handshaker<'a> {
+    local: LocalStatic,
+    remote: PeerStatic,
+    peer: &'a Peer,
+    udp: &'a dyn UdpDevice,
+    stats: &'a Stats,
+    session_events: &'a Sender<SessionEvent>,
+    persistent_keepalive: Option<Duration>,
+    attempt: Option<Attempt>,
+    /// Greatest TAI64N accepted from the peer: older initiations are replays.
+    last_timestamp: Option<[u8; 12]>,
+    last_initiation_at: Option<Duration>,
+    handshake_sent: Option<Duration>,
+    session_derived: Option<Duration>,
+    cookie: Option<([u8; 16], Duration)>,
+    want_session: bool,
+}
+
+impl<'a> Handshaker<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        local: LocalStatic,
+        remote: PeerStatic,
+        peer: &'a Peer,
+        udp: &'a dyn UdpDevice,
+        stats: &'a Stats,
+        session_events: &'a Sender<SessionEvent>,
+        persistent_keepalive: Option<Duration>,
+    ) -> Self {
+        Handshaker {
+            local,
+            remote,
+            peer,
+            udp,
+            stats,
+            session_events,
+            persistent_keepalive,
+            attempt: None,
+            last_timestamp: None,
+            last_initiation_at: None,
+            handshake_sent: None,
+            session_derived: None,
+            cookie: None,
+            want_session: false,
+        }
+    }
+
+    fn counters(&self) -> &StageStats {
+        self.stats.stage(Stage::Handshaker)
+    }
+
+    pub fn run(
+        mut self,
+        handshake_in: &Receiver<HandshakePacket>,
+        want_session: &Receiver<()>,
+        stop: &StopFd,
+    ) {
+        while !stop.is_set() {
+            select! {
+                recv(handshake_in) -> p => if let Ok(p) = p {
+                    self.counters().queue(handshake_in.len());
+                    self.handle(&p);
+                },
+                recv(want_session) -> w => if w.is_ok() {
+                    self.want_session = true;
+                },
+                default(TICK) => {},
+            }
+            self.tick();
+        }
+    }
+
+    /// Applies the timer rules to the current state.
+    fn tick(&mut self) {
+        let now = self.peer.now();
+        if self.peer.sending_session().is_some() {
+            self.want_session = false;
+        }
+        let current = self.peer.keypairs().current;
+        let ev = Events {
+            now,
+            sent_any: self.peer.sent_any.get(),
+            sent_data_unanswered: self.peer.sent_data_unanswered.get(),
+            recv_any: self.peer.recv_any.get(),
+            recv_data: self.peer.recv_data.get(),
+            session: current.as_ref().map(|s| SessionInfo {
+                created: s.created,
+                we_initiated: s.we_initiated,
+                last_minute_done: s.last_minute_done.load(std::sync::atomic::Ordering::Relaxed),
+            }),
+            pending: self.attempt.as_ref().map(|a| Pending {
+                sent: a.sent,
+                retries: a.retries,
+                jitter: a.jitter,
+            }),
+            handshake_sent: self.handshake_sent,
+            session_derived: self.session_derived,
+            persistent_keepalive: self.persistent_keepalive,
+            want_session: self.want_session,
+            have_endpoint: self.peer.endpoint().is_some(),
+        };
+        let due = timers::due(&self.peer.timing, &ev);
+        if due.last_minute {
+            if let Some(s) = &current {
+                s.last_minute_done
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if due.give_up {
+            log::warn!(
+                "no handshake after {} s: giving up until there is traffic again",
+                self.peer.timing.rekey_attempt_time.as_secs()
+            );
+            self.attempt = None;
+            self.want_session = false;
+            let _ = self.session_events.try_send(SessionEvent::GaveUp);
+        }
+        match due.initiate {
+            Some(Initiate::Retry) => {
+                let retries = self.attempt.as_ref().map_or(0, |a| a.retries) + 1;
+                log::debug!("handshake retry {retries}");
+                self.send_initiation(retries);
+            }
+            Some(Initiate::New) => self.send_initiation(0),
+            None => {}
+        }
+        if due.keepalive {
+            self.send_keepalive();
+        }
+        if due.zero_keys {
+            log::info!("erasing key material after 3 x REJECT_AFTER_TIME without a new session");
+            self.peer.clear_keypairs();
+            self.attempt = None;
+            self.session_derived = None;
+        }
+    }
+
+    fn handle(&mut self, p: &HandshakePacket) {
+        let result = match message_type(p.bytes()).map_err(parse_drop) {
+            Ok(MessageType::Initiation) => self.on_initiation(p),
+            Ok(MessageType::Response) => self.on_response(p),
+            Ok(MessageType::CookieReply) => self.on_cookie_reply(p),
+            Ok(MessageType::Transport) => Err(DropReason::UnexpectedMessage),
+            Err(r) => Err(r),
+        };
+        match result {
+            Ok(()) => self.counters().pass(1, p.bytes().len()),
+            Err(reason) => {
+                log::debug!("dropped handshake message from {}: {}", p.src, reason.name());
+                self.counters().drop(reason);
+            }
+        }
+    }
+
+    /// Responder side (§5.2, §5.3).
+    fn on_initiation(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
+        if !verify_mac1(&self.local, p.bytes()) {
+            return Err(DropReason::BadMac1);
+        }
+        let msg = Initiation::parse(p.bytes()).map_err(parse_drop)?;
+        let accepted =
+            consume_initiation(&self.local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
+        if accepted.peer_public != self.remote.public {
+            return Err(DropReason::UnknownPeer);
+        }
+        if self.last_timestamp.is_some_and(|t| accepted.timestamp <= t) {
+            return Err(DropReason::StaleTimestamp);
+        }
+        let now = self.peer.now();
+        if self
+            .last_initiation_at
+            .is_some_and(|t| now.saturating_sub(t) < INITIATION_FLOOD)
+        {
+            return Err(DropReason::InitiationFlood);
+        }
+        self.last_timestamp = Some(accepted.timestamp);
+        self.last_initiation_at = Some(now);
+        self.note_endpoint(p.src);
+
+        let index = self.new_index();
+        let cookie = self.cookie(now);
+        let (keys, response) = create_response(
+            &self.local,
+            &self.remote,
+            &accepted,
+            random_key(),
+            index,
+            cookie.as_ref(),
+        )
+        .map_err(|_| DropReason::HandshakeFailed)?;
+        self.peer
+            .install_responded(Session::new(&keys, now, false));
+        self.session_derived = Some(now);
+        self.peer.received(now, false);
+        self.send(&response, p.src, now);
+        log::debug!("answered a handshake initiation from {}", p.src);
+        Ok(())
+    }
+
+    /// Initiator side (§5.4).
+    fn on_response(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
+        if !verify_mac1(&self.local, p.bytes()) {
+            return Err(DropReason::BadMac1);
+        }
+        let msg = Response::parse(p.bytes()).map_err(parse_drop)?;
+        let attempt = self
+            .attempt
+            .as_ref()
+            .filter(|a| a.state.sender_index == msg.receiver)
+            .ok_or(DropReason::UnexpectedMessage)?;
+        let keys = consume_response(&self.local, &self.remote, &attempt.state, &msg)
+            .map_err(|_| DropReason::HandshakeFailed)?;
+        let now = self.peer.now();
+        let took = now.saturating_sub(attempt.sent);
+        self.attempt = None;
+        self.want_session = false;
+        self.peer.install_initiated(Session::new(&keys, now, true));
+        self.session_derived = Some(now);
+        self.peer.received(now, false);
+        self.note_endpoint(p.src);
+        self.stats.handshake_completed(took.as_millis() as u64);
+        log::info!(
+            "handshake completed with {} in {} ms (initiator)",
+            p.src,
+            took.as_millis()
+        );
+        // Waiting packets go out now; the keepalive confirms the session to
+        // the responder even when nothing waits (§10.4).
+        let _ = self.session_events.try_send(SessionEvent::Ready);
+        self.send_keepalive();
+        Ok(())
+    }
+
+    fn on_cookie_reply(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
+        let msg = CookieReply::parse(p.bytes()).map_err(parse_drop)?;
+        let attempt = self
+            .attempt
+            .as_ref()
+            .filter(|a| a.state.sender_index == msg.receiver)
+            .ok_or(DropReason::UnexpectedMessage)?;
+        let cookie = consume_cookie_reply(&self.remote, &msg, &attempt.state.mac1)
+            .map_err(|_| DropReason::BadCookie)?;
+        self.cookie = Some((cookie, self.peer.now()));
+        log::debug!("received a cookie: the peer is under load");
+        Ok(())
+    }
+
+    fn cookie(&self, now: Duration) -> Option<[u8; 16]> {
+        self.cookie
+            .filter(|(_, at)| now.saturating_sub(*at) < COOKIE_LIFETIME)
+            .map(|(c, _)| c)
+    }
+
+    fn send_initiation(&mut self, retries: u32) {
+        let Some(dest) = self.peer.endpoint() else {
+            return;
+        };
+        let now = self.peer.now();
+        let index = self.new_index();
+        let cookie = self.cookie(now);
+        match create_initiation(
+            &self.local,
+            &self.remote,
+            random_key(),
+            wall_clock_tai64n(),
+            index,
+            cookie.as_ref(),
+        ) {
+            Ok((state, msg)) => {
+                self.attempt = Some(Attempt {
+                    state,
+                    sent: now,
+                    retries,
+                    jitter: Duration::from_millis(random_u64() % MAX_JITTER_MS),
+                });
+                self.send(&msg, dest, now);
+                log::debug!("sent a handshake initiation to {dest}");
+            }
+            Err(e) => log::warn!("cannot create a handshake initiation: {e:?}"),
+        }
+    }
+
+    fn send_keepalive(&self) {
+        let (Some(session), Some(dest)) = (self.peer.sending_session(), self.peer.endpoint())
+        else {
+            return;
+        };
+        let Some(counter) = session.next_counter() else {
+            return;
+        };
+        let mut buf = [0u8; 32];
+        let n = seal_in_place(
+            &session.send,
+            session.remote_index,
+            counter,
+            &mut buf,
+            0,
+            self.peer.mtu,
+        );
+        let now = self.peer.now();
+        if self.udp.send_to(&buf[..n], dest).is_ok() {
+            self.peer.sent(now, false);
+        }
+    }
+
+    fn send(&mut self, msg: &[u8], dest: SocketAddr, now: Duration) {
+        match self.udp.send_to(msg, dest) {
+            Ok(()) => {
+                self.handshake_sent = Some(now);
+                self.peer.sent(now, false);
+            }
+            Err(e) => {
+                log::debug!("sending a handshake message to {dest}: {e}");
+                self.counters().drop(DropReason::SendError);
+            }
+        }
+    }
+
+    fn note_endpoint(&self, src: SocketAddr) {
+        if let Some(old) = self.peer.update_endpoint(src) {
+            match old {
+                Some(old) => log::info!("peer endpoint changed: {old} -> {src}"),
+                None => log::info!("peer endpoint learned: {src}"),
+            }
+        }
+    }
+
+    /// A random index not used by any of our keypairs or our pending attempt.
+    fn new_index(&self) -> u32 {
+        let keypairs = self.peer.keypairs();
+        loop {
+            let i = random_u64() as u32;
+            let pending = self.attempt.as_ref().map(|a| a.state.sender_index);
+            if pending != Some(i) && keypairs.indices().all(|used| used != i) {
+                return i;
+            }
+        }
+    }
+}
+
+fn random_key() -> Key {
+    let mut k = [0u8; 32];
+    getrandom::getrandom(&mut k).expect("the OS random source is available");
+    k
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).expect("the OS random source is available");
+    u64::from_le_bytes(b)
+}
+
+fn wall_clock_tai64n() -> [u8; 12] {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    tai64n(t.as_secs(), t.subsec_nanos())
+}

@@ -1,0 +1,224 @@
+//! Outbound, in flow order: tun_reader -> encryptor -> udp_sender.
+
+use super::device::{TunDevice, UdpDevice};
+use super::peer::{Peer, Session};
+use super::pool::{Batch, Plain, Pool, Sealed, HEADROOM};
+use super::stats::{DropReason, StageStats};
+use super::SessionEvent;
+use crate::protocol::session::{inner_packet, seal_in_place, InnerError};
+use crate::sys::poll::StopFd;
+use crossbeam_channel::{select, Receiver, Sender};
+use std::io;
+
+/// Reads IP packets from the tun, a batch of whatever is ready at a time.
+/// Blocks on the pool when every batch is in flight: that is the
+/// backpressure from the stages after it.
+pub fn tun_reader(
+    tun: &dyn TunDevice,
+    pool: &Pool,
+    outbound_plain: &Sender<Plain>,
+    stop: &StopFd,
+    stats: &StageStats,
+) -> io::Result<()> {
+    loop {
+        let mut batch = pool.get();
+        if !tun.read_batch(&mut batch, stop)? {
+            return Ok(());
+        }
+        stats.pass(batch.packets(), batch.bytes());
+        if outbound_plain.send(Plain(batch)).is_err() {
+            return Ok(()); // the encryptor has ended and reports why
+        }
+    }
+}
+
+/// Seals plaintext packets with the current keypair. Packets that arrive
+/// before there is one wait in a single batch (bounded; the overflow is
+/// counted) and the handshaker is asked for a session.
+pub struct Encryptor<'a> {
+    pub peer: &'a Peer,
+    pub stats: &'a StageStats,
+    /// Asks the handshaker for a session.
+    pub want_session: &'a Sender<()>,
+    waiting: Option<Batch>,
+}
+
+impl<'a> Encryptor<'a> {
+    pub fn new(peer: &'a Peer, stats: &'a StageStats, want_session: &'a Sender<()>) -> Self {
+        Encryptor {
+            peer,
+            stats,
+            want_session,
+            waiting: None,
+        }
+    }
+
+    pub fn run(
+        mut self,
+        outbound_plain: &Receiver<Plain>,
+        session_events: &Receiver<SessionEvent>,
+        outbound_sealed: &Sender<Sealed>,
+    ) {
+        let mut session_events = session_events.clone();
+        loop {
+            let more = select! {
+                recv(outbound_plain) -> msg => match msg {
+                    Ok(Plain(batch)) => {
+                        self.stats.queue(outbound_plain.len());
+                        self.process(batch, outbound_sealed)
+                    }
+                    Err(_) => false,
+                },
+                recv(session_events) -> ev => match ev {
+                    Ok(SessionEvent::Ready) => match self.waiting.take() {
+                        Some(waiting) => self.process(waiting, outbound_sealed),
+                        None => true,
+                    },
+                    Ok(SessionEvent::GaveUp) => {
+                        self.drop_waiting(DropReason::GaveUp);
+                        true
+                    }
+                    Err(_) => {
+                        // Its senders have ended (shutdown): stop watching it.
+                        session_events = crossbeam_channel::never();
+                        true
+                    }
+                },
+            };
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Checks, seals and forwards a batch, or keeps it until a session
+    /// exists. Returns false once the udp_sender has ended.
+    fn process(&mut self, mut batch: Batch, outbound_sealed: &Sender<Sealed>) -> bool {
+        self.check_packets(&mut batch);
+        let Some(session) = self.peer.sending_session() else {
+            self.wait(batch);
+            return true;
+        };
+        // Packets that waited for this session go out first, in order.
+        if let Some(waiting) = self.waiting.take() {
+            if !self.seal_and_send(waiting, &session, outbound_sealed) {
+                return false;
+            }
+        }
+        self.seal_and_send(batch, &session, outbound_sealed)
+    }
+
+    fn seal_and_send(
+        &self,
+        mut batch: Batch,
+        session: &Session,
+        outbound_sealed: &Sender<Sealed>,
+    ) -> bool {
+        let mtu = self.peer.mtu;
+        let (mut packets, mut bytes) = (0, 0);
+        for i in 0..batch.count() {
+            let len = batch.len(i);
+            if len == 0 {
+                continue;
+            }
+            let Some(counter) = session.next_counter() else {
+                // Key used up: drop; the handshaker rekeys long before this.
+                self.stats.drop(DropReason::ExpiredKey);
+                batch.set_len(i, 0);
+                continue;
+            };
+            let n = seal_in_place(
+                &session.send,
+                session.remote_index,
+                counter,
+                batch.slot_mut(i),
+                len,
+                mtu,
+            );
+            batch.set_len(i, n);
+            packets += 1;
+            bytes += len;
+        }
+        if packets == 0 {
+            return true;
+        }
+        self.stats.pass(packets, bytes);
+        self.peer.sent(self.peer.now(), true);
+        outbound_sealed.send(Sealed(batch)).is_ok()
+    }
+
+    /// Drops what must never be sent: non-IP data, oversized packets, and
+    /// packets for destinations outside the peer's AllowedIPs (§14).
+    fn check_packets(&self, batch: &mut Batch) {
+        for i in 0..batch.count() {
+            let len = batch.len(i);
+            if len == 0 {
+                continue;
+            }
+            let reason = if len > self.peer.mtu {
+                Some(DropReason::TooBig)
+            } else {
+                match inner_packet(&batch.slot(i)[HEADROOM..HEADROOM + len]) {
+                    Err(InnerError::Empty | InnerError::BadVersion) => Some(DropReason::NotIp),
+                    Err(_) => Some(DropReason::InnerTruncated),
+                    Ok(p) if !self.peer.allows(p.dst) => Some(DropReason::NoRoute),
+                    Ok(_) => None,
+                }
+            };
+            if let Some(r) = reason {
+                self.stats.drop(r);
+                batch.set_len(i, 0);
+            }
+        }
+    }
+
+    /// Keeps packets until a session exists, and asks for one.
+    fn wait(&mut self, mut batch: Batch) {
+        if !batch.has_packets() {
+            return;
+        }
+        match &mut self.waiting {
+            None => self.waiting = Some(batch),
+            Some(waiting) => {
+                waiting.append_from(&mut batch);
+                for _ in 0..batch.packets() {
+                    self.stats.drop(DropReason::NoSessionQueueFull);
+                }
+            }
+        }
+        // Full means a request is already queued.
+        let _ = self.want_session.try_send(());
+    }
+
+    fn drop_waiting(&mut self, reason: DropReason) {
+        if let Some(b) = self.waiting.take() {
+            for _ in 0..b.packets() {
+                self.stats.drop(reason);
+            }
+        }
+    }
+}
+
+/// Sends sealed batches to the peer's current endpoint.
+pub fn udp_sender(
+    udp: &dyn UdpDevice,
+    peer: &Peer,
+    outbound_sealed: &Receiver<Sealed>,
+    stats: &StageStats,
+) {
+    for Sealed(batch) in outbound_sealed.iter() {
+        stats.queue(outbound_sealed.len());
+        let packets = batch.packets();
+        let result = match peer.endpoint() {
+            Some(dest) => udp.send_batch(&batch, dest).map_err(|e| {
+                log::debug!("udp_sender: sending to {dest}: {e}");
+                DropReason::SendError
+            }),
+            None => Err(DropReason::NoEndpoint),
+        };
+        match result {
+            Ok(()) => stats.pass(packets, batch.bytes()),
+            Err(reason) => (0..packets).for_each(|_| stats.drop(reason)),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! What the stages share about the one peer: its keypairs (previous, current,
+//! next; PROTOCOL.md §9), its endpoint, its allowed IPs, and when packets last
+//! went each way. The handshaker writes keypairs; the encryptor and decryptor
+//! take a snapshot of them once per batch.
+
+use crate::cidr::Cidr;
+use crate::protocol::handshake::TransportKeys;
+use crate::protocol::session::{ReplayWindow, SessionKey, REJECT_AFTER_MESSAGES};
+use crate::protocol::timers::Timing;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Monotonic time since the tunnel started.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock(Instant::now())
+    }
+
+    pub fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// A time stamp one thread sets and another reads; 0 means "never".
+#[derive(Default)]
+pub struct Stamp(AtomicU64);
+
+impl Stamp {
+    pub fn set(&self, t: Duration) {
+        self.0.store(t.as_micros() as u64 + 1, Relaxed);
+    }
+
+    /// Sets the stamp only if it is not set, keeping the first time.
+    pub fn set_if_unset(&self, t: Duration) {
+        let _ = self
+            .0
+            .compare_exchange(0, t.as_micros() as u64 + 1, Relaxed, Relaxed);
+    }
+
+    pub fn clear(&self) {
+        self.0.store(0, Relaxed);
+    }
+
+    pub fn get(&self) -> Option<Duration> {
+        match self.0.load(Relaxed) {
+            0 => None,
+            v => Some(Duration::from_micros(v - 1)),
+        }
+    }
+}
+
+/// One keypair: the result of a handshake.
+pub struct Session {
+    pub send: SessionKey,
+    pub recv: SessionKey,
+    pub local_index: u32,
+    pub remote_index: u32,
+    pub created: Duration,
+    pub we_initiated: bool,
+    send_counter: AtomicU64,
+    replay: Mutex<ReplayWindow>,
+    pub last_minute_done: AtomicBool,
+}
+
+impl Session {
+    pub fn new(keys: &TransportKeys, created: Duration, we_initiated: bool) -> Session {
+        Session {
+            send: SessionKey::new(&keys.send),
+            recv: SessionKey::new(&keys.recv),
+            local_index: keys.local_index,
+            remote_index: keys.remote_index,
+            created,
+            we_initiated,
+            send_counter: AtomicU64::new(0),
+            replay: Mutex::new(ReplayWindow::new()),
+            last_minute_done: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the next send counter, or None once the key is used up.
+    pub fn next_counter(&self) -> Option<u64> {
+        let c = self.send_counter.fetch_add(1, Relaxed);
+        (c < REJECT_AFTER_MESSAGES).then_some(c)
+    }
+
+    pub fn counter(&self) -> u64 {
+        self.send_counter.load(Relaxed)
+    }
+
+    /// Cheap check before decrypting: could this counter still be accepted?
+    pub fn replay_check(&self, counter: u64) -> bool {
+        self.replay.lock().is_ok_and(|w| w.check(counter))
+    }
+
+    /// Records a counter after successful decryption; false for a replay.
+    pub fn replay_update(&self, counter: u64) -> bool {
+        self.replay.lock().is_ok_and(|mut w| w.update(counter))
+    }
+}
+
+/// The three keypair slots.
+#[derive(Default, Clone)]
+pub struct Keypairs {
+    pub previous: Option<Arc<Session>>,
+    pub current: Option<Arc<Session>>,
+    pub next: Option<Arc<Session>>,
+}
+
+impl Keypairs {
+    /// The session for a receiver index, and whether it sits in "next".
+    pub fn find(&self, index: u32) -> Option<(&Arc<Session>, bool)> {
+        let is = |s: &&Arc<Session>| s.local_index == index;
+        if let Some(s) = self.next.as_ref().filter(is) {
+            return Some((s, true));
+        }
+        [&self.current, &self.previous]
+            .into_iter()
+            .flatten()
+            .find(is)
+            .map(|s| (s, false))
+    }
+
+    pub fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        [&self.previous, &self.current, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|s| s.local_index)
+    }
+}
+
+/// The peer as every stage sees it.
+pub struct Peer {
+    pub clock: Clock,
+    pub timing: Timing,
+    pub allowed_ips: Vec<Cidr>,
+    pub mtu: usize,
+    keypairs: RwLock<Keypairs>,
+    endpoint: Mutex<Option<SocketAddr>>,
+    /// Last authenticated packet sent / received, and data received.
+    pub sent_any: Stamp,
+    pub recv_any: Stamp,
+    pub recv_data: Stamp,
+    /// First data packet sent since the last authenticated receive.
+    pub sent_data_unanswered: Stamp,
+}
+
+impl Peer {
+    pub fn new(
+        allowed_ips: Vec<Cidr>,
+        endpoint: Option<SocketAddr>,
+        mtu: usize,
+        timing: Timing,
+    ) -> Peer {
+        Peer {
+            clock: Clock::new(),
+            timing,
+            allowed_ips,
+            mtu,
+            keypairs: RwLock::default(),
+            endpoint: Mutex::new(endpoint),
+            sent_any: Stamp::default(),
+            recv_any: Stamp::default(),
+            recv_data: Stamp::default(),
+            sent_data_unanswered: Stamp::default(),
+        }
+    }
+
+    pub fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    /// Cryptokey routing: does `ip` belong to this peer (§14)?
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allowed_ips.iter().any(|c| c.contains(ip))
+    }
+
+    pub fn keypairs(&self) -> Keypairs {
+        self.keypairs.read().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    /// The keypair to send with, if it is usable now.
+    pub fn sending_session(&self) -> Option<Arc<Session>> {
+        let current = self.keypairs.read().ok()?.current.clone()?;
+        let fresh = !self.timing.expired(self.now().saturating_sub(current.created));
+        (fresh && current.counter() < REJECT_AFTER_MESSAGES).then_some(current)
+    }
+
+    /// Initiator side: the new keypair becomes current at once (§9).
+    pub fn install_initiated(&self, session: Session) {
+        self.with_keypairs(|k| {
+            k.previous = match k.next.take() {
+                Some(next) => Some(next),
+                None => k.current.take(),
+            };
+            k.current = Some(Arc::new(session));
+        });
+    }
+
+    /// Responder side: the new keypair waits in "next" until the initiator
+    /// uses it, so we never send on a key the peer may not have (§9).
+    pub fn install_responded(&self, session: Session) {
+        self.with_keypairs(|k| {
+            k.next = Some(Arc::new(session));
+            k.previous = None;
+        });
+    }
+
+    /// A packet arrived on the "next" keypair: rotate it in. Returns whether
+    /// this call did the rotation (another batch may have done it first).
+    pub fn promote(&self, local_index: u32) -> bool {
+        let mut promoted = false;
+        self.with_keypairs(|k| {
+            if k.next.as_ref().is_some_and(|n| n.local_index == local_index) {
+                k.previous = k.current.take();
+                k.current = k.next.take();
+                promoted = true;
+            }
+        });
+        promoted
+    }
+
+    pub fn clear_keypairs(&self) {
+        self.with_keypairs(|k| *k = Keypairs::default());
+    }
+
+    fn with_keypairs(&self, f: impl FnOnce(&mut Keypairs)) {
+        // A poisoned lock means a stage panicked; the process is going down
+        // and the keys must not be used, so start from empty slots.
+        let mut k = self
+            .keypairs
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut k);
+    }
+
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.endpoint.lock().ok().and_then(|e| *e)
+    }
+
+    /// Moves the endpoint to where an authenticated packet came from (§11);
+    /// returns the old endpoint if it changed.
+    pub fn update_endpoint(&self, addr: SocketAddr) -> Option<Option<SocketAddr>> {
+        let mut e = self.endpoint.lock().ok()?;
+        (*e != Some(addr)).then(|| e.replace(addr))
+    }
+
+    /// Stamps an authenticated receive; `data` for a non-keepalive packet.
+    pub fn received(&self, now: Duration, data: bool) {
+        self.recv_any.set(now);
+        self.sent_data_unanswered.clear();
+        if data {
+            self.recv_data.set(now);
+        }
+    }
+
+    /// Stamps an authenticated send; `data` for a non-keepalive packet.
+    pub fn sent(&self, now: Duration, data: bool) {
+        self.sent_any.set(now);
+        if data {
+            self.sent_data_unanswered.set_if_unset(now);
+        }
+    }
+}
+
+/// How long ago a stamp was, for logs.
+pub fn ago(now: Duration, t: Option<Duration>) -> Option<Duration> {
+    t.map(|t| now.saturating_sub(t))
+}

@@ -1,0 +1,235 @@
+//! Reusable packet buffers. A [`Batch`] is up to [`BATCH`] packet slots in one
+//! allocation; all batches of a direction are made up front by a [`Pool`],
+//! travel through the stages, and go back to the pool when dropped. So the
+//! data path allocates nothing, and the memory a direction can hold is fixed
+//! by the pool size, whatever the load.
+//!
+//! Slot layout: a sealed datagram starts at offset 0; its plaintext lives at
+//! [`HEADROOM`], so the encryptor and decryptor work in place.
+
+use crossbeam_channel::{Receiver, Sender};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+/// Packets per batch: one recvmmsg/sendmmsg and one channel hand-off.
+pub const BATCH: usize = crate::sys::udp::MAX_BATCH;
+
+/// Room before the plaintext for the 16-byte transport header.
+pub const HEADROOM: usize = crate::protocol::messages::HEADER_LEN;
+
+/// Slot size for a tunnel MTU: header, plaintext padded to 16, tag.
+pub fn slot_size(mtu: usize) -> usize {
+    (HEADROOM + mtu + 16 + crate::protocol::messages::TAG_LEN).next_multiple_of(64)
+}
+
+#[derive(Default)]
+struct Slots {
+    data: Box<[u8]>,
+    lens: Box<[usize]>,
+    addrs: Box<[SocketAddr]>,
+    count: usize,
+}
+
+/// Up to [`BATCH`] packets. A slot whose length is 0 holds no packet (it was
+/// dropped by a stage); later stages skip it.
+pub struct Batch {
+    slots: Slots,
+    slot: usize,
+    home: Sender<Slots>,
+}
+
+/// Source address of packets that have none (read from the tun).
+pub const NO_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+impl Batch {
+    /// Number of slots in use (including emptied ones).
+    pub fn count(&self) -> usize {
+        self.slots.count
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.slots.count == self.slots.lens.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.slots.count = 0;
+    }
+
+    pub fn slot_size(&self) -> usize {
+        self.slot
+    }
+
+    /// The whole buffer of slot `i`.
+    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.slots.data[i * self.slot..(i + 1) * self.slot]
+    }
+
+    pub fn slot(&self, i: usize) -> &[u8] {
+        &self.slots.data[i * self.slot..(i + 1) * self.slot]
+    }
+
+    pub fn len(&self, i: usize) -> usize {
+        self.slots.lens[i]
+    }
+
+    pub fn set_len(&mut self, i: usize, len: usize) {
+        self.slots.lens[i] = len;
+    }
+
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.slots.addrs[i]
+    }
+
+    /// Claims the next slot for a packet of `len` bytes from `addr`.
+    pub fn push(&mut self, len: usize, addr: SocketAddr) {
+        let i = self.slots.count;
+        self.slots.lens[i] = len;
+        self.slots.addrs[i] = addr;
+        self.slots.count += 1;
+    }
+
+    /// Moves packets from `other` into the free slots here, in order, until
+    /// this batch is full; moved slots are emptied in `other`.
+    pub fn append_from(&mut self, other: &mut Batch) {
+        for i in 0..other.count() {
+            let len = other.len(i);
+            if len == 0 {
+                continue;
+            }
+            if self.is_full() {
+                return;
+            }
+            let used = (HEADROOM + len).min(self.slot);
+            let dst = self.slots.count;
+            self.slot_mut(dst)[..used].copy_from_slice(&other.slot(i)[..used]);
+            self.push(len, other.addr(i));
+            other.set_len(i, 0);
+        }
+    }
+
+    /// The free slots after those in use, for a device to fill.
+    pub fn free_slots_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        let start = self.slots.count * self.slot;
+        self.slots.data[start..].chunks_exact_mut(self.slot)
+    }
+
+    /// Whether any slot still holds a packet.
+    pub fn has_packets(&self) -> bool {
+        self.slots.lens[..self.slots.count].iter().any(|&l| l > 0)
+    }
+
+    /// Total bytes of the packets held.
+    pub fn bytes(&self) -> usize {
+        self.slots.lens[..self.slots.count].iter().sum()
+    }
+
+    /// Packets held (slots with a length).
+    pub fn packets(&self) -> usize {
+        self.slots.lens[..self.slots.count]
+            .iter()
+            .filter(|&&l| l > 0)
+            .count()
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.count = 0;
+        // The pool may be gone at shutdown; then the memory is simply freed.
+        let _ = self.home.try_send(slots);
+    }
+}
+
+/// A fixed set of batches for one direction of the pipeline.
+#[derive(Clone)]
+pub struct Pool {
+    free: Receiver<Slots>,
+    home: Sender<Slots>,
+    slot: usize,
+}
+
+impl Pool {
+    /// Allocates `batches` batches of [`BATCH`] slots of `slot` bytes each.
+    pub fn new(batches: usize, slot: usize) -> Pool {
+        let (home, free) = crossbeam_channel::bounded(batches);
+        for _ in 0..batches {
+            let slots = Slots {
+                data: vec![0u8; BATCH * slot].into_boxed_slice(),
+                lens: vec![0; BATCH].into_boxed_slice(),
+                addrs: vec![NO_ADDR; BATCH].into_boxed_slice(),
+                count: 0,
+            };
+            home.send(slots).expect("pool channel has room for every batch");
+        }
+        Pool { free, home, slot }
+    }
+
+    /// An empty batch; blocks while every batch is in flight, which is how a
+    /// reader feels backpressure from the stages after it.
+    pub fn get(&self) -> Batch {
+        let slots = self
+            .free
+            .recv()
+            .expect("the pool holds its own sender, so it never disconnects");
+        self.wrap(slots)
+    }
+
+    /// An empty batch if one is free right now.
+    pub fn try_get(&self) -> Option<Batch> {
+        self.free.try_recv().ok().map(|s| self.wrap(s))
+    }
+
+    fn wrap(&self, slots: Slots) -> Batch {
+        Batch {
+            slots,
+            slot: self.slot,
+            home: self.home.clone(),
+        }
+    }
+
+    /// Batches currently free.
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+}
+
+/// Plaintext packets: IP packets at [`HEADROOM`] in each slot.
+pub struct Plain(pub Batch);
+
+/// Sealed packets: whole WireGuard datagrams at offset 0 in each slot.
+pub struct Sealed(pub Batch);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_return_to_the_pool_when_dropped() {
+        let pool = Pool::new(2, slot_size(1420));
+        let mut a = pool.get();
+        let _b = pool.get();
+        assert!(pool.try_get().is_none(), "both batches are out");
+        a.push(10, NO_ADDR);
+        assert_eq!(a.packets(), 1);
+        drop(a);
+        let again = pool.try_get().expect("dropped batch came back");
+        assert_eq!(again.count(), 0, "a returned batch is empty");
+    }
+
+    #[test]
+    fn slots_fit_a_sealed_full_mtu_packet() {
+        let s = slot_size(1420);
+        assert!(s >= 16 + 1420 + 16 + 16);
+        assert_eq!(s % 64, 0);
+    }
+
+    #[test]
+    fn free_slots_follow_the_used_ones() {
+        let pool = Pool::new(1, 64);
+        let mut b = pool.get();
+        b.push(3, NO_ADDR);
+        assert_eq!(b.free_slots_mut().count(), BATCH - 1);
+        b.free_slots_mut().next().unwrap()[0] = 7;
+        assert_eq!(b.slot(1)[0], 7);
+    }
+}
