@@ -352,14 +352,16 @@ impl<'a> Handshaker<'a> {
             return;
         };
         let mut buf = [0u8; 32];
-        let n = seal_in_place(
+        let Some(n) = seal_in_place(
             &session.send,
             session.remote_index,
             counter,
             &mut buf,
             0,
             self.peer.mtu,
-        );
+        ) else {
+            return;
+        };
         let now = self.peer.now();
         if self.udp.send_to(&buf[..n], dest).is_ok() {
             self.peer.sent(now, false);

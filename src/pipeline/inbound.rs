@@ -114,7 +114,8 @@ impl Decryptor<'_> {
         now: Duration,
     ) -> Result<Opened, DropReason> {
         let src = batch.addr(i);
-        let datagram = &mut batch.slot_mut(i)[..batch.len(i)];
+        let len = batch.len(i);
+        let datagram = &mut batch.slot_mut(i)[..len];
         if message_type(datagram).map_err(parse_drop)? != MessageType::Transport {
             return match self.handshake_in.try_send(HandshakePacket::new(datagram, src)) {
                 Ok(()) => Ok(Opened::Handshake),

@@ -127,17 +127,26 @@ impl<'a> Encryptor<'a> {
                 batch.set_len(i, 0);
                 continue;
             };
-            let n = seal_in_place(
+            // Slots are sized for the MTU and longer packets were dropped,
+            // so sealing always has room; stay safe if that ever changes.
+            match seal_in_place(
                 &session.send,
                 session.remote_index,
                 counter,
                 batch.slot_mut(i),
                 len,
                 mtu,
-            );
-            batch.set_len(i, n);
-            packets += 1;
-            bytes += len;
+            ) {
+                Some(n) => {
+                    batch.set_len(i, n);
+                    packets += 1;
+                    bytes += len;
+                }
+                None => {
+                    self.stats.drop(DropReason::TooBig);
+                    batch.set_len(i, 0);
+                }
+            }
         }
         if packets == 0 {
             return true;
