@@ -1,1 +1,56 @@
-//! (to be written)
+//! The kernel boundary: the TUN device, interface and route ioctls, batched
+//! UDP, and a stop signal for blocked threads.
+//!
+//! This is the only place in the crate with `unsafe`. Each system call sits in
+//! a small function of its own and reports failures as [`crate::Error::Sys`]
+//! (what was done on what) or as `io::Error` on the per-packet paths.
+
+pub mod iface;
+pub mod poll;
+pub mod route;
+pub mod tun;
+pub mod udp;
+
+use crate::{Error, Result};
+use nix::errno::Errno;
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrLike};
+use nix::unistd::Pid;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::OwnedFd;
+
+/// An AF_INET datagram socket, the handle the interface and route ioctls go
+/// through. `what` names the operation it is opened for, for the error.
+fn inet_control_socket(what: &str) -> Result<OwnedFd> {
+    socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::sys(format!("socket(AF_INET) for {what}"), e.into()))
+}
+
+/// `ip` as the generic `sockaddr` that ifreq and rtentry hold.
+fn sockaddr_v4(ip: Ipv4Addr) -> libc::sockaddr {
+    let sin = SockaddrIn::from(SocketAddrV4::new(ip, 0));
+    // SAFETY: a sockaddr_in and a sockaddr are both 16 bytes; `as_ptr` points
+    // at a live sockaddr_in owned by `sin`.
+    unsafe { std::ptr::read_unaligned(sin.as_ptr()) }
+}
+
+/// Whether process `pid` exists (signal 0 reaches it, or is refused only for
+/// lack of permission) and still has its /proc entry.
+pub fn process_exists(pid: u32) -> bool {
+    // Pid 0 would address our own process group.
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    if raw == 0 {
+        return false;
+    }
+    let reachable = matches!(
+        nix::sys::signal::kill(Pid::from_raw(raw), None),
+        Ok(()) | Err(Errno::EPERM)
+    );
+    reachable && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}

@@ -1,0 +1,174 @@
+//! Interface configuration through the classic ioctls on an AF_INET socket:
+//! address, netmask, MTU, up; plus switching IPv6 off on the interface.
+//!
+//! Call order that works: [`set_ipv4_address`] (which also resets the mask to
+//! the classful default), then [`set_ipv4_netmask`], [`set_mtu`],
+//! [`disable_ipv6`], and [`set_up`] last so the kernel never sends IPv6
+//! autoconfiguration on the tunnel.
+
+use super::{inet_control_socket, sockaddr_v4};
+use crate::{Error, Result};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+mod raw {
+    nix::ioctl_write_ptr_bad!(siocsifaddr, libc::SIOCSIFADDR, libc::ifreq);
+    nix::ioctl_write_ptr_bad!(siocsifnetmask, libc::SIOCSIFNETMASK, libc::ifreq);
+    nix::ioctl_write_ptr_bad!(siocsifmtu, libc::SIOCSIFMTU, libc::ifreq);
+    nix::ioctl_write_ptr_bad!(siocsifflags, libc::SIOCSIFFLAGS, libc::ifreq);
+    nix::ioctl_read_bad!(siocgifflags, libc::SIOCGIFFLAGS, libc::ifreq);
+}
+
+/// Checks that `name` is usable as a Linux interface name as given: 1 to 15
+/// bytes, none of `/ : %`, whitespace or NUL (the kernel would reject, or
+/// for `%d` rename, such a name).
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad_char = name
+        .chars()
+        .find(|c| matches!(c, '/' | ':' | '%' | '\0') || c.is_whitespace());
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        Err(Error::Input(format!(
+            "interface name '{name}' must be 1 to {} bytes long",
+            libc::IFNAMSIZ - 1
+        )))
+    } else if let Some(c) = bad_char {
+        Err(Error::Input(format!(
+            "interface name '{name}' contains '{}', which is not allowed",
+            c.escape_default()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// An ifreq naming `name`, everything else zero.
+fn ifreq(name: &str) -> Result<libc::ifreq> {
+    validate_name(name)?;
+    // SAFETY: ifreq is plain C data (a name array and a union of integers,
+    // sockaddrs and pointers) for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+/// Sets the interface's IPv4 address (SIOCSIFADDR).
+pub fn set_ipv4_address(name: &str, addr: Ipv4Addr) -> Result<()> {
+    let op = format!("SIOCSIFADDR {addr} on {name}");
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_addr = sockaddr_v4(addr);
+    let sock = inet_control_socket(&op)?;
+    // SAFETY: `req` is a valid, initialised ifreq that outlives the call.
+    unsafe { raw::siocsifaddr(sock.as_raw_fd(), &req) }.map_err(|e| Error::sys(op, e.into()))?;
+    Ok(())
+}
+
+/// Sets the interface's IPv4 netmask from a prefix length (SIOCSIFNETMASK).
+pub fn set_ipv4_netmask(name: &str, prefix_len: u8) -> Result<()> {
+    let op = format!("SIOCSIFNETMASK /{prefix_len} on {name}");
+    let mask = prefix_mask(prefix_len)
+        .ok_or_else(|| Error::Input(format!("{op}: prefix length is longer than 32")))?;
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_netmask = sockaddr_v4(mask);
+    let sock = inet_control_socket(&op)?;
+    // SAFETY: `req` is a valid, initialised ifreq that outlives the call.
+    unsafe { raw::siocsifnetmask(sock.as_raw_fd(), &req) }.map_err(|e| Error::sys(op, e.into()))?;
+    Ok(())
+}
+
+/// The IPv4 netmask of a prefix length, `None` above 32.
+pub(crate) fn prefix_mask(prefix_len: u8) -> Option<Ipv4Addr> {
+    (prefix_len <= 32).then(|| {
+        Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0),
+        )
+    })
+}
+
+/// Sets the interface MTU (SIOCSIFMTU).
+pub fn set_mtu(name: &str, mtu: u32) -> Result<()> {
+    let op = format!("SIOCSIFMTU {mtu} on {name}");
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_mtu =
+        libc::c_int::try_from(mtu).map_err(|_| Error::Input(format!("{op}: MTU is too large")))?;
+    let sock = inet_control_socket(&op)?;
+    // SAFETY: `req` is a valid, initialised ifreq that outlives the call.
+    unsafe { raw::siocsifmtu(sock.as_raw_fd(), &req) }.map_err(|e| Error::sys(op, e.into()))?;
+    Ok(())
+}
+
+/// Brings the interface up: reads its flags and writes them back with
+/// IFF_UP | IFF_RUNNING added, so other flags stay as they are.
+pub fn set_up(name: &str) -> Result<()> {
+    let sock = inet_control_socket(&format!("bringing {name} up"))?;
+    let flags = get_flags(&sock, name)?;
+    set_flags(
+        &sock,
+        name,
+        flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short,
+    )
+}
+
+fn get_flags(sock: &OwnedFd, name: &str) -> Result<libc::c_short> {
+    let mut req = ifreq(name)?;
+    // SAFETY: `req` is a valid ifreq the kernel fills in; it outlives the call.
+    unsafe { raw::siocgifflags(sock.as_raw_fd(), &mut req) }
+        .map_err(|e| Error::sys(format!("SIOCGIFFLAGS on {name}"), e.into()))?;
+    // SAFETY: SIOCGIFFLAGS wrote the flags member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_flags })
+}
+
+fn set_flags(sock: &OwnedFd, name: &str, flags: libc::c_short) -> Result<()> {
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_flags = flags;
+    // SAFETY: `req` is a valid, initialised ifreq that outlives the call.
+    unsafe { raw::siocsifflags(sock.as_raw_fd(), &req) }
+        .map_err(|e| Error::sys(format!("SIOCSIFFLAGS {flags:#x} on {name}"), e.into()))?;
+    Ok(())
+}
+
+/// Turns IPv6 off on the interface so the kernel sends no router
+/// solicitations or other autoconfiguration traffic into the tunnel. A kernel
+/// without IPv6 has nothing to turn off; that is not an error.
+pub fn disable_ipv6(name: &str) -> Result<()> {
+    validate_name(name)?;
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !ipv6_in_kernel() => Ok(()),
+        other => other.map_err(|e| Error::sys(format!("writing 1 to {path}"), e)),
+    }
+}
+
+fn ipv6_in_kernel() -> bool {
+    std::path::Path::new("/proc/sys/net/ipv6").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("pv0").is_ok());
+        assert!(validate_name("abcdefghijklmno").is_ok());
+        assert!(validate_name("abcdefghijklmnop").is_err());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name("pv%d").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name("eth0:1").is_err());
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(prefix_mask(0), Some(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(prefix_mask(1), Some(Ipv4Addr::new(128, 0, 0, 0)));
+        assert_eq!(prefix_mask(24), Some(Ipv4Addr::new(255, 255, 255, 0)));
+        assert_eq!(prefix_mask(32), Some(Ipv4Addr::BROADCAST));
+        assert_eq!(prefix_mask(33), None);
+    }
+}

@@ -1,0 +1,451 @@
+//! Real-kernel tests of `sys` and `routes`. They need root.
+//!
+//! Each test runs on a thread of its own that first moves into a fresh,
+//! anonymous network namespace (namespaces are per thread in Linux), so it
+//! cannot touch the host's interfaces or routes, and everything it creates
+//! (tun, veth, routes) vanishes with the namespace when the thread ends.
+//! Commands such as `ip` are spawned from that thread and so inherit its
+//! namespace.
+
+use pipevpn::routes::{
+    plan, read_route_table, state_path, sweep_stale, InstalledRoutes, RouteV4, SweepOutcome,
+};
+use pipevpn::sys::iface::{disable_ipv6, set_ipv4_address, set_ipv4_netmask, set_mtu, set_up};
+use pipevpn::sys::poll::{wait_readable, Ready, StopFd};
+use pipevpn::sys::route::{add_route_v4, del_route_v4};
+use pipevpn::sys::tun::Tun;
+use pipevpn::sys::udp::{bind_udp, recv_many, send_many, RecvMeta, MAX_BATCH};
+use pipevpn::Error;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs `f` on a new thread inside a new network namespace with `lo` up.
+fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    assert!(
+        // /proc/self belongs to the effective uid.
+        std::fs::metadata("/proc/self").unwrap().uid() == 0,
+        "tests/sys_root.rs needs root: it creates network namespaces, TUN devices and routes"
+    );
+    std::thread::spawn(move || {
+        // SAFETY: unshare takes no pointers; it moves only this thread.
+        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            r,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        set_up("lo").unwrap();
+        f()
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Runs `ip ARGS` in the calling thread's namespace; its stdout, or a panic.
+fn ip(args: &str) -> String {
+    let out = Command::new("ip")
+        .args(args.split_whitespace())
+        .output()
+        .expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The main routing table of this thread's namespace, in `RouteV4` text form,
+/// read from /proc (independent of the code under test).
+fn table() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/route").unwrap();
+    let addr = |hex: &str| Ipv4Addr::from(u32::from_str_radix(hex, 16).unwrap().to_ne_bytes());
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(f[3], 16).unwrap();
+            let prefix = u32::from(addr(f[7])).count_ones();
+            let via = if flags & 2 != 0 {
+                format!(" via {}", addr(f[2]))
+            } else {
+                String::new()
+            };
+            format!("{}/{prefix}{via} dev {}", addr(f[1]), f[0])
+        })
+        .collect()
+}
+
+fn has_route(route: &str) -> bool {
+    table().iter().any(|r| r == route)
+}
+
+fn route(s: &str) -> RouteV4 {
+    s.parse().unwrap()
+}
+
+/// Opens tun `name` with `addr/24`, MTU 1420, IPv6 off, up.
+fn tun_up(name: &str, addr: Ipv4Addr) -> Tun {
+    let tun = Tun::open(name).unwrap();
+    assert_eq!(tun.name(), name);
+    set_ipv4_address(name, addr).unwrap();
+    set_ipv4_netmask(name, 24).unwrap();
+    set_mtu(name, 1420).unwrap();
+    disable_ipv6(name).unwrap();
+    set_up(name).unwrap();
+    tun
+}
+
+/// A directory for route records, unique to this test and run.
+fn run_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pipevpn-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// An IPv4/UDP packet with header checksum and no UDP checksum.
+fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let total = 28 + payload.len();
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let sum: u32 = p
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let checksum = !((folded & 0xffff) + (folded >> 16)) as u16;
+    p[10..12].copy_from_slice(&checksum.to_be_bytes());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn tun_is_configured_and_carries_packets() {
+    in_netns(|| {
+        let tun = tun_up("pvt0", Ipv4Addr::new(10, 99, 0, 1));
+        let addr = ip("-o -4 addr show dev pvt0");
+        assert!(addr.contains("inet 10.99.0.1/24"), "{addr}");
+        let link = ip("-o link show dev pvt0");
+        assert!(link.contains("mtu 1420") && link.contains(",UP"), "{link}");
+        let v6 = std::fs::read_to_string("/proc/sys/net/ipv6/conf/pvt0/disable_ipv6").unwrap();
+        assert_eq!(v6.trim(), "1");
+        assert!(ip("-o -6 addr show dev pvt0").is_empty());
+
+        // Kernel -> tun: a datagram to a peer address on the tunnel subnet.
+        tun.set_nonblocking().unwrap();
+        let mut buf = [0u8; 2048];
+        let err = tun.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        let app = UdpSocket::bind("10.99.0.1:0").unwrap();
+        app.send_to(b"hello", "10.99.0.2:9999").unwrap();
+        let stop = StopFd::new().unwrap();
+        let ready = wait_readable(tun.as_raw_fd(), &stop, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(ready, Some(Ready::Readable));
+        let n = tun.read(&mut buf).unwrap();
+        assert_eq!(n, 20 + 8 + 5);
+        assert_eq!(buf[0] >> 4, 4, "not IPv4: {:?}", &buf[..n]);
+        assert_eq!(&buf[16..20], &[10, 99, 0, 2]);
+        assert_eq!(&buf[28..n], b"hello");
+
+        // tun -> kernel: a datagram from the peer reaches the local socket.
+        let port = app.local_addr().unwrap().port();
+        let pkt = udp_packet(
+            Ipv4Addr::new(10, 99, 0, 2),
+            Ipv4Addr::new(10, 99, 0, 1),
+            9999,
+            port,
+            b"back",
+        );
+        assert_eq!(tun.write(&pkt).unwrap(), pkt.len());
+        app.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (n, from) = app.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"back"[..], "10.99.0.2:9999".parse().unwrap())
+        );
+
+        // The name is taken while we hold it; a non-TUN name is refused.
+        let busy = Tun::open("pvt0").unwrap_err();
+        assert!(matches!(busy, Error::Input(_)), "{busy:?}");
+        assert_eq!(busy.to_string(), "interface pvt0 is already in use");
+        let not_tun = Tun::open("lo").unwrap_err().to_string();
+        assert!(not_tun.contains("not a free TUN device"), "{not_tun}");
+
+        // Not persistent: closing it removes the interface.
+        drop(tun);
+        assert!(!ip("-o link show").contains("pvt0"));
+    });
+}
+
+#[test]
+fn routes_are_added_and_deleted() {
+    in_netns(|| {
+        let _tun = tun_up("pvt1", Ipv4Addr::new(10, 99, 1, 1));
+        for text in [
+            "10.50.0.0/16 dev pvt1",
+            "10.60.0.0/16 via 10.99.1.2 dev pvt1",
+            "203.0.113.7/32 dev pvt1",
+        ] {
+            let r = route(text);
+            assert!(add_route_v4(&r).unwrap(), "{text} not added");
+            assert!(has_route(text), "{text} missing: {:?}", table());
+            assert!(!add_route_v4(&r).unwrap(), "{text} added twice");
+            del_route_v4(&r).unwrap();
+            assert!(!has_route(text), "{text} still there");
+            // Already gone is fine.
+            del_route_v4(&r).unwrap();
+        }
+        let no_dev = route("10.51.0.0/16 dev nosuchdev0");
+        // Deleting through a device that is gone is fine: so are its routes.
+        del_route_v4(&no_dev).unwrap();
+        let err = add_route_v4(&no_dev).unwrap_err();
+        assert!(matches!(err, Error::Sys { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("SIOCADDRT 10.51.0.0/16 dev nosuchdev0: "),
+            "{err}"
+        );
+    });
+}
+
+fn state_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn installed_routes_are_recorded_and_undone() {
+    in_netns(|| {
+        let _tun = tun_up("pvt2", Ipv4Addr::new(10, 99, 2, 1));
+        let dir = run_dir("install");
+        let state = state_path(&dir, "pvt2").unwrap();
+        // Someone else's route: install must leave it out of the record and in place.
+        let foreign = route("10.71.0.0/16 dev pvt2");
+        assert!(add_route_v4(&foreign).unwrap());
+
+        let wanted = [route("10.70.0.0/16 dev pvt2"), foreign.clone()];
+        let installed = InstalledRoutes::install(state.clone(), &wanted).unwrap();
+        assert_eq!(installed.routes(), &wanted[..1]);
+        let pid = std::process::id();
+        assert_eq!(
+            state_text(&state),
+            format!("pid {pid}\n10.70.0.0/16 dev pvt2\n")
+        );
+        assert!(has_route("10.70.0.0/16 dev pvt2"));
+        installed.remove();
+        assert!(!has_route("10.70.0.0/16 dev pvt2"));
+        assert!(has_route("10.71.0.0/16 dev pvt2"));
+        assert!(!state.exists());
+
+        // A failure half-way undoes the routes already added and the record.
+        let failing = [
+            route("10.72.0.0/16 dev pvt2"),
+            route("10.73.0.0/16 dev nosuchdev0"),
+        ];
+        let err = InstalledRoutes::install(state.clone(), &failing).unwrap_err();
+        assert!(err.to_string().contains("nosuchdev0"), "{err}");
+        assert!(!has_route("10.72.0.0/16 dev pvt2"));
+        assert!(!state.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+#[test]
+fn stale_records_are_swept_unless_their_owner_lives() {
+    in_netns(|| {
+        let _tun = tun_up("pvt3", Ipv4Addr::new(10, 99, 3, 1));
+        let dir = run_dir("sweep");
+        let state = state_path(&dir, "pvt3").unwrap();
+        std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+        let left = route("10.80.0.0/16 dev pvt3");
+        assert!(add_route_v4(&left).unwrap());
+        // 10.81.0.0/16 is listed but already gone, and so is the device of
+        // the last one (as after a crash, when the TUN vanished).
+        let record =
+            |pid: u32| format!("pid {pid}\n{left}\n10.81.0.0/16 dev pvt3\n0.0.0.0/1 dev pvgone0\n");
+
+        let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+        std::fs::write(&state, record(sleeper.id())).unwrap();
+        let err = sweep_stale(&state).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("interface pvt3 is in use by pipevpn pid {}", sleeper.id())
+        );
+        assert!(has_route("10.80.0.0/16 dev pvt3") && state.exists());
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        std::fs::write(&state, record(gone.id())).unwrap();
+        let outcome = sweep_stale(&state).unwrap();
+        assert_eq!(
+            outcome,
+            SweepOutcome::Swept {
+                pid: gone.id(),
+                routes: vec![
+                    left,
+                    route("10.81.0.0/16 dev pvt3"),
+                    route("0.0.0.0/1 dev pvgone0")
+                ]
+            }
+        );
+        assert!(!has_route("10.80.0.0/16 dev pvt3"));
+        assert!(!state.exists());
+        assert_eq!(sweep_stale(&state).unwrap(), SweepOutcome::Clean);
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+#[test]
+fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
+    in_netns(|| {
+        ip("link add pvv0 type veth peer name pvv1");
+        ip("addr add 192.0.2.1/24 dev pvv0");
+        ip("link set pvv1 up");
+        ip("link set pvv0 up");
+        ip("route add default via 192.0.2.254 dev pvv0");
+        let _tun = tun_up("pvt4", Ipv4Addr::new(10, 99, 4, 1));
+
+        let endpoint: SocketAddr = "203.0.113.7:51820".parse().unwrap();
+        let all = ["0.0.0.0/0".parse().unwrap()];
+        let routes = plan(&all, "pvt4", Some(endpoint), &read_route_table().unwrap()).unwrap();
+        let shown: Vec<String> = routes.iter().map(RouteV4::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "203.0.113.7/32 via 192.0.2.254 dev pvv0",
+                "0.0.0.0/1 dev pvt4",
+                "128.0.0.0/1 dev pvt4"
+            ]
+        );
+        let dir = run_dir("full");
+        let installed =
+            InstalledRoutes::install(state_path(&dir, "pvt4").unwrap(), &routes).unwrap();
+        for r in &shown {
+            assert!(has_route(r), "{r} missing: {:?}", table());
+        }
+        let to_endpoint = ip("-4 route get 203.0.113.7");
+        assert!(
+            to_endpoint.contains("via 192.0.2.254 dev pvv0"),
+            "{to_endpoint}"
+        );
+        let elsewhere = ip("-4 route get 198.51.100.1");
+        assert!(elsewhere.contains("dev pvt4"), "{elsewhere}");
+        drop(installed);
+        assert!(shown.iter().all(|r| !has_route(r)), "{:?}", table());
+        assert!(has_route("0.0.0.0/0 via 192.0.2.254 dev pvv0"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// Receives until `want` datagrams arrived (or panics after 5 s of silence).
+fn recv_all(sock: &UdpSocket, want: usize, buf_len: usize) -> Vec<(Vec<u8>, RecvMeta)> {
+    let stop = StopFd::new().unwrap();
+    let mut got = Vec::new();
+    while got.len() < want {
+        let ready = wait_readable(sock.as_raw_fd(), &stop, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            ready,
+            Some(Ready::Readable),
+            "timed out after {} datagrams",
+            got.len()
+        );
+        let mut bufs = vec![vec![0u8; buf_len]; 16];
+        let mut meta = [RecvMeta::default(); 16];
+        let n = recv_many(sock, bufs.iter_mut().map(Vec::as_mut_slice), &mut meta).unwrap();
+        assert!(n > 0);
+        for (buf, m) in bufs.into_iter().zip(meta).take(n) {
+            got.push((buf[..m.len].to_vec(), m));
+        }
+    }
+    assert_eq!(got.len(), want);
+    got
+}
+
+#[test]
+fn udp_batches_go_out_and_come_back() {
+    in_netns(|| {
+        for (a, b) in [
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("[::1]:0", "[::1]:0"),
+            ("127.0.0.1:0", "[::]:0"),
+        ] {
+            let tx = bind_udp(a.parse().unwrap()).unwrap();
+            let rx = bind_udp(b.parse().unwrap()).unwrap();
+            let rcvbuf =
+                nix::sys::socket::getsockopt(&rx, nix::sys::socket::sockopt::RcvBuf).unwrap();
+            assert!(rcvbuf >= 4 << 20, "SO_RCVBUF {rcvbuf}");
+            let mut meta = [RecvMeta::default(); 4];
+            let mut spare = [0u8; 64];
+            let err = recv_many(&rx, std::iter::once(&mut spare[..]), &mut meta).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+
+            let mut dest = rx.local_addr().unwrap();
+            if dest.ip().is_unspecified() {
+                dest.set_ip("127.0.0.1".parse().unwrap());
+            }
+            let payloads: Vec<Vec<u8>> = (0..10u8)
+                .map(|i| vec![i; 10 * (usize::from(i) + 1)])
+                .collect();
+            assert_eq!(
+                send_many(&tx, payloads.iter().map(Vec::as_slice), dest).unwrap(),
+                10
+            );
+            let got = recv_all(&rx, 10, 2048);
+            // IPv4 senders show as IPv4 even on a dual-stack socket.
+            let from = tx.local_addr().unwrap();
+            for ((data, m), sent) in got.iter().zip(&payloads) {
+                assert_eq!(
+                    (data, m.len, m.addr, m.truncated),
+                    (sent, sent.len(), from, false)
+                );
+            }
+
+            // A datagram longer than its buffer is cut and flagged.
+            assert_eq!(
+                send_many(&tx, std::iter::once(&[7u8; 100][..]), dest).unwrap(),
+                1
+            );
+            let cut = recv_all(&rx, 1, 10);
+            assert_eq!((cut[0].1.len, cut[0].1.truncated), (10, true));
+
+            // One call sends at most MAX_BATCH.
+            let many = vec![[1u8; 8]; MAX_BATCH + 36];
+            assert_eq!(
+                send_many(&tx, many.iter().map(|p| &p[..]), dest).unwrap(),
+                MAX_BATCH
+            );
+            assert_eq!(recv_all(&rx, MAX_BATCH, 64).len(), MAX_BATCH);
+        }
+    });
+}
+
+#[test]
+fn stop_fd_wakes_a_thread_blocked_on_a_socket() {
+    in_netns(|| {
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let stop = Arc::new(StopFd::new().unwrap());
+        let waiter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                wait_readable(sock.as_raw_fd(), &stop, Some(Duration::from_secs(10)))
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiter.is_finished());
+        stop.signal();
+        assert_eq!(waiter.join().unwrap().unwrap(), Some(Ready::Stopped));
+    });
+}
