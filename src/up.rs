@@ -79,8 +79,7 @@ fn run_tunnel(
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
 
-    let table = std::fs::read_to_string("/proc/net/route")
-        .map_err(|e| Error::sys("reading /proc/net/route", e))?;
+    let table = routes::read_route_table()?;
     let plan = routes::plan(&config.peer.allowed_ips, name, endpoint, &table)?;
     let installed = InstalledRoutes::install(state, &plan)?;
     tun.set_nonblocking()?;

@@ -91,7 +91,9 @@ fn packets_cross_both_ways_and_threads_join() {
     b.tun.inject.send(p2.clone()).unwrap();
     expect_delivery(&a, &p2);
     // A burst keeps its order.
-    let burst: Vec<_> = (0..500).map(|i| ipv4(A_TUN, B_TUN, 60 + i % 1000, i as u8)).collect();
+    let burst: Vec<_> = (0..500)
+        .map(|i| ipv4(A_TUN, B_TUN, 60 + i % 1000, i as u8))
+        .collect();
     let feeder = {
         let inject = a.tun.inject.clone();
         let burst = burst.clone();
@@ -102,7 +104,11 @@ fn packets_cross_both_ways_and_threads_join() {
     }
     feeder.join().unwrap();
 
-    assert_eq!(a.handle.stats.handshakes(), 1, "initiator completed one handshake");
+    assert_eq!(
+        a.handle.stats.handshakes(),
+        1,
+        "initiator completed one handshake"
+    );
     assert_eq!(b.handle.stats.handshakes(), 1, "responder confirmed it");
     let sent = a.handle.stats.stage(Stage::Encryptor).packets();
     assert_eq!(sent, 501);
@@ -118,7 +124,10 @@ fn disallowed_destinations_and_sources_are_counted_drops() {
     a.tun.inject.send(ok.clone()).unwrap();
     expect_delivery(&b, &ok);
     // Destination outside B's AllowedIPs on A: never sent.
-    a.tun.inject.send(ipv4(A_TUN, Ipv4Addr::new(10, 96, 0, 9), 60, 0)).unwrap();
+    a.tun
+        .inject
+        .send(ipv4(A_TUN, Ipv4Addr::new(10, 96, 0, 9), 60, 0))
+        .unwrap();
     // Not an IP packet.
     a.tun.inject.send(vec![0u8; 40]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -128,13 +137,19 @@ fn disallowed_destinations_and_sources_are_counted_drops() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // B sends with a spoofed inner source: A drops it after decrypting.
-    b.tun.inject.send(ipv4(Ipv4Addr::new(10, 96, 0, 77), A_TUN, 60, 0)).unwrap();
+    b.tun
+        .inject
+        .send(ipv4(Ipv4Addr::new(10, 96, 0, 77), A_TUN, 60, 0))
+        .unwrap();
     let dec = a.handle.stats.stage(Stage::Decryptor);
     while dec.dropped(DropReason::SourceNotAllowed) < 1 {
         assert!(Instant::now() < deadline, "spoofed source was counted");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(a.tun.delivered.try_recv().is_err(), "nothing was delivered to A");
+    assert!(
+        a.tun.delivered.try_recv().is_err(),
+        "nothing was delivered to A"
+    );
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
 }
@@ -160,7 +175,10 @@ fn a_slow_sink_pushes_back_instead_of_growing() {
             }
         }
     }
-    assert!(refused > 0, "A's tun queue filled: the pipeline pushed back");
+    assert!(
+        refused > 0,
+        "A's tun queue filled: the pipeline pushed back"
+    );
     // Memory is bounded by the pools: B's stages hold at most the batches of
     // its pool, so far fewer packets than were accepted wait inside it.
     let waiting = b.tun.delivered.len();
@@ -172,7 +190,12 @@ fn a_slow_sink_pushes_back_instead_of_growing() {
         "at most a pool's worth of packets in flight inside B (held {held}, accepted {accepted})"
     );
     // Drain: traffic flows again once the sink reads.
-    while b.tun.delivered.recv_timeout(Duration::from_millis(300)).is_ok() {}
+    while b
+        .tun
+        .delivered
+        .recv_timeout(Duration::from_millis(300))
+        .is_ok()
+    {}
     let last = ipv4(A_TUN, B_TUN, 100, 0xee);
     a.tun.inject.send(last.clone()).unwrap();
     expect_delivery(&b, &last);

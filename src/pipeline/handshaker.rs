@@ -8,8 +8,8 @@ use super::peer::{Peer, Session};
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
 use crate::protocol::handshake::{
-    consume_cookie_reply, consume_initiation, consume_response, create_initiation,
-    create_response, tai64n, verify_mac1, Initiating, LocalStatic, PeerStatic,
+    consume_cookie_reply, consume_initiation, consume_response, create_initiation, create_response,
+    tai64n, verify_mac1, Initiating, LocalStatic, PeerStatic,
 };
 use crate::protocol::keys::Key;
 use crate::protocol::messages::{
@@ -149,7 +149,9 @@ impl<'a> Handshaker<'a> {
             session: current.as_ref().map(|s| SessionInfo {
                 created: s.created,
                 we_initiated: s.we_initiated,
-                last_minute_done: s.last_minute_done.load(std::sync::atomic::Ordering::Relaxed),
+                last_minute_done: s
+                    .last_minute_done
+                    .load(std::sync::atomic::Ordering::Relaxed),
             }),
             pending: self.attempt.as_ref().map(|a| Pending {
                 sent: a.sent,
@@ -209,7 +211,11 @@ impl<'a> Handshaker<'a> {
         match result {
             Ok(()) => self.counters().pass(1, p.bytes().len()),
             Err(reason) => {
-                log::debug!("dropped handshake message from {}: {}", p.src, reason.name());
+                log::debug!(
+                    "dropped handshake message from {}: {}",
+                    p.src,
+                    reason.name()
+                );
                 self.counters().drop(reason);
             }
         }
@@ -251,8 +257,7 @@ impl<'a> Handshaker<'a> {
             cookie.as_ref(),
         )
         .map_err(|_| DropReason::HandshakeFailed)?;
-        self.peer
-            .install_responded(Session::new(&keys, now, false));
+        self.peer.install_responded(Session::new(&keys, now, false));
         self.session_derived = Some(now);
         self.peer.received(now, false);
         self.send(&response, p.src, now);

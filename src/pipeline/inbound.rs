@@ -117,7 +117,10 @@ impl Decryptor<'_> {
         let len = batch.len(i);
         let datagram = &mut batch.slot_mut(i)[..len];
         if message_type(datagram).map_err(parse_drop)? != MessageType::Transport {
-            return match self.handshake_in.try_send(HandshakePacket::new(datagram, src)) {
+            return match self
+                .handshake_in
+                .try_send(HandshakePacket::new(datagram, src))
+            {
                 Ok(()) => Ok(Opened::Handshake),
                 Err(_) => Err(DropReason::HandshakeQueueFull),
             };
@@ -126,7 +129,11 @@ impl Decryptor<'_> {
         let (session, is_next) = keypairs
             .find(header.receiver)
             .ok_or(DropReason::UnknownIndex)?;
-        if self.peer.timing.expired(now.saturating_sub(session.created)) {
+        if self
+            .peer
+            .timing
+            .expired(now.saturating_sub(session.created))
+        {
             return Err(DropReason::ExpiredKey);
         }
         if !session.replay_check(header.counter) {

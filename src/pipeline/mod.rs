@@ -172,7 +172,12 @@ pub fn spawn(
         start(
             Stage::UdpSender,
             Box::new(move || {
-                outbound::udp_sender(&*udp, &peer, &outbound_sealed, stats.stage(Stage::UdpSender));
+                outbound::udp_sender(
+                    &*udp,
+                    &peer,
+                    &outbound_sealed,
+                    stats.stage(Stage::UdpSender),
+                );
                 Ok(())
             }),
         )?;

@@ -192,7 +192,9 @@ impl Peer {
     /// The keypair to send with, if it is usable now.
     pub fn sending_session(&self) -> Option<Arc<Session>> {
         let current = self.keypairs.read().ok()?.current.clone()?;
-        let fresh = !self.timing.expired(self.now().saturating_sub(current.created));
+        let fresh = !self
+            .timing
+            .expired(self.now().saturating_sub(current.created));
         (fresh && current.counter() < REJECT_AFTER_MESSAGES).then_some(current)
     }
 
@@ -221,7 +223,10 @@ impl Peer {
     pub fn promote(&self, local_index: u32) -> bool {
         let mut promoted = false;
         self.with_keypairs(|k| {
-            if k.next.as_ref().is_some_and(|n| n.local_index == local_index) {
+            if k.next
+                .as_ref()
+                .is_some_and(|n| n.local_index == local_index)
+            {
                 k.previous = k.current.take();
                 k.current = k.next.take();
                 promoted = true;

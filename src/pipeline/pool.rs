@@ -159,7 +159,8 @@ impl Pool {
                 addrs: vec![NO_ADDR; BATCH].into_boxed_slice(),
                 count: 0,
             };
-            home.send(slots).expect("pool channel has room for every batch");
+            home.send(slots)
+                .expect("pool channel has room for every batch");
         }
         Pool { free, home, slot }
     }
