@@ -202,3 +202,52 @@ fn a_slow_sink_pushes_back_instead_of_growing() {
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
 }
+
+/// A tun whose reads fail: the stage must end, be reported, and turn the
+/// tunnel's shutdown into an error naming it, while the others still join.
+struct BrokenTun;
+
+impl pipevpn::pipeline::device::TunDevice for BrokenTun {
+    fn read_batch(
+        &self,
+        _batch: &mut pipevpn::pipeline::pool::Batch,
+        _stop: &pipevpn::sys::poll::StopFd,
+    ) -> std::io::Result<bool> {
+        Err(std::io::Error::other("device vanished"))
+    }
+
+    fn write_packet(&self, _packet: &[u8]) -> std::io::Result<()> {
+        panic!("nothing should be written")
+    }
+}
+
+#[test]
+fn a_failing_stage_is_reported_and_everything_still_joins() {
+    let (udp, _other) = FakeUdp::pair(A_ADDR.parse().unwrap(), B_ADDR.parse().unwrap(), 4);
+    let handle = spawn(
+        TunnelConfig {
+            private_key: [0x11; 32],
+            peer_public_key: public_key(&[0x22; 32]),
+            preshared_key: None,
+            endpoint: None,
+            allowed_ips: vec![],
+            mtu: 1420,
+            persistent_keepalive: None,
+            timing: Timing::default(),
+        },
+        Arc::new(BrokenTun),
+        Arc::new(udp),
+    )
+    .unwrap();
+    let exit = handle
+        .exits()
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the failed stage reported its end");
+    assert_eq!(exit.stage, Stage::TunReader);
+    let err = handle.shutdown().expect_err("shutdown reports the failure");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("tun_reader") && msg.contains("device vanished"),
+        "{msg}"
+    );
+}

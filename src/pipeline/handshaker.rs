@@ -20,6 +20,7 @@ use crate::protocol::timers::{self, Events, Initiate, Pending, SessionInfo};
 use crate::sys::poll::StopFd;
 use crossbeam_channel::{select, Receiver, Sender};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often the timers are evaluated when nothing else wakes the thread.
@@ -149,9 +150,8 @@ impl<'a> Handshaker<'a> {
             session: current.as_ref().map(|s| SessionInfo {
                 created: s.created,
                 we_initiated: s.we_initiated,
-                last_minute_done: s
-                    .last_minute_done
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                last_minute_done: s.last_minute_done.load(Relaxed),
+                sent_messages: s.counter(),
             }),
             pending: self.attempt.as_ref().map(|a| Pending {
                 sent: a.sent,
@@ -167,8 +167,7 @@ impl<'a> Handshaker<'a> {
         let due = timers::due(&self.peer.timing, &ev);
         if due.last_minute {
             if let Some(s) = &current {
-                s.last_minute_done
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                s.last_minute_done.store(true, Relaxed);
             }
         }
         if due.give_up {
@@ -178,6 +177,8 @@ impl<'a> Handshaker<'a> {
             );
             self.attempt = None;
             self.want_session = false;
+            // Only new traffic starts the next attempt.
+            self.peer.sent_data_unanswered.clear();
             let _ = self.session_events.try_send(SessionEvent::GaveUp);
         }
         match due.initiate {

@@ -48,7 +48,7 @@ use pool::Pool;
 use stats::{Stage, Stats};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -95,6 +95,7 @@ pub struct TunnelHandle {
     stop: Arc<StopFd>,
     threads: Vec<JoinHandle<()>>,
     exits: Receiver<StageExit>,
+    first_failure: Arc<Mutex<Option<Error>>>,
     pub stats: Arc<Stats>,
     pub peer: Arc<Peer>,
 }
@@ -130,8 +131,10 @@ pub fn spawn(
     let (exits_tx, exits) = crossbeam_channel::unbounded();
 
     let mut threads = Vec::new();
+    let first_failure = Arc::new(Mutex::new(None));
     let mut start = |stage: Stage, body: Box<dyn FnOnce() -> Result<()> + Send>| {
         let exits_tx: Sender<StageExit> = exits_tx.clone();
+        let first_failure = first_failure.clone();
         std::thread::Builder::new()
             .name(stage.name().into())
             .spawn(move || {
@@ -139,6 +142,14 @@ pub fn spawn(
                     Ok(r) => r.map_err(|e| e.to_string()),
                     Err(panic) => Err(panic_message(&panic)),
                 };
+                if let Err(msg) = &result {
+                    if let Ok(mut first) = first_failure.lock() {
+                        first.get_or_insert(Error::Stage {
+                            stage: stage.name(),
+                            msg: msg.clone(),
+                        });
+                    }
+                }
                 let _ = exits_tx.send(StageExit { stage, result });
             })
             .map(|h| threads.push(h))
@@ -244,6 +255,7 @@ pub fn spawn(
         stop,
         threads,
         exits,
+        first_failure,
         stats,
         peer,
     })
@@ -271,15 +283,7 @@ impl TunnelHandle {
         for t in self.threads {
             let _ = t.join();
         }
-        match self.exits.try_iter().find(|e| e.result.is_err()) {
-            Some(StageExit {
-                stage,
-                result: Err(msg),
-            }) => Err(Error::Stage {
-                stage: stage.name(),
-                msg,
-            }),
-            _ => Ok(()),
-        }
+        let failure = self.first_failure.lock().ok().and_then(|mut f| f.take());
+        failure.map_or(Ok(()), Err)
     }
 }

@@ -277,8 +277,3 @@ impl Peer {
         }
     }
 }
-
-/// How long ago a stamp was, for logs.
-pub fn ago(now: Duration, t: Option<Duration>) -> Option<Duration> {
-    t.map(|t| now.saturating_sub(t))
-}

@@ -7,6 +7,7 @@
 //! evaluated from those stamps, which gives the same behaviour without any
 //! per-packet work beyond a store.
 
+use crate::protocol::session::REKEY_AFTER_MESSAGES;
 use std::time::Duration;
 
 /// Protocol timing constants. Tests may shorten them; the defaults are
@@ -89,6 +90,8 @@ pub struct SessionInfo {
     pub we_initiated: bool,
     /// The last-minute rekey was already asked for this keypair.
     pub last_minute_done: bool,
+    /// Messages sent with it so far.
+    pub sent_messages: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +198,9 @@ fn wants_new_handshake(t: &Timing, ev: &Events, d: &mut Due) -> bool {
         return true;
     }
     let Some(s) = ev.session else { return false };
+    if s.sent_messages >= REKEY_AFTER_MESSAGES {
+        return true;
+    }
     if !s.we_initiated {
         return false;
     }
@@ -227,6 +233,7 @@ mod tests {
                 created: s(0),
                 we_initiated: true,
                 last_minute_done: false,
+                sent_messages: 10,
             }),
             session_derived: Some(s(0)),
             have_endpoint: true,
@@ -340,6 +347,16 @@ mod tests {
         assert!(!due(&t, &ev).keepalive);
         ev.now = s(200);
         assert!(!due(&t, &ev).keepalive, "an expired session sends nothing");
+    }
+
+    #[test]
+    fn either_side_rekeys_after_rekey_after_messages() {
+        let t = Timing::default();
+        let mut ev = established(30);
+        ev.session.as_mut().unwrap().we_initiated = false;
+        assert_eq!(due(&t, &ev).initiate, None);
+        ev.session.as_mut().unwrap().sent_messages = REKEY_AFTER_MESSAGES;
+        assert_eq!(due(&t, &ev).initiate, Some(Initiate::New));
     }
 
     #[test]
