@@ -54,6 +54,7 @@ fn run_tunnel(
     signals: &crossbeam_channel::Receiver<i32>,
 ) -> Result<()> {
     let name = opts.interface.as_str();
+    let timing = test_timing()?;
     let v4_addresses = ipv4_addresses(config)?;
     let endpoint = config
         .peer
@@ -97,7 +98,7 @@ fn run_tunnel(
                 .persistent_keepalive
                 .filter(|&s| s > 0)
                 .map(|s| Duration::from_secs(u64::from(s))),
-            timing: Timing::default(),
+            timing,
         },
         Arc::new(tun),
         Arc::new(udp),
@@ -125,6 +126,23 @@ fn run_tunnel(
     write_stats(opts, &stats.render());
     installed.remove();
     result
+}
+
+/// Protocol timers, shortened only by the integration tests through
+/// `PIPEVPN_TEST_TIMING` (e.g. `rekey_after=10`) so a rekey can be watched
+/// in seconds; deliberately not a documented option.
+fn test_timing() -> Result<Timing> {
+    let timing = Timing::default();
+    match std::env::var("PIPEVPN_TEST_TIMING") {
+        Ok(spec) => {
+            let t = timing
+                .with_overrides(&spec)
+                .map_err(|e| Error::Input(format!("PIPEVPN_TEST_TIMING: {e}")))?;
+            log::warn!("test timers in force: {t:?}");
+            Ok(t)
+        }
+        Err(_) => Ok(timing),
+    }
 }
 
 /// The IPv4 addresses to set; IPv6 ones are refused before anything is made.

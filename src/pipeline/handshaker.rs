@@ -7,9 +7,11 @@ use super::inbound::parse_drop;
 use super::peer::{Peer, Session};
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
+use crate::protocol::dos::{CookieSecret, LoadMeter, RateLimiter};
 use crate::protocol::handshake::{
-    consume_cookie_reply, consume_initiation, consume_response, create_initiation, create_response,
-    tai64n, verify_mac1, Initiating, LocalStatic, PeerStatic,
+    consume_cookie_reply, consume_initiation, consume_response, create_cookie_reply,
+    create_initiation, create_response, tai64n, verify_mac1, verify_mac2, Initiating, LocalStatic,
+    PeerStatic,
 };
 use crate::protocol::keys::Key;
 use crate::protocol::messages::{
@@ -31,6 +33,9 @@ const INITIATION_FLOOD: Duration = Duration::from_millis(20);
 const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 /// Upper bound of the random extra wait before a retransmission (§10.1).
 const MAX_JITTER_MS: u64 = 334;
+/// Handshake messages waiting in the queue that mean "under load" (1/8 of
+/// the queue, as wireguard-go does).
+const BUSY_QUEUE: usize = super::HANDSHAKE_QUEUE / 8;
 
 /// A handshake message copied out of a receive batch, so the batch can move
 /// on at once; sized for the largest one (an initiation).
@@ -78,6 +83,9 @@ pub struct Handshaker<'a> {
     session_derived: Option<Duration>,
     cookie: Option<([u8; 16], Duration)>,
     want_session: bool,
+    load: LoadMeter,
+    cookie_secret: CookieSecret,
+    limiter: RateLimiter,
 }
 
 impl<'a> Handshaker<'a> {
@@ -106,6 +114,9 @@ impl<'a> Handshaker<'a> {
             session_derived: None,
             cookie: None,
             want_session: false,
+            load: LoadMeter::default(),
+            cookie_secret: CookieSecret::default(),
+            limiter: RateLimiter::default(),
         }
     }
 
@@ -122,7 +133,9 @@ impl<'a> Handshaker<'a> {
         while !stop.is_set() {
             select! {
                 recv(handshake_in) -> p => if let Ok(p) = p {
-                    self.counters().queue(handshake_in.len());
+                    let waiting = handshake_in.len();
+                    self.counters().queue(waiting);
+                    self.load.observe(waiting >= BUSY_QUEUE, self.peer.now());
                     self.handle(&p);
                 },
                 recv(want_session) -> w => if w.is_ok() {
@@ -137,6 +150,7 @@ impl<'a> Handshaker<'a> {
     /// Applies the timer rules to the current state.
     fn tick(&mut self) {
         let now = self.peer.now();
+        self.limiter.forget_idle(now);
         if self.peer.sending_session().is_some() {
             self.want_session = false;
         }
@@ -224,10 +238,11 @@ impl<'a> Handshaker<'a> {
 
     /// Responder side (§5.2, §5.3).
     fn on_initiation(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
-        if !verify_mac1(&self.local, p.bytes()) {
-            return Err(DropReason::BadMac1);
-        }
         let msg = Initiation::parse(p.bytes()).map_err(parse_drop)?;
+        self.admit(p, msg.sender, &msg.mac1)?;
+        if !self.limiter.allow(p.src.ip(), self.peer.now()) {
+            return Err(DropReason::RateLimited);
+        }
         let accepted =
             consume_initiation(&self.local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
         if accepted.peer_public != self.remote.public {
@@ -268,10 +283,8 @@ impl<'a> Handshaker<'a> {
 
     /// Initiator side (§5.4).
     fn on_response(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
-        if !verify_mac1(&self.local, p.bytes()) {
-            return Err(DropReason::BadMac1);
-        }
         let msg = Response::parse(p.bytes()).map_err(parse_drop)?;
+        self.admit(p, msg.sender, &msg.mac1)?;
         let attempt = self
             .attempt
             .as_ref()
@@ -298,6 +311,34 @@ impl<'a> Handshaker<'a> {
         let _ = self.session_events.try_send(SessionEvent::Ready);
         self.send_keepalive();
         Ok(())
+    }
+
+    /// The cheap checks before any Diffie-Hellman work: mac1 always; under
+    /// load also mac2, answering a missing one with a cookie reply (§7).
+    fn admit(
+        &mut self,
+        p: &HandshakePacket,
+        sender: u32,
+        mac1: &[u8; 16],
+    ) -> Result<(), DropReason> {
+        if !verify_mac1(&self.local, p.bytes()) {
+            return Err(DropReason::BadMac1);
+        }
+        let now = self.peer.now();
+        if !self.load.under_load(now) {
+            return Ok(());
+        }
+        let cookie = self.cookie_secret.cookie(now, p.src, random_key);
+        if verify_mac2(&cookie, p.bytes()) {
+            return Ok(());
+        }
+        let mut nonce = [0u8; 24];
+        getrandom::getrandom(&mut nonce).expect("the OS random source is available");
+        let reply = create_cookie_reply(&self.local, sender, mac1, &cookie, nonce);
+        if let Err(e) = self.udp.send_to(&reply, p.src) {
+            log::debug!("sending a cookie reply to {}: {e}", p.src);
+        }
+        Err(DropReason::UnderLoad)
     }
 
     fn on_cookie_reply(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {

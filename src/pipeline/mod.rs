@@ -58,7 +58,7 @@ const CHANNEL_BATCHES: usize = 4;
 /// some at once, so the pool only runs dry when a stage is really behind.
 const POOL_BATCHES: usize = 3 * CHANNEL_BATCHES + 4;
 /// Handshake messages that may wait for the handshaker.
-const HANDSHAKE_QUEUE: usize = 128;
+pub const HANDSHAKE_QUEUE: usize = 128;
 
 /// The handshaker (or decryptor) telling the encryptor about sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

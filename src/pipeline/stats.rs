@@ -92,6 +92,8 @@ drop_reasons! {
     InitiationFlood => "initiation_flood",
     UnexpectedMessage => "unexpected_message",
     BadCookie => "bad_cookie",
+    UnderLoad => "under_load_cookie_sent",
+    RateLimited => "rate_limited",
 }
 
 const REASONS: usize = DropReason::ALL.len();

@@ -2,6 +2,7 @@
 //! clock reads, no randomness drawn here: callers pass time and random bytes
 //! in, so every function is deterministic and unit-tested beside itself.
 
+pub mod dos;
 pub mod handshake;
 pub mod keys;
 pub mod messages;

@@ -34,6 +34,40 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// Applies test overrides written as `name=seconds` pairs separated by
+    /// commas, e.g. `rekey_after=10,reject_after=15` (names: rekey_after,
+    /// reject_after, rekey_attempt, rekey_timeout, keepalive; fractions allowed).
+    pub fn with_overrides(mut self, spec: &str) -> Result<Timing, String> {
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("'{item}' is not name=seconds"))?;
+            let secs: f64 = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| format!("'{item}': seconds must be a positive number"))?;
+            let field = match name.trim() {
+                "rekey_after" => &mut self.rekey_after_time,
+                "reject_after" => &mut self.reject_after_time,
+                "rekey_attempt" => &mut self.rekey_attempt_time,
+                "rekey_timeout" => &mut self.rekey_timeout,
+                "keepalive" => &mut self.keepalive_timeout,
+                other => return Err(format!("unknown timer '{other}'")),
+            };
+            *field = Duration::from_secs_f64(secs);
+        }
+        if self.last_minute_age() == Duration::ZERO
+            || self.reject_after_time <= self.rekey_after_time
+        {
+            return Err(
+                "reject_after must exceed rekey_after and keepalive + rekey_timeout".into(),
+            );
+        }
+        Ok(self)
+    }
+
     /// Retries before giving up: REKEY_ATTEMPT_TIME / REKEY_TIMEOUT (18).
     pub fn max_retries(&self) -> u32 {
         (self.rekey_attempt_time.as_millis() / self.rekey_timeout.as_millis().max(1)) as u32
@@ -52,7 +86,8 @@ impl Timing {
     /// The initiator rekeys on receive once its keypair is this old (165 s),
     /// so a fresh one exists before REJECT_AFTER_TIME.
     pub fn last_minute_age(&self) -> Duration {
-        self.reject_after_time - self.keepalive_timeout - self.rekey_timeout
+        self.reject_after_time
+            .saturating_sub(self.keepalive_timeout + self.rekey_timeout)
     }
 }
 
@@ -357,6 +392,23 @@ mod tests {
         assert_eq!(due(&t, &ev).initiate, None);
         ev.session.as_mut().unwrap().sent_messages = REKEY_AFTER_MESSAGES;
         assert_eq!(due(&t, &ev).initiate, Some(Initiate::New));
+    }
+
+    #[test]
+    fn test_overrides_parse_and_are_checked() {
+        let t = Timing::default()
+            .with_overrides("rekey_after=10, reject_after=20,keepalive=0.5")
+            .unwrap();
+        assert_eq!(t.rekey_after_time, s(10));
+        assert_eq!(t.reject_after_time, s(20));
+        assert_eq!(t.keepalive_timeout, Duration::from_millis(500));
+        assert_eq!(t.rekey_timeout, s(5), "others keep their defaults");
+        assert!(Timing::default().with_overrides("bogus=1").is_err());
+        assert!(Timing::default().with_overrides("rekey_after").is_err());
+        assert!(Timing::default().with_overrides("keepalive=-1").is_err());
+        assert!(Timing::default()
+            .with_overrides("reject_after=100")
+            .is_err());
     }
 
     #[test]
