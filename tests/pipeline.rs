@@ -35,6 +35,11 @@ struct Side {
 
 /// Two tunnels joined by a fake UDP link; A knows B's endpoint and initiates.
 fn pair(tun_capacity: usize) -> (Side, Side) {
+    pair_with(tun_capacity, false)
+}
+
+/// As [`pair`]; with `both_know`, B also knows A's endpoint.
+fn pair_with(tun_capacity: usize, both_know: bool) -> (Side, Side) {
     let (a_key, b_key) = ([0x11u8; 32], [0x22u8; 32]);
     let a_addr: SocketAddr = A_ADDR.parse().unwrap();
     let b_addr: SocketAddr = B_ADDR.parse().unwrap();
@@ -56,7 +61,7 @@ fn pair(tun_capacity: usize) -> (Side, Side) {
     };
     (
         side(cfg(a_key, b_key, Some(b_addr), B_TUN), a_udp),
-        side(cfg(b_key, a_key, None, A_TUN), b_udp),
+        side(cfg(b_key, a_key, both_know.then_some(a_addr), A_TUN), b_udp),
     )
 }
 
@@ -113,6 +118,27 @@ fn packets_cross_both_ways_and_threads_join() {
     let sent = a.handle.stats.stage(Stage::Encryptor).packets();
     assert_eq!(sent, 501);
     assert_eq!(b.handle.stats.stage(Stage::TunWriter).packets(), 501);
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+}
+
+#[test]
+fn simultaneous_initiation_converges() {
+    let (a, b) = pair_with(64, true);
+    // Both sides have a packet waiting at once, so both initiate.
+    let (pa, pb) = (ipv4(A_TUN, B_TUN, 84, 1), ipv4(B_TUN, A_TUN, 84, 2));
+    a.tun.inject.send(pa.clone()).unwrap();
+    b.tun.inject.send(pb.clone()).unwrap();
+    expect_delivery(&b, &pa);
+    expect_delivery(&a, &pb);
+    // And traffic keeps flowing both ways afterwards.
+    for i in 0..50u8 {
+        let (pa, pb) = (ipv4(A_TUN, B_TUN, 100, i), ipv4(B_TUN, A_TUN, 100, i));
+        a.tun.inject.send(pa.clone()).unwrap();
+        b.tun.inject.send(pb.clone()).unwrap();
+        expect_delivery(&b, &pa);
+        expect_delivery(&a, &pb);
+    }
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
 }
