@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # lib.sh defines names for the scenario scripts
 # Network-namespace test harness for pipevpn, sourced by every scenario script.
 #
 #            ns1 (side A, "client")                    ns2 (side B, "server")
@@ -38,7 +38,7 @@ NS1="${PREFIX}n1" NS2="${PREFIX}n2" NS3="${PREFIX}n3"
 VETH1="${PREFIX}v1" VETH2="${PREFIX}v2" VETH3="${PREFIX}v3" VETH4="${PREFIX}v4"
 TUN1="${PREFIX}t1" TUN2="${PREFIX}t2"
 UNDER1=10.98.0.1 UNDER2=10.98.0.2 GATEWAY1=10.98.0.254
-INNER1=10.99.0.1 INNER2=10.99.0.2
+INNER1=10.99.0.1 INNER2=10.99.0.2 INNER_NET=10.99.0.0/24
 INTERNET_GW=10.97.0.1 INTERNET_HOST=10.97.0.2
 PORT=51820
 TMP=$(mktemp -d "/tmp/pipevpn-integ.$$.XXXXXX")
@@ -139,7 +139,16 @@ make_topology() {
 	# for a full tunnel to keep the endpoint's host route on.
 	n2 ip addr add "$GATEWAY1/24" dev "$VETH2"
 	n1 ip route add default via "$GATEWAY1" dev "$VETH1"
-	n1 ping -c1 -W2 -q "$UNDER2" >/dev/null
+	n1 ping -c1 -W2 -q "$UNDER2" >&2
+	# That default route would let B's tunnel address answer A over the veth, tunnel
+	# or not: B refuses underlay packets to the tunnel subnet (a rule ahead of the
+	# local table). The control: a tunnel address on B's loopback stays unreachable.
+	n2 ip rule add pref 10 iif "$VETH2" to "$INNER_NET" prohibit
+	n2 ip rule add pref 100 lookup local
+	n2 ip rule del pref 0
+	n2 ip addr add "$INNER2/32" dev lo
+	! n1 ping -c1 -W1 -q "$INNER2" >&2 || fail "$INNER2 on B answers A outside the tunnel"
+	n2 ip addr del "$INNER2/32" dev lo
 }
 
 # Normalised main routing table (IPv4 and IPv6) of a namespace.
@@ -194,6 +203,8 @@ conf_get() {
 }
 
 # ---- starting and stopping peers ------------------------------------------------
+# Peers start through `env --default-signal=INT`: bash starts background jobs with
+# SIGINT ignored, and a peer must see SIGINT as it would from a terminal's Ctrl-C.
 
 track() { # track PID IFACE NS IMPL LOG
 	STARTED_PIDS+=("$1")
@@ -202,10 +213,10 @@ track() { # track PID IFACE NS IMPL LOG
 
 # wait_until SECONDS WHAT CMD...: polls CMD every 0.1 s; fails the scenario on timeout.
 wait_until() {
-	local deadline=$((SECONDS + $1)) what=$2
+	local limit=$1 deadline=$((SECONDS + $1)) what=$2
 	shift 2
 	until "$@" >/dev/null 2>&1; do
-		((SECONDS < deadline)) || fail "timed out after ${deadline}s waiting for $what"
+		((SECONDS < deadline)) || fail "timed out after ${limit}s waiting for $what"
 		sleep 0.1
 	done
 }
@@ -221,16 +232,16 @@ expect_alive() {
 start_pipevpn() { # start_pipevpn NS CONFIG IFACE
 	local log="$TMP/$3.log"
 	echo "+ [$1] $PIPEVPN up $2 --interface $3 --stats-file $TMP/$3.stats &" >&2
-	ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$3.stats" >"$log" 2>&1 &
+	env --default-signal=INT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$3.stats" >"$log" 2>&1 &
 	track $! "$3" "$1" pipevpn "$log"
-	wait_until 10 "pipevpn to create $3 in $1" iface_exists "$1" "$3"
+	wait_until 10 "pipevpn to create $3 in $1" eval "iface_exists $1 $3 || ! alive ${PID_OF[$3]}"
 	expect_alive "$3"
 }
 
 start_wggo() { # start_wggo NS IFACE CONFIG
 	local ns=$1 iface=$2 conf=$3 log="$TMP/$2.log" cidr
 	echo "+ [$ns] wireguard-go -f $iface &" >&2
-	ip netns exec "$ns" wireguard-go -f "$iface" >"$log" 2>&1 &
+	env --default-signal=INT ip netns exec "$ns" wireguard-go -f "$iface" >"$log" 2>&1 &
 	track $! "$iface" "$ns" wggo "$log"
 	wait_until 10 "wireguard-go's control socket for $iface" test -S "/var/run/wireguard/$iface.sock"
 	# wg(8) reads only the keys, port and peer lines: drop the wg-quick additions.
@@ -321,7 +332,7 @@ wait_for_handshake() {
 # ping_ok NS ADDR [SIZE]: 3 echoes, all answered; SIZE 1392 fills a 1420-byte tunnel MTU.
 ping_ok() {
 	local size=${3:-56}
-	in_ns "$1" ping -c3 -i0.2 -W2 -q -s "$size" -M do "$2" >&2 ||
+	in_ns "$1" ping -c3 -i0.2 -W2 -q -s "$size" -M "do" "$2" >&2 ||
 		fail "ping $2 (payload $size, DF) from $1 lost packets"
 }
 
@@ -340,6 +351,44 @@ iperf_ok() {
 	bps=$(python3 -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]))' <"$json")
 	log "iperf3 $cns -> $addr: $((bps / 1000000)) Mbit/s"
 	((bps > 0)) || fail "iperf3 $cns -> $addr moved no data"
+}
+
+# tunnel_checks INITIATOR(a|b): handshake started by the initiator's first ping, then
+# ping both ways (small and MTU-sized) and 3 s of TCP each way.
+tunnel_checks() {
+	if [[ $1 == a ]]; then
+		wait_for_handshake "$NS1" "$INNER2"
+	else
+		wait_for_handshake "$NS2" "$INNER1"
+	fi
+	ping_ok "$NS1" "$INNER2"
+	ping_ok "$NS2" "$INNER1"
+	ping_ok "$NS1" "$INNER2" 1392
+	ping_ok "$NS2" "$INNER1" 1392
+	iperf_ok "$NS2" "$INNER2" "$NS1"
+	iperf_ok "$NS1" "$INNER1" "$NS2"
+}
+
+# same_routes NS BEFORE: the routing table equals an earlier route_snapshot.
+same_routes() {
+	local now
+	now=$(route_snapshot "$1")
+	[[ $now == "$2" ]] || fail "routes in $1 differ from before the start:
+$(diff <(echo "$2") <(echo "$now") | grep '^[<>]')"
+}
+
+# full_tunnel_routes_ok NS IFACE VETH ENDPOINT: the routes of a 0.0.0.0/0 peer are in
+# place: the two halves via the tunnel, the endpoint via the old default gateway.
+full_tunnel_routes_ok() {
+	local ns=$1 iface=$2 veth=$3 endpoint=$4
+	# The first answer through the tunnel may come just before the last route is in.
+	wait_until 5 "route 128.0.0.0/1 dev $iface in $ns" eval "ip netns exec $ns ip -4 route show 128.0.0.0/1 | grep -q 'dev $iface'"
+	in_ns "$ns" ip -4 route show >&2
+	[[ $(ip netns exec "$ns" ip -4 route show 0.0.0.0/1) == *"dev $iface"* ]] || fail "no route 0.0.0.0/1 dev $iface in $ns"
+	[[ $(ip netns exec "$ns" ip -4 route show 128.0.0.0/1) == *"dev $iface"* ]] || fail "no route 128.0.0.0/1 dev $iface in $ns"
+	[[ $(ip netns exec "$ns" ip -4 route show "$endpoint/32") == *"via $GATEWAY1 dev $veth"* ]] ||
+		fail "no host route $endpoint/32 via $GATEWAY1 dev $veth in $ns"
+	[[ $(ip netns exec "$ns" ip -4 route get "$endpoint") == *"dev $veth"* ]] || fail "endpoint $endpoint is not routed via $veth in $ns"
 }
 
 # stat_value FILE STAGE FIELD: a number from a pipevpn --stats-file.
@@ -361,7 +410,9 @@ check_stats() {
 	n=$(stat_value "$file" handshaker packets)
 	[[ $n =~ ^[0-9]+$ ]] || fail "stats file of $1 has no 'handshaker packets=N' line"
 	n=$(stat_value "$file" handshake completed)
-	[[ $n =~ ^[0-9]+$ ]] && ((n >= 1)) || fail "stats of $1: no completed handshake (handshake completed=$n)"
+	if ! [[ $n =~ ^[0-9]+$ ]] || ((n < 1)); then
+		fail "stats of $1: no completed handshake (handshake completed=$n)"
+	fi
 	[[ $(stat_value "$file" handshake last_ms) =~ ^[0-9]+$ ]] || fail "stats of $1: no 'handshake last_ms=N'"
 }
 
