@@ -12,7 +12,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn run_scenario(name: &str) {
     // A failed scenario poisons the lock; the next one must still run.
-    let _turn = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let script = format!("{}/integration/{name}.sh", env!("CARGO_MANIFEST_DIR"));
     // stderr (the command trace) into stdout, so the output reads in order.
     let output = Command::new("bash")
