@@ -1,9 +1,834 @@
-//! `pipevpn demo`: two throw-away network namespaces, a real tunnel, live figures.
-//! (to be written)
+//! `pipevpn demo`: two throw-away network namespaces, a real tunnel between two
+//! `pipevpn up` processes, and the figures worth looking at: handshake time,
+//! round-trip time, throughput, and what every pipeline stage carried.
+//!
+//! ```text
+//!  netns pvdemo<pid>a                                  netns pvdemo<pid>b
+//!  pipevpn up ── tun 10.77.0.1 ═══ WireGuard/UDP ═══ tun 10.77.0.2 ── pipevpn up
+//!                veth 10.78.0.1 ──────────────────── veth 10.78.0.2
+//! ```
+//!
+//! The bulk transfer runs this same binary in two hidden modes (`--tcp-sink`,
+//! `--tcp-source`) started inside the namespaces, so nothing but `ip` and `ping`
+//! is needed. Everything the demo creates is owned by a guard and undone on any
+//! exit: error, Ctrl-C (SIGINT) or SIGTERM.
+
+use crate::error::{Error, Result};
+use crate::protocol::keys;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Seconds of bulk TCP transfer through the tunnel.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub seconds: u64,
+    /// Internal: accept one TCP stream on this address, report what it carried.
+    #[arg(long, hide = true, conflicts_with = "tcp_source")]
+    pub tcp_sink: Option<SocketAddr>,
+    /// Internal: send to this address for --seconds.
+    #[arg(long, hide = true)]
+    pub tcp_source: Option<SocketAddr>,
+}
 
-pub fn run(_args: &DemoArgs) -> crate::Result<()> {
-    Err(crate::Error::Input("demo: not written yet".into()))
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let seconds = Duration::from_secs(args.seconds);
+    match (args.tcp_sink, args.tcp_source) {
+        (Some(addr), _) => tcp_sink(addr),
+        (None, Some(addr)) => tcp_source(addr, seconds),
+        (None, None) => demo(seconds),
+    }
+}
+
+const UNDERLAY: [&str; 2] = ["10.78.0.1", "10.78.0.2"];
+const TUNNEL: [&str; 2] = ["10.77.0.1", "10.77.0.2"];
+const PORT: u16 = 51820;
+const SINK_PORT: u16 = 5001;
+const STAGES: [&str; 7] = [
+    "tun_reader",
+    "encryptor",
+    "udp_sender",
+    "udp_receiver",
+    "decryptor",
+    "tun_writer",
+    "handshaker",
+];
+
+/// One side of the tunnel and the files its `pipevpn up` uses.
+struct Peer {
+    label: &'static str,
+    netns: String,
+    interface: String,
+    config: PathBuf,
+    stats: PathBuf,
+    log: PathBuf,
+}
+
+fn demo(seconds: Duration) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| Error::sys(format!("installing a handler for signal {signal}"), e))?;
+    }
+    let id = std::process::id();
+    let exe = std::env::current_exe().map_err(|e| Error::sys("finding the pipevpn binary", e))?;
+    // Declared before the processes: locals drop in reverse order, so the
+    // processes are stopped before their namespaces and files go away.
+    let mut lab = Lab::create(std::env::temp_dir().join(format!("pipevpn-demo-{id}")))?;
+    let peers = ["a", "b"].map(|side| Peer {
+        label: if side == "a" { "A" } else { "B" },
+        netns: format!("pvdemo{id}{side}"),
+        interface: format!("pvd{id}{side}"),
+        config: lab.dir.join(format!("{side}.conf")),
+        stats: lab.dir.join(format!("{side}.stats")),
+        log: lab.dir.join(format!("{side}.log")),
+    });
+    build_topology(&mut lab, &peers, id)?;
+    write_configs(&peers)?;
+    show(topology(&peers))?;
+
+    let mut running = Vec::new();
+    for peer in &peers {
+        let mut up = in_netns(&peer.netns, &exe);
+        up.arg("up")
+            .arg(&peer.config)
+            .args(["--interface", &peer.interface, "--stats-file"])
+            .arg(&peer.stats);
+        running.push(Proc::spawn(
+            format!("peer {} (pipevpn up)", peer.label),
+            up,
+            Some(&peer.log),
+        )?);
+    }
+
+    let started = Instant::now();
+    wait_for_first_reply(&peers, &mut running, &stop)?;
+    let first_reply = started.elapsed();
+    let handshake = match handshake_duration(&peers[0].stats, &stop)? {
+        Some(ms) => format!("the handshake itself took {ms} ms (A's handshaker)"),
+        None => "the handshake itself: not reported in A's stats file".to_string(),
+    };
+    show(format!(
+        "handshake\n  first reply through the tunnel after {} ms\n  {handshake}\n",
+        first_reply.as_millis()
+    ))?;
+
+    let rtt = measure_rtt(&peers[0].netns, TUNNEL[1])?;
+    show(format!(
+        "\nround trip, 10 pings A -> B through the tunnel\n  avg {:.3} ms   max {:.3} ms   lost {}/10\n",
+        rtt.avg_ms, rtt.max_ms, rtt.lost
+    ))?;
+
+    let mbits = bulk_transfer(&exe, &peers, seconds, &mut running, &stop)?;
+    show(format!(
+        "\nbulk TCP A -> B for {} s: {mbits:.1} Mbit/s\n",
+        seconds.as_secs()
+    ))?;
+
+    // Stopped peers write their stats one last time on the way out.
+    for proc in &mut running {
+        proc.stop();
+    }
+    let last = read_both(&peers)?;
+    show(format!(
+        "\nfinal counters (written by each peer as it stopped)\n{}{}",
+        stage_table(&last),
+        drop_reasons(&peers, &last)
+    ))?;
+    show(format!(
+        "\nstopped both peers; the namespaces and {} are removed on exit\n",
+        lab.dir.display()
+    ))
+}
+
+fn build_topology(lab: &mut Lab, peers: &[Peer; 2], id: u32) -> Result<()> {
+    for peer in peers {
+        lab.add_netns(&peer.netns)?;
+        ip(&["-n", &peer.netns, "link", "set", "lo", "up"])?;
+    }
+    let veth = [format!("pvd{id}va"), format!("pvd{id}vb")];
+    ip(&[
+        "-n",
+        &peers[0].netns,
+        "link",
+        "add",
+        &veth[0],
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &veth[1],
+        "netns",
+        &peers[1].netns,
+    ])?;
+    for (i, peer) in peers.iter().enumerate() {
+        let addr = format!("{}/24", UNDERLAY[i]);
+        ip(&["-n", &peer.netns, "addr", "add", &addr, "dev", &veth[i]])?;
+        ip(&["-n", &peer.netns, "link", "set", &veth[i], "up"])?;
+    }
+    Ok(())
+}
+
+/// Fresh keys for both sides; A knows B's endpoint and so starts the handshake.
+fn write_configs(peers: &[Peer; 2]) -> Result<()> {
+    let mut private = [[0u8; 32]; 2];
+    for key in &mut private {
+        let mut random = [0u8; 32];
+        getrandom::getrandom(&mut random)
+            .map_err(|e| Error::sys("getrandom", io::Error::other(e.to_string())))?;
+        *key = keys::private_from_random(random);
+    }
+    for (i, peer) in peers.iter().enumerate() {
+        let other = 1 - i;
+        let mut text = String::new();
+        let _ = write!(
+            text,
+            "[Interface]\nPrivateKey = {}\nAddress = {}/24\nListenPort = {PORT}\n\n[Peer]\nPublicKey = {}\nAllowedIPs = {}/32\n",
+            keys::encode(&private[i]),
+            TUNNEL[i],
+            keys::encode(&keys::public_key(&private[other])),
+            TUNNEL[other],
+        );
+        if i == 0 {
+            let _ = writeln!(text, "Endpoint = {}:{PORT}", UNDERLAY[1]);
+        }
+        // Private keys inside: owner-only from the start.
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&peer.config)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| Error::sys(format!("writing {}", peer.config.display()), e))?;
+    }
+    Ok(())
+}
+
+fn topology(peers: &[Peer; 2]) -> String {
+    let [a, b] = peers;
+    let border = format!("+{}+", "-".repeat(32));
+    let mut out = String::from("pipevpn demo: two network namespaces, one tunnel\n\n");
+    let _ = writeln!(out, "  netns {:<35}netns {}", a.netns, b.netns);
+    let _ = writeln!(out, "  {border}        {border}");
+    let _ = writeln!(
+        out,
+        "  | {:<30} |        | {:>30} |",
+        "pipevpn up (A)", "pipevpn up (B)"
+    );
+    let _ = writeln!(
+        out,
+        "  | tun  {:<12} {:<11}  | ====== | {:>12} {:>12}  tun |   tunnel, WireGuard",
+        a.interface, TUNNEL[0], TUNNEL[1], b.interface
+    );
+    let _ = writeln!(
+        out,
+        "  | veth {:<12} {:<11}  | ------ | {:>12} {:>12} veth |   UDP port {PORT}",
+        "", UNDERLAY[0], UNDERLAY[1], ""
+    );
+    let _ = writeln!(out, "  {border}        {border}");
+    out.push_str("  A has B's endpoint and starts the handshake; B learns A's from it.\n\n");
+    out
+}
+
+/// Pings B's tunnel address from A until it answers: the first packet makes A
+/// start the handshake.
+fn wait_for_first_reply(peers: &[Peer; 2], running: &mut [Proc], stop: &AtomicBool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        check_stop(stop)?;
+        for proc in running.iter_mut() {
+            proc.expect_running()?;
+        }
+        let mut ping = in_netns(&peers[0].netns, Path::new("ping"));
+        ping.args(["-c1", "-W1", "-q", TUNNEL[1]]);
+        if quiet_status(ping)?.success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Input(format!(
+                "no answer from {} through the tunnel within 20 s; see {} and {}",
+                TUNNEL[1],
+                peers[0].log.display(),
+                peers[1].log.display()
+            )));
+        }
+    }
+}
+
+/// The last handshake's duration from A's stats file, once it reports one
+/// (the file is rewritten every second).
+fn handshake_duration(stats: &Path, stop: &AtomicBool) -> Result<Option<u64>> {
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < deadline {
+        check_stop(stop)?;
+        if let Some(s) = read_stats(stats)? {
+            if s.handshakes > 0 {
+                return Ok(s.handshake_last_ms);
+            }
+        }
+        sleep(Duration::from_millis(100));
+    }
+    Ok(None)
+}
+
+struct Rtt {
+    avg_ms: f64,
+    max_ms: f64,
+    lost: u32,
+}
+
+fn measure_rtt(netns: &str, addr: &str) -> Result<Rtt> {
+    let mut ping = in_netns(netns, Path::new("ping"));
+    ping.args(["-c10", "-i0.2", "-W2", "-q", addr]);
+    let out = ping
+        .output()
+        .map_err(|e| Error::sys(format!("running ping in {netns}"), e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_ping_summary(&text).ok_or_else(|| {
+        Error::Input(format!(
+            "no round-trip summary from ping {addr}: {}",
+            text.trim()
+        ))
+    })
+}
+
+/// Reads iputils ping's summary: "10 packets transmitted, 10 received, ..."
+/// and "rtt min/avg/max/mdev = 0.1/0.2/0.3/0.05 ms".
+fn parse_ping_summary(text: &str) -> Option<Rtt> {
+    let counts = text.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut numbers = counts
+        .split(',')
+        .filter_map(|part| part.split_whitespace().next()?.parse::<u32>().ok());
+    let (sent, received) = (numbers.next()?, numbers.next()?);
+    let rtt = text.lines().find(|l| l.starts_with("rtt "))?;
+    let values: Vec<f64> = rtt
+        .split('=')
+        .nth(1)?
+        .trim()
+        .trim_end_matches("ms")
+        .trim()
+        .split('/')
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(Rtt {
+        avg_ms: *values.get(1)?,
+        max_ms: *values.get(2)?,
+        lost: sent.saturating_sub(received),
+    })
+}
+
+/// TCP from A to B for `seconds`, with the stage table redrawn every second.
+/// Returns Mbit/s as counted by the receiver.
+fn bulk_transfer(
+    exe: &Path,
+    peers: &[Peer; 2],
+    seconds: Duration,
+    running: &mut [Proc],
+    stop: &AtomicBool,
+) -> Result<f64> {
+    let target = format!("{}:{SINK_PORT}", TUNNEL[1]);
+    let mut sink_cmd = in_netns(&peers[1].netns, exe);
+    sink_cmd.args(["demo", "--tcp-sink", &target]);
+    let mut sink = Proc::spawn_piped("TCP sink in B".into(), sink_cmd)?;
+    let mut sink_out = BufReader::new(sink.stdout()?);
+    expect_line(&mut sink_out, "listening", "TCP sink in B")?;
+
+    let mut source_cmd = in_netns(&peers[0].netns, exe);
+    source_cmd.args(["demo", "--tcp-source", &target, "--seconds"]);
+    source_cmd.arg(seconds.as_secs().to_string());
+    let mut source = Proc::spawn("TCP source in A".into(), source_cmd, None)?;
+
+    show("\nlive counters, every second, while A sends to B\n")?;
+    let redraw = io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut drawn_lines = 0;
+    loop {
+        for _ in 0..10 {
+            check_stop(stop)?;
+            sleep(Duration::from_millis(100));
+        }
+        for proc in running.iter_mut() {
+            proc.expect_running()?;
+        }
+        let table = format!(
+            "  after {} s\n{}",
+            started.elapsed().as_secs(),
+            stage_table(&read_both(peers)?)
+        );
+        if redraw && drawn_lines > 0 {
+            // Cursor up over the previous table, so it updates in place.
+            show(format!("\x1b[{drawn_lines}A"))?;
+        }
+        show(&table)?;
+        drawn_lines = table.lines().count();
+        if let Some(status) = source.exited()? {
+            if !status.success() {
+                return Err(Error::Input(format!("TCP source in A failed ({status})")));
+            }
+            break;
+        }
+    }
+    let report = expect_line(&mut sink_out, "", "TCP sink in B")?;
+    let (bytes, secs) = parse_sink_report(&report)
+        .ok_or_else(|| Error::Input(format!("TCP sink in B reported '{report}'")))?;
+    Ok(bytes as f64 * 8.0 / secs / 1e6)
+}
+
+/// "BYTES SECONDS", the sink's last line.
+fn parse_sink_report(line: &str) -> Option<(u64, f64)> {
+    let mut parts = line.split_whitespace();
+    let bytes = parts.next()?.parse().ok()?;
+    let secs: f64 = parts.next()?.parse().ok()?;
+    (secs > 0.0).then_some((bytes, secs))
+}
+
+fn expect_line(out: &mut impl BufRead, prefix: &str, what: &str) -> Result<String> {
+    let mut line = String::new();
+    out.read_line(&mut line)
+        .map_err(|e| Error::sys(format!("reading from {what}"), e))?;
+    let line = line.trim().to_string();
+    if line.is_empty() || !line.starts_with(prefix) {
+        return Err(Error::Input(format!(
+            "{what} stopped early (said '{line}')"
+        )));
+    }
+    Ok(line)
+}
+
+/// Hidden mode: accept one connection, drain it, print "BYTES SECONDS".
+fn tcp_sink(addr: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(addr).map_err(|e| Error::sys(format!("bind {addr}"), e))?;
+    show("listening\n")?;
+    let (mut stream, _) = listener
+        .accept()
+        .map_err(|e| Error::sys(format!("accept on {addr}"), e))?;
+    // A stalled tunnel must not hang the demo.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| Error::sys("setting a read timeout", e))?;
+    let start = Instant::now();
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::sys(format!("reading the TCP stream on {addr}"), e)),
+        }
+    }
+    show(format!("{total} {:.6}\n", start.elapsed().as_secs_f64()))
+}
+
+/// Hidden mode: connect (retrying briefly) and write for `seconds`.
+fn tcp_source(addr: SocketAddr, seconds: Duration) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stream = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => {
+                return Err(Error::sys(format!("connect to {addr}"), e))
+            }
+            Err(_) => sleep(Duration::from_millis(100)),
+        }
+    };
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| Error::sys("setting a write timeout", e))?;
+    let buf = vec![0x5au8; 128 * 1024];
+    let start = Instant::now();
+    while start.elapsed() < seconds {
+        stream
+            .write_all(&buf)
+            .map_err(|e| Error::sys(format!("writing to {addr}"), e))?;
+    }
+    stream
+        .shutdown(Shutdown::Write)
+        .map_err(|e| Error::sys(format!("closing the stream to {addr}"), e))
+}
+
+// ---- stats files ----------------------------------------------------------------
+
+#[derive(Debug, Default, PartialEq)]
+struct StageStats {
+    packets: u64,
+    bytes: u64,
+    drops: u64,
+    /// `drop_REASON=N` fields, in file order.
+    reasons: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Stats {
+    stages: Vec<(String, StageStats)>,
+    handshake_last_ms: Option<u64>,
+    handshakes: u64,
+}
+
+impl Stats {
+    fn stage(&self, name: &str) -> Option<&StageStats> {
+        self.stages.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+}
+
+/// Parses `STAGE packets=N bytes=N drops=N [drop_REASON=N ...]` lines and
+/// `handshake last_ms=N completed=N`; unknown fields and lines are skipped.
+fn parse_stats(text: &str) -> Stats {
+    let mut stats = Stats::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(name) = words.next() else { continue };
+        let fields = words.filter_map(|w| {
+            let (k, v) = w.split_once('=')?;
+            Some((k, v.parse::<u64>().ok()?))
+        });
+        if name == "handshake" {
+            for (k, v) in fields {
+                match k {
+                    "last_ms" => stats.handshake_last_ms = Some(v),
+                    "completed" => stats.handshakes = v,
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        let mut stage = StageStats::default();
+        for (k, v) in fields {
+            match k {
+                "packets" => stage.packets = v,
+                "bytes" => stage.bytes = v,
+                "drops" => stage.drops = v,
+                _ => {
+                    if let Some(reason) = k.strip_prefix("drop_") {
+                        stage.reasons.push((reason.to_string(), v));
+                    }
+                }
+            }
+        }
+        stats.stages.push((name.to_string(), stage));
+    }
+    stats
+}
+
+/// The stats file, or None before the peer has written it.
+fn read_stats(path: &Path) -> Result<Option<Stats>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(parse_stats(&text))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::sys(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn read_both(peers: &[Peer; 2]) -> Result<[Option<Stats>; 2]> {
+    Ok([read_stats(&peers[0].stats)?, read_stats(&peers[1].stats)?])
+}
+
+/// Stage rows for both peers side by side; `-` where a peer reports nothing.
+fn stage_table(stats: &[Option<Stats>; 2]) -> String {
+    let mut out = String::new();
+    let title = format!(
+        "  {:<13}|{:^33}|{:^33}",
+        "", "peer A (sends)", "peer B (receives)"
+    );
+    let _ = writeln!(out, "{}", title.trim_end());
+    let _ = writeln!(
+        out,
+        "  {:<13}|{:>11}{:>12}{:>9} |{:>11}{:>12}{:>9}",
+        "stage", "packets", "bytes", "drops", "packets", "bytes", "drops"
+    );
+    for name in STAGES {
+        let mut row = format!("  {name:<13}");
+        for peer in stats {
+            let cells = match peer.as_ref().and_then(|s| s.stage(name)) {
+                Some(s) => (
+                    s.packets.to_string(),
+                    human_bytes(s.bytes),
+                    s.drops.to_string(),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            let _ = write!(row, "|{:>11}{:>12}{:>9} ", cells.0, cells.1, cells.2);
+        }
+        let _ = writeln!(out, "{}", row.trim_end());
+    }
+    out
+}
+
+/// Each non-zero drop reason, per peer and stage.
+fn drop_reasons(peers: &[Peer; 2], stats: &[Option<Stats>; 2]) -> String {
+    let mut out = String::new();
+    for (peer, stats) in peers.iter().zip(stats) {
+        let Some(stats) = stats else { continue };
+        for (stage, s) in &stats.stages {
+            for (reason, n) in s.reasons.iter().filter(|(_, n)| *n > 0) {
+                let _ = writeln!(out, "  peer {}: {stage} dropped {n} ({reason})", peer.label);
+            }
+        }
+    }
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+// ---- what the demo creates, and its undoing -------------------------------------
+
+/// Writes part of the report to stdout; a closed stdout ends the demo (and its cleanup runs).
+fn show(text: impl AsRef<str>) -> Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_ref().as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::sys("writing the demo report to stdout", e))
+}
+
+fn check_stop(stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        return Err(Error::Input(
+            "demo interrupted by a signal; its processes and namespaces were removed".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn in_netns(netns: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns]).arg(program);
+    cmd
+}
+
+fn quiet_status(mut cmd: Command) -> Result<ExitStatus> {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| Error::sys(format!("running {:?}", cmd.get_program()), e))
+}
+
+/// Runs `ip ARGS`; its stderr becomes the error.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| Error::sys("running ip (iproute2)", e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(Error::sys(
+        format!("ip {}", args.join(" ")),
+        io::Error::other(msg),
+    ))
+}
+
+/// The namespaces and the temp directory; dropping it deletes both.
+struct Lab {
+    dir: PathBuf,
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    fn create(dir: PathBuf) -> Result<Lab> {
+        fs::create_dir(&dir).map_err(|e| Error::sys(format!("creating {}", dir.display()), e))?;
+        Ok(Lab {
+            dir,
+            namespaces: Vec::new(),
+        })
+    }
+
+    fn add_netns(&mut self, name: &str) -> Result<()> {
+        ip(&["netns", "add", name]).map_err(|e| match e {
+            Error::Sys { op, source } => Error::Sys {
+                op: format!("{op} (the demo needs root)"),
+                source,
+            },
+            other => other,
+        })?;
+        self.namespaces.push(name.to_string());
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Best effort: an error here has nowhere better to go than the leftovers.
+        for ns in &self.namespaces {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process we started; dropping it stops it (SIGTERM, then SIGKILL
+/// after two seconds) and reaps it.
+struct Proc {
+    what: String,
+    child: Child,
+    log: Option<PathBuf>,
+}
+
+impl Proc {
+    fn spawn(what: String, mut cmd: Command, log: Option<&Path>) -> Result<Proc> {
+        let (out, err) = match log {
+            Some(path) => {
+                let file = fs::File::create(path)
+                    .map_err(|e| Error::sys(format!("creating {}", path.display()), e))?;
+                let copy = file
+                    .try_clone()
+                    .map_err(|e| Error::sys(format!("duplicating {}", path.display()), e))?;
+                (Stdio::from(file), Stdio::from(copy))
+            }
+            None => (Stdio::null(), Stdio::inherit()),
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| Error::sys(format!("starting {what}"), e))?;
+        Ok(Proc {
+            what,
+            child,
+            log: log.map(Path::to_path_buf),
+        })
+    }
+
+    fn spawn_piped(what: String, mut cmd: Command) -> Result<Proc> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::sys(format!("starting {what}"), e))?;
+        Ok(Proc {
+            what,
+            child,
+            log: None,
+        })
+    }
+
+    fn stdout(&mut self) -> Result<ChildStdout> {
+        self.child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Input(format!("{}: stdout already taken", self.what)))
+    }
+
+    fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        self.child
+            .try_wait()
+            .map_err(|e| Error::sys(format!("waiting for {}", self.what), e))
+    }
+
+    /// An error, with the end of its log, if the process has already exited.
+    fn expect_running(&mut self) -> Result<()> {
+        let Some(status) = self.exited()? else {
+            return Ok(());
+        };
+        let tail = self
+            .log
+            .as_ref()
+            .and_then(|path| fs::read_to_string(path).ok())
+            .map(|text| text.lines().rev().take(3).collect::<Vec<_>>().join(" / "))
+            .unwrap_or_default();
+        Err(Error::Input(format!(
+            "{} exited ({status}): {tail}",
+            self.what
+        )))
+    }
+
+    fn stop(&mut self) {
+        // try_wait keeps the status once reaped, so a reaped PID is never signalled.
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_stats_file() {
+        let text = "tun_reader packets=10 bytes=1400 drops=0\n\
+                    decryptor packets=9 bytes=1200 drops=2 drop_replay=1 drop_auth=1\n\
+                    garbage\n\
+                    handshake last_ms=4 completed=1\n";
+        let s = parse_stats(text);
+        assert_eq!(s.handshakes, 1);
+        assert_eq!(s.handshake_last_ms, Some(4));
+        let d = s.stage("decryptor").unwrap();
+        assert_eq!((d.packets, d.bytes, d.drops), (9, 1200, 2));
+        assert_eq!(
+            d.reasons,
+            vec![("replay".to_string(), 1), ("auth".to_string(), 1)]
+        );
+        assert_eq!(s.stage("tun_reader").unwrap().packets, 10);
+        assert!(s.stage("udp_sender").is_none());
+    }
+
+    #[test]
+    fn table_shows_both_peers_and_gaps() {
+        let a = parse_stats("tun_reader packets=3 bytes=2048 drops=1\n");
+        let table = stage_table(&[Some(a), None]);
+        let row = table.lines().find(|l| l.contains("tun_reader")).unwrap();
+        assert!(row.contains("2.0 KiB"), "{row}");
+        assert!(row.trim_end().ends_with('-'), "{row}");
+        assert_eq!(table.lines().count(), 2 + STAGES.len());
+    }
+
+    #[test]
+    fn parses_ping_summary() {
+        let text = "--- 10.77.0.2 ping statistics ---\n\
+                    10 packets transmitted, 9 received, 10% packet loss, time 1803ms\n\
+                    rtt min/avg/max/mdev = 0.101/0.250/0.900/0.050 ms\n";
+        let rtt = parse_ping_summary(text).unwrap();
+        assert_eq!((rtt.avg_ms, rtt.max_ms, rtt.lost), (0.25, 0.9, 1));
+        assert!(parse_ping_summary("10 packets transmitted, 0 received").is_none());
+    }
+
+    #[test]
+    fn parses_sink_report_and_sizes() {
+        assert_eq!(parse_sink_report("1000 2.0"), Some((1000, 2.0)));
+        assert_eq!(parse_sink_report("1000 0"), None);
+        assert_eq!(parse_sink_report("x"), None);
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
 }

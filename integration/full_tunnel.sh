@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A full tunnel (AllowedIPs = 0.0.0.0/0) from the client (ns1, IMPL_A) to the server
+# (ns2, IMPL_B), which routes on to an "internet" host in ns3. The internet host has a
+# route back to the tunnel subnet only, so an answer proves the packets went through
+# the tunnel; the endpoint itself must stay reachable over the veth.
+#
+#   ns1 client ══ tunnel 10.99.0.0/24 ══ ns2 server ── 10.97.0.0/24 ── ns3 internet
+# shellcheck source=integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+IMPL_A=${IMPL_A:-pipevpn}
+IMPL_B=${IMPL_B:-pipevpn}
+require_tools "$IMPL_A" "$IMPL_B"
+
+scenario topology
+make_topology
+add_ns "$NS3"
+link_ns "$NS2" "$VETH3" "$INTERNET_GW" "$NS3" "$VETH4" "$INTERNET_HOST"
+n2 sysctl -qw net.ipv4.ip_forward=1
+n3 ip route add "$INNER_NET" via "$INTERNET_GW"
+# The control: outside the tunnel the internet host cannot answer the client.
+! n1 ping -c1 -W1 -q "$INTERNET_HOST" >&2 || fail "$INTERNET_HOST answers the client without a tunnel"
+pass
+
+scenario "full-tunnel-$IMPL_A-$IMPL_B"
+setup_pair a no 0.0.0.0/0
+before=$(route_snapshot "$NS1")
+start_pair "$IMPL_A" "$IMPL_B" a
+wait_for_handshake "$NS1" "$INNER2"
+full_tunnel_routes_ok "$NS1" "$TUN1" "$VETH1" "$UNDER2"
+[[ $(n1 ip -4 route get "$INTERNET_HOST") == *"dev $TUN1"* ]] || fail "$INTERNET_HOST is not routed via $TUN1"
+tx_before=$(n1 cat "/sys/class/net/$TUN1/statistics/tx_packets")
+ping_ok "$NS1" "$INTERNET_HOST"
+ping_ok "$NS1" "$INTERNET_HOST" 1392
+tx_after=$(n1 cat "/sys/class/net/$TUN1/statistics/tx_packets")
+((tx_after >= tx_before + 6)) || fail "$TUN1 sent $((tx_after - tx_before)) packets for 6 pings to $INTERNET_HOST"
+# The underlay still works for the endpoint itself.
+n1 ping -c1 -W2 -q "$UNDER2" >&2 || fail "the endpoint $UNDER2 is unreachable over $VETH1 with the tunnel up"
+stop_pair
+same_routes "$NS1" "$before"
+pass

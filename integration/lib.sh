@@ -1,0 +1,456 @@
+# shellcheck shell=bash disable=SC2034 # lib.sh defines names for the scenario scripts
+# Network-namespace test harness for pipevpn, sourced by every scenario script.
+#
+#            ns1 (side A, "client")                    ns2 (side B, "server")
+#   ┌──────────────────────────────────┐      ┌──────────────────────────────────┐
+#   │ $TUN1  10.99.0.1/24  (A's tunnel)│      │ (B's tunnel) 10.99.0.2/24  $TUN2 │
+#   │    │                             │      │                             │    │
+#   │ $VETH1 10.98.0.1/24 ─────────────┼──────┼───────────── 10.98.0.2/24 $VETH2 │
+#   │ default via 10.98.0.254          │ veth │   10.98.0.254/24 (A's gateway)   │
+#   └──────────────────────────────────┘      └──────────────────────────────────┘
+#                                                  full_tunnel.sh adds ns3 behind ns2:
+#                                                  $VETH3 10.97.0.1/24 ── 10.97.0.2/24 $VETH4
+#
+# Each side runs one implementation, chosen per side: IMPL_A / IMPL_B = pipevpn | wggo.
+# Both read the same wg-quick style file; for wireguard-go the harness plays the part
+# of `pipevpn up` (addresses, MTU, routes from AllowedIPs, full-tunnel host route).
+#
+# Every name carries this run's prefix (pv<pid>), every process we start is recorded
+# by PID, and the EXIT trap undoes all of it, then checks that nothing is left.
+# Results: one line per scenario on stdout, `PASS name` or `FAIL name: why`; the
+# commands themselves are traced on stderr as `+ [namespace] command`.
+
+set -Eeuo pipefail
+
+# Bound the whole script: re-run it under timeout(1) once. On expiry timeout signals
+# our process group, so the EXIT trap below still cleans up.
+if [[ -z "${PV_UNDER_TIMEOUT:-}" ]]; then
+	export PV_UNDER_TIMEOUT=1
+	exec timeout --kill-after=15 "${PV_TIMEOUT:-300}" bash "$0" "$@"
+fi
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PIPEVPN=${PIPEVPN:-target/release/pipevpn}
+[[ $PIPEVPN == /* ]] || PIPEVPN="$REPO_ROOT/$PIPEVPN"
+
+PREFIX="pv$$"
+NS1="${PREFIX}n1" NS2="${PREFIX}n2" NS3="${PREFIX}n3"
+VETH1="${PREFIX}v1" VETH2="${PREFIX}v2" VETH3="${PREFIX}v3" VETH4="${PREFIX}v4"
+TUN1="${PREFIX}t1" TUN2="${PREFIX}t2"
+UNDER1=10.98.0.1 UNDER2=10.98.0.2 GATEWAY1=10.98.0.254
+INNER1=10.99.0.1 INNER2=10.99.0.2 INNER_NET=10.99.0.0/24
+INTERNET_GW=10.97.0.1 INTERNET_HOST=10.97.0.2
+PORT=51820
+TMP=$(mktemp -d "/tmp/pipevpn-integ.$$.XXXXXX")
+
+CREATED_NS=()
+STARTED_PIDS=()
+declare -A PID_OF=() NS_OF=() IMPL_OF=() LOG_OF=() HOSTROUTE_OF=()
+CURRENT_SCENARIO=""
+FIRST_ERROR=""
+STOP_RC=""
+
+# Result lines and cleanup output go to the script's own stdout/stderr (fds 3 and 4),
+# even when a signal arrives while a command's output is redirected to a file.
+exec 3>&1 4>&2
+
+log() { echo "# $*" >&2; }
+
+# ---- scenario bookkeeping -------------------------------------------------------
+
+scenario() {
+	CURRENT_SCENARIO=$1
+	FIRST_ERROR=""
+	log "---- scenario $1"
+}
+
+pass() {
+	echo "PASS $CURRENT_SCENARIO" >&3
+	CURRENT_SCENARIO=""
+}
+
+fail() {
+	echo "FAIL ${CURRENT_SCENARIO:-setup}: $*" >&3
+	CURRENT_SCENARIO=""
+	exit 1
+}
+
+# Remembers the first command that failed under `set -e`, for the FAIL line.
+on_err() {
+	[[ -n $FIRST_ERROR ]] || FIRST_ERROR="'$3' exited $1 (line $2)"
+}
+trap 'on_err $? $LINENO "$BASH_COMMAND"' ERR
+trap 'FIRST_ERROR="interrupted by SIGTERM (timeout after ${PV_TIMEOUT:-300}s?)"; exit 124' TERM
+trap 'FIRST_ERROR="interrupted by SIGINT"; exit 130' INT
+
+# ---- commands in namespaces -----------------------------------------------------
+
+in_ns() {
+	local ns=$1
+	shift
+	echo "+ [$ns] $*" >&2
+	ip netns exec "$ns" "$@"
+}
+n1() { in_ns "$NS1" "$@"; }
+n2() { in_ns "$NS2" "$@"; }
+n3() { in_ns "$NS3" "$@"; }
+
+require_tools() {
+	local missing=() t
+	for t in ip ping iperf3 wg wireguard-go python3 timeout ss sysctl; do
+		command -v "$t" >/dev/null || missing+=("$t")
+	done
+	scenario prerequisites
+	((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (Debian: apt-get install iproute2 iputils-ping iperf3 wireguard-go wireguard-tools procps python3)"
+	[[ $(id -u) == 0 ]] || fail "must run as root (network namespaces)"
+	[[ -c /dev/net/tun ]] || fail "/dev/net/tun is missing"
+	local impl
+	for impl in "$@"; do
+		case $impl in
+		pipevpn) [[ -x $PIPEVPN ]] || fail "pipevpn binary not found at $PIPEVPN (build it, or set PIPEVPN)" ;;
+		wggo) ;;
+		*) fail "unknown implementation '$impl' (expected pipevpn or wggo)" ;;
+		esac
+	done
+	pass
+}
+
+add_ns() {
+	ip netns add "$1"
+	CREATED_NS+=("$1")
+	in_ns "$1" ip link set lo up
+}
+
+# link_ns NS_X VETH_X ADDR_X NS_Y VETH_Y ADDR_Y: a veth pair (MTU 1500), /24 each end.
+link_ns() {
+	in_ns "$1" ip link add "$2" mtu 1500 type veth peer name "$5" netns "$4"
+	in_ns "$4" ip link set "$5" mtu 1500
+	in_ns "$1" ip addr add "$3/24" dev "$2"
+	in_ns "$4" ip addr add "$6/24" dev "$5"
+	in_ns "$1" ip link set "$2" up
+	in_ns "$4" ip link set "$5" up
+}
+
+make_topology() {
+	add_ns "$NS1"
+	add_ns "$NS2"
+	link_ns "$NS1" "$VETH1" "$UNDER1" "$NS2" "$VETH2" "$UNDER2"
+	# A's default gateway is a second address of B, so that A has a default route
+	# for a full tunnel to keep the endpoint's host route on.
+	n2 ip addr add "$GATEWAY1/24" dev "$VETH2"
+	n1 ip route add default via "$GATEWAY1" dev "$VETH1"
+	n1 ping -c1 -W2 -q "$UNDER2" >&2
+	# That default route would let B's tunnel address answer A over the veth, tunnel
+	# or not: B refuses underlay packets to the tunnel subnet (a rule ahead of the
+	# local table). The control: a tunnel address on B's loopback stays unreachable.
+	n2 ip rule add pref 10 iif "$VETH2" to "$INNER_NET" prohibit
+	n2 ip rule add pref 100 lookup local
+	n2 ip rule del pref 0
+	n2 ip addr add "$INNER2/32" dev lo
+	! n1 ping -c1 -W1 -q "$INNER2" >&2 || fail "$INNER2 on B answers A outside the tunnel"
+	n2 ip addr del "$INNER2/32" dev lo
+}
+
+# Normalised main routing table (IPv4 and IPv6) of a namespace.
+route_snapshot() {
+	{
+		ip netns exec "$1" ip -4 route show table main
+		ip netns exec "$1" ip -6 route show table main
+	} | sed -e 's/[[:space:]]\+/ /g' -e 's/ $//' | sort
+}
+
+# ---- keys and configs -----------------------------------------------------------
+
+declare -A PRIV=() PUB=()
+gen_keys() {
+	PRIV[$1]=$(wg genkey)
+	PUB[$1]=$(wg pubkey <<<"${PRIV[$1]}")
+}
+
+# write_conf FILE PRIVATE ADDRESS PEER_PUBLIC ALLOWED_IPS ENDPOINT|- PSK|-
+write_conf() {
+	{
+		echo "[Interface]"
+		echo "PrivateKey = $2"
+		echo "Address = $3"
+		echo "ListenPort = $PORT"
+		echo "MTU = 1420"
+		echo
+		echo "[Peer]"
+		echo "PublicKey = $4"
+		[[ $7 == - ]] || echo "PresharedKey = $7"
+		echo "AllowedIPs = $5"
+		[[ $6 == - ]] || echo "Endpoint = $6"
+	} >"$1"
+	chmod 600 "$1"
+}
+
+# setup_pair INITIATOR(a|b) PSK(yes|no) [A_ALLOWED_IPS]: $TMP/a.conf and $TMP/b.conf
+# for ns1/ns2; only the initiator knows the other's Endpoint.
+setup_pair() {
+	local psk=- ep_a=- ep_b=-
+	gen_keys a
+	gen_keys b
+	[[ $2 == no ]] || psk=$(wg genpsk)
+	if [[ $1 == a ]]; then ep_a="$UNDER2:$PORT"; else ep_b="$UNDER1:$PORT"; fi
+	write_conf "$TMP/a.conf" "${PRIV[a]}" "$INNER1/24" "${PUB[b]}" "${3:-$INNER2/32}" "$ep_a" "$psk"
+	write_conf "$TMP/b.conf" "${PRIV[b]}" "$INNER2/24" "${PUB[a]}" "$INNER1/32" "$ep_b" "$psk"
+}
+
+# conf_get FILE KEY: the value of the first `KEY = value` line, commas without spaces.
+conf_get() {
+	sed -n "s/^[[:space:]]*$2[[:space:]]*=[[:space:]]*//p" "$1" | head -n1 | tr -d ' \t'
+}
+
+# ---- starting and stopping peers ------------------------------------------------
+# Peers start through `env --default-signal=INT`: bash starts background jobs with
+# SIGINT ignored, and a peer must see SIGINT as it would from a terminal's Ctrl-C.
+
+track() { # track PID IFACE NS IMPL LOG
+	STARTED_PIDS+=("$1")
+	PID_OF[$2]=$1 NS_OF[$2]=$3 IMPL_OF[$2]=$4 LOG_OF[$2]=$5
+}
+
+# wait_until SECONDS WHAT CMD...: polls CMD every 0.1 s; fails the scenario on timeout.
+wait_until() {
+	local limit=$1 deadline=$((SECONDS + $1)) what=$2
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || fail "timed out after ${limit}s waiting for $what"
+		sleep 0.1
+	done
+}
+
+iface_exists() { ip netns exec "$1" ip link show dev "$2"; }
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# Fails unless the process is still running (it must not have died on start-up).
+expect_alive() {
+	alive "${PID_OF[$1]}" || fail "${IMPL_OF[$1]} for $1 exited early: $(tail -n 5 "${LOG_OF[$1]}" | tr '\n' ' ')"
+}
+
+start_pipevpn() { # start_pipevpn NS CONFIG IFACE
+	local log="$TMP/$3.log"
+	echo "+ [$1] $PIPEVPN up $2 --interface $3 --stats-file $TMP/$3.stats &" >&2
+	env --default-signal=INT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$3.stats" >"$log" 2>&1 &
+	track $! "$3" "$1" pipevpn "$log"
+	wait_until 10 "pipevpn to create $3 in $1" eval "iface_exists $1 $3 || ! alive ${PID_OF[$3]}"
+	expect_alive "$3"
+}
+
+start_wggo() { # start_wggo NS IFACE CONFIG
+	local ns=$1 iface=$2 conf=$3 log="$TMP/$2.log" cidr
+	echo "+ [$ns] wireguard-go -f $iface &" >&2
+	env --default-signal=INT ip netns exec "$ns" wireguard-go -f "$iface" >"$log" 2>&1 &
+	track $! "$iface" "$ns" wggo "$log"
+	wait_until 10 "wireguard-go's control socket for $iface" test -S "/var/run/wireguard/$iface.sock"
+	# wg(8) reads only the keys, port and peer lines: drop the wg-quick additions.
+	grep -viE '^[[:space:]]*(Address|MTU|DNS|Table|SaveConfig|(Pre|Post)(Up|Down))[[:space:]]*=' "$conf" >"$TMP/$iface.wg"
+	in_ns "$ns" wg setconf "$iface" "$TMP/$iface.wg"
+	for cidr in $(conf_get "$conf" Address | tr ',' ' '); do
+		in_ns "$ns" ip addr add "$cidr" dev "$iface"
+	done
+	in_ns "$ns" ip link set "$iface" mtu "$(conf_get "$conf" MTU)" up
+	wggo_routes "$ns" "$iface" "$conf"
+	expect_alive "$iface"
+}
+
+# The routes `pipevpn up` derives from AllowedIPs, made with ip(8) for wireguard-go.
+wggo_routes() {
+	local ns=$1 iface=$2 conf=$3 cidr gw dev endpoint
+	for cidr in $(conf_get "$conf" AllowedIPs | tr ',' ' '); do
+		if [[ $cidr == 0.0.0.0/0 ]]; then
+			endpoint=$(conf_get "$conf" Endpoint)
+			endpoint=${endpoint%:*}
+			read -r gw dev < <(ip netns exec "$ns" ip -4 route show default | awk '{print $3, $5; exit}')
+			in_ns "$ns" ip route add "$endpoint/32" via "$gw" dev "$dev"
+			HOSTROUTE_OF[$iface]="$endpoint/32 via $gw dev $dev"
+			in_ns "$ns" ip route add 0.0.0.0/1 dev "$iface"
+			in_ns "$ns" ip route add 128.0.0.0/1 dev "$iface"
+		else
+			in_ns "$ns" ip route replace "$cidr" dev "$iface"
+		fi
+	done
+}
+
+start_impl() { # start_impl IMPL NS IFACE CONFIG
+	case $1 in
+	pipevpn) start_pipevpn "$2" "$4" "$3" ;;
+	wggo) start_wggo "$2" "$3" "$4" ;;
+	esac
+}
+
+# stop_impl IFACE [SIGNAL]: signals the peer, waits (bounded) for it to exit and for
+# its interface to go; the exit status is left in STOP_RC.
+stop_impl() {
+	local iface=$1 sig=${2:-TERM} pid=${PID_OF[$1]} ns=${NS_OF[$1]}
+	echo "+ kill -$sig $pid  (${IMPL_OF[$iface]} on $iface)" >&2
+	kill -"$sig" "$pid"
+	wait_until 10 "${IMPL_OF[$iface]} ($pid) to exit after SIG$sig" eval "! alive $pid"
+	STOP_RC=0
+	wait "$pid" || STOP_RC=$?
+	wait_until 5 "$iface to disappear" eval "! iface_exists $ns $iface"
+	if [[ ${IMPL_OF[$iface]} == wggo && -n ${HOSTROUTE_OF[$iface]:-} ]]; then
+		# shellcheck disable=SC2086 # the recorded route is several words on purpose
+		in_ns "$ns" ip route del ${HOSTROUTE_OF[$iface]}
+	fi
+	HOSTROUTE_OF[$iface]=""
+}
+
+# start_pair IMPL_A IMPL_B INITIATOR(a|b): starts the waiting side first.
+start_pair() {
+	if [[ $3 == a ]]; then
+		start_impl "$2" "$NS2" "$TUN2" "$TMP/b.conf"
+		start_impl "$1" "$NS1" "$TUN1" "$TMP/a.conf"
+	else
+		start_impl "$1" "$NS1" "$TUN1" "$TMP/a.conf"
+		start_impl "$2" "$NS2" "$TUN2" "$TMP/b.conf"
+	fi
+}
+
+stop_pair() {
+	stop_impl "$TUN1"
+	[[ $STOP_RC == 0 ]] || fail "${IMPL_OF[$TUN1]} on $TUN1 exited with status $STOP_RC after SIGTERM"
+	stop_impl "$TUN2"
+	[[ $STOP_RC == 0 ]] || fail "${IMPL_OF[$TUN2]} on $TUN2 exited with status $STOP_RC after SIGTERM"
+}
+
+# ---- traffic checks -------------------------------------------------------------
+
+# wait_for_handshake NS ADDR [SECONDS]: pings until one answer (the first packet makes
+# the initiator start the handshake); HANDSHAKE_SECS is how long it took.
+wait_for_handshake() {
+	local ns=$1 addr=$2 limit=${3:-20} start=$SECONDS
+	echo "+ [$ns] ping -c1 -W1 $addr   (repeated, up to ${limit}s)" >&2
+	until ip netns exec "$ns" ping -c1 -W1 -q "$addr" >/dev/null 2>&1; do
+		((SECONDS - start < limit)) || fail "no handshake within ${limit}s (no answer from $addr in $ns)"
+	done
+	HANDSHAKE_SECS=$((SECONDS - start))
+	log "tunnel up after ~${HANDSHAKE_SECS}s"
+}
+
+# ping_ok NS ADDR [SIZE]: 3 echoes, all answered; SIZE 1392 fills a 1420-byte tunnel MTU.
+ping_ok() {
+	local size=${3:-56}
+	in_ns "$1" ping -c3 -i0.2 -W2 -q -s "$size" -M "do" "$2" >&2 ||
+		fail "ping $2 (payload $size, DF) from $1 lost packets"
+}
+
+# iperf_ok SERVER_NS SERVER_ADDR CLIENT_NS: 3 s of TCP from client to server.
+iperf_ok() {
+	local sns=$1 addr=$2 cns=$3 json="$TMP/iperf.json" pid bps
+	echo "+ [$sns] iperf3 -s -1 -B $addr &" >&2
+	ip netns exec "$sns" iperf3 -s -1 -B "$addr" -p 5201 >"$TMP/iperf-server.log" 2>&1 &
+	pid=$!
+	STARTED_PIDS+=("$pid")
+	wait_until 10 "iperf3 server on $addr:5201" eval "ip netns exec $sns ss -Htln 'sport = :5201' | grep -q ."
+	in_ns "$cns" timeout --foreground 30 iperf3 -c "$addr" -p 5201 -t 3 -J --connect-timeout 5000 >"$json" ||
+		fail "iperf3 $cns -> $addr failed: $(python3 -c 'import json,sys; print(json.load(sys.stdin).get("error","?"))' <"$json" 2>/dev/null)"
+	wait_until 10 "iperf3 server to finish" eval "! alive $pid"
+	wait "$pid" || true
+	bps=$(python3 -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]))' <"$json")
+	log "iperf3 $cns -> $addr: $((bps / 1000000)) Mbit/s"
+	((bps > 0)) || fail "iperf3 $cns -> $addr moved no data"
+}
+
+# tunnel_checks INITIATOR(a|b): handshake started by the initiator's first ping, then
+# ping both ways (small and MTU-sized) and 3 s of TCP each way.
+tunnel_checks() {
+	if [[ $1 == a ]]; then
+		wait_for_handshake "$NS1" "$INNER2"
+	else
+		wait_for_handshake "$NS2" "$INNER1"
+	fi
+	ping_ok "$NS1" "$INNER2"
+	ping_ok "$NS2" "$INNER1"
+	ping_ok "$NS1" "$INNER2" 1392
+	ping_ok "$NS2" "$INNER1" 1392
+	iperf_ok "$NS2" "$INNER2" "$NS1"
+	iperf_ok "$NS1" "$INNER1" "$NS2"
+}
+
+# same_routes NS BEFORE: the routing table equals an earlier route_snapshot.
+same_routes() {
+	local now
+	now=$(route_snapshot "$1")
+	[[ $now == "$2" ]] || fail "routes in $1 differ from before the start:
+$(diff <(echo "$2") <(echo "$now") | grep '^[<>]')"
+}
+
+# full_tunnel_routes_ok NS IFACE VETH ENDPOINT: the routes of a 0.0.0.0/0 peer are in
+# place: the two halves via the tunnel, the endpoint via the old default gateway.
+full_tunnel_routes_ok() {
+	local ns=$1 iface=$2 veth=$3 endpoint=$4
+	# The first answer through the tunnel may come just before the last route is in.
+	wait_until 5 "route 128.0.0.0/1 dev $iface in $ns" eval "ip netns exec $ns ip -4 route show 128.0.0.0/1 | grep -q 'dev $iface'"
+	in_ns "$ns" ip -4 route show >&2
+	[[ $(ip netns exec "$ns" ip -4 route show 0.0.0.0/1) == *"dev $iface"* ]] || fail "no route 0.0.0.0/1 dev $iface in $ns"
+	[[ $(ip netns exec "$ns" ip -4 route show 128.0.0.0/1) == *"dev $iface"* ]] || fail "no route 128.0.0.0/1 dev $iface in $ns"
+	[[ $(ip netns exec "$ns" ip -4 route show "$endpoint/32") == *"via $GATEWAY1 dev $veth"* ]] ||
+		fail "no host route $endpoint/32 via $GATEWAY1 dev $veth in $ns"
+	[[ $(ip netns exec "$ns" ip -4 route get "$endpoint") == *"dev $veth"* ]] || fail "endpoint $endpoint is not routed via $veth in $ns"
+}
+
+# stat_value FILE STAGE FIELD: a number from a pipevpn --stats-file.
+stat_value() {
+	awk -v s="$2" -v f="$3" '$1 == s { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$1"
+}
+
+# check_stats IFACE: the stats file of a pipevpn peer that has carried traffic both
+# ways has every stage, packets through each, and a completed handshake.
+check_stats() {
+	local file="$TMP/$1.stats" stage n
+	[[ -s $file ]] || fail "no stats file $file from pipevpn on $1"
+	log "stats of $1:"$'\n'"$(cat "$file")"
+	for stage in tun_reader encryptor udp_sender udp_receiver decryptor tun_writer; do
+		n=$(stat_value "$file" "$stage" packets)
+		[[ $n =~ ^[0-9]+$ ]] || fail "stats file of $1 has no '$stage packets=N' line"
+		((n > 0)) || fail "stats of $1: $stage moved no packets"
+	done
+	n=$(stat_value "$file" handshaker packets)
+	[[ $n =~ ^[0-9]+$ ]] || fail "stats file of $1 has no 'handshaker packets=N' line"
+	n=$(stat_value "$file" handshake completed)
+	if ! [[ $n =~ ^[0-9]+$ ]] || ((n < 1)); then
+		fail "stats of $1: no completed handshake (handshake completed=$n)"
+	fi
+	[[ $(stat_value "$file" handshake last_ms) =~ ^[0-9]+$ ]] || fail "stats of $1: no 'handshake last_ms=N'"
+}
+
+# ---- cleanup --------------------------------------------------------------------
+
+cleanup() {
+	local rc=$? pid ns deadline leaks=()
+	set +eE
+	trap - ERR
+	exec 1>&3 2>&4
+	if [[ -n $CURRENT_SCENARIO ]]; then
+		echo "FAIL $CURRENT_SCENARIO: ${FIRST_ERROR:-script exited with status $rc}"
+		((rc != 0)) || rc=1
+	fi
+	for pid in "${STARTED_PIDS[@]}"; do alive "$pid" && kill -TERM "$pid"; done
+	deadline=$((SECONDS + 5))
+	for pid in "${STARTED_PIDS[@]}"; do
+		while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+		alive "$pid" && kill -KILL "$pid"
+		wait "$pid" 2>/dev/null
+	done
+	if ((rc != 0)); then
+		for f in "$TMP"/*.log; do
+			[[ -f $f ]] && { echo "---- last lines of $f"; tail -n 25 "$f"; } >&2
+		done
+	fi
+	for ns in "${CREATED_NS[@]}"; do ip netns del "$ns"; done
+	rm -rf "$TMP"
+	# Nothing of ours may be left: namespaces, processes, interfaces, sockets, files.
+	for ns in "${CREATED_NS[@]}"; do [[ -e /run/netns/$ns ]] && leaks+=("netns $ns"); done
+	for pid in "${STARTED_PIDS[@]}"; do alive "$pid" && leaks+=("pid $pid"); done
+	ip -o link show | grep -q "$PREFIX" && leaks+=("interface $PREFIX* in the root namespace")
+	compgen -G "/var/run/wireguard/$PREFIX*" >/dev/null && leaks+=("wireguard-go socket /var/run/wireguard/$PREFIX*")
+	[[ -e $TMP ]] && leaks+=("$TMP")
+	if ((${#leaks[@]})); then
+		echo "FAIL cleanup: left behind: ${leaks[*]}"
+		rc=1
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Stopping a full-tunnel client (ns1, IMPL_A, default pipevpn) must undo its routes:
+# SIGINT and SIGTERM each exit 0 and leave `ip route` as it was before the start.
+# After kill -9 the endpoint's host route is left behind; starting the same config
+# again must sweep it, and a clean stop then leaves the original table.
+# The server (ns2, IMPL_B, default pipevpn) keeps running throughout.
+# shellcheck source=integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+IMPL_A=${IMPL_A:-pipevpn}
+IMPL_B=${IMPL_B:-pipevpn}
+require_tools "$IMPL_A" "$IMPL_B"
+
+scenario topology
+make_topology
+setup_pair a no 0.0.0.0/0
+original=$(route_snapshot "$NS1")
+start_impl "$IMPL_B" "$NS2" "$TUN2" "$TMP/b.conf"
+pass
+
+start_client() {
+	start_impl "$IMPL_A" "$NS1" "$TUN1" "$TMP/a.conf"
+	wait_for_handshake "$NS1" "$INNER2"
+	full_tunnel_routes_ok "$NS1" "$TUN1" "$VETH1" "$UNDER2"
+}
+
+for sig in INT TERM; do
+	scenario "sig$sig-$IMPL_A-restores-routes"
+	start_client
+	stop_impl "$TUN1" "$sig"
+	[[ $STOP_RC == 0 ]] || fail "exit status $STOP_RC after SIG$sig, expected 0"
+	same_routes "$NS1" "$original"
+	pass
+done
+
+scenario "kill9-$IMPL_A-restart-sweeps"
+start_client
+stop_impl "$TUN1" KILL
+if [[ -n $(n1 ip -4 route show "$UNDER2/32") ]]; then
+	log "after kill -9 the host route to $UNDER2 is left behind, as expected"
+else
+	log "after kill -9 no host route is left (nothing to sweep)"
+fi
+start_client
+stop_impl "$TUN1" TERM
+[[ $STOP_RC == 0 ]] || fail "exit status $STOP_RC after SIGTERM, expected 0"
+same_routes "$NS1" "$original"
+pass

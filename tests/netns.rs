@@ -1,0 +1,57 @@
+//! The network-namespace scenarios in `integration/`, one test per script, each
+//! against the `pipevpn` binary cargo just built. They need root, iproute2,
+//! ping, iperf3, wg and wireguard-go: a missing prerequisite fails the test with
+//! the script's own message, it is never skipped.
+
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The scenarios time handshakes and measure throughput on a small machine, and
+/// cargo runs tests in parallel: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn run_scenario(name: &str) {
+    // A failed scenario poisons the lock; the next one must still run.
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let script = format!("{}/integration/{name}.sh", env!("CARGO_MANIFEST_DIR"));
+    // stderr (the command trace) into stdout, so the output reads in order.
+    let output = Command::new("bash")
+        .args(["-c", "exec bash \"$0\" 2>&1", &script])
+        .env("PIPEVPN", env!("CARGO_BIN_EXE_pipevpn"))
+        .env_remove("IMPL_A")
+        .env_remove("IMPL_B")
+        .env_remove("PV_UNDER_TIMEOUT")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start bash for {script}: {e}"));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{text}",
+        output.status
+    );
+    for line in text.lines().filter(|l| l.starts_with("PASS ")) {
+        println!("{line}");
+    }
+}
+
+#[test]
+fn tunnel() {
+    run_scenario("tunnel");
+}
+
+#[test]
+fn full_tunnel() {
+    run_scenario("full_tunnel");
+}
+
+#[test]
+fn signals() {
+    run_scenario("signals");
+}
+
+#[test]
+fn interop() {
+    run_scenario("interop");
+}
