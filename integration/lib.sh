@@ -135,9 +135,13 @@ make_topology() {
 	add_ns "$NS1"
 	add_ns "$NS2"
 	link_ns "$NS1" "$VETH1" "$UNDER1" "$NS2" "$VETH2" "$UNDER2"
-	# A's default gateway is a second address of B, so that A has a default route
-	# for a full tunnel to keep the endpoint's host route on.
+	# A's default gateway is a second address of B, and A reaches B's underlay
+	# address only through it (A's own address is a /32 with the gateway as its
+	# peer), as a client reaches a server across the internet: so a full tunnel
+	# needs, and must add, a host route to the endpoint via that gateway.
 	n2 ip addr add "$GATEWAY1/24" dev "$VETH2"
+	n1 ip addr del "$UNDER1/24" dev "$VETH1"
+	n1 ip addr add "$UNDER1/32" peer "$GATEWAY1/32" dev "$VETH1"
 	n1 ip route add default via "$GATEWAY1" dev "$VETH1"
 	n1 ping -c1 -W2 -q "$UNDER2" >&2
 	# That default route would let B's tunnel address answer A over the veth, tunnel

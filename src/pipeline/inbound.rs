@@ -85,8 +85,8 @@ impl Decryptor<'_> {
                         bytes += len;
                         continue;
                     }
-                    Ok(Opened::Keepalive) => stats.drop(DropReason::Keepalive),
-                    Ok(Opened::Handshake) => {}
+                    // Nothing to deliver; both were accounted for already.
+                    Ok(Opened::Keepalive | Opened::Handshake) => {}
                     Err(reason) => stats.drop(reason),
                 }
                 batch.set_len(i, 0);

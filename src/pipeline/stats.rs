@@ -69,7 +69,6 @@ drop_reasons! {
     ExpiredKey => "expired_key",
     Replay => "replay",
     Decrypt => "decrypt",
-    Keepalive => "keepalive",
     // Inner packets.
     NotIp => "not_ip",
     InnerTruncated => "inner_truncated",
