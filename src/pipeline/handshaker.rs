@@ -67,14 +67,21 @@ struct Attempt {
     jitter: Duration,
 }
 
+/// The handshaker's wiring, set up by [`super::spawn`].
 pub struct Handshaker<'a> {
-    local: LocalStatic,
-    remote: PeerStatic,
-    peer: &'a Peer,
-    udp: &'a dyn UdpDevice,
-    stats: &'a Stats,
-    session_events: &'a Sender<SessionEvent>,
-    persistent_keepalive: Option<Duration>,
+    pub local: LocalStatic,
+    pub remote: PeerStatic,
+    pub peer: &'a Peer,
+    pub udp: &'a dyn UdpDevice,
+    pub stats: &'a Stats,
+    pub session_events: &'a Sender<SessionEvent>,
+    pub persistent_keepalive: Option<Duration>,
+    pub state: State,
+}
+
+/// What the handshaker remembers between messages and ticks.
+#[derive(Default)]
+pub struct State {
     attempt: Option<Attempt>,
     /// Greatest TAI64N accepted from the peer: older initiations are replays.
     last_timestamp: Option<[u8; 12]>,
@@ -88,38 +95,7 @@ pub struct Handshaker<'a> {
     limiter: RateLimiter,
 }
 
-impl<'a> Handshaker<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        local: LocalStatic,
-        remote: PeerStatic,
-        peer: &'a Peer,
-        udp: &'a dyn UdpDevice,
-        stats: &'a Stats,
-        session_events: &'a Sender<SessionEvent>,
-        persistent_keepalive: Option<Duration>,
-    ) -> Self {
-        Handshaker {
-            local,
-            remote,
-            peer,
-            udp,
-            stats,
-            session_events,
-            persistent_keepalive,
-            attempt: None,
-            last_timestamp: None,
-            last_initiation_at: None,
-            handshake_sent: None,
-            session_derived: None,
-            cookie: None,
-            want_session: false,
-            load: LoadMeter::default(),
-            cookie_secret: CookieSecret::default(),
-            limiter: RateLimiter::default(),
-        }
-    }
-
+impl Handshaker<'_> {
     fn counters(&self) -> &StageStats {
         self.stats.stage(Stage::Handshaker)
     }
@@ -135,11 +111,11 @@ impl<'a> Handshaker<'a> {
                 recv(handshake_in) -> p => if let Ok(p) = p {
                     let waiting = handshake_in.len();
                     self.counters().queue(waiting);
-                    self.load.observe(waiting >= BUSY_QUEUE, self.peer.now());
+                    self.state.load.observe(waiting >= BUSY_QUEUE, self.peer.now());
                     self.handle(&p);
                 },
                 recv(want_session) -> w => if w.is_ok() {
-                    self.want_session = true;
+                    self.state.want_session = true;
                 },
                 default(TICK) => {},
             }
@@ -150,9 +126,9 @@ impl<'a> Handshaker<'a> {
     /// Applies the timer rules to the current state.
     fn tick(&mut self) {
         let now = self.peer.now();
-        self.limiter.forget_idle(now);
+        self.state.limiter.forget_idle(now);
         if self.peer.sending_session().is_some() {
-            self.want_session = false;
+            self.state.want_session = false;
         }
         let current = self.peer.keypairs().current;
         let ev = Events {
@@ -167,15 +143,15 @@ impl<'a> Handshaker<'a> {
                 last_minute_done: s.last_minute_done.load(Relaxed),
                 sent_messages: s.counter(),
             }),
-            pending: self.attempt.as_ref().map(|a| Pending {
+            pending: self.state.attempt.as_ref().map(|a| Pending {
                 sent: a.sent,
                 retries: a.retries,
                 jitter: a.jitter,
             }),
-            handshake_sent: self.handshake_sent,
-            session_derived: self.session_derived,
+            handshake_sent: self.state.handshake_sent,
+            session_derived: self.state.session_derived,
             persistent_keepalive: self.persistent_keepalive,
-            want_session: self.want_session,
+            want_session: self.state.want_session,
             have_endpoint: self.peer.endpoint().is_some(),
         };
         let due = timers::due(&self.peer.timing, &ev);
@@ -189,15 +165,15 @@ impl<'a> Handshaker<'a> {
                 "no handshake after {} s: giving up until there is traffic again",
                 self.peer.timing.rekey_attempt_time.as_secs()
             );
-            self.attempt = None;
-            self.want_session = false;
+            self.state.attempt = None;
+            self.state.want_session = false;
             // Only new traffic starts the next attempt.
             self.peer.sent_data_unanswered.clear();
             let _ = self.session_events.try_send(SessionEvent::GaveUp);
         }
         match due.initiate {
             Some(Initiate::Retry) => {
-                let retries = self.attempt.as_ref().map_or(0, |a| a.retries) + 1;
+                let retries = self.state.attempt.as_ref().map_or(0, |a| a.retries) + 1;
                 log::debug!("handshake retry {retries}");
                 self.send_initiation(retries);
             }
@@ -210,8 +186,8 @@ impl<'a> Handshaker<'a> {
         if due.zero_keys {
             log::info!("erasing key material after 3 x REJECT_AFTER_TIME without a new session");
             self.peer.clear_keypairs();
-            self.attempt = None;
-            self.session_derived = None;
+            self.state.attempt = None;
+            self.state.session_derived = None;
         }
     }
 
@@ -240,7 +216,7 @@ impl<'a> Handshaker<'a> {
     fn on_initiation(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
         let msg = Initiation::parse(p.bytes()).map_err(parse_drop)?;
         self.admit(p, msg.sender, &msg.mac1)?;
-        if !self.limiter.allow(p.src.ip(), self.peer.now()) {
+        if !self.state.limiter.allow(p.src.ip(), self.peer.now()) {
             return Err(DropReason::RateLimited);
         }
         let accepted =
@@ -248,18 +224,23 @@ impl<'a> Handshaker<'a> {
         if accepted.peer_public != self.remote.public {
             return Err(DropReason::UnknownPeer);
         }
-        if self.last_timestamp.is_some_and(|t| accepted.timestamp <= t) {
+        if self
+            .state
+            .last_timestamp
+            .is_some_and(|t| accepted.timestamp <= t)
+        {
             return Err(DropReason::StaleTimestamp);
         }
         let now = self.peer.now();
         if self
+            .state
             .last_initiation_at
             .is_some_and(|t| now.saturating_sub(t) < INITIATION_FLOOD)
         {
             return Err(DropReason::InitiationFlood);
         }
-        self.last_timestamp = Some(accepted.timestamp);
-        self.last_initiation_at = Some(now);
+        self.state.last_timestamp = Some(accepted.timestamp);
+        self.state.last_initiation_at = Some(now);
         self.note_endpoint(p.src);
 
         let index = self.new_index();
@@ -274,7 +255,7 @@ impl<'a> Handshaker<'a> {
         )
         .map_err(|_| DropReason::HandshakeFailed)?;
         self.peer.install_responded(Session::new(&keys, now, false));
-        self.session_derived = Some(now);
+        self.state.session_derived = Some(now);
         self.peer.received(now, false);
         self.send(&response, p.src, now);
         log::debug!("answered a handshake initiation from {}", p.src);
@@ -286,6 +267,7 @@ impl<'a> Handshaker<'a> {
         let msg = Response::parse(p.bytes()).map_err(parse_drop)?;
         self.admit(p, msg.sender, &msg.mac1)?;
         let attempt = self
+            .state
             .attempt
             .as_ref()
             .filter(|a| a.state.sender_index == msg.receiver)
@@ -294,10 +276,10 @@ impl<'a> Handshaker<'a> {
             .map_err(|_| DropReason::HandshakeFailed)?;
         let now = self.peer.now();
         let took = now.saturating_sub(attempt.sent);
-        self.attempt = None;
-        self.want_session = false;
+        self.state.attempt = None;
+        self.state.want_session = false;
         self.peer.install_initiated(Session::new(&keys, now, true));
-        self.session_derived = Some(now);
+        self.state.session_derived = Some(now);
         self.peer.received(now, false);
         self.note_endpoint(p.src);
         self.stats.handshake_completed(took.as_millis() as u64);
@@ -325,10 +307,10 @@ impl<'a> Handshaker<'a> {
             return Err(DropReason::BadMac1);
         }
         let now = self.peer.now();
-        if !self.load.under_load(now) {
+        if !self.state.load.under_load(now) {
             return Ok(());
         }
-        let cookie = self.cookie_secret.cookie(now, p.src, random_key);
+        let cookie = self.state.cookie_secret.cookie(now, p.src, random_key);
         if verify_mac2(&cookie, p.bytes()) {
             return Ok(());
         }
@@ -344,19 +326,21 @@ impl<'a> Handshaker<'a> {
     fn on_cookie_reply(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
         let msg = CookieReply::parse(p.bytes()).map_err(parse_drop)?;
         let attempt = self
+            .state
             .attempt
             .as_ref()
             .filter(|a| a.state.sender_index == msg.receiver)
             .ok_or(DropReason::UnexpectedMessage)?;
         let cookie = consume_cookie_reply(&self.remote, &msg, &attempt.state.mac1)
             .map_err(|_| DropReason::BadCookie)?;
-        self.cookie = Some((cookie, self.peer.now()));
+        self.state.cookie = Some((cookie, self.peer.now()));
         log::debug!("received a cookie: the peer is under load");
         Ok(())
     }
 
     fn cookie(&self, now: Duration) -> Option<[u8; 16]> {
-        self.cookie
+        self.state
+            .cookie
             .filter(|(_, at)| now.saturating_sub(*at) < COOKIE_LIFETIME)
             .map(|(c, _)| c)
     }
@@ -377,7 +361,7 @@ impl<'a> Handshaker<'a> {
             cookie.as_ref(),
         ) {
             Ok((state, msg)) => {
-                self.attempt = Some(Attempt {
+                self.state.attempt = Some(Attempt {
                     state,
                     sent: now,
                     retries,
@@ -418,7 +402,7 @@ impl<'a> Handshaker<'a> {
     fn send(&mut self, msg: &[u8], dest: SocketAddr, now: Duration) {
         match self.udp.send_to(msg, dest) {
             Ok(()) => {
-                self.handshake_sent = Some(now);
+                self.state.handshake_sent = Some(now);
                 self.peer.sent(now, false);
             }
             Err(e) => {
@@ -442,7 +426,7 @@ impl<'a> Handshaker<'a> {
         let keypairs = self.peer.keypairs();
         loop {
             let i = random_u64() as u32;
-            let pending = self.attempt.as_ref().map(|a| a.state.sender_index);
+            let pending = self.state.attempt.as_ref().map(|a| a.state.sender_index);
             if pending != Some(i) && keypairs.indices().all(|used| used != i) {
                 return i;
             }

@@ -236,15 +236,16 @@ pub fn spawn(
         start(
             Stage::Handshaker,
             Box::new(move || {
-                let hs = Handshaker::new(
+                let hs = Handshaker {
                     local,
                     remote,
-                    &peer,
-                    &*udp,
-                    &stats,
-                    &session_events_tx,
-                    keepalive,
-                );
+                    peer: &peer,
+                    udp: &*udp,
+                    stats: &stats,
+                    session_events: &session_events_tx,
+                    persistent_keepalive: keepalive,
+                    state: Default::default(),
+                };
                 hs.run(&handshake_in, &want_session, &stop);
                 Ok(())
             }),
