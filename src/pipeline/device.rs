@@ -38,6 +38,11 @@ fn read_when_ready<T>(
     mut attempt: impl FnMut() -> io::Result<Option<T>>,
 ) -> io::Result<Option<T>> {
     loop {
+        // Checked first: under constant traffic the device is always ready,
+        // and a stop must still end the stage.
+        if stop.is_set() {
+            return Ok(None);
+        }
         if let Some(v) = attempt()? {
             return Ok(Some(v));
         }
