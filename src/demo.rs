@@ -8,9 +8,9 @@
 //!                veth 10.78.0.1 ──────────────────── veth 10.78.0.2
 //! ```
 //!
-//! The bulk transfer runs this same binary in two hidden modes (`--tcp-sink`,
-//! `--tcp-source`) started inside the namespaces, so nothing but `ip` and `ping`
-//! is needed. Everything the demo creates is owned by a guard and undone on any
+//! The bulk transfer uses iperf3 when it is installed; otherwise this same
+//! binary in two hidden modes (`--tcp-sink`, `--tcp-source`) started inside
+//! the namespaces, so nothing but `ip` and `ping` is needed. Everything the demo creates is owned by a guard and undone on any
 //! exit: error, Ctrl-C (SIGINT) or SIGTERM.
 
 use crate::error::{Error, Result};
@@ -128,9 +128,9 @@ fn demo(seconds: Duration) -> Result<()> {
         rtt.avg_ms, rtt.max_ms, rtt.lost
     ))?;
 
-    let mbits = bulk_transfer(&exe, &peers, seconds, &mut running, &stop)?;
+    let (mbits, tool) = bulk_transfer(&exe, &peers, seconds, &mut running, &stop)?;
     show(format!(
-        "\nbulk TCP A -> B for {} s: {mbits:.1} Mbit/s\n",
+        "\nbulk TCP A -> B for {} s ({tool}): {mbits:.1} Mbit/s\n",
         seconds.as_secs()
     ))?;
 
@@ -326,28 +326,45 @@ fn parse_ping_summary(text: &str) -> Option<Rtt> {
     })
 }
 
-/// TCP from A to B for `seconds`, with the stage table redrawn every second.
-/// Returns Mbit/s as counted by the receiver.
+/// TCP from A to B for `seconds`, with the stage table redrawn every second:
+/// iperf3 when it is installed, else this binary's hidden sink and source
+/// modes. Returns Mbit/s as counted by the receiver, and which tool ran.
 fn bulk_transfer(
     exe: &Path,
     peers: &[Peer; 2],
     seconds: Duration,
     running: &mut [Proc],
     stop: &AtomicBool,
-) -> Result<f64> {
-    let target = format!("{}:{SINK_PORT}", TUNNEL[1]);
-    let mut sink_cmd = in_netns(&peers[1].netns, exe);
-    sink_cmd.args(["demo", "--tcp-sink", &target]);
+) -> Result<(f64, &'static str)> {
+    let mut probe = Command::new("iperf3");
+    probe.arg("--version");
+    let iperf3 = quiet_status(probe).is_ok_and(|s| s.success());
+    let (port, secs) = (SINK_PORT.to_string(), seconds.as_secs().to_string());
+    let (mut sink_cmd, mut source_cmd, tool) = if iperf3 {
+        let mut sink = in_netns(&peers[1].netns, Path::new("iperf3"));
+        sink.args(["-s", "-1", "--forceflush", "-B", TUNNEL[1], "-p", &port]);
+        let mut source = in_netns(&peers[0].netns, Path::new("iperf3"));
+        source.args(["-c", TUNNEL[1], "-p", &port, "-f", "m", "-t", &secs]);
+        (sink, source, "iperf3")
+    } else {
+        let target = format!("{}:{SINK_PORT}", TUNNEL[1]);
+        let mut sink = in_netns(&peers[1].netns, exe);
+        sink.args(["demo", "--tcp-sink", &target]);
+        let mut source = in_netns(&peers[0].netns, exe);
+        source.args(["demo", "--tcp-source", &target, "--seconds", &secs]);
+        (sink, source, "pipevpn's own TCP sender")
+    };
+    sink_cmd.stderr(Stdio::null());
+    source_cmd.stderr(Stdio::null());
     let mut sink = Proc::spawn_piped("TCP sink in B".into(), sink_cmd)?;
     let mut sink_out = BufReader::new(sink.stdout()?);
-    expect_line(&mut sink_out, "listening", "TCP sink in B")?;
+    read_line_with(&mut sink_out, "listening", "TCP sink in B")?;
+    let mut source = Proc::spawn_piped("TCP source in A".into(), source_cmd)?;
+    let mut source_out = source.stdout()?;
 
-    let mut source_cmd = in_netns(&peers[0].netns, exe);
-    source_cmd.args(["demo", "--tcp-source", &target, "--seconds"]);
-    source_cmd.arg(seconds.as_secs().to_string());
-    let mut source = Proc::spawn("TCP source in A".into(), source_cmd, None)?;
-
-    show("\nlive counters, every second, while A sends to B\n")?;
+    show(format!(
+        "\nlive counters, every second, while A sends to B ({tool})\n"
+    ))?;
     let redraw = io::stdout().is_terminal();
     let started = Instant::now();
     let mut drawn_lines = 0;
@@ -377,10 +394,28 @@ fn bulk_transfer(
             break;
         }
     }
-    let report = expect_line(&mut sink_out, "", "TCP sink in B")?;
-    let (bytes, secs) = parse_sink_report(&report)
-        .ok_or_else(|| Error::Input(format!("TCP sink in B reported '{report}'")))?;
-    Ok(bytes as f64 * 8.0 / secs / 1e6)
+    let mbits = if iperf3 {
+        let mut text = String::new();
+        source_out
+            .read_to_string(&mut text)
+            .map_err(|e| Error::sys("reading iperf3's report", e))?;
+        parse_iperf3_receiver(&text)
+            .ok_or_else(|| Error::Input(format!("no receiver line in iperf3's report:\n{text}")))?
+    } else {
+        let report = read_line_with(&mut sink_out, "", "TCP sink in B")?;
+        let (bytes, secs) = parse_sink_report(&report)
+            .ok_or_else(|| Error::Input(format!("TCP sink in B reported '{report}'")))?;
+        bytes as f64 * 8.0 / secs / 1e6
+    };
+    Ok((mbits, tool))
+}
+
+/// Mbit/s from iperf3's `-f m` summary line that ends in "receiver".
+fn parse_iperf3_receiver(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.trim_end().ends_with("receiver"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let unit = words.iter().position(|w| *w == "Mbits/sec")?;
+    words.get(unit.checked_sub(1)?)?.parse().ok()
 }
 
 /// "BYTES SECONDS", the sink's last line.
@@ -391,17 +426,21 @@ fn parse_sink_report(line: &str) -> Option<(u64, f64)> {
     (secs > 0.0).then_some((bytes, secs))
 }
 
-fn expect_line(out: &mut impl BufRead, prefix: &str, what: &str) -> Result<String> {
-    let mut line = String::new();
-    out.read_line(&mut line)
-        .map_err(|e| Error::sys(format!("reading from {what}"), e))?;
-    let line = line.trim().to_string();
-    if line.is_empty() || !line.starts_with(prefix) {
-        return Err(Error::Input(format!(
-            "{what} stopped early (said '{line}')"
-        )));
+/// Reads lines until one contains `needle`; an error if the output ends first.
+fn read_line_with(out: &mut impl BufRead, needle: &str, what: &str) -> Result<String> {
+    loop {
+        let mut line = String::new();
+        let n = out
+            .read_line(&mut line)
+            .map_err(|e| Error::sys(format!("reading from {what}"), e))?;
+        let line = line.trim();
+        if n == 0 {
+            return Err(Error::Input(format!("{what} stopped early")));
+        }
+        if !line.is_empty() && line.contains(needle) {
+            return Ok(line.to_string());
+        }
     }
-    Ok(line)
 }
 
 /// Hidden mode: accept one connection, drain it, print "BYTES SECONDS".
@@ -821,6 +860,14 @@ mod tests {
         let rtt = parse_ping_summary(text).unwrap();
         assert_eq!((rtt.avg_ms, rtt.max_ms, rtt.lost), (0.25, 0.9, 1));
         assert!(parse_ping_summary("10 packets transmitted, 0 received").is_none());
+    }
+
+    #[test]
+    fn parses_iperf3_receiver_line() {
+        let text = "[  5]   0.00-5.00   sec   400 MBytes   671 Mbits/sec    0             sender\n\
+                    [  5]   0.00-5.01   sec   398 MBytes   667.5 Mbits/sec                  receiver\n";
+        assert_eq!(parse_iperf3_receiver(text), Some(667.5));
+        assert_eq!(parse_iperf3_receiver("iperf3: error"), None);
     }
 
     #[test]
