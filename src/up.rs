@@ -77,7 +77,7 @@ fn run_tunnel(
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
-    if let Some(e) = endpoint.filter(|e| e.is_ipv6() && bound.is_ipv4()) {
+    if let Some(e) = endpoint.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
         return Err(Error::Input(format!(
             "{}: Endpoint {e} is IPv6, but this kernel has no IPv6",
             config.path.display()

@@ -317,9 +317,10 @@ fn stale_records_are_swept_unless_their_owner_lives() {
         let left = route("10.80.0.0/16 dev pvt3");
         assert!(add_route(&left).unwrap());
         // 10.81.0.0/16 is listed but already gone, and so is the device of
-        // the last one (as after a crash, when the TUN vanished).
-        let record =
-            |pid: u32| format!("pid {pid}\n{left}\n10.81.0.0/16 dev pvt3\n0.0.0.0/1 dev pvgone0\n");
+        // the last two (as after a crash, when the TUN vanished).
+        let record = |pid: u32| {
+            format!("pid {pid}\n{left}\n10.81.0.0/16 dev pvt3\n0.0.0.0/1 dev pvgone0\n::/1 dev pvgone0\n")
+        };
 
         let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
         std::fs::write(&state, record(sleeper.id())).unwrap();
@@ -343,7 +344,8 @@ fn stale_records_are_swept_unless_their_owner_lives() {
                 routes: vec![
                     left,
                     route("10.81.0.0/16 dev pvt3"),
-                    route("0.0.0.0/1 dev pvgone0")
+                    route("0.0.0.0/1 dev pvgone0"),
+                    route("::/1 dev pvgone0")
                 ]
             }
         );
