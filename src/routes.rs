@@ -1,6 +1,6 @@
-//! The IPv4 routes a tunnel adds: which ones ([`plan`], pure), and a record
-//! on disk of those actually added ([`InstalledRoutes`]) so they are undone
-//! at exit, or swept by the next run ([`sweep_stale`]) after a crash.
+//! The routes a tunnel adds: which ones ([`plan`], pure), and a record on
+//! disk of those actually added ([`InstalledRoutes`]) so they are undone at
+//! exit, or swept by the next run ([`sweep_stale`]) after a crash.
 //!
 //! The record lives in `RUN_DIR/<netns inode>/<iface>.routes`:
 //!
@@ -9,6 +9,8 @@
 //! 203.0.113.7/32 via 192.168.1.1 dev eth0
 //! 0.0.0.0/1 dev pv0
 //! 128.0.0.0/1 dev pv0
+//! ::/1 dev pv0
+//! 8000::/1 dev pv0
 //! ```
 //!
 //! A route is written to the record before it is added, so a crash between
@@ -16,12 +18,12 @@
 //! sweep skips.
 
 use crate::cidr::Cidr;
-use crate::sys::route::{add_route_v4, del_route_v4};
+use crate::sys::route::{add_route, del_route};
 use crate::{Error, Result};
 use std::fmt;
 use std::fs;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -29,44 +31,36 @@ use std::str::FromStr;
 /// Where route records live.
 pub const RUN_DIR: &str = "/run/pipevpn";
 
-/// The routing table of the calling thread's network namespace.
-/// (`/proc/net/route` shows the main thread's, which differs in a thread
+/// The routing tables of the calling thread's network namespace.
+/// (`/proc/net/...` shows the main thread's, which differs in a thread
 /// that switched namespaces.)
-const ROUTE_TABLE: &str = "/proc/thread-self/net/route";
+const ROUTE_TABLE_V4: &str = "/proc/thread-self/net/route";
+const ROUTE_TABLE_V6: &str = "/proc/thread-self/net/ipv6_route";
 
-/// An IPv4 route in the main table. `dest` has no host bits set.
+/// An IPv4 or IPv6 route in the main table. `net` has no host bits set and
+/// `gateway` is of the same address family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RouteV4 {
-    pub dest: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Option<Ipv4Addr>,
+pub struct Route {
+    pub net: Cidr,
+    pub gateway: Option<IpAddr>,
     pub dev: Option<String>,
 }
 
-impl RouteV4 {
-    fn via_dev(dest: Ipv4Addr, prefix: u8, dev: &str) -> RouteV4 {
-        RouteV4 {
-            dest,
-            prefix,
+impl Route {
+    fn via_dev(net: Cidr, dev: &str) -> Route {
+        Route {
+            net,
             gateway: None,
             dev: Some(dev.to_string()),
         }
     }
-
-    fn contains(&self, ip: Ipv4Addr) -> bool {
-        Cidr {
-            addr: self.dest.into(),
-            prefix: self.prefix,
-        }
-        .contains(ip.into())
-    }
 }
 
-/// `0.0.0.0/1 dev pv0`, `203.0.113.7/32 via 10.0.0.1 dev eth0`: the form
+/// `0.0.0.0/1 dev pv0`, `fd00::7/128 via fe80::1 dev eth0`: the form
 /// `ip route` uses, and the form of the record's lines.
-impl fmt::Display for RouteV4 {
+impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.dest, self.prefix)?;
+        write!(f, "{}", self.net)?;
         if let Some(gw) = self.gateway {
             write!(f, " via {gw}")?;
         }
@@ -77,23 +71,19 @@ impl fmt::Display for RouteV4 {
     }
 }
 
-impl FromStr for RouteV4 {
+impl FromStr for Route {
     type Err = String;
 
     /// Parses the [`Display`](fmt::Display) form back.
-    fn from_str(s: &str) -> std::result::Result<RouteV4, String> {
+    fn from_str(s: &str) -> std::result::Result<Route, String> {
         let mut words = s.split_whitespace();
         let net: Cidr = words
             .next()
             .ok_or("empty route")?
             .parse()
             .map_err(|e| format!("route '{s}': {e}"))?;
-        let IpAddr::V4(dest) = net.addr else {
-            return Err(format!("route '{s}' is not IPv4"));
-        };
-        let mut route = RouteV4 {
-            dest,
-            prefix: net.prefix,
+        let mut route = Route {
+            net,
             gateway: None,
             dev: None,
         };
@@ -103,11 +93,15 @@ impl FromStr for RouteV4 {
                 .ok_or_else(|| format!("route '{s}': '{word}' needs a value"))?;
             match word {
                 "via" if route.gateway.is_none() && route.dev.is_none() => {
-                    route.gateway = Some(
-                        value
-                            .parse()
-                            .map_err(|_| format!("route '{s}': bad gateway '{value}'"))?,
-                    );
+                    let gw: IpAddr = value
+                        .parse()
+                        .map_err(|_| format!("route '{s}': bad gateway '{value}'"))?;
+                    if gw.is_ipv4() != net.addr.is_ipv4() {
+                        return Err(format!(
+                            "route '{s}': gateway '{value}' is of another address family"
+                        ));
+                    }
+                    route.gateway = Some(gw);
                 }
                 "dev" if route.dev.is_none() => route.dev = Some(value.to_string()),
                 _ => return Err(format!("route '{s}': unexpected '{word}'")),
@@ -117,25 +111,49 @@ impl FromStr for RouteV4 {
     }
 }
 
-/// A usable line of /proc/net/route.
+/// The text of the routing tables as the kernel shows them, for [`plan`].
+#[derive(Debug, Clone, Default)]
+pub struct RouteTables {
+    /// /proc/net/route.
+    pub v4: String,
+    /// /proc/net/ipv6_route; empty when the kernel has no IPv6.
+    pub v6: String,
+}
+
+/// Reads the routing tables of the calling thread's network namespace.
+pub fn read_route_tables() -> Result<RouteTables> {
+    let read =
+        |path: &str| fs::read_to_string(path).map_err(|e| Error::sys(format!("reading {path}"), e));
+    let v6 = match read(ROUTE_TABLE_V6) {
+        Err(Error::Sys { source, .. }) if source.kind() == io::ErrorKind::NotFound => String::new(),
+        other => other?,
+    };
+    Ok(RouteTables {
+        v4: read(ROUTE_TABLE_V4)?,
+        v6,
+    })
+}
+
+/// A usable route of the kernel's tables.
 #[derive(Debug)]
 struct KernelRoute {
-    dest: Ipv4Addr,
-    prefix: u8,
-    gateway: Option<Ipv4Addr>,
+    net: Cidr,
+    gateway: Option<IpAddr>,
     dev: String,
     metric: u32,
 }
 
-// Route flags from <linux/route.h>.
+// Route flags from <linux/route.h> and <linux/ipv6_route.h>.
 const RTF_UP: u32 = 0x0001;
 const RTF_GATEWAY: u32 = 0x0002;
 const RTF_REJECT: u32 = 0x0200;
+const RTF_ANYCAST: u32 = 0x0010_0000;
+const RTF_LOCAL: u32 = 0x8000_0000;
 
 /// The routes in /proc/net/route text that can carry traffic: up, not
 /// reject routes. Malformed lines are skipped.
-fn kernel_routes(proc_net_route: &str) -> impl Iterator<Item = KernelRoute> + '_ {
-    proc_net_route.lines().skip(1).filter_map(|line| {
+fn kernel_routes_v4(text: &str) -> impl Iterator<Item = KernelRoute> + '_ {
+    text.lines().skip(1).filter_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         let hex = |i: usize| f.get(i).and_then(|v| u32::from_str_radix(v, 16).ok());
         // The kernel prints each address as the native-endian integer of its
@@ -148,80 +166,83 @@ fn kernel_routes(proc_net_route: &str) -> impl Iterator<Item = KernelRoute> + '_
         let contiguous = mask.checked_shl(prefix).unwrap_or(0) == 0;
         let usable = flags & RTF_UP != 0 && flags & RTF_REJECT == 0 && contiguous;
         usable.then(|| KernelRoute {
-            dest,
-            prefix: prefix as u8,
-            gateway: (flags & RTF_GATEWAY != 0).then_some(gateway),
+            net: Cidr {
+                addr: dest.into(),
+                prefix: prefix as u8,
+            },
+            gateway: (flags & RTF_GATEWAY != 0).then_some(gateway.into()),
             dev: f[0].to_string(),
             metric,
         })
     })
 }
 
-/// The gateway and device of the default route with the lowest metric, from
-/// the text of /proc/net/route.
-pub fn default_gateway(proc_net_route: &str) -> Option<(Ipv4Addr, String)> {
-    kernel_routes(proc_net_route)
-        .filter(|r| r.prefix == 0)
-        .filter_map(|r| Some((r.metric, r.gateway?, r.dev)))
-        .min_by_key(|(metric, ..)| *metric)
-        .map(|(_, gw, dev)| (gw, dev))
+/// The routes in /proc/net/ipv6_route text (all tables) that can carry
+/// traffic to another host: up, not reject routes, not the local and anycast
+/// entries of the host's own addresses, not source-specific. Malformed lines
+/// are skipped.
+fn kernel_routes_v6(text: &str) -> impl Iterator<Item = KernelRoute> + '_ {
+    text.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let hex = |i: usize| f.get(i).and_then(|v| u32::from_str_radix(v, 16).ok());
+        let addr = |i: usize| {
+            let v = f.get(i).filter(|v| v.len() == 32)?;
+            u128::from_str_radix(v, 16).ok().map(Ipv6Addr::from)
+        };
+        let (dest, prefix, src_prefix) = (addr(0)?, hex(1)?, hex(3)?);
+        let (gateway, metric, flags, dev) = (addr(4)?, hex(5)?, hex(8)?, f.get(9)?);
+        let net = Cidr::new(dest.into(), u8::try_from(prefix).ok()?)?;
+        let excluded = RTF_REJECT | RTF_LOCAL | RTF_ANYCAST;
+        let usable = flags & RTF_UP != 0 && flags & excluded == 0 && src_prefix == 0;
+        usable.then(|| KernelRoute {
+            net,
+            gateway: (flags & RTF_GATEWAY != 0).then_some(gateway.into()),
+            dev: dev.to_string(),
+            metric,
+        })
+    })
 }
 
 /// The route the kernel uses for `ip` now: longest prefix, then lowest metric.
-fn current_route_to(ip: Ipv4Addr, proc_net_route: &str) -> Option<KernelRoute> {
-    let contains = |r: &KernelRoute| RouteV4::via_dev(r.dest, r.prefix, "").contains(ip);
-    kernel_routes(proc_net_route)
-        .filter(contains)
-        .min_by_key(|r| (std::cmp::Reverse(r.prefix), r.metric))
-}
-
-/// Reads the routing table text of the calling thread's network namespace,
-/// for [`plan`].
-pub fn read_route_table() -> Result<String> {
-    fs::read_to_string(ROUTE_TABLE).map_err(|e| Error::sys(format!("reading {ROUTE_TABLE}"), e))
+fn current_route_to(ip: IpAddr, tables: &RouteTables) -> Option<KernelRoute> {
+    kernel_routes_v4(&tables.v4)
+        .chain(kernel_routes_v6(&tables.v6))
+        .filter(|r| r.net.contains(ip))
+        .min_by_key(|r| (std::cmp::Reverse(r.net.prefix), r.metric))
 }
 
 /// The routes for a tunnel on `iface`, in the order to add them.
 ///
-/// Each IPv4 AllowedIPs prefix becomes a route through `iface`; `0.0.0.0/0`
-/// becomes `0.0.0.0/1` and `128.0.0.0/1`, which win over the default route
-/// without replacing it. If the endpoint lies inside a tunnelled prefix that
-/// is at least as specific as the route the kernel uses for it now
-/// (normally the default route), a host route to the endpoint through that
-/// current route comes first, so the encrypted packets do not loop into the
-/// tunnel. A peer with no endpoint (the waiting side) needs none. IPv6
-/// prefixes are skipped for now.
+/// Each AllowedIPs prefix becomes a route through `iface`; `0.0.0.0/0`
+/// becomes `0.0.0.0/1` and `128.0.0.0/1`, `::/0` becomes `::/1` and
+/// `8000::/1`, which win over the default route without replacing it. If the
+/// endpoint lies inside a tunnelled prefix that is at least as specific as
+/// the route the kernel uses for it now (normally the default route), a host
+/// route to the endpoint through that current route comes first, so the
+/// encrypted packets do not loop into the tunnel. A peer with no endpoint
+/// (the waiting side) needs none.
 pub fn plan(
     allowed_ips: &[Cidr],
     iface: &str,
     endpoint: Option<SocketAddr>,
-    proc_net_route: &str,
-) -> Result<Vec<RouteV4>> {
+    tables: &RouteTables,
+) -> Result<Vec<Route>> {
     let mut tunnel = Vec::new();
-    let mut skipped_v6 = Vec::new();
-    for cidr in allowed_ips.iter().map(Cidr::network) {
-        match cidr.addr {
-            IpAddr::V4(dest) if cidr.prefix == 0 => {
-                tunnel.push(RouteV4::via_dev(dest, 1, iface));
-                tunnel.push(RouteV4::via_dev(Ipv4Addr::new(128, 0, 0, 0), 1, iface));
-            }
-            IpAddr::V4(dest) => tunnel.push(RouteV4::via_dev(dest, cidr.prefix, iface)),
-            IpAddr::V6(_) => skipped_v6.push(cidr.to_string()),
+    for net in allowed_ips.iter().map(Cidr::network) {
+        if net.prefix == 0 {
+            tunnel.extend(halves(net.addr).map(|half| Route::via_dev(half, iface)));
+        } else {
+            tunnel.push(Route::via_dev(net, iface));
         }
     }
-    if !skipped_v6.is_empty() {
-        log::warn!(
-            "IPv6 routes are not supported yet; not routing {} through {iface}",
-            skipped_v6.join(", ")
-        );
-    }
-    let endpoint_v4 = endpoint.and_then(|ep| match ep.ip().to_canonical() {
-        IpAddr::V4(ip) => Some(ip),
-        IpAddr::V6(_) => None,
-    });
     let mut routes = Vec::new();
-    if let Some(ep) = endpoint_v4 {
-        routes.extend(endpoint_route(ep, &tunnel, iface, proc_net_route)?);
+    if let Some(ep) = endpoint {
+        routes.extend(endpoint_route(
+            ep.ip().to_canonical(),
+            &tunnel,
+            iface,
+            tables,
+        )?);
     }
     for r in tunnel {
         if !routes.contains(&r) {
@@ -231,23 +252,39 @@ pub fn plan(
     Ok(routes)
 }
 
+/// The two /1 prefixes that together cover the whole address family of
+/// `addr`.
+fn halves(addr: IpAddr) -> [Cidr; 2] {
+    let (low, high): (IpAddr, IpAddr) = match addr {
+        IpAddr::V4(_) => (
+            Ipv4Addr::UNSPECIFIED.into(),
+            Ipv4Addr::new(128, 0, 0, 0).into(),
+        ),
+        IpAddr::V6(_) => (
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0).into(),
+        ),
+    };
+    [low, high].map(|addr| Cidr { addr, prefix: 1 })
+}
+
 /// The host route that keeps traffic to the endpoint `ep` out of the tunnel,
 /// if the tunnel routes would otherwise capture it.
 fn endpoint_route(
-    ep: Ipv4Addr,
-    tunnel: &[RouteV4],
+    ep: IpAddr,
+    tunnel: &[Route],
     iface: &str,
-    proc_net_route: &str,
-) -> Result<Option<RouteV4>> {
+    tables: &RouteTables,
+) -> Result<Option<Route>> {
     let Some(captured_by) = tunnel
         .iter()
-        .filter(|r| r.contains(ep))
-        .map(|r| r.prefix)
+        .filter(|r| r.net.contains(ep))
+        .map(|r| r.net.prefix)
         .max()
     else {
         return Ok(None);
     };
-    let Some(current) = current_route_to(ep, proc_net_route) else {
+    let Some(current) = current_route_to(ep, tables) else {
         log::warn!("no route to endpoint {ep}; its packets would go into {iface}");
         return Ok(None);
     };
@@ -256,12 +293,14 @@ fn endpoint_route(
             "the route to endpoint {ep} already goes through {iface}"
         )));
     }
-    Ok((current.prefix <= captured_by).then_some(RouteV4 {
-        dest: ep,
-        prefix: 32,
-        gateway: current.gateway,
-        dev: Some(current.dev),
-    }))
+    let host = Cidr::new(ep, if ep.is_ipv4() { 32 } else { 128 });
+    Ok(host
+        .filter(|_| current.net.prefix <= captured_by)
+        .map(|net| Route {
+            net,
+            gateway: current.gateway,
+            dev: Some(current.dev),
+        }))
 }
 
 /// `run_dir/<netns>/<iface>.routes`, where `<netns>` is the inode of the
@@ -277,7 +316,7 @@ pub fn state_path(run_dir: &Path, iface: &str) -> Result<PathBuf> {
         .join(format!("{iface}.routes")))
 }
 
-fn render_state(pid: u32, routes: &[RouteV4]) -> String {
+fn render_state(pid: u32, routes: &[Route]) -> String {
     let mut text = format!("pid {pid}\n");
     for r in routes {
         text.push_str(&format!("{r}\n"));
@@ -285,7 +324,7 @@ fn render_state(pid: u32, routes: &[RouteV4]) -> String {
     text
 }
 
-fn parse_state(text: &str) -> std::result::Result<(u32, Vec<RouteV4>), String> {
+fn parse_state(text: &str) -> std::result::Result<(u32, Vec<Route>), String> {
     let mut lines = text.lines();
     let pid = lines
         .next()
@@ -302,7 +341,7 @@ fn parse_state(text: &str) -> std::result::Result<(u32, Vec<RouteV4>), String> {
 
 /// Replaces the record at `path` in one step (write a temporary file, then
 /// rename), so a crash never leaves half a record.
-fn write_state(path: &Path, routes: &[RouteV4]) -> Result<()> {
+fn write_state(path: &Path, routes: &[Route]) -> Result<()> {
     let tmp = path.with_extension("routes.tmp");
     fs::write(&tmp, render_state(std::process::id(), routes))
         .map_err(|e| Error::sys(format!("writing {}", tmp.display()), e))?;
@@ -314,7 +353,7 @@ fn write_state(path: &Path, routes: &[RouteV4]) -> Result<()> {
 #[derive(Debug)]
 pub struct InstalledRoutes {
     state: PathBuf,
-    routes: Vec<RouteV4>,
+    routes: Vec<Route>,
 }
 
 impl InstalledRoutes {
@@ -322,7 +361,7 @@ impl InstalledRoutes {
     /// already exists is someone else's and is neither recorded nor later
     /// deleted. On failure everything added so far is deleted again, the
     /// record removed, and the error returned.
-    pub fn install(state: PathBuf, routes: &[RouteV4]) -> Result<InstalledRoutes> {
+    pub fn install(state: PathBuf, routes: &[Route]) -> Result<InstalledRoutes> {
         if let Some(dir) = state.parent() {
             fs::create_dir_all(dir)
                 .map_err(|e| Error::sys(format!("creating {}", dir.display()), e))?;
@@ -336,7 +375,7 @@ impl InstalledRoutes {
         for r in routes {
             installed.routes.push(r.clone());
             write_state(&installed.state, &installed.routes)?;
-            match add_route_v4(r) {
+            match add_route(r) {
                 Ok(true) => {}
                 Ok(false) => {
                     log::info!("route {r} already exists; leaving it alone");
@@ -354,7 +393,7 @@ impl InstalledRoutes {
     }
 
     /// The routes this process added, in the order added.
-    pub fn routes(&self) -> &[RouteV4] {
+    pub fn routes(&self) -> &[Route] {
         &self.routes
     }
 
@@ -368,7 +407,7 @@ impl Drop for InstalledRoutes {
     fn drop(&mut self) {
         let mut left = Vec::new();
         for r in self.routes.iter().rev() {
-            if let Err(e) = del_route_v4(r) {
+            if let Err(e) = del_route(r) {
                 log::warn!("could not remove route: {e}");
                 left.insert(0, r.clone());
             }
@@ -395,7 +434,7 @@ pub enum SweepOutcome {
     /// No record: nothing to clean up.
     Clean,
     /// A record left by process `pid`, which is gone; its routes are deleted.
-    Swept { pid: u32, routes: Vec<RouteV4> },
+    Swept { pid: u32, routes: Vec<Route> },
 }
 
 /// Cleans up after a pipevpn that died without undoing its routes: deletes
@@ -419,10 +458,10 @@ pub fn sweep_stale(state: &Path) -> Result<SweepOutcome> {
         )));
     }
     for r in routes.iter().rev() {
-        del_route_v4(r)?;
+        del_route(r)?;
     }
     if !routes.is_empty() {
-        let list: Vec<String> = routes.iter().map(RouteV4::to_string).collect();
+        let list: Vec<String> = routes.iter().map(Route::to_string).collect();
         log::info!(
             "removed routes left by pipevpn pid {pid}: {}",
             list.join(", ")
@@ -439,9 +478,9 @@ mod tests {
     const HEADER: &str =
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
 
-    /// A table with two default routes (metrics 600 and 100), the LAN
+    /// An IPv4 table with two default routes (metrics 600 and 100), the LAN
     /// 192.168.1.0/24 on wlan0 and a reject route.
-    fn table() -> String {
+    fn table_v4() -> String {
         HEADER.to_string()
             + "wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n"
             + "eth0\t00000000\t010010AC\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
@@ -450,7 +489,44 @@ mod tests {
             + "lo\t0000000A\t00000000\t0201\t0\t0\t0\t000000FF\t0\t0\t0\n"
     }
 
-    fn r(s: &str) -> RouteV4 {
+    /// An IPv6 table as /proc/net/ipv6_route shows it (all tables): the
+    /// default via fe80::1 dev eth0, the LAN fd00:98::/64 on eth0 with the
+    /// host's own fd00:98::1 (local) and its anycast entry, 2001:db8::/32
+    /// twice (metric 50 via wlan0, 20 via eth0), an unreachable /48 inside
+    /// it, a source-specific route, multicast, the table's null entry, and
+    /// a malformed line.
+    fn table_v6() -> String {
+        const ZERO: &str = "00000000000000000000000000000000";
+        [
+            ("20010db8000100000000000000000000 30", ZERO, "00000400", "00200200", "lo"),
+            ("20010db8000000000000000000000000 20", "fe800000000000000000000000000002", "00000032", "00000003", "wlan0"),
+            ("20010db8000000000000000000000000 20", "fe800000000000000000000000000003", "00000014", "00000003", "eth0"),
+            ("fd000098000000000000000000000000 40", ZERO, "00000100", "00000001", "eth0"),
+            ("fd000098000000000000000000000001 80", ZERO, "00000000", "80200001", "eth0"),
+            ("fd000098000000000000000000000000 80", ZERO, "00000000", "00300001", "eth0"),
+            ("ff000000000000000000000000000000 08", ZERO, "00000100", "00000001", "eth0"),
+            ("00000000000000000000000000000000 00", "fe800000000000000000000000000001", "00000400", "00000003", "eth0"),
+            ("00000000000000000000000000000000 00", ZERO, "ffffffff", "00200200", "lo"),
+        ]
+        .iter()
+        .map(|(dest, gw, metric, flags, dev)| {
+            format!("{dest} {ZERO} 00 {gw} {metric} 00000001 00000000 {flags} {dev:>8}\n")
+        })
+        .chain([
+            format!("20010db8000500000000000000000000 30 20010db8000600000000000000000000 30 {ZERO} 00000001 00000001 00000000 00000001     eth1\n"),
+            "20010db8 20 garbage\n".to_string(),
+        ])
+        .collect()
+    }
+
+    fn tables() -> RouteTables {
+        RouteTables {
+            v4: table_v4(),
+            v6: table_v6(),
+        }
+    }
+
+    fn r(s: &str) -> Route {
         s.parse().unwrap()
     }
 
@@ -458,33 +534,77 @@ mod tests {
         list.iter().map(|c| c.parse().unwrap()).collect()
     }
 
-    fn shown(routes: &[RouteV4]) -> Vec<String> {
-        routes.iter().map(RouteV4::to_string).collect()
+    fn shown(routes: &[Route]) -> Vec<String> {
+        routes.iter().map(Route::to_string).collect()
+    }
+
+    /// The route the kernel would use for `ip`, in `Route` text form.
+    fn current(ip: &str, tables: &RouteTables) -> Option<String> {
+        current_route_to(ip.parse().unwrap(), tables).map(|k| {
+            Route {
+                net: k.net,
+                gateway: k.gateway,
+                dev: Some(k.dev),
+            }
+            .to_string()
+        })
     }
 
     #[test]
-    fn default_gateway_takes_lowest_metric() {
+    fn current_route_prefers_longest_prefix_then_lowest_metric() {
+        let t = tables();
         assert_eq!(
-            default_gateway(&table()),
-            Some((Ipv4Addr::new(172, 16, 0, 1), "eth0".to_string()))
+            current("192.168.1.9", &t).unwrap(),
+            "192.168.1.0/24 dev wlan0"
         );
-        let no_default =
-            HEADER.to_string() + "eth0\t000010AC\t00000000\t0001\t0\t0\t100\t0000FFFF\t0\t0\t0\n";
-        assert_eq!(default_gateway(&no_default), None);
-        assert_eq!(default_gateway(""), None);
-        assert_eq!(default_gateway("garbage\nmore garbage here\n"), None);
+        // 10.0.0.0/8 is a reject route, so the default route with the lower
+        // metric applies.
+        assert_eq!(
+            current("10.1.2.3", &t).unwrap(),
+            "0.0.0.0/0 via 172.16.0.1 dev eth0"
+        );
+        let only_header = RouteTables {
+            v4: HEADER.to_string(),
+            v6: String::new(),
+        };
+        assert_eq!(current("10.1.2.3", &only_header), None);
+        assert_eq!(current("2001:db8::1", &only_header), None);
     }
 
     #[test]
-    fn current_route_prefers_longest_prefix() {
-        let lan = current_route_to(Ipv4Addr::new(192, 168, 1, 9), &table()).unwrap();
+    fn ipv6_route_table_is_parsed() {
+        let t = tables();
+        let all: Vec<String> = kernel_routes_v6(&t.v6)
+            .map(|k| format!("{} {:?} {} {}", k.net, k.gateway, k.dev, k.metric))
+            .collect();
         assert_eq!(
-            (lan.dev.as_str(), lan.prefix, lan.gateway),
-            ("wlan0", 24, None)
+            all,
+            [
+                "2001:db8::/32 Some(fe80::2) wlan0 50",
+                "2001:db8::/32 Some(fe80::3) eth0 20",
+                "fd00:98::/64 None eth0 256",
+                "ff00::/8 None eth0 256",
+                "::/0 Some(fe80::1) eth0 1024",
+            ]
         );
-        // 10.0.0.0/8 is a reject route, so the default route applies.
-        let far = current_route_to(Ipv4Addr::new(10, 1, 2, 3), &table()).unwrap();
-        assert_eq!(far.gateway, Some(Ipv4Addr::new(172, 16, 0, 1)));
+        assert_eq!(
+            current("2001:db8:5::1", &t).unwrap(),
+            "2001:db8::/32 via fe80::3 dev eth0"
+        );
+        // Inside the unreachable /48: the /32 applies.
+        assert_eq!(
+            current("2001:db8:1::1", &t).unwrap(),
+            "2001:db8::/32 via fe80::3 dev eth0"
+        );
+        // The host's own address is on the LAN route, not its local entry.
+        assert_eq!(current("fd00:98::1", &t).unwrap(), "fd00:98::/64 dev eth0");
+        assert_eq!(current("2a00::7", &t).unwrap(), "::/0 via fe80::1 dev eth0");
+        // An IPv4 address never matches an IPv6 route, nor the other way.
+        let v6_only = RouteTables {
+            v4: HEADER.to_string(),
+            v6: table_v6(),
+        };
+        assert_eq!(current("10.1.2.3", &v6_only), None);
     }
 
     #[test]
@@ -494,6 +614,10 @@ mod tests {
             "203.0.113.7/32 via 10.0.0.1 dev eth0",
             "10.0.0.0/8 via 10.1.1.1",
             "192.168.0.0/16",
+            "::/1 dev pv0",
+            "8000::/1 dev pv0",
+            "2a00::7/128 via fe80::1 dev eth0",
+            "fd00::/8",
         ] {
             assert_eq!(r(s).to_string(), s);
         }
@@ -503,10 +627,12 @@ mod tests {
             "10.0.0.0/8 via x",
             "10.0.0.0/8 dev a dev b",
             "10.0.0.0/8 dev a via 1.1.1.1",
-            "fd00::/8 dev pv0",
+            "10.0.0.0/8 via fe80::1 dev eth0",
+            "fd00::/8 via 10.0.0.1 dev eth0",
+            "fd00::/129 dev pv0",
             "10.0.0.0/8 metric 5",
         ] {
-            assert!(bad.parse::<RouteV4>().is_err(), "{bad:?} parsed");
+            assert!(bad.parse::<Route>().is_err(), "{bad:?} parsed");
         }
     }
 
@@ -516,6 +642,9 @@ mod tests {
             r("203.0.113.7/32 via 172.16.0.1 dev eth0"),
             r("0.0.0.0/1 dev pv0"),
             r("128.0.0.0/1 dev pv0"),
+            r("2a00::7/128 via fe80::1 dev eth0"),
+            r("::/1 dev pv0"),
+            r("8000::/1 dev pv0"),
         ];
         let text = render_state(4242, &routes);
         assert!(text.starts_with("pid 4242\n"));
@@ -530,7 +659,7 @@ mod tests {
     #[test]
     fn full_tunnel_puts_endpoint_route_first() {
         let ep = "203.0.113.7:51820".parse().ok();
-        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", ep, &table()).unwrap();
+        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             [
@@ -539,65 +668,129 @@ mod tests {
                 "128.0.0.0/1 dev pv0"
             ]
         );
+        // An IPv4-mapped endpoint is an IPv4 one.
+        let mapped = "[::ffff:203.0.113.7]:51820".parse().ok();
+        assert_eq!(
+            plan(&cidrs(&["0.0.0.0/0"]), "pv0", mapped, &tables()).unwrap(),
+            routes
+        );
+    }
+
+    #[test]
+    fn ipv6_full_tunnel_puts_endpoint_route_first() {
+        let ep = "[2a00::7]:51820".parse().ok();
+        let routes = plan(&cidrs(&["::/0"]), "pv0", ep, &tables()).unwrap();
+        assert_eq!(
+            shown(&routes),
+            [
+                "2a00::7/128 via fe80::1 dev eth0",
+                "::/1 dev pv0",
+                "8000::/1 dev pv0"
+            ]
+        );
+        // Both families: only the endpoint's family needs a host route.
+        let both = cidrs(&["0.0.0.0/0", "::/0"]);
+        assert_eq!(
+            shown(&plan(&both, "pv0", ep, &tables()).unwrap()),
+            [
+                "2a00::7/128 via fe80::1 dev eth0",
+                "0.0.0.0/1 dev pv0",
+                "128.0.0.0/1 dev pv0",
+                "::/1 dev pv0",
+                "8000::/1 dev pv0"
+            ]
+        );
+        let ep4 = "203.0.113.7:51820".parse().ok();
+        assert_eq!(
+            shown(&plan(&both, "pv0", ep4, &tables()).unwrap())[0],
+            "203.0.113.7/32 via 172.16.0.1 dev eth0"
+        );
     }
 
     #[test]
     fn full_tunnel_without_endpoint_or_gateway_has_no_host_route() {
         let halves = ["0.0.0.0/1 dev pv0", "128.0.0.0/1 dev pv0"];
         let all = cidrs(&["0.0.0.0/0"]);
-        assert_eq!(shown(&plan(&all, "pv0", None, &table()).unwrap()), halves);
+        assert_eq!(shown(&plan(&all, "pv0", None, &tables()).unwrap()), halves);
         let ep = "203.0.113.7:51820".parse().ok();
-        assert_eq!(shown(&plan(&all, "pv0", ep, HEADER).unwrap()), halves);
+        let empty = RouteTables::default();
+        assert_eq!(shown(&plan(&all, "pv0", ep, &empty).unwrap()), halves);
         // An IPv6 endpoint is not captured by IPv4 routes.
         let ep6 = "[2001:db8::1]:51820".parse().ok();
-        assert_eq!(shown(&plan(&all, "pv0", ep6, &table()).unwrap()), halves);
+        assert_eq!(shown(&plan(&all, "pv0", ep6, &tables()).unwrap()), halves);
+        let all6 = cidrs(&["::/0"]);
+        assert_eq!(
+            shown(&plan(&all6, "pv0", ep6, &empty).unwrap()),
+            ["::/1 dev pv0", "8000::/1 dev pv0"]
+        );
     }
 
     #[test]
     fn endpoint_on_a_more_specific_route_needs_no_host_route() {
         // 192.168.1.0/24 on wlan0 beats the /1 halves for the endpoint.
         let ep = "192.168.1.20:51820".parse().ok();
-        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", ep, &table()).unwrap();
+        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", ep, &tables()).unwrap();
         assert_eq!(shown(&routes), ["0.0.0.0/1 dev pv0", "128.0.0.0/1 dev pv0"]);
         // A tunnelled /24 that ties with it does need one.
-        let routes = plan(&cidrs(&["192.168.1.0/24"]), "pv0", ep, &table()).unwrap();
+        let routes = plan(&cidrs(&["192.168.1.0/24"]), "pv0", ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             ["192.168.1.20/32 dev wlan0", "192.168.1.0/24 dev pv0"]
         );
+        // The same for IPv6, with the on-link fd00:98::/64.
+        let ep6 = "[fd00:98::2]:51820".parse().ok();
+        let routes = plan(&cidrs(&["::/0"]), "pv0", ep6, &tables()).unwrap();
+        assert_eq!(shown(&routes), ["::/1 dev pv0", "8000::/1 dev pv0"]);
+        let routes = plan(&cidrs(&["fd00:98::/64"]), "pv0", ep6, &tables()).unwrap();
+        assert_eq!(
+            shown(&routes),
+            ["fd00:98::2/128 dev eth0", "fd00:98::/64 dev pv0"]
+        );
     }
 
     #[test]
-    fn prefixes_are_masked_deduped_and_v6_skipped() {
+    fn prefixes_are_masked_and_deduped() {
         let ep = "198.51.100.1:51820".parse().ok();
         let allowed = cidrs(&[
             "10.96.0.1/24",
             "10.96.0.0/24",
-            "fd00::/8",
+            "fd00::1/8",
             "0.0.0.0/0",
             "0.0.0.0/1",
+            "fd00::/8",
+            "::/0",
         ]);
-        let routes = plan(&allowed, "pv0", ep, &table()).unwrap();
+        let routes = plan(&allowed, "pv0", ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             [
                 "198.51.100.1/32 via 172.16.0.1 dev eth0",
                 "10.96.0.0/24 dev pv0",
+                "fd00::/8 dev pv0",
                 "0.0.0.0/1 dev pv0",
-                "128.0.0.0/1 dev pv0"
+                "128.0.0.0/1 dev pv0",
+                "::/1 dev pv0",
+                "8000::/1 dev pv0"
             ]
         );
-        let only_v6 = plan(&cidrs(&["::/0"]), "pv0", ep, &table()).unwrap();
-        assert!(only_v6.is_empty());
     }
 
     #[test]
     fn endpoint_already_through_the_tunnel_is_an_error() {
-        let looped =
-            HEADER.to_string() + "pv0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n";
+        let looped = RouteTables {
+            v4: HEADER.to_string() + "pv0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n",
+            v6: "00000000000000000000000000000000 00 00000000000000000000000000000000 00 \
+                 00000000000000000000000000000000 00000400 00000001 00000000 00000001 pv0\n"
+                .to_string(),
+        };
         let ep = "203.0.113.7:51820".parse().ok();
         assert!(matches!(
             plan(&cidrs(&["0.0.0.0/0"]), "pv0", ep, &looped),
+            Err(Error::Input(_))
+        ));
+        let ep6 = "[2a00::7]:51820".parse().ok();
+        assert!(matches!(
+            plan(&cidrs(&["::/0"]), "pv0", ep6, &looped),
             Err(Error::Input(_))
         ));
     }

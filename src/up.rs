@@ -11,12 +11,12 @@ use crate::config::Config;
 use crate::pipeline::{self, TunnelConfig};
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes, RUN_DIR};
-use crate::sys::{iface, tun::Tun, udp::bind_udp};
+use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, select};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,33 +55,37 @@ fn run_tunnel(
 ) -> Result<()> {
     let name = opts.interface.as_str();
     let timing = test_timing()?;
-    let v4_addresses = ipv4_addresses(config)?;
+    let ipv6 = inner_ipv6(config)?;
     let endpoint = config
         .peer
         .endpoint
         .as_ref()
         .map(|e| e.resolve(&config.path))
         .transpose()?;
-    if endpoint.is_some_and(|e| e.is_ipv6()) {
-        return Err(Error::Input(format!(
-            "{}: an IPv6 Endpoint is not supported yet",
-            config.path.display()
-        )));
-    }
 
     let state = routes::state_path(Path::new(RUN_DIR), name)?;
     routes::sweep_stale(&state)?;
 
     let tun = Tun::open(name)?;
-    configure_interface(name, &v4_addresses, config.interface.mtu)?;
-    let port = config.interface.listen_port.unwrap_or(0);
-    let udp = bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
+    configure_interface(
+        name,
+        &config.interface.addresses,
+        config.interface.mtu,
+        ipv6,
+    )?;
+    let udp = bind_udp_any(config.interface.listen_port.unwrap_or(0))?;
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
+    if let Some(e) = endpoint.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
+        return Err(Error::Input(format!(
+            "{}: Endpoint {e} is IPv6, but this kernel has no IPv6",
+            config.path.display()
+        )));
+    }
 
-    let table = routes::read_route_table()?;
-    let plan = routes::plan(&config.peer.allowed_ips, name, endpoint, &table)?;
+    let tables = routes::read_route_tables()?;
+    let plan = routes::plan(&config.peer.allowed_ips, name, endpoint, &tables)?;
     let installed = InstalledRoutes::install(state, &plan)?;
     tun.set_nonblocking()?;
 
@@ -145,38 +149,53 @@ fn test_timing() -> Result<Timing> {
     }
 }
 
-/// The IPv4 addresses to set; IPv6 ones are refused before anything is made.
-fn ipv4_addresses(config: &Config) -> Result<Vec<Cidr>> {
-    let (v4, v6): (Vec<Cidr>, Vec<Cidr>) = config
+/// Whether the tunnel carries IPv6: an IPv6 Address or AllowedIPs prefix.
+/// IPv6 needs an MTU of at least 1280 (the kernel turns it off below), which
+/// is checked here, before anything is made.
+fn inner_ipv6(config: &Config) -> Result<bool> {
+    const IPV6_MIN_MTU: u16 = 1280;
+    let ipv6 = config
         .interface
         .addresses
         .iter()
-        .partition(|c| c.addr.is_ipv4());
-    if let Some(c) = v6.first() {
+        .chain(&config.peer.allowed_ips)
+        .any(|c| c.addr.is_ipv6());
+    if ipv6 && config.interface.mtu < IPV6_MIN_MTU {
         return Err(Error::Input(format!(
-            "{}: IPv6 Address {c} is not supported yet",
-            config.path.display()
+            "{}: IPv6 in Address or AllowedIPs needs an MTU of at least {IPV6_MIN_MTU}, not {}",
+            config.path.display(),
+            config.interface.mtu
         )));
     }
-    Ok(v4)
+    Ok(ipv6)
 }
 
-/// Addresses (the first as the interface's own, more as `name:N` aliases),
-/// MTU, no IPv6 autoconfiguration, then up.
-fn configure_interface(name: &str, addresses: &[Cidr], mtu: u16) -> Result<()> {
-    for (i, cidr) in addresses.iter().enumerate() {
-        let IpAddr::V4(addr) = cidr.addr else {
-            continue;
-        };
-        let label = match i {
-            0 => name.to_string(),
-            _ => format!("{name}:{i}"),
-        };
-        iface::set_ipv4_address(&label, addr)?;
-        iface::set_ipv4_netmask(&label, cidr.prefix)?;
-    }
+/// MTU, IPv6 on (static addresses only) or off, addresses (the first IPv4
+/// one as the interface's own, more as `name:N` aliases; IPv6 ones are
+/// simply added), then up: in this order, so the kernel never sends IPv6
+/// autoconfiguration into the tunnel.
+fn configure_interface(name: &str, addresses: &[Cidr], mtu: u16, ipv6: bool) -> Result<()> {
     iface::set_mtu(name, u32::from(mtu))?;
-    iface::disable_ipv6(name)?;
+    if ipv6 {
+        iface::enable_static_ipv6(name)?;
+    } else {
+        iface::disable_ipv6(name)?;
+    }
+    let mut v4_count = 0;
+    for cidr in addresses {
+        match cidr.addr {
+            IpAddr::V4(addr) => {
+                let label = match v4_count {
+                    0 => name.to_string(),
+                    i => format!("{name}:{i}"),
+                };
+                v4_count += 1;
+                iface::set_ipv4_address(&label, addr)?;
+                iface::set_ipv4_netmask(&label, cidr.prefix)?;
+            }
+            IpAddr::V6(addr) => iface::set_ipv6_address(name, addr, cidr.prefix)?,
+        }
+    }
     iface::set_up(name)
 }
 

@@ -8,15 +8,18 @@
 //! namespace.
 
 use pipevpn::routes::{
-    plan, read_route_table, state_path, sweep_stale, InstalledRoutes, RouteV4, SweepOutcome,
+    plan, read_route_tables, state_path, sweep_stale, InstalledRoutes, Route, SweepOutcome,
 };
-use pipevpn::sys::iface::{disable_ipv6, set_ipv4_address, set_ipv4_netmask, set_mtu, set_up};
+use pipevpn::sys::iface::{
+    disable_ipv6, enable_static_ipv6, set_ipv4_address, set_ipv4_netmask, set_ipv6_address,
+    set_mtu, set_up,
+};
 use pipevpn::sys::poll::{wait_readable, Ready, StopFd};
-use pipevpn::sys::route::{add_route_v4, del_route_v4};
+use pipevpn::sys::route::{add_route, del_route};
 use pipevpn::sys::tun::Tun;
-use pipevpn::sys::udp::{bind_udp, recv_many, send_many, RecvMeta, MAX_BATCH};
+use pipevpn::sys::udp::{bind_udp, bind_udp_any, recv_many, send_many, RecvMeta, MAX_BATCH};
 use pipevpn::Error;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -61,8 +64,8 @@ fn ip(args: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The main routing table of this thread's namespace, in `RouteV4` text form,
-/// read from /proc (independent of the code under test).
+/// The IPv4 main routing table of this thread's namespace, in `Route` text
+/// form, read from /proc (independent of the code under test).
 fn table() -> Vec<String> {
     let text = std::fs::read_to_string("/proc/thread-self/net/route").unwrap();
     let addr = |hex: &str| Ipv4Addr::from(u32::from_str_radix(hex, 16).unwrap().to_ne_bytes());
@@ -82,11 +85,41 @@ fn table() -> Vec<String> {
         .collect()
 }
 
-fn has_route(route: &str) -> bool {
-    table().iter().any(|r| r == route)
+/// The IPv6 routes of this thread's namespace (all tables) that are not
+/// local or anycast entries, in `Route` text form followed by ` metric N`,
+/// read from /proc.
+fn table6() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/ipv6_route").unwrap();
+    let addr = |hex: &str| Ipv6Addr::from(u128::from_str_radix(hex, 16).unwrap());
+    let hex = |v: &str| u32::from_str_radix(v, 16).unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let flags = hex(f[8]);
+            if flags & 0x8010_0000 != 0 {
+                return None;
+            }
+            let via = if flags & 2 != 0 {
+                format!(" via {}", addr(f[4]))
+            } else {
+                String::new()
+            };
+            let (dest, prefix, metric) = (addr(f[0]), hex(f[1]), hex(f[5]));
+            Some(format!("{dest}/{prefix}{via} dev {} metric {metric}", f[9]))
+        })
+        .collect()
 }
 
-fn route(s: &str) -> RouteV4 {
+/// Whether `route` is in the table of its family (IPv6 ones with our metric).
+fn has_route(route: &str) -> bool {
+    if route.contains(':') {
+        table6().iter().any(|r| *r == format!("{route} metric 1"))
+    } else {
+        table().iter().any(|r| r == route)
+    }
+}
+
+fn route(s: &str) -> Route {
     s.parse().unwrap()
 }
 
@@ -98,6 +131,19 @@ fn tun_up(name: &str, addr: Ipv4Addr) -> Tun {
     set_ipv4_netmask(name, 24).unwrap();
     set_mtu(name, 1420).unwrap();
     disable_ipv6(name).unwrap();
+    set_up(name).unwrap();
+    tun
+}
+
+/// Opens tun `name` with `addr4/24` and `addr6/64`, MTU 1420, IPv6 static
+/// only, up: in the order `pipevpn up` uses.
+fn tun_up_dual(name: &str, addr4: Ipv4Addr, addr6: Ipv6Addr) -> Tun {
+    let tun = Tun::open(name).unwrap();
+    set_mtu(name, 1420).unwrap();
+    enable_static_ipv6(name).unwrap();
+    set_ipv4_address(name, addr4).unwrap();
+    set_ipv4_netmask(name, 24).unwrap();
+    set_ipv6_address(name, addr6, 64).unwrap();
     set_up(name).unwrap();
     tun
 }
@@ -199,18 +245,18 @@ fn routes_are_added_and_deleted() {
             "203.0.113.7/32 dev pvt1",
         ] {
             let r = route(text);
-            assert!(add_route_v4(&r).unwrap(), "{text} not added");
+            assert!(add_route(&r).unwrap(), "{text} not added");
             assert!(has_route(text), "{text} missing: {:?}", table());
-            assert!(!add_route_v4(&r).unwrap(), "{text} added twice");
-            del_route_v4(&r).unwrap();
+            assert!(!add_route(&r).unwrap(), "{text} added twice");
+            del_route(&r).unwrap();
             assert!(!has_route(text), "{text} still there");
             // Already gone is fine.
-            del_route_v4(&r).unwrap();
+            del_route(&r).unwrap();
         }
         let no_dev = route("10.51.0.0/16 dev nosuchdev0");
         // Deleting through a device that is gone is fine: so are its routes.
-        del_route_v4(&no_dev).unwrap();
-        let err = add_route_v4(&no_dev).unwrap_err();
+        del_route(&no_dev).unwrap();
+        let err = add_route(&no_dev).unwrap_err();
         assert!(matches!(err, Error::Sys { .. }), "{err:?}");
         assert!(
             err.to_string()
@@ -232,7 +278,7 @@ fn installed_routes_are_recorded_and_undone() {
         let state = state_path(&dir, "pvt2").unwrap();
         // Someone else's route: install must leave it out of the record and in place.
         let foreign = route("10.71.0.0/16 dev pvt2");
-        assert!(add_route_v4(&foreign).unwrap());
+        assert!(add_route(&foreign).unwrap());
 
         let wanted = [route("10.70.0.0/16 dev pvt2"), foreign.clone()];
         let installed = InstalledRoutes::install(state.clone(), &wanted).unwrap();
@@ -269,11 +315,12 @@ fn stale_records_are_swept_unless_their_owner_lives() {
         let state = state_path(&dir, "pvt3").unwrap();
         std::fs::create_dir_all(state.parent().unwrap()).unwrap();
         let left = route("10.80.0.0/16 dev pvt3");
-        assert!(add_route_v4(&left).unwrap());
+        assert!(add_route(&left).unwrap());
         // 10.81.0.0/16 is listed but already gone, and so is the device of
-        // the last one (as after a crash, when the TUN vanished).
-        let record =
-            |pid: u32| format!("pid {pid}\n{left}\n10.81.0.0/16 dev pvt3\n0.0.0.0/1 dev pvgone0\n");
+        // the last two (as after a crash, when the TUN vanished).
+        let record = |pid: u32| {
+            format!("pid {pid}\n{left}\n10.81.0.0/16 dev pvt3\n0.0.0.0/1 dev pvgone0\n::/1 dev pvgone0\n")
+        };
 
         let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
         std::fs::write(&state, record(sleeper.id())).unwrap();
@@ -297,7 +344,8 @@ fn stale_records_are_swept_unless_their_owner_lives() {
                 routes: vec![
                     left,
                     route("10.81.0.0/16 dev pvt3"),
-                    route("0.0.0.0/1 dev pvgone0")
+                    route("0.0.0.0/1 dev pvgone0"),
+                    route("::/1 dev pvgone0")
                 ]
             }
         );
@@ -320,8 +368,8 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
 
         let endpoint: SocketAddr = "203.0.113.7:51820".parse().unwrap();
         let all = ["0.0.0.0/0".parse().unwrap()];
-        let routes = plan(&all, "pvt4", Some(endpoint), &read_route_table().unwrap()).unwrap();
-        let shown: Vec<String> = routes.iter().map(RouteV4::to_string).collect();
+        let routes = plan(&all, "pvt4", Some(endpoint), &read_route_tables().unwrap()).unwrap();
+        let shown: Vec<String> = routes.iter().map(Route::to_string).collect();
         assert_eq!(
             shown,
             [
@@ -447,5 +495,207 @@ fn stop_fd_wakes_a_thread_blocked_on_a_socket() {
         assert!(!waiter.is_finished());
         stop.signal();
         assert_eq!(waiter.join().unwrap().unwrap(), Some(Ready::Stopped));
+    });
+}
+
+/// Reads what the tun has for us within `wait`: packets, one per entry.
+fn tun_packets(tun: &Tun, wait: Duration) -> Vec<Vec<u8>> {
+    let stop = StopFd::new().unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while wait_readable(tun.as_raw_fd(), &stop, Some(wait)).unwrap() == Some(Ready::Readable) {
+        let n = tun.read(&mut buf).unwrap();
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+#[test]
+fn ipv6_address_is_set_and_the_tun_stays_quiet() {
+    in_netns(|| {
+        let addr6: Ipv6Addr = "fd00:99:5::1".parse().unwrap();
+        let tun = tun_up_dual("pvt5", Ipv4Addr::new(10, 99, 5, 1), addr6);
+        let v6 = ip("-o -6 addr show dev pvt5");
+        assert!(v6.contains("inet6 fd00:99:5::1/64"), "{v6}");
+        // Static addresses only: no link-local address.
+        assert_eq!(v6.lines().count(), 1, "{v6}");
+        let v4 = ip("-o -4 addr show dev pvt5");
+        assert!(v4.contains("inet 10.99.5.1/24"), "{v4}");
+        let conf = |key: &str| {
+            let path = format!("/proc/sys/net/ipv6/conf/pvt5/{key}");
+            std::fs::read_to_string(path).unwrap().trim().to_string()
+        };
+        let settings = ["disable_ipv6", "accept_ra", "autoconf", "addr_gen_mode"].map(conf);
+        assert_eq!(settings, ["0", "0", "0", "1"]);
+        assert!(has_route_any("fd00:99:5::/64 dev pvt5"), "{:?}", table6());
+
+        // Nothing of the kernel's own (router solicitations, MLD reports)
+        // comes out of the tunnel.
+        tun.set_nonblocking().unwrap();
+        let noise = tun_packets(&tun, Duration::from_millis(1500));
+        assert!(noise.is_empty(), "the kernel sent {noise:?}");
+
+        // Kernel -> tun: an IPv6 datagram to a peer on the tunnel subnet.
+        let app = UdpSocket::bind("[fd00:99:5::1]:0").unwrap();
+        app.send_to(b"hello6", "[fd00:99:5::2]:9999").unwrap();
+        let got = tun_packets(&tun, Duration::from_secs(5));
+        assert_eq!(got.len(), 1, "{got:?}");
+        let p = &got[0];
+        assert_eq!((p[0] >> 4, p[6]), (6, 17), "not IPv6/UDP: {p:?}");
+        assert_eq!(&p[8..24], &addr6.octets());
+        assert_eq!(
+            p[24..40],
+            "fd00:99:5::2".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(&p[48..], b"hello6");
+
+        // A prefix longer than 128 is refused before any call.
+        let err = set_ipv6_address("pvt5", addr6, 129).unwrap_err();
+        assert!(matches!(err, Error::Input(_)), "{err:?}");
+        // A missing device is named in the error.
+        let err = set_ipv6_address("nosuchdev0", addr6, 64).unwrap_err();
+        assert!(err.to_string().contains("nosuchdev0"), "{err}");
+    });
+}
+
+/// Whether some IPv6 route reads `route` (whatever its metric).
+fn has_route_any(route: &str) -> bool {
+    table6().iter().any(|r| {
+        r.strip_prefix(route)
+            .is_some_and(|m| m.starts_with(" metric"))
+    })
+}
+
+#[test]
+fn ipv6_routes_are_added_and_deleted() {
+    in_netns(|| {
+        let _tun = tun_up_dual(
+            "pvt6",
+            Ipv4Addr::new(10, 99, 6, 1),
+            "fd00:99:6::1".parse().unwrap(),
+        );
+        for text in [
+            "fd00:50::/32 dev pvt6",
+            "fd00:60::/32 via fd00:99:6::2 dev pvt6",
+            "2001:db8::7/128 dev pvt6",
+            "::/1 dev pvt6",
+            "8000::/1 dev pvt6",
+        ] {
+            let r = route(text);
+            assert!(add_route(&r).unwrap(), "{text} not added");
+            assert!(has_route(text), "{text} missing: {:?}", table6());
+            assert!(!add_route(&r).unwrap(), "{text} added twice");
+            del_route(&r).unwrap();
+            assert!(!has_route_any(text), "{text} still there");
+            del_route(&r).unwrap();
+        }
+        // Deleting takes only our metric: the kernel's own prefix route of
+        // the same destination stays.
+        let prefix = route("fd00:99:6::/64 dev pvt6");
+        assert!(add_route(&prefix).unwrap());
+        del_route(&prefix).unwrap();
+        assert!(has_route_any("fd00:99:6::/64 dev pvt6"), "{:?}", table6());
+
+        let no_dev = route("fd00:51::/32 dev nosuchdev0");
+        del_route(&no_dev).unwrap();
+        let err = add_route(&no_dev).unwrap_err();
+        assert!(matches!(err, Error::Sys { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("SIOCADDRT fd00:51::/32 dev nosuchdev0: "),
+            "{err}"
+        );
+        let mixed = Route {
+            gateway: Some(Ipv4Addr::new(10, 0, 0, 1).into()),
+            ..route("fd00:52::/32 dev pvt6")
+        };
+        assert!(matches!(add_route(&mixed), Err(Error::Input(_))));
+    });
+}
+
+#[test]
+fn ipv6_full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
+    in_netns(|| {
+        ip("link add pvv2 type veth peer name pvv3");
+        ip("addr add fd00:98::1/64 dev pvv2 nodad");
+        ip("link set pvv3 up");
+        ip("link set pvv2 up");
+        ip("-6 route add default via fd00:98::fe dev pvv2");
+        let _tun = tun_up_dual(
+            "pvt7",
+            Ipv4Addr::new(10, 99, 7, 1),
+            "fd00:99:7::1".parse().unwrap(),
+        );
+
+        let endpoint: SocketAddr = "[2001:db8::7]:51820".parse().unwrap();
+        let all = ["::/0".parse().unwrap(), "0.0.0.0/0".parse().unwrap()];
+        let routes = plan(&all, "pvt7", Some(endpoint), &read_route_tables().unwrap()).unwrap();
+        let shown: Vec<String> = routes.iter().map(Route::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "2001:db8::7/128 via fd00:98::fe dev pvv2",
+                "::/1 dev pvt7",
+                "8000::/1 dev pvt7",
+                "0.0.0.0/1 dev pvt7",
+                "128.0.0.0/1 dev pvt7"
+            ]
+        );
+        let dir = run_dir("full6");
+        let state = state_path(&dir, "pvt7").unwrap();
+        let installed = InstalledRoutes::install(state.clone(), &routes).unwrap();
+        for r in &shown {
+            assert!(has_route(r), "{r} missing: {:?} {:?}", table6(), table());
+        }
+        assert!(state_text(&state).ends_with(&format!("{}\n", shown.join("\n"))));
+        let to_endpoint = ip("-6 route get 2001:db8::7");
+        assert!(
+            to_endpoint.contains("via fd00:98::fe dev pvv2"),
+            "{to_endpoint}"
+        );
+        for elsewhere in ["2001:db8::8", "fc00::1", "c000::1"] {
+            let via = ip(&format!("-6 route get {elsewhere}"));
+            assert!(via.contains("dev pvt7"), "{elsewhere}: {via}");
+        }
+        drop(installed);
+        assert!(shown.iter().all(|r| !has_route(r)), "{:?}", table6());
+        assert!(has_route_any("::/0 via fd00:98::fe dev pvv2"));
+        assert!(!state.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+#[test]
+fn dual_stack_socket_talks_to_ipv4_and_ipv6_peers() {
+    in_netns(|| {
+        let dual = bind_udp_any(0).unwrap();
+        let local = dual.local_addr().unwrap();
+        assert!(local.is_ipv6() && local.ip().is_unspecified(), "{local}");
+        for peer_addr in ["127.0.0.1:0", "[::1]:0"] {
+            let peer = bind_udp(peer_addr.parse().unwrap()).unwrap();
+            let peer_at = peer.local_addr().unwrap();
+            let dual_at = SocketAddr::new(peer_at.ip(), local.port());
+
+            // Out through send_many and through send_to, to a plain address
+            // of either family.
+            let payloads = [b"one".to_vec(), b"two".to_vec()];
+            assert_eq!(
+                send_many(&dual, payloads.iter().map(Vec::as_slice), peer_at).unwrap(),
+                2
+            );
+            dual.send_to(b"three", peer_at).unwrap();
+            let got = recv_all(&peer, 3, 64);
+            let data: Vec<&[u8]> = got.iter().map(|(d, _)| d.as_slice()).collect();
+            assert_eq!(data, [&b"one"[..], b"two", b"three"]);
+            assert!(got.iter().all(|(_, m)| m.addr == dual_at), "{got:?}");
+
+            // Back in: the source is reported in the peer's own family.
+            send_many(&peer, std::iter::once(&b"back"[..]), dual_at).unwrap();
+            let back = recv_all(&dual, 1, 64);
+            assert_eq!(
+                (back[0].0.as_slice(), back[0].1.addr),
+                (&b"back"[..], peer_at)
+            );
+        }
     });
 }

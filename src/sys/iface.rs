@@ -1,19 +1,23 @@
-//! Interface configuration through the classic ioctls on an AF_INET socket:
-//! address, netmask, MTU, up; plus switching IPv6 off on the interface.
+//! Interface configuration through the classic ioctls: IPv4 address and
+//! netmask, IPv6 address, MTU, up; plus the interface's IPv6 settings.
 //!
-//! Call order that works: [`set_ipv4_address`] (which also resets the mask to
-//! the classful default), then [`set_ipv4_netmask`], [`set_mtu`],
-//! [`disable_ipv6`], and [`set_up`] last so the kernel never sends IPv6
-//! autoconfiguration on the tunnel.
+//! Call order that works: [`set_mtu`] (IPv6 needs at least 1280 and drops
+//! the interface's IPv6 addresses below that), then either [`disable_ipv6`]
+//! or [`enable_static_ipv6`], then [`set_ipv4_address`] (which also resets
+//! the mask to the classful default), [`set_ipv4_netmask`],
+//! [`set_ipv6_address`], and [`set_up`] last, so the kernel never starts
+//! IPv6 autoconfiguration on the tunnel.
 
-use super::{inet_control_socket, sockaddr_v4};
+use super::{control_socket, in6_addr, sockaddr_v4};
 use crate::{Error, Result};
+use nix::sys::socket::AddressFamily;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 mod raw {
     nix::ioctl_write_ptr_bad!(siocsifaddr, libc::SIOCSIFADDR, libc::ifreq);
+    nix::ioctl_write_ptr_bad!(siocsifaddr6, libc::SIOCSIFADDR, libc::in6_ifreq);
     nix::ioctl_write_ptr_bad!(siocsifnetmask, libc::SIOCSIFNETMASK, libc::ifreq);
     nix::ioctl_write_ptr_bad!(siocsifmtu, libc::SIOCSIFMTU, libc::ifreq);
     nix::ioctl_write_ptr_bad!(siocsifflags, libc::SIOCSIFFLAGS, libc::ifreq);
@@ -59,7 +63,7 @@ pub fn set_ipv4_address(name: &str, addr: Ipv4Addr) -> Result<()> {
     let op = format!("SIOCSIFADDR {addr} on {name}");
     let mut req = ifreq(name)?;
     req.ifr_ifru.ifru_addr = sockaddr_v4(addr);
-    let sock = inet_control_socket(&op)?;
+    let sock = control_socket(AddressFamily::Inet, &op)?;
     // SAFETY: `req` is a valid, initialised ifreq that outlives the call.
     unsafe { raw::siocsifaddr(sock.as_raw_fd(), &req) }.map_err(|e| Error::sys(op, e.into()))?;
     Ok(())
@@ -72,10 +76,37 @@ pub fn set_ipv4_netmask(name: &str, prefix_len: u8) -> Result<()> {
         .ok_or_else(|| Error::Input(format!("{op}: prefix length is longer than 32")))?;
     let mut req = ifreq(name)?;
     req.ifr_ifru.ifru_netmask = sockaddr_v4(mask);
-    let sock = inet_control_socket(&op)?;
+    let sock = control_socket(AddressFamily::Inet, &op)?;
     // SAFETY: `req` is a valid, initialised ifreq that outlives the call.
     unsafe { raw::siocsifnetmask(sock.as_raw_fd(), &req) }.map_err(|e| Error::sys(op, e.into()))?;
     Ok(())
+}
+
+/// Adds an IPv6 address with its prefix length to the interface
+/// (SIOCSIFADDR on an AF_INET6 socket, which adds rather than replaces).
+pub fn set_ipv6_address(name: &str, addr: Ipv6Addr, prefix_len: u8) -> Result<()> {
+    validate_name(name)?;
+    let op = format!("SIOCSIFADDR {addr}/{prefix_len} on {name}");
+    if prefix_len > 128 {
+        return Err(Error::Input(format!(
+            "{op}: prefix length is longer than 128"
+        )));
+    }
+    let req = libc::in6_ifreq {
+        ifr6_addr: in6_addr(addr),
+        ifr6_prefixlen: u32::from(prefix_len),
+        ifr6_ifindex: ifindex(name).map_err(|e| Error::sys(op.clone(), e.into()))?,
+    };
+    let sock = control_socket(AddressFamily::Inet6, &op)?;
+    // SAFETY: `req` is a valid, initialised in6_ifreq that outlives the call.
+    unsafe { raw::siocsifaddr6(sock.as_raw_fd(), &req) }.map_err(|e| Error::sys(op, e.into()))?;
+    Ok(())
+}
+
+/// The index of interface `name`; ENODEV when there is none.
+pub(crate) fn ifindex(name: &str) -> nix::Result<libc::c_int> {
+    let index = nix::net::if_::if_nametoindex(name)?;
+    libc::c_int::try_from(index).map_err(|_| nix::errno::Errno::EOVERFLOW)
 }
 
 /// The IPv4 netmask of a prefix length, `None` above 32.
@@ -95,7 +126,7 @@ pub fn set_mtu(name: &str, mtu: u32) -> Result<()> {
     let mut req = ifreq(name)?;
     req.ifr_ifru.ifru_mtu =
         libc::c_int::try_from(mtu).map_err(|_| Error::Input(format!("{op}: MTU is too large")))?;
-    let sock = inet_control_socket(&op)?;
+    let sock = control_socket(AddressFamily::Inet, &op)?;
     // SAFETY: `req` is a valid, initialised ifreq that outlives the call.
     unsafe { raw::siocsifmtu(sock.as_raw_fd(), &req) }.map_err(|e| Error::sys(op, e.into()))?;
     Ok(())
@@ -104,7 +135,7 @@ pub fn set_mtu(name: &str, mtu: u32) -> Result<()> {
 /// Brings the interface up: reads its flags and writes them back with
 /// IFF_UP | IFF_RUNNING added, so other flags stay as they are.
 pub fn set_up(name: &str) -> Result<()> {
-    let sock = inet_control_socket(&format!("bringing {name} up"))?;
+    let sock = control_socket(AddressFamily::Inet, &format!("bringing {name} up"))?;
     let flags = get_flags(&sock, name)?;
     set_flags(
         &sock,
@@ -135,12 +166,37 @@ fn set_flags(sock: &OwnedFd, name: &str, flags: libc::c_short) -> Result<()> {
 /// solicitations or other autoconfiguration traffic into the tunnel. A kernel
 /// without IPv6 has nothing to turn off; that is not an error.
 pub fn disable_ipv6(name: &str) -> Result<()> {
-    validate_name(name)?;
-    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-    match std::fs::write(&path, "1") {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !ipv6_in_kernel() => Ok(()),
-        other => other.map_err(|e| Error::sys(format!("writing 1 to {path}"), e)),
+    match write_ipv6_conf(name, "disable_ipv6", "1") {
+        Err(Error::Sys { source, .. })
+            if source.kind() == io::ErrorKind::NotFound && !ipv6_in_kernel() =>
+        {
+            Ok(())
+        }
+        other => other,
     }
+}
+
+/// Turns IPv6 on for static addresses only: no link-local address (so no
+/// router solicitations either), no router advertisements, no
+/// autoconfiguration. Call it while the interface is down.
+pub fn enable_static_ipv6(name: &str) -> Result<()> {
+    // addr_gen_mode 1 = IN6_ADDR_GEN_MODE_NONE.
+    for (key, value) in [
+        ("accept_ra", "0"),
+        ("autoconf", "0"),
+        ("addr_gen_mode", "1"),
+        ("disable_ipv6", "0"),
+    ] {
+        write_ipv6_conf(name, key, value)?;
+    }
+    Ok(())
+}
+
+/// Writes `value` to /proc/sys/net/ipv6/conf/`name`/`key`.
+fn write_ipv6_conf(name: &str, key: &str, value: &str) -> Result<()> {
+    validate_name(name)?;
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/{key}");
+    std::fs::write(&path, value).map_err(|e| Error::sys(format!("writing {value} to {path}"), e))
 }
 
 fn ipv6_in_kernel() -> bool {

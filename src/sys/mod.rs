@@ -15,19 +15,26 @@ use crate::{Error, Result};
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrLike};
 use nix::unistd::Pid;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 
-/// An AF_INET datagram socket, the handle the interface and route ioctls go
-/// through. `what` names the operation it is opened for, for the error.
-fn inet_control_socket(what: &str) -> Result<OwnedFd> {
-    socket::socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::sys(format!("socket(AF_INET) for {what}"), e.into()))
+/// A datagram socket of `family` (Inet or Inet6), the handle the interface
+/// and route ioctls go through: the kernel picks the IPv4 or IPv6 handler by
+/// the socket's family. `what` names the operation, for the error.
+fn control_socket(family: AddressFamily, what: &str) -> Result<OwnedFd> {
+    let name = match family {
+        AddressFamily::Inet6 => "AF_INET6",
+        _ => "AF_INET",
+    };
+    socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Error::sys(format!("socket({name}) for {what}"), e.into()))
+}
+
+/// `ip` as the `in6_addr` that in6_ifreq and in6_rtmsg hold.
+fn in6_addr(ip: Ipv6Addr) -> libc::in6_addr {
+    libc::in6_addr {
+        s6_addr: ip.octets(),
+    }
 }
 
 /// `ip` as the generic `sockaddr` that ifreq and rtentry hold.

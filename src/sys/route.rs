@@ -1,29 +1,36 @@
-//! IPv4 routes in the main table through SIOCADDRT / SIOCDELRT.
+//! Routes in the main table through SIOCADDRT / SIOCDELRT: an `rtentry` on
+//! an AF_INET socket for IPv4, an `in6_rtmsg` on an AF_INET6 socket for IPv6.
 
-use super::iface::prefix_mask;
-use super::{inet_control_socket, sockaddr_v4};
-use crate::routes::RouteV4;
+use super::iface::{ifindex, prefix_mask};
+use super::{control_socket, in6_addr, sockaddr_v4};
+use crate::routes::Route;
 use crate::{Error, Result};
+use nix::errno::Errno;
+use nix::sys::socket::AddressFamily;
 use std::ffi::CString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 mod raw {
     nix::ioctl_write_ptr_bad!(siocaddrt, libc::SIOCADDRT, libc::rtentry);
     nix::ioctl_write_ptr_bad!(siocdelrt, libc::SIOCDELRT, libc::rtentry);
+    nix::ioctl_write_ptr_bad!(siocaddrt6, libc::SIOCADDRT, super::In6Rtmsg);
+    nix::ioctl_write_ptr_bad!(siocdelrt6, libc::SIOCDELRT, super::In6Rtmsg);
 }
+
+/// Metric of the IPv6 routes we add. SIOCDELRT matches it too, so deletion
+/// takes our route and never an equal one someone else added with another
+/// metric. (IPv4 routes keep the ioctl's default, 0.)
+const METRIC_V6: u32 = 1;
 
 /// Adds `r`. Returns `Ok(true)` when the kernel added it and `Ok(false)` when
 /// the identical route was already there (EEXIST): such a route belongs to
 /// someone else, so the caller must not record it as its own or delete it.
-pub fn add_route_v4(r: &RouteV4) -> Result<bool> {
+pub fn add_route(r: &Route) -> Result<bool> {
     let op = format!("SIOCADDRT {r}");
-    let entry = RtEntry::new(r, &op)?;
-    let sock = inet_control_socket(&op)?;
-    // SAFETY: `entry.rt` is initialised and, with the device name it points
-    // to, lives until the call returns.
-    match unsafe { raw::siocaddrt(sock.as_raw_fd(), &entry.rt) } {
-        Ok(_) => Ok(true),
-        Err(nix::errno::Errno::EEXIST) => Ok(false),
+    match route_ioctl(r, Action::Add, &op)? {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
         Err(e) => Err(Error::sys(op, e.into())),
     }
 }
@@ -31,15 +38,60 @@ pub fn add_route_v4(r: &RouteV4) -> Result<bool> {
 /// Deletes `r`. A route that is already gone counts as deleted: ESRCH, or
 /// ENODEV when its device no longer exists (the kernel dropped the device's
 /// routes with it, as happens to a crashed run's TUN routes).
-pub fn del_route_v4(r: &RouteV4) -> Result<()> {
+pub fn del_route(r: &Route) -> Result<()> {
     let op = format!("SIOCDELRT {r}");
-    let entry = RtEntry::new(r, &op)?;
-    let sock = inet_control_socket(&op)?;
-    // SAFETY: as in `add_route_v4`.
-    match unsafe { raw::siocdelrt(sock.as_raw_fd(), &entry.rt) } {
-        Ok(_) | Err(nix::errno::Errno::ESRCH | nix::errno::Errno::ENODEV) => Ok(()),
+    match route_ioctl(r, Action::Del, &op)? {
+        Ok(()) | Err(Errno::ESRCH | Errno::ENODEV) => Ok(()),
         Err(e) => Err(Error::sys(op, e.into())),
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Add,
+    Del,
+}
+
+/// Makes the `action` call for `r` on a socket of its family. The outer
+/// error is a failure to get that far; the inner one is the call's errno
+/// (for IPv6 also ENODEV from looking up the device).
+fn route_ioctl(r: &Route, action: Action, op: &str) -> Result<nix::Result<()>> {
+    if r.gateway
+        .is_some_and(|gw| gw.is_ipv4() != r.net.addr.is_ipv4())
+    {
+        return Err(Error::Input(format!(
+            "{op}: the gateway is not of the route's address family"
+        )));
+    }
+    let result = match r.net.addr {
+        IpAddr::V4(dest) => {
+            let entry = RtEntry::new(dest, r, op)?;
+            let sock = control_socket(AddressFamily::Inet, op)?;
+            // SAFETY: `entry.rt` is initialised and, with the device name it
+            // points to, lives until the call returns.
+            unsafe {
+                match action {
+                    Action::Add => raw::siocaddrt(sock.as_raw_fd(), &entry.rt),
+                    Action::Del => raw::siocdelrt(sock.as_raw_fd(), &entry.rt),
+                }
+            }
+        }
+        IpAddr::V6(dest) => {
+            let msg = match In6Rtmsg::new(dest, r) {
+                Ok(msg) => msg,
+                Err(e) => return Ok(Err(e)),
+            };
+            let sock = control_socket(AddressFamily::Inet6, op)?;
+            // SAFETY: `msg` is an initialised in6_rtmsg that outlives the call.
+            unsafe {
+                match action {
+                    Action::Add => raw::siocaddrt6(sock.as_raw_fd(), &msg),
+                    Action::Del => raw::siocdelrt6(sock.as_raw_fd(), &msg),
+                }
+            }
+        }
+    };
+    Ok(result.map(drop))
 }
 
 /// An rtentry together with the device name it points at, so the name lives
@@ -50,8 +102,8 @@ struct RtEntry {
 }
 
 impl RtEntry {
-    fn new(r: &RouteV4, op: &str) -> Result<RtEntry> {
-        let mask = prefix_mask(r.prefix)
+    fn new(dest: Ipv4Addr, r: &Route, op: &str) -> Result<RtEntry> {
+        let mask = prefix_mask(r.net.prefix)
             .ok_or_else(|| Error::Input(format!("{op}: prefix length is longer than 32")))?;
         let dev = match &r.dev {
             Some(d) => Some(
@@ -63,13 +115,13 @@ impl RtEntry {
         // SAFETY: rtentry is plain C data (integers, sockaddrs, one pointer)
         // for which all-zero bytes are a valid value.
         let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
-        rt.rt_dst = sockaddr_v4(r.dest);
+        rt.rt_dst = sockaddr_v4(dest);
         rt.rt_genmask = sockaddr_v4(mask);
         rt.rt_flags = libc::RTF_UP;
-        if r.prefix == 32 {
+        if r.net.prefix == 32 {
             rt.rt_flags |= libc::RTF_HOST;
         }
-        if let Some(gw) = r.gateway {
+        if let Some(IpAddr::V4(gw)) = r.gateway {
             rt.rt_gateway = sockaddr_v4(gw);
             rt.rt_flags |= libc::RTF_GATEWAY;
         }
@@ -78,5 +130,51 @@ impl RtEntry {
             rt.rt_dev = d.as_ptr().cast_mut();
         }
         Ok(RtEntry { rt, _dev: dev })
+    }
+}
+
+/// `struct in6_rtmsg` from <linux/ipv6_route.h> (libc's has private fields).
+#[repr(C)]
+struct In6Rtmsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+impl In6Rtmsg {
+    /// The request for route `r` to `dest`; ENODEV if its device does not
+    /// exist.
+    fn new(dest: Ipv6Addr, r: &Route) -> nix::Result<In6Rtmsg> {
+        let unspecified = in6_addr(Ipv6Addr::UNSPECIFIED);
+        let mut msg = In6Rtmsg {
+            dst: in6_addr(dest),
+            src: unspecified,
+            gateway: unspecified,
+            kind: 0,
+            dst_len: u16::from(r.net.prefix),
+            src_len: 0,
+            metric: METRIC_V6,
+            info: 0,
+            flags: u32::from(libc::RTF_UP),
+            ifindex: match &r.dev {
+                Some(d) => ifindex(d)?,
+                None => 0,
+            },
+        };
+        if r.net.prefix == 128 {
+            msg.flags |= u32::from(libc::RTF_HOST);
+        }
+        if let Some(IpAddr::V6(gw)) = r.gateway {
+            msg.gateway = in6_addr(gw);
+            msg.flags |= u32::from(libc::RTF_GATEWAY);
+        }
+        Ok(msg)
     }
 }

@@ -3,10 +3,13 @@
 //! the stack so no call allocates.
 
 use crate::{Error, Result};
-use nix::sys::socket::{setsockopt, sockopt, SockaddrLike, SockaddrStorage};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, setsockopt, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage,
+};
 use std::io;
 use std::mem;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 /// Most datagrams one `recv_many` or `send_many` call handles.
@@ -37,18 +40,51 @@ impl Default for RecvMeta {
     }
 }
 
+/// The tunnel's socket: UDP `port` (0 = any) on every local address, over
+/// IPv6 and IPv4 alike ([`bind_udp`] on `[::]`), or IPv4 only when the kernel
+/// has no IPv6 (booted with `ipv6.disable=1`: no AF_INET6 sockets).
+pub fn bind_udp_any(port: u16) -> Result<UdpSocket> {
+    match bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
+        Err(Error::Sys { source, .. })
+            if source.raw_os_error() == Some(Errno::EAFNOSUPPORT as i32) =>
+        {
+            log::info!("the kernel has no IPv6: UDP over IPv4 only");
+            bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        }
+        other => other,
+    }
+}
+
 /// Binds a blocking UDP socket to `addr` with ~4 MiB send and receive
 /// buffers. The FORCE variants (root only) go past the sysctl limits; without
 /// the privilege the plain options give what the limits allow.
+///
+/// An IPv6 socket is dual-stack whatever the `bindv6only` sysctl says, so
+/// `[::]:port` serves IPv4 peers too: they show as plain IPv4 sources in
+/// [`recv_many`], and a plain IPv4 destination is accepted by the kernel on
+/// the send paths ([`send_many`], `send_to`).
 pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket> {
-    let sock = UdpSocket::bind(addr).map_err(|e| Error::sys(format!("bind UDP {addr}"), e))?;
+    let op = format!("UDP {addr}");
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Error::sys(format!("socket for {op}"), e.into()))?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &false)
+            .map_err(|e| Error::sys(format!("IPV6_V6ONLY off on {op}"), e.into()))?;
+    }
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
+        .map_err(|e| Error::sys(format!("bind {op}"), e.into()))?;
+    let sock = UdpSocket::from(fd);
     if setsockopt(&sock, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
         setsockopt(&sock, sockopt::RcvBuf, &SOCKET_BUFFER)
-            .map_err(|e| Error::sys(format!("SO_RCVBUF on UDP {addr}"), e.into()))?;
+            .map_err(|e| Error::sys(format!("SO_RCVBUF on {op}"), e.into()))?;
     }
     if setsockopt(&sock, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
         setsockopt(&sock, sockopt::SndBuf, &SOCKET_BUFFER)
-            .map_err(|e| Error::sys(format!("SO_SNDBUF on UDP {addr}"), e.into()))?;
+            .map_err(|e| Error::sys(format!("SO_SNDBUF on {op}"), e.into()))?;
     }
     Ok(sock)
 }
