@@ -55,3 +55,8 @@ fn signals() {
 fn interop() {
     run_scenario("interop");
 }
+
+#[test]
+fn ipv6() {
+    run_scenario("ipv6");
+}
