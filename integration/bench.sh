@@ -262,10 +262,12 @@ stop_impl() {
 
 # ---- measurements -------------------------------------------------------------
 
-# record IMPL REP METRIC VALUE
+# record IMPL REP METRIC VALUE; a failed measurement is "nan".
+FAILED=0
 record() {
 	printf '%s\t%s\t%s\t%s\n' "$@" >>"$OUT/results.tsv"
 	log "$1 rep $2: $3 = $4"
+	[[ $4 != nan ]] || FAILED=$((FAILED + 1))
 }
 
 # Sum of utime+stime (clock ticks) of the tunnel processes. Fields are
@@ -332,9 +334,9 @@ measure() {
 	record "$impl" "$rep" tcp_p4_mbps "$(json "$RUN-tcp-p4.json" '.end.sum_received.bits_per_second / 1e6')"
 
 	timeout 30 ip netns exec "$NS_A" ping -c 200 -i 0.01 -W 1 -q "$DST" >"$RUN-ping.txt" 2>&1 || true
-	# "rtt min/avg/max/mdev = 0.041/0.062/0.301/0.020 ms"
+	# "rtt min/avg/max/mdev = 0.041/0.062/0.301/0.020 ms[, pipe 2]"
 	local rtt
-	rtt=$(sed -n 's|^rtt [^=]*= \([^ ]*\) ms$|\1|p' "$RUN-ping.txt" | tr / ' ')
+	rtt=$(sed -n 's|^rtt [^=]*= \([0-9./]*\) ms.*|\1|p' "$RUN-ping.txt" | tr / ' ')
 	record "$impl" "$rep" ping_avg_ms "$(awk '{print $2}' <<<"${rtt:-nan nan nan}")"
 	record "$impl" "$rep" ping_max_ms "$(awk '{print $3}' <<<"${rtt:-nan nan nan}")"
 
@@ -344,8 +346,15 @@ measure() {
 	record "$impl" "$rep" udp_pps "$(json "$udp" '(.end.sum_received.packets - .end.sum_received.lost_packets) / .end.sum_received.seconds')"
 	record "$impl" "$rep" udp_loss_pct "$(json "$udp" '.end.sum_received.lost_percent')"
 
-	for f in "$TMP"/*.stats; do [[ -e $f ]] && cp "$f" "$RUN-$(basename "$f")"; done
-	rm -f "$TMP"/*.stats
+}
+
+# Keeps pipevpn's counters, which it writes a last time as it exits.
+save_stats() {
+	local f
+	for f in "$TMP"/*.stats; do
+		[[ -e $f ]] || continue
+		mv "$f" "$OUT/$1-r$2-$(basename "$f")"
+	done
 }
 
 for ((rep = 1; rep <= REPS; rep++)); do
@@ -354,6 +363,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
 		start_impl "$impl"
 		measure "$impl" "$rep"
 		stop_impl
+		save_stats "$impl" "$rep"
 	done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
@@ -416,5 +426,10 @@ for metric, label, fmt, higher in rows:
     print("| " + " | ".join(line) + " |")
 print()
 print("↑ higher is better, ↓ lower is better; ±: half the spread between repetitions.")
+with open(f"{out}/machine.txt") as f:
+    info = dict(line.rstrip("\n").split(": ", 1) for line in f if ": " in line)
+print(f"{info['cpus']}, {info['memory']}, kernel {info['kernel']}; {info['runs']}; "
+      f"load average before {info['load before'].split()[0]}, after {info['load after'].split()[0]}.")
 EOF
 log "raw results and table: $OUT"
+((FAILED == 0)) || die "$FAILED measurement(s) failed (missing from the table; see $OUT)"
