@@ -270,6 +270,14 @@ record() {
 	[[ $4 != nan ]] || FAILED=$((FAILED + 1))
 }
 
+# A tunnel that died mid-run would make every later number meaningless.
+tunnels_alive() {
+	local pid
+	for pid in "${TUNNEL_PIDS[@]}"; do
+		alive "$pid" || die "tunnel process $pid exited during the run: $(tail -n 5 "$TMP"/*.log)"
+	done
+}
+
 # Sum of utime+stime (clock ticks) of the tunnel processes. Fields are
 # counted after the ")" closing the command name.
 cpu_ticks() {
@@ -317,6 +325,7 @@ measure() {
 
 	before=$(cpu_ticks)
 	iperf tcp-ab
+	tunnels_alive
 	after=$(cpu_ticks)
 	record "$impl" "$rep" tcp_ab_mbps "$(json "$RUN-tcp-ab.json" '.end.sum_received.bits_per_second / 1e6')"
 	if ((${#TUNNEL_PIDS[@]})); then
@@ -345,6 +354,7 @@ measure() {
 	local udp="$RUN-udp64.json"
 	record "$impl" "$rep" udp_pps "$(json "$udp" '(.end.sum_received.packets - .end.sum_received.lost_packets) / .end.sum_received.seconds')"
 	record "$impl" "$rep" udp_loss_pct "$(json "$udp" '.end.sum_received.lost_percent')"
+	tunnels_alive
 
 }
 
