@@ -1,0 +1,97 @@
+//! One direction of the pipeline in packets per second: packets written to
+//! A's (fake) tun come out of B's, through A's tun_reader, encryptor and
+//! udp_sender, the in-memory UDP link, and B's udp_receiver, decryptor and
+//! tun_writer. No kernel: this is the pipeline's own cost (threads,
+//! channels, batches, crypto) plus the fakes' copies.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use pipevpn::cidr::Cidr;
+use pipevpn::pipeline::fake::{FakeTun, FakeTunEnds, FakeUdp};
+use pipevpn::pipeline::{spawn, TunnelConfig, TunnelHandle};
+use pipevpn::protocol::keys::public_key;
+use pipevpn::protocol::timers::Timing;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const A_TUN: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+const B_TUN: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 2);
+/// Packets each fake queue holds: about what a tun or socket queue holds.
+const QUEUE: usize = 1024;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn ipv4(len: usize) -> Vec<u8> {
+    let mut p = vec![0x42; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[9] = 17;
+    p[12..16].copy_from_slice(&A_TUN.octets());
+    p[16..20].copy_from_slice(&B_TUN.octets());
+    p
+}
+
+/// Two tunnels joined by the fake UDP link, with a session established.
+fn pair() -> [(TunnelHandle, FakeTunEnds); 2] {
+    let (a_key, b_key) = ([0x11u8; 32], [0x22u8; 32]);
+    let a_addr: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+    let b_addr: SocketAddr = "192.0.2.2:51820".parse().unwrap();
+    let (a_udp, b_udp) = FakeUdp::pair(a_addr, b_addr, QUEUE);
+    let side = |private, peer_private, endpoint, allowed: Ipv4Addr, udp| {
+        let cfg = TunnelConfig {
+            private_key: private,
+            peer_public_key: public_key(&peer_private),
+            preshared_key: None,
+            endpoint,
+            allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
+            mtu: 1420,
+            persistent_keepalive: None,
+            timing: Timing::default(),
+        };
+        let (tun, ends) = FakeTun::new(QUEUE);
+        (spawn(cfg, Arc::new(tun), Arc::new(udp)).unwrap(), ends)
+    };
+    let a = side(a_key, b_key, Some(b_addr), B_TUN, a_udp);
+    let b = side(b_key, a_key, None, A_TUN, b_udp);
+    a.1.inject.send(ipv4(64)).unwrap();
+    b.1.delivered
+        .recv_timeout(WAIT)
+        .expect("handshake and first packet");
+    [a, b]
+}
+
+fn one_direction(c: &mut Criterion) {
+    let [(a, a_tun), (b, b_tun)] = pair();
+    let mut g = c.benchmark_group("pipeline_one_direction");
+    g.measurement_time(Duration::from_secs(8));
+    for size in [64, 1420] {
+        let packet = ipv4(size);
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("packets", size), |bench| {
+            bench.iter_custom(|iters| {
+                let inject = a_tun.inject.clone();
+                let packet = packet.clone();
+                let started = Instant::now();
+                // A separate feeder: the queues are bounded, so one thread
+                // both writing and reading would block itself.
+                let feeder = std::thread::spawn(move || {
+                    for _ in 0..iters {
+                        inject.send(packet.clone()).unwrap();
+                    }
+                });
+                for _ in 0..iters {
+                    let got = b_tun.delivered.recv_timeout(WAIT).expect("delivered");
+                    assert_eq!(got.len(), size);
+                }
+                let elapsed = started.elapsed();
+                feeder.join().unwrap();
+                elapsed
+            })
+        });
+    }
+    g.finish();
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}
+
+criterion_group!(benches, one_direction);
+criterion_main!(benches);

@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# End-to-end performance: the same measurements over raw veth (no tunnel, the
+# ceiling), pipevpn and wireguard-go, one after another in one run, so that a
+# noisy machine hurts them alike. Judge by the ratios within a run.
+#
+#   ns A                                         ns B
+#   tunnel 10.202.0.1/24 (MTU 1420)              tunnel 10.202.0.2/24 (MTU 1420)
+#   veth   10.201.0.1/24 ───── MTU 1500 ──────── veth 10.201.0.2/24
+#
+# Per implementation and repetition (repetitions are interleaved, so load that
+# comes and goes is spread over all implementations):
+#   iperf3 TCP A→B and B→A (1 stream), TCP A→B with 4 streams, 200 pings at
+#   10 ms, iperf3 UDP with 64-byte payloads at unlimited rate; during the TCP
+#   A→B run, the CPU time (/proc/PID/stat utime+stime) of both tunnel
+#   processes and their peak RSS (/proc/PID/status VmHWM).
+#
+# Usage: integration/bench.sh [--quick] [--impls raw,pipevpn,wggo]
+#   --quick        1 repetition of 3 s runs instead of 2 of 10 s (smoke run)
+#   --impls LIST   which implementations, in order (default raw,pipevpn,wggo;
+#                  pipevpn-base is added after pipevpn when PIPEVPN_BASELINE is set)
+# Environment:
+#   PIPEVPN           pipevpn binary to measure (default: cargo build --release,
+#                     then target/release/pipevpn)
+#   PIPEVPN_BASELINE  a second pipevpn binary (e.g. built from an older commit),
+#                     measured as "pipevpn-base" in the same run
+#   REPS, SECS        override repetitions and seconds per iperf3 run
+#   BENCH_TIMEOUT     bound for the whole run in seconds (default 1800)
+# Output: a markdown table on stdout; raw iperf3 JSON, ping output, pipevpn
+# stats, every value per repetition (results.tsv) and the table under
+# bench-results/<timestamp>/. Progress goes to stderr.
+set -euo pipefail
+
+if [[ -z ${PV_BENCH_UNDER_TIMEOUT:-} ]]; then
+	export PV_BENCH_UNDER_TIMEOUT=1
+	exec timeout --kill-after=20 "${BENCH_TIMEOUT:-1800}" bash "$0" "$@"
+fi
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QUICK=0
+IMPLS=raw,pipevpn,wggo
+while (($#)); do
+	case $1 in
+	--quick) QUICK=1 ;;
+	--impls)
+		IMPLS=${2:?--impls needs a list}
+		shift
+		;;
+	-h | --help)
+		sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "bench.sh: unknown argument '$1' (see --help)" >&2
+		exit 2
+		;;
+	esac
+	shift
+done
+if ((QUICK)); then
+	REPS=${REPS:-1} SECS=${SECS:-3}
+else
+	REPS=${REPS:-2} SECS=${SECS:-10}
+fi
+if [[ -n ${PIPEVPN_BASELINE:-} && $IMPLS != *pipevpn-base* ]]; then
+	IMPLS=${IMPLS/pipevpn/pipevpn,pipevpn-base}
+fi
+IFS=, read -r -a IMPL_LIST <<<"$IMPLS"
+
+PREFIX="pb$$"
+NS_A="${PREFIX}a" NS_B="${PREFIX}b"
+VETH_A="${PREFIX}va" VETH_B="${PREFIX}vb"
+TUN_A="${PREFIX}ta" TUN_B="${PREFIX}tb"
+UNDER_A=10.201.0.1 UNDER_B=10.201.0.2
+INNER_A=10.202.0.1 INNER_B=10.202.0.2
+WG_PORT=51820 IPERF_PORT=5201
+TMP=$(mktemp -d "/tmp/pipevpn-bench.$$.XXXXXX")
+OUT="$REPO_ROOT/bench-results/$(date +%Y%m%d-%H%M%S)"
+
+CREATED_NS=()
+STARTED_PIDS=()
+TUNNEL_PIDS=()
+
+log() { echo "# $*" >&2; }
+die() {
+	echo "bench.sh: $*" >&2
+	exit 1
+}
+alive() { kill -0 "$1" 2>/dev/null; }
+in_a() { ip netns exec "$NS_A" "$@"; }
+in_b() { ip netns exec "$NS_B" "$@"; }
+
+# Every process this script starts is recorded here until it has been reaped,
+# so that cleanup signals only our own processes (never a reused PID).
+started() { STARTED_PIDS+=("$1"); }
+forget() {
+	local p kept=()
+	for p in "${STARTED_PIDS[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
+	STARTED_PIDS=("${kept[@]}")
+}
+
+# stop_pid PID: TERM, up to 10 s, then KILL; reaps it.
+stop_pid() {
+	local pid=$1 deadline=$((SECONDS + 10))
+	alive "$pid" && kill -TERM "$pid" 2>/dev/null
+	while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+	alive "$pid" && kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null || true
+	forget "$pid"
+}
+
+cleanup() {
+	local rc=$? pid ns
+	set +e
+	for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+	for ns in "${CREATED_NS[@]}"; do ip netns del "$ns"; done
+	rm -rf "$TMP"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted (SIGTERM: timeout after ${BENCH_TIMEOUT:-1800}s?)"; exit 124' TERM
+trap 'exit 130' INT
+
+# wait_until SECONDS WHAT CMD...: polls CMD every 0.1 s.
+wait_until() {
+	local deadline=$((SECONDS + $1)) what=$2
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || die "timed out waiting for $what"
+		sleep 0.1
+	done
+}
+
+# ---- prerequisites and build ------------------------------------------------
+
+for tool in ip iperf3 ping wg wireguard-go jq python3 timeout ss; do
+	command -v "$tool" >/dev/null || die "missing tool: $tool (Debian: iproute2 iperf3 iputils-ping wireguard-tools wireguard-go jq python3)"
+done
+[[ $(id -u) == 0 ]] || die "must run as root (network namespaces)"
+for impl in "${IMPL_LIST[@]}"; do
+	case $impl in
+	raw | pipevpn | wggo) ;;
+	pipevpn-base) [[ -x ${PIPEVPN_BASELINE:-} ]] || die "pipevpn-base needs PIPEVPN_BASELINE=<binary>" ;;
+	*) die "unknown implementation '$impl' (raw, pipevpn, pipevpn-base, wggo)" ;;
+	esac
+done
+if [[ -z ${PIPEVPN:-} ]]; then
+	log "cargo build --release"
+	(cd "$REPO_ROOT" && cargo build --release --quiet)
+	PIPEVPN="$REPO_ROOT/target/release/pipevpn"
+fi
+[[ -x $PIPEVPN ]] || die "no pipevpn binary at $PIPEVPN"
+
+mkdir -p "$OUT"
+{
+	echo "date: $(date -Is)"
+	echo "commit: $(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+	echo "kernel: $(uname -r)"
+	echo "cpus: $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+	echo "memory: $(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+	echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "pipevpn: $PIPEVPN"
+	echo "pipevpn-base: ${PIPEVPN_BASELINE:--}"
+	echo "wireguard-go: $(wireguard-go --version 2>&1 | head -n1)"
+	echo "iperf3: $(iperf3 --version | head -n1)"
+	echo "runs: $REPS repetition(s) of $SECS s, implementations: ${IMPL_LIST[*]}"
+} >"$OUT/machine.txt"
+cat "$OUT/machine.txt" >&2
+
+# ---- topology ---------------------------------------------------------------
+
+for ns in "$NS_A" "$NS_B"; do
+	ip netns add "$ns"
+	CREATED_NS+=("$ns")
+	ip netns exec "$ns" ip link set lo up
+done
+in_a ip link add "$VETH_A" mtu 1500 type veth peer name "$VETH_B" netns "$NS_B"
+in_b ip link set "$VETH_B" mtu 1500
+in_a ip addr add "$UNDER_A/24" dev "$VETH_A"
+in_b ip addr add "$UNDER_B/24" dev "$VETH_B"
+in_a ip link set "$VETH_A" up
+in_b ip link set "$VETH_B" up
+wait_until 10 "the veth link" in_a ping -c1 -W1 "$UNDER_B"
+
+# ---- tunnels ----------------------------------------------------------------
+
+declare -A PRIV=() PUB=()
+for side in a b; do
+	PRIV[$side]=$(wg genkey)
+	PUB[$side]=$(wg pubkey <<<"${PRIV[$side]}")
+done
+
+# pipevpn_conf SIDE: A knows B's endpoint and starts the handshake.
+pipevpn_conf() {
+	local side=$1 other addr peer_addr
+	if [[ $side == a ]]; then other=b addr=$INNER_A peer_addr=$INNER_B; else other=a addr=$INNER_B peer_addr=$INNER_A; fi
+	{
+		echo "[Interface]"
+		echo "PrivateKey = ${PRIV[$side]}"
+		echo "Address = $addr/24"
+		echo "ListenPort = $WG_PORT"
+		echo "MTU = 1420"
+		echo "[Peer]"
+		echo "PublicKey = ${PUB[$other]}"
+		echo "AllowedIPs = $peer_addr/32"
+		[[ $side == b ]] || echo "Endpoint = $UNDER_B:$WG_PORT"
+	} >"$TMP/$side.conf"
+	echo "$TMP/$side.conf"
+}
+
+# start_tunnel IMPL SIDE NS IFACE: starts one peer, adds its pid to TUNNEL_PIDS.
+start_tunnel() {
+	local impl=$1 side=$2 ns=$3 iface=$4 bin=$PIPEVPN other addr peer_addr pid conf
+	case $impl in
+	pipevpn | pipevpn-base)
+		[[ $impl == pipevpn ]] || bin=$PIPEVPN_BASELINE
+		conf=$(pipevpn_conf "$side")
+		ip netns exec "$ns" "$bin" up "$conf" -i "$iface" \
+			--stats-file "$TMP/$iface.stats" >"$TMP/$iface.log" 2>&1 &
+		pid=$!
+		started "$pid"
+		wait_until 10 "$impl to create $iface" ip netns exec "$ns" ip link show "$iface"
+		;;
+	wggo)
+		if [[ $side == a ]]; then other=b addr=$INNER_A peer_addr=$INNER_B; else other=a addr=$INNER_B peer_addr=$INNER_A; fi
+		ip netns exec "$ns" wireguard-go -f "$iface" >"$TMP/$iface.log" 2>&1 &
+		pid=$!
+		started "$pid"
+		wait_until 10 "wireguard-go's socket for $iface" test -S "/var/run/wireguard/$iface.sock"
+		echo "${PRIV[$side]}" >"$TMP/$side.key"
+		local endpoint=()
+		[[ $side == b ]] || endpoint=(endpoint "$UNDER_B:$WG_PORT")
+		ip netns exec "$ns" wg set "$iface" private-key "$TMP/$side.key" listen-port "$WG_PORT" \
+			peer "${PUB[$other]}" allowed-ips "$peer_addr/32" "${endpoint[@]}"
+		ip netns exec "$ns" ip addr add "$addr/24" dev "$iface"
+		ip netns exec "$ns" ip link set "$iface" mtu 1420 up
+		;;
+	esac
+	alive "$pid" || die "$impl on $iface exited at start: $(tail -n 5 "$TMP/$iface.log")"
+	TUNNEL_PIDS+=("$pid")
+}
+
+# start_impl IMPL: sets DST (B's address as A reaches it) and TUNNEL_PIDS.
+start_impl() {
+	TUNNEL_PIDS=()
+	if [[ $1 == raw ]]; then
+		DST=$UNDER_B
+		return
+	fi
+	DST=$INNER_B
+	start_tunnel "$1" b "$NS_B" "$TUN_B"
+	start_tunnel "$1" a "$NS_A" "$TUN_A"
+	# A's first packet starts the handshake.
+	wait_until 20 "a handshake ($1)" in_a ping -c1 -W1 "$INNER_B"
+}
+
+stop_impl() {
+	local pid
+	for pid in "${TUNNEL_PIDS[@]}"; do stop_pid "$pid"; done
+	wait_until 10 "$TUN_A and $TUN_B to go" eval "! in_a ip link show $TUN_A && ! in_b ip link show $TUN_B"
+	TUNNEL_PIDS=()
+}
+
+# ---- measurements -------------------------------------------------------------
+
+# record IMPL REP METRIC VALUE; a failed measurement is "nan".
+FAILED=0
+record() {
+	printf '%s\t%s\t%s\t%s\n' "$@" >>"$OUT/results.tsv"
+	log "$1 rep $2: $3 = $4"
+	[[ $4 != nan ]] || FAILED=$((FAILED + 1))
+}
+
+# A tunnel that died mid-run would make every later number meaningless.
+tunnels_alive() {
+	local pid
+	for pid in "${TUNNEL_PIDS[@]}"; do
+		alive "$pid" || die "tunnel process $pid exited during the run: $(tail -n 5 "$TMP"/*.log)"
+	done
+}
+
+# Sum of utime+stime (clock ticks) of the tunnel processes. Fields are
+# counted after the ")" closing the command name.
+cpu_ticks() {
+	local pid total=0 t
+	for pid in "${TUNNEL_PIDS[@]}"; do
+		t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+		total=$((total + t))
+	done
+	echo "$total"
+}
+
+# Largest VmHWM (kB) of the tunnel processes.
+peak_rss_kb() {
+	local pid max=0 kb
+	for pid in "${TUNNEL_PIDS[@]}"; do
+		kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+		((kb > max)) && max=$kb
+	done
+	echo "$max"
+}
+
+# iperf NAME ARGS...: one iperf3 client run from A to a one-shot server in B,
+# JSON saved as $RUN-NAME.json.
+iperf() {
+	local name=$1 pid i json="$RUN-$1.json"
+	shift
+	in_b iperf3 -s -1 -p "$IPERF_PORT" >"$TMP/iperf-server.log" 2>&1 &
+	pid=$!
+	started "$pid"
+	wait_until 10 "the iperf3 server" eval "in_b ss -Htln 'sport = :$IPERF_PORT' | grep -q ."
+	timeout $((SECS + 30)) ip netns exec "$NS_A" iperf3 -c "$DST" -p "$IPERF_PORT" -t "$SECS" \
+		--connect-timeout 5000 -J "$@" >"$json" || log "iperf3 $name failed: $(jq -r '.error // "?"' "$json" 2>/dev/null)"
+	# A one-shot server ends after its test; after a failed test it may not.
+	i=0
+	while alive "$pid" && ((i++ < 100)); do sleep 0.1; done
+	stop_pid "$pid"
+}
+
+# json FILE JQ-EXPR: a number from an iperf3 result, "nan" when absent.
+json() { jq -r "($2) // \"nan\"" "$1" 2>/dev/null || echo nan; }
+
+measure() {
+	local impl=$1 rep=$2 before after
+	RUN="$OUT/$impl-r$rep"
+
+	before=$(cpu_ticks)
+	iperf tcp-ab
+	tunnels_alive
+	after=$(cpu_ticks)
+	record "$impl" "$rep" tcp_ab_mbps "$(json "$RUN-tcp-ab.json" '.end.sum_received.bits_per_second / 1e6')"
+	if ((${#TUNNEL_PIDS[@]})); then
+		local cpu bytes
+		cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}')
+		bytes=$(json "$RUN-tcp-ab.json" '.end.sum_received.bytes')
+		record "$impl" "$rep" cpu_s "$cpu"
+		record "$impl" "$rep" cpu_s_per_gb "$(awk -v c="$cpu" -v b="$bytes" 'BEGIN {print (b > 0) ? c / (b / 1e9) : "nan"}')"
+		record "$impl" "$rep" rss_mib "$(awk -v k="$(peak_rss_kb)" 'BEGIN {print k / 1024}')"
+	fi
+
+	iperf tcp-ba -R
+	record "$impl" "$rep" tcp_ba_mbps "$(json "$RUN-tcp-ba.json" '.end.sum_received.bits_per_second / 1e6')"
+	iperf tcp-p4 -P 4
+	record "$impl" "$rep" tcp_p4_mbps "$(json "$RUN-tcp-p4.json" '.end.sum_received.bits_per_second / 1e6')"
+
+	timeout 30 ip netns exec "$NS_A" ping -c 200 -i 0.01 -W 1 -q "$DST" >"$RUN-ping.txt" 2>&1 || true
+	# "rtt min/avg/max/mdev = 0.041/0.062/0.301/0.020 ms[, pipe 2]"
+	local rtt
+	rtt=$(sed -n 's|^rtt [^=]*= \([0-9./]*\) ms.*|\1|p' "$RUN-ping.txt" | tr / ' ')
+	record "$impl" "$rep" ping_avg_ms "$(awk '{print $2}' <<<"${rtt:-nan nan nan}")"
+	record "$impl" "$rep" ping_max_ms "$(awk '{print $3}' <<<"${rtt:-nan nan nan}")"
+
+	iperf udp64 -u -b 0 -l 64
+	# The server's view: what arrived and what went missing.
+	local udp="$RUN-udp64.json"
+	record "$impl" "$rep" udp_pps "$(json "$udp" '(.end.sum_received.packets - .end.sum_received.lost_packets) / .end.sum_received.seconds')"
+	record "$impl" "$rep" udp_loss_pct "$(json "$udp" '.end.sum_received.lost_percent')"
+	tunnels_alive
+
+}
+
+# Keeps pipevpn's counters, which it writes a last time as it exits.
+save_stats() {
+	local f
+	for f in "$TMP"/*.stats; do
+		[[ -e $f ]] || continue
+		mv "$f" "$OUT/$1-r$2-$(basename "$f")"
+	done
+}
+
+for ((rep = 1; rep <= REPS; rep++)); do
+	for impl in "${IMPL_LIST[@]}"; do
+		log "---- $impl, repetition $rep/$REPS (load $(cut -d' ' -f1 /proc/loadavg))"
+		start_impl "$impl"
+		measure "$impl" "$rep"
+		stop_impl
+		save_stats "$impl" "$rep"
+	done
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+
+# ---- the table ----------------------------------------------------------------
+
+python3 - "$OUT" "${IMPL_LIST[@]}" <<'EOF' | tee "$OUT/table.md"
+import math, statistics, sys
+out, impls = sys.argv[1], sys.argv[2:]
+rows = [  # metric, label, format, higher is better
+    ("tcp_ab_mbps", "TCP A→B, 1 stream (Mbit/s)", "{:.0f}", True),
+    ("tcp_ba_mbps", "TCP B→A, 1 stream (Mbit/s)", "{:.0f}", True),
+    ("tcp_p4_mbps", "TCP A→B, 4 streams (Mbit/s)", "{:.0f}", True),
+    ("ping_avg_ms", "ping RTT average (ms)", "{:.3f}", False),
+    ("ping_max_ms", "ping RTT worst (ms)", "{:.3f}", False),
+    ("udp_pps", "UDP 64 B, received (packets/s)", "{:.0f}", True),
+    ("udp_loss_pct", "UDP 64 B, lost (%)", "{:.1f}", False),
+    ("cpu_s", "tunnel CPU during TCP A→B (s, both peers)", "{:.2f}", False),
+    ("cpu_s_per_gb", "tunnel CPU per GB, TCP A→B (s/GB)", "{:.2f}", False),
+    ("rss_mib", "peak RSS, larger peer (MiB)", "{:.1f}", False),
+]
+names = {"raw": "raw veth", "pipevpn": "pipevpn", "pipevpn-base": "pipevpn (baseline)",
+         "wggo": "wireguard-go"}
+values = {}
+with open(f"{out}/results.tsv") as f:
+    for line in f:
+        impl, _rep, metric, value = line.rstrip("\n").split("\t")
+        try:
+            v = float(value)
+        except ValueError:
+            v = math.nan
+        if not math.isnan(v):
+            values.setdefault((impl, metric), []).append(v)
+
+def mean(impl, metric):
+    vs = values.get((impl, metric))
+    return statistics.mean(vs) if vs else None
+
+def cell(impl, metric, fmt):
+    vs = values.get((impl, metric))
+    if not vs:
+        return "–"
+    m = statistics.mean(vs)
+    text = fmt.format(m)
+    if len(vs) > 1 and m:
+        text += f" ±{(max(vs) - min(vs)) / 2 / abs(m) * 100:.0f}%"
+    return text
+
+ratios = [(a, b) for a, b in [("pipevpn", "wggo"), ("pipevpn", "pipevpn-base")]
+          if a in impls and b in impls]
+head = ["", *(names[i] for i in impls), *(f"{names[a]} / {names[b]}" for a, b in ratios)]
+print("| " + " | ".join(head) + " |")
+print("|" + "---|" * len(head))
+for metric, label, fmt, higher in rows:
+    line = [label + (" ↑" if higher else " ↓")]
+    line += [cell(i, metric, fmt) for i in impls]
+    for a, b in ratios:
+        x, y = mean(a, metric), mean(b, metric)
+        line.append(f"{x / y:.2f}" if x is not None and y else "–")
+    print("| " + " | ".join(line) + " |")
+print()
+print("↑ higher is better, ↓ lower is better; ±: half the spread between repetitions.")
+with open(f"{out}/machine.txt") as f:
+    info = dict(line.rstrip("\n").split(": ", 1) for line in f if ": " in line)
+print(f"{info['cpus']}, {info['memory']}, kernel {info['kernel']}; {info['runs']}; "
+      f"load average before {info['load before'].split()[0]}, after {info['load after'].split()[0]}.")
+EOF
+log "raw results and table: $OUT"
+((FAILED == 0)) || die "$FAILED measurement(s) failed (missing from the table; see $OUT)"
