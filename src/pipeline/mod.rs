@@ -27,6 +27,7 @@ pub mod device;
 pub mod fake;
 pub mod handshaker;
 pub mod inbound;
+pub mod offload;
 pub mod outbound;
 pub mod peer;
 pub mod pool;
