@@ -393,11 +393,11 @@ impl Group {
             // Traffic class, flow label; hop limit.
             head[..4] == p[..4] && head[7] == p[7]
         } else {
-            let df = head[6] & IPV4_DF;
             // Without DF the kernel's segments count the id up from the head's.
-            let id_ok = df != 0 || u16_at(p, 4) == u16_at(head, 4).wrapping_add(self.count as u16);
-            // TOS, DF, TTL.
-            head[1] == p[1] && df == p[6] & IPV4_DF && head[8] == p[8] && id_ok
+            let id_ok = head[6] & IPV4_DF != 0
+                || u16_at(p, 4) == u16_at(head, 4).wrapping_add(self.count as u16);
+            // TOS, flags (DF), TTL.
+            head[1] == p[1] && head[6] == p[6] && head[8] == p[8] && id_ok
         };
         let tcp = h.ip_len;
         // Acknowledgment number, flags but PSH, and options.
