@@ -8,7 +8,7 @@
 
 use crate::cidr::Cidr;
 use crate::config::Config;
-use crate::pipeline::{self, TunnelConfig};
+use crate::pipeline::{self, device::OffloadTun, TunnelConfig};
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes, RUN_DIR};
 use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
@@ -104,7 +104,7 @@ fn run_tunnel(
                 .map(|s| Duration::from_secs(u64::from(s))),
             timing,
         },
-        Arc::new(tun),
+        Arc::new(OffloadTun::new(tun)),
         Arc::new(udp),
     )?;
     match endpoint {

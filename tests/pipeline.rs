@@ -238,11 +238,14 @@ impl pipevpn::pipeline::device::TunDevice for BrokenTun {
         &self,
         _batch: &mut pipevpn::pipeline::pool::Batch,
         _stop: &pipevpn::sys::poll::StopFd,
-    ) -> std::io::Result<bool> {
+    ) -> std::io::Result<Option<usize>> {
         Err(std::io::Error::other("device vanished"))
     }
 
-    fn write_packet(&self, _packet: &[u8]) -> std::io::Result<()> {
+    fn write_batch(
+        &self,
+        _batch: &mut pipevpn::pipeline::pool::Batch,
+    ) -> pipevpn::pipeline::device::Written {
         panic!("nothing should be written")
     }
 }

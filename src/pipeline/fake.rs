@@ -2,7 +2,7 @@
 //! the criterion benchmark) without root. Their channels are bounded, so a
 //! slow consumer pushes back exactly as a full kernel queue would.
 
-use super::device::{TunDevice, UdpDevice};
+use super::device::{TunDevice, UdpDevice, Written};
 use super::pool::{Batch, HEADROOM, NO_ADDR};
 use crate::sys::poll::StopFd;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
@@ -70,19 +70,35 @@ impl FakeTun {
 }
 
 impl TunDevice for FakeTun {
-    fn read_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<bool> {
+    fn read_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<usize>> {
         let got = recv_ready(&self.from_apps, stop, batch, |b, pkt: Vec<u8>| {
             let slot = b.free_slots_mut().next().expect("batch not full");
             let n = pkt.len().min(slot.len() - HEADROOM);
             slot[HEADROOM..HEADROOM + n].copy_from_slice(&pkt[..n]);
             b.push(n, NO_ADDR);
         });
-        Ok(got.is_some())
+        Ok(got.map(|()| 0))
     }
 
-    fn write_packet(&self, packet: &[u8]) -> io::Result<()> {
-        // Blocks when the test reads slowly: that is the backpressure.
-        self.to_apps.send(packet.to_vec()).map_err(|_| closed())
+    /// Packet by packet: the fake has no offloads.
+    fn write_batch(&self, batch: &mut Batch) -> Written {
+        let mut written = Written::default();
+        for i in (0..batch.count()).filter(|&i| batch.len(i) > 0) {
+            let len = batch.len(i);
+            let packet = batch.slot(i)[HEADROOM..HEADROOM + len].to_vec();
+            // Blocks when the test reads slowly: that is the backpressure.
+            match self.to_apps.send(packet) {
+                Ok(()) => {
+                    written.packets += 1;
+                    written.bytes += len;
+                }
+                Err(_) => {
+                    written.failed += 1;
+                    written.error = Some(closed());
+                }
+            }
+        }
+        written
     }
 }
 

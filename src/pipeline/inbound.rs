@@ -179,22 +179,15 @@ pub fn parse_drop(e: ParseError) -> DropReason {
     }
 }
 
-/// Writes plaintext packets to the tun.
+/// Writes plaintext packets to the tun, a batch at a time.
 pub fn tun_writer(tun: &dyn TunDevice, inbound_plain: &Receiver<Plain>, stats: &StageStats) {
-    for Plain(batch) in inbound_plain.iter() {
+    for Plain(mut batch) in inbound_plain.iter() {
         stats.queue(inbound_plain.len());
-        for i in 0..batch.count() {
-            let len = batch.len(i);
-            if len == 0 {
-                continue;
-            }
-            match tun.write_packet(&batch.slot(i)[HEADROOM..HEADROOM + len]) {
-                Ok(()) => stats.pass(1, len),
-                Err(e) => {
-                    log::debug!("tun_writer: {e}");
-                    stats.drop(DropReason::WriteError);
-                }
-            }
+        let written = tun.write_batch(&mut batch);
+        stats.pass(written.packets, written.bytes);
+        if let Some(e) = written.error {
+            log::debug!("tun_writer: {e}");
         }
+        (0..written.failed).for_each(|_| stats.drop(DropReason::WriteError));
     }
 }

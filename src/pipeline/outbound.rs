@@ -22,8 +22,12 @@ pub fn tun_reader(
 ) -> io::Result<()> {
     loop {
         let mut batch = pool.get();
-        if !tun.read_batch(&mut batch, stop)? {
+        let Some(dropped) = tun.read_batch(&mut batch, stop)? else {
             return Ok(());
+        };
+        (0..dropped).for_each(|_| stats.drop(DropReason::BadTunPacket));
+        if !batch.has_packets() {
+            continue;
         }
         stats.pass(batch.packets(), batch.bytes());
         if outbound_plain.send(Plain(batch)).is_err() {

@@ -82,6 +82,7 @@ drop_reasons! {
     // Device errors.
     SendError => "send_error",
     WriteError => "write_error",
+    BadTunPacket => "bad_tun_packet",
     // Handshake messages (§5, §7).
     HandshakeQueueFull => "handshake_queue_full",
     BadMac1 => "bad_mac1",

@@ -47,7 +47,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 /// An ifreq naming `name`, everything else zero.
-fn ifreq(name: &str) -> Result<libc::ifreq> {
+pub(super) fn ifreq(name: &str) -> Result<libc::ifreq> {
     validate_name(name)?;
     // SAFETY: ifreq is plain C data (a name array and a union of integers,
     // sockaddrs and pointers) for which all-zero bytes are a valid value.
