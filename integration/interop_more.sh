@@ -41,14 +41,14 @@ stop_pair
 pass
 
 # wireguard-go restarts (A must find it again by itself: see resilience.sh for why
-# it stays down 6 s), then pipevpn restarts (wireguard-go must take the new
+# it stays down 7 s), then pipevpn restarts (wireguard-go must take the new
 # handshake), with A's ping running throughout.
 scenario interop-restart
 setup_pair a no
 start_pair pipevpn wggo a
 wait_for_handshake "$NS1" "$INNER2"
 start_ping restart "$NS1" "$INNER2" 0.2
-restart_peer "$TUN2" "$TMP/b.conf" 6 restart
+restart_peer "$TUN2" "$TMP/b.conf" 7 restart
 restart_peer "$TUN1" "$TMP/a.conf" 1 restart
 stop_ping restart
 ping_ok "$NS2" "$INNER1"

@@ -505,6 +505,7 @@ fresh_stats() {
 
 # udp_counter NS FIELD: a Udp counter of the namespace (/proc/net/snmp), e.g. InDatagrams.
 udp_counter() {
+	# shellcheck disable=SC2016 # awk's own $fields
 	ip netns exec "$1" awk -v f="$2" '$1 == "Udp:" { if (!c) { for (i = 2; i <= NF; i++) if ($i == f) c = i } else { print $c; exit } }' /proc/net/snmp
 }
 
