@@ -127,7 +127,7 @@ wrong_key_peer() {
 	stop_impl "$TUN3"
 	fresh_stats "$TUN2" "$TMP/$name.after"
 	stop_capture "$name"
-	info "B $(wire delta "$TMP/$name.before" "$TMP/$name.after"); the $name peer: $(grep -E '^handshake' "$TMP/$name.self") $(grep -E '^handshaker' "$TMP/$name.self")"
+	info "B $(wire delta "$TMP/$name.before" "$TMP/$name.after"); the $name peer: $(grep -E '^handshake' "$TMP/$name.self" | tr '\n' ' ')"
 	((PING_RECEIVED == PING_SENT)) || fail "A's ping through the tunnel lost $((PING_SENT - PING_RECEIVED)) of $PING_SENT while the $name peer tried"
 	[[ $(stat_value "$TMP/$name.self" handshake completed) == 0 ]] || fail "the $name peer completed a handshake"
 	expect_alive "$TUN2"
@@ -211,7 +211,8 @@ low_order_config() {
 	monitor=$!
 	STARTED_PIDS+=("$monitor")
 	sleep 0.2
-	n1 timeout --foreground 10 "$PIPEVPN" up "$conf" --interface "$TUN3" >"$TMP/$1.out" 2>&1 || rc=$?
+	echo "+ [$NS1] $PIPEVPN up $conf --interface $TUN3" >&2
+	ip netns exec "$NS1" timeout --foreground 10 "$PIPEVPN" up "$conf" --interface "$TUN3" >"$TMP/$1.out" 2>&1 || rc=$?
 	sleep 0.3
 	kill "$monitor"
 	wait "$monitor" || true

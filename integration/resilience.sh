@@ -40,8 +40,8 @@ sed 's|^PrivateKey = .*|PrivateKey = not-a-key|' "$TMP/b.conf" >"$TMP/bad-key.co
 refused bad-key "$TMP/bad-key.conf" "bad-key\.conf:2: .*(base64|key)"
 sed 's|^PublicKey = .*|PublicKey = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=|' "$TMP/b.conf" >"$TMP/low-order.conf"
 refused low-order "$TMP/low-order.conf" "low.order"
-sed 's|^Address = .*|Address = fd00::2/64|' "$TMP/b.conf" >"$TMP/ipv6.conf"
-refused ipv6-address "$TMP/ipv6.conf" "IPv6"
+sed 's|^MTU = .*|MTU = 100|' "$TMP/b.conf" >"$TMP/bad-mtu.conf"
+refused bad-mtu "$TMP/bad-mtu.conf" "bad-mtu\.conf:5: .*MTU"
 {
 	cat "$TMP/b.conf"
 	echo "Endpoint = no-such-host.invalid:51820"
