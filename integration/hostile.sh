@@ -130,6 +130,8 @@ wrong_key_peer() {
 	info "B $(wire delta "$TMP/$name.before" "$TMP/$name.after"); the $name peer: $(grep -E '^handshake' "$TMP/$name.self" | tr '\n' ' ')"
 	((PING_RECEIVED == PING_SENT)) || fail "A's ping through the tunnel lost $((PING_SENT - PING_RECEIVED)) of $PING_SENT while the $name peer tried"
 	[[ $(stat_value "$TMP/$name.self" handshake completed) == 0 ]] || fail "the $name peer completed a handshake"
+	[[ $(stat_value "$TMP/$name.after" handshake completed) == "$(stat_value "$TMP/$name.before" handshake completed)" ]] ||
+		fail "B completed a handshake while only the $name peer initiated"
 	expect_alive "$TUN2"
 }
 
