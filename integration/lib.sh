@@ -56,6 +56,9 @@ exec 3>&1 4>&2
 
 log() { echo "# $*" >&2; }
 
+# info TEXT: a measurement worth keeping, on stdout beside the PASS/FAIL lines.
+info() { echo "INFO ${CURRENT_SCENARIO:-setup}: $*" >&3; }
+
 # ---- scenario bookkeeping -------------------------------------------------------
 
 scenario() {
@@ -418,6 +421,160 @@ check_stats() {
 		fail "stats of $1: no completed handshake (handshake completed=$n)"
 	fi
 	[[ $(stat_value "$file" handshake last_ms) =~ ^[0-9]+$ ]] || fail "stats of $1: no 'handshake last_ms=N'"
+}
+
+# ---- hostile-network helpers (hostile.sh, resilience.sh, interop_more.sh) ----------
+
+WIRE="$REPO_ROOT/integration/wire.py"
+TUN3="${PREFIX}t3" TUN4="${PREFIX}t4"
+
+# make_attacker: ns3 joined to B by its own veth ($VETH3 10.97.0.1 on B,
+# $VETH4 10.97.0.2 in ns3), so it reaches B's listening port, and nothing else.
+make_attacker() {
+	add_ns "$NS3"
+	link_ns "$NS2" "$VETH3" "$INTERNET_GW" "$NS3" "$VETH4" "$INTERNET_HOST"
+	n3 ping -c1 -W2 -q "$INTERNET_GW" >&2
+}
+
+# wire ARGS...: integration/wire.py (floods, pcap extraction, crafted messages, stats).
+wire() { python3 "$WIRE" "$@"; }
+
+# start_capture NAME NS IFACE FILTER...: tcpdump into $TMP/NAME.pcap until stop_capture.
+declare -A CAPTURE_PID=()
+start_capture() {
+	local name=$1 ns=$2 iface=$3
+	shift 3
+	echo "+ [$ns] tcpdump -i $iface -w $TMP/$name.pcap $* &" >&2
+	env --default-signal=INT ip netns exec "$ns" tcpdump -i "$iface" -n -U -Z root -w "$TMP/$name.pcap" "$@" >"$TMP/$name.tcpdump" 2>&1 &
+	CAPTURE_PID[$name]=$!
+	STARTED_PIDS+=("$!")
+	wait_until 10 "tcpdump ($name) to listen on $iface" grep -q "listening on" "$TMP/$name.tcpdump"
+}
+
+# stop_capture NAME: SIGINT (tcpdump writes what it has) and wait for the exit.
+stop_capture() {
+	local pid=${CAPTURE_PID[$1]}
+	# Packets sent just before may still be on their way through the stack.
+	sleep 0.3
+	kill -INT "$pid"
+	wait_until 10 "tcpdump ($1) to exit" eval "! alive $pid"
+	wait "$pid" || true
+	log "capture $1: $(grep -E 'captured|dropped by kernel' "$TMP/$1.tcpdump" | tr '\n' ' ')"
+}
+
+# start_ping NAME NS ADDR INTERVAL: a timestamped ping (-D) in the background,
+# into $TMP/NAME.ping, until stop_ping NAME.
+declare -A PING_PID=()
+start_ping() {
+	echo "+ [$2] ping -D -i $4 $3 > $1.ping &" >&2
+	env --default-signal=INT ip netns exec "$2" ping -D -n -i "$4" -W 1 "$3" >"$TMP/$1.ping" 2>&1 &
+	PING_PID[$1]=$!
+	STARTED_PIDS+=("$!")
+}
+
+# stop_ping NAME: SIGINT, then PING_SENT and PING_RECEIVED from ping's summary.
+stop_ping() {
+	local pid=${PING_PID[$1]} summary
+	kill -INT "$pid"
+	wait_until 10 "ping ($1) to exit" eval "! alive $pid"
+	wait "$pid" || true
+	summary=$(grep -E 'packets transmitted' "$TMP/$1.ping" || true)
+	[[ $summary =~ ([0-9]+)\ packets\ transmitted,\ ([0-9]+)\ received ]] ||
+		fail "ping ($1) printed no summary: $(tail -n 3 "$TMP/$1.ping" | tr '\n' ' ')"
+	PING_SENT=${BASH_REMATCH[1]} PING_RECEIVED=${BASH_REMATCH[2]}
+	log "ping $1: $summary"
+}
+
+# first_reply_after NAME T: seconds from T (epoch, fractional) to the first answer
+# ping NAME got after T; empty if none.
+first_reply_after() {
+	awk -v t="$2" -F'[][]' '/bytes from/ && $2 + 0 > t + 0 { printf "%.2f\n", $2 - t; exit }' "$TMP/$1.ping"
+}
+
+now_epoch() { date +%s.%N; }
+
+# fresh_stats IFACE OUT: copies the stats file of a pipevpn peer once it has been
+# rewritten after this call, so it holds every counter change made before it.
+fresh_stats() {
+	local file="$TMP/$1.stats"
+	touch "$TMP/stats.mark"
+	sleep 0.05
+	wait_until 5 "pipevpn on $1 to rewrite its stats file" test "$file" -nt "$TMP/stats.mark"
+	cp "$file" "$2"
+}
+
+# udp_counter NS FIELD: a Udp counter of the namespace (/proc/net/snmp), e.g. InDatagrams.
+udp_counter() {
+	# shellcheck disable=SC2016 # awk's own $fields
+	ip netns exec "$1" awk -v f="$2" '$1 == "Udp:" { if (!c) { for (i = 2; i <= NF; i++) if ($i == f) c = i } else { print $c; exit } }' /proc/net/snmp
+}
+
+# set_conf FILE KEY VALUE: replaces (or adds to [Interface]) one `KEY = value` line.
+set_conf() {
+	if grep -qiE "^[[:space:]]*$2[[:space:]]*=" "$1"; then
+		sed -i -E "s|^[[:space:]]*$2[[:space:]]*=.*|$2 = $3|I" "$1"
+	else
+		sed -i -E "s|^\[Interface\]$|[Interface]\n$2 = $3|" "$1"
+	fi
+}
+
+# iperf_start NAME SECONDS: TCP from A to B's tunnel address for SECONDS, with
+# one-second intervals, in the background (JSON in $TMP/NAME.json); iperf_wait NAME.
+declare -A IPERF_PID=()
+iperf_start() {
+	ip netns exec "$NS2" iperf3 -s -1 -B "$INNER2" -p 5201 >"$TMP/$1.server" 2>&1 &
+	STARTED_PIDS+=("$!")
+	wait_until 10 "iperf3 server on $INNER2:5201" eval "ip netns exec $NS2 ss -Htln 'sport = :5201' | grep -q ."
+	echo "+ [$NS1] iperf3 -c $INNER2 -t $2 -i 1 -J > $1.json &" >&2
+	ip netns exec "$NS1" timeout --foreground $(($2 + 30)) iperf3 -c "$INNER2" -p 5201 -t "$2" -i 1 -J --connect-timeout 5000 >"$TMP/$1.json" 2>&1 &
+	IPERF_PID[$1]=$!
+	STARTED_PIDS+=("$!")
+}
+
+# iperf_wait NAME: waits for the client; then IPERF_MBPS, IPERF_RETRANS, IPERF_WORST
+# and IPERF_MEDIAN (Mbit/s of the slowest and the median second), IPERF_ZERO
+# (seconds without data), IPERF_SECONDS (Mbit/s of each second, space-separated),
+# IPERF_RETRANS_SECONDS (retransmits in each second, comma-separated).
+iperf_wait() {
+	local pid=${IPERF_PID[$1]} rc=0
+	wait_until 90 "iperf3 ($1) to finish" eval "! alive $pid"
+	wait "$pid" || rc=$?
+	((rc == 0)) || fail "iperf3 ($1) failed: $(python3 -c 'import json,sys; print(json.load(sys.stdin).get("error","?"))' <"$TMP/$1.json" 2>/dev/null)"
+	read -r IPERF_MBPS IPERF_RETRANS IPERF_WORST IPERF_MEDIAN IPERF_ZERO IPERF_RETRANS_SECONDS IPERF_SECONDS < <(python3 -c '
+import json, statistics, sys
+d = json.load(sys.stdin)
+whole = [i["sum"] for i in d["intervals"] if i["sum"]["seconds"] > 0.5]
+bps = [s["bits_per_second"] / 1e6 for s in whole]
+print(int(d["end"]["sum_received"]["bits_per_second"] / 1e6), d["end"]["sum_sent"].get("retransmits", 0),
+      int(min(bps)), int(statistics.median(bps)), sum(1 for b in bps if b == 0),
+      ",".join(str(s.get("retransmits", 0)) for s in whole), " ".join(str(int(b)) for b in bps))' <"$TMP/$1.json")
+}
+
+# roam_a ADDRESS: A's underlay address becomes ADDRESS (added, made the source of
+# its routes, then the old one removed), as when a laptop changes networks.
+roam_a() {
+	n1 ip addr add "$1/32" dev "$VETH1"
+	n1 ip route replace "$GATEWAY1" dev "$VETH1" scope link src "$1"
+	n1 ip route replace default via "$GATEWAY1" dev "$VETH1" src "$1"
+	n1 ip addr del "$UNDER1/32" peer "$GATEWAY1/32" dev "$VETH1"
+}
+
+# restart_peer IFACE CONF DOWN PING: stops a peer with SIGTERM, starts it again with
+# the same config after DOWN seconds, and fails unless the running ping PING (see
+# start_ping) is answered again within 10 s of the peer being back; RECOVERY_SECS.
+restart_peer() {
+	local iface=$1 conf=$2 down=$3 ping=$4 ns=${NS_OF[$1]} impl=${IMPL_OF[$1]} back
+	cp "${LOG_OF[$iface]}" "${LOG_OF[$iface]}.before-restart"
+	stop_impl "$iface"
+	[[ $STOP_RC == 0 ]] || fail "$impl on $iface: exit status $STOP_RC after SIGTERM"
+	sleep "$down"
+	start_impl "$impl" "$ns" "$iface" "$conf"
+	back=$(now_epoch)
+	wait_until 30 "an answer to ping $ping after $iface came back" eval "[[ -n \$(first_reply_after $ping $back) ]]"
+	RECOVERY_SECS=$(first_reply_after "$ping" "$back")
+	info "$impl on $iface down ${down}s: ping answered again ${RECOVERY_SECS}s after it came back"
+	python3 -c "import sys; sys.exit(0 if $RECOVERY_SECS <= 10 else 1)" ||
+		fail "traffic resumed only ${RECOVERY_SECS}s after $iface came back (limit 10 s)"
 }
 
 # ---- cleanup --------------------------------------------------------------------

@@ -1,7 +1,9 @@
 //! The network-namespace scenarios in `integration/`, one test per script, each
 //! against the `pipevpn` binary cargo just built. They need root, iproute2,
-//! ping, iperf3, wg and wireguard-go: a missing prerequisite fails the test with
-//! the script's own message, it is never skipped.
+//! ping, iperf3, tcpdump, python3, wg and wireguard-go: a missing prerequisite
+//! fails the test with the script's own message, it is never skipped.
+//! Measurements the scripts print as `INFO` lines are shown beside the `PASS`
+//! lines (`--nocapture`).
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -31,7 +33,10 @@ fn run_scenario(name: &str) {
         "{script} failed ({}):\n{text}",
         output.status
     );
-    for line in text.lines().filter(|l| l.starts_with("PASS ")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("INFO "))
+    {
         println!("{line}");
     }
 }
@@ -59,4 +64,19 @@ fn interop() {
 #[test]
 fn ipv6() {
     run_scenario("ipv6");
+}
+
+#[test]
+fn hostile() {
+    run_scenario("hostile");
+}
+
+#[test]
+fn resilience() {
+    run_scenario("resilience");
+}
+
+#[test]
+fn interop_more() {
+    run_scenario("interop_more");
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# pipevpn (A, ns1, the initiator) against wireguard-go (B, ns2) beyond the first
+# handshake: pipevpn rekeying every few seconds (short timers on its side only;
+# wireguard-go keeps its own) under traffic, each side restarting, and pipevpn's
+# underlay address changing mid-transfer.
+# shellcheck source=integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_tools pipevpn wggo
+
+scenario topology
+make_topology
+pass
+
+# wg_latest IFACE: wireguard-go's latest handshake time (epoch seconds) with A.
+wg_latest() { ip netns exec "${NS_OF[$1]}" wg show "$1" latest-handshakes | awk '{print $2}'; }
+
+# pipevpn as initiator rekeys every 5 s; wireguard-go must answer each handshake and
+# move to each new keypair while 20 s of TCP and a ping run.
+scenario interop-rekey
+export PIPEVPN_TEST_TIMING="rekey_after=5,reject_after=12,keepalive=2"
+setup_pair a no
+start_pair pipevpn wggo a
+unset PIPEVPN_TEST_TIMING
+wait_for_handshake "$NS1" "$INNER2"
+start_ping rekey "$NS2" "$INNER1" 0.05
+iperf_start rekey 20
+iperf_wait rekey
+stop_ping rekey
+sleep 1.2
+hs_a=$(stat_value "$TMP/$TUN1.stats" handshake completed)
+age=$(($(date +%s) - $(wg_latest "$TUN2")))
+info "20 s TCP: $IPERF_MBPS Mbit/s, $IPERF_RETRANS retransmits, slowest second $IPERF_WORST Mbit/s (median $IPERF_MEDIAN), retransmits per second $IPERF_RETRANS_SECONDS; pipevpn completed $hs_a handshakes; wireguard-go's latest is ${age}s old; B->A ping $PING_RECEIVED/$PING_SENT"
+info "A: $(tr '\n' ' ' <"$TMP/$TUN1.stats")"
+((hs_a >= 4)) || fail "pipevpn completed only $hs_a handshakes in 20 s with rekey_after=5"
+((age <= 7)) || fail "wireguard-go's latest handshake is ${age}s old: it did not follow the rekeys"
+((IPERF_ZERO == 0)) || fail "$IPERF_ZERO one-second intervals without data"
+((IPERF_WORST * 100 >= IPERF_MEDIAN)) || fail "the slowest second ($IPERF_WORST Mbit/s) is under 1% of the median ($IPERF_MEDIAN Mbit/s): a stall"
+((PING_SENT - PING_RECEIVED <= PING_SENT / 100)) || fail "B->A ping lost $((PING_SENT - PING_RECEIVED)) of $PING_SENT across the rekeys"
+stop_pair
+pass
+
+# wireguard-go restarts (A must find it again by itself: see resilience.sh for why
+# it stays down 7 s), then pipevpn restarts (wireguard-go must take the new
+# handshake), with A's ping running throughout.
+scenario interop-restart
+setup_pair a no
+start_pair pipevpn wggo a
+wait_for_handshake "$NS1" "$INNER2"
+start_ping restart "$NS1" "$INNER2" 0.2
+restart_peer "$TUN2" "$TMP/b.conf" 7 restart
+restart_peer "$TUN1" "$TMP/a.conf" 1 restart
+stop_ping restart
+ping_ok "$NS2" "$INNER1"
+stop_pair
+pass
+
+# pipevpn's underlay address changes during a transfer: wireguard-go must follow.
+ROAMED=10.98.0.11
+scenario interop-roaming
+setup_pair a no
+start_pair pipevpn wggo a
+wait_for_handshake "$NS1" "$INNER2"
+iperf_start roam 10
+sleep 4
+roam_a "$ROAMED"
+iperf_wait roam
+endpoint=$(ip netns exec "$NS2" wg show "$TUN2" endpoints | awk '{print $2}')
+info "10 s TCP: $IPERF_MBPS Mbit/s, Mbit/s per second (the change at ~4 s): $IPERF_SECONDS; wireguard-go's endpoint for A: $endpoint"
+[[ $endpoint == "$ROAMED:$PORT" ]] || fail "wireguard-go's endpoint for A is $endpoint, not $ROAMED:$PORT"
+((IPERF_ZERO == 0)) || fail "$IPERF_ZERO one-second intervals without data around the address change"
+ping_ok "$NS1" "$INNER2"
+ping_ok "$NS2" "$INNER1"
+stop_pair
+pass

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Hostile-network tools for the netns scenarios: floods, pcap extraction,
+crafted WireGuard messages, and stats-file arithmetic.
+
+Subcommands (all output is JSON on stdout unless noted):
+  flood HOST PORT COUNT                  random datagrams of 0..2000 bytes
+  extract PCAP SRC_IP                    UDP payloads sent by SRC_IP, as hex lines
+  send HOST PORT FILE [GAP]              send each hex line of FILE as one datagram
+  craft CAPTURED PUBKEY OUT              malformed messages from captured ones
+  lowinit PUBKEY OUT                     initiations with low-order ephemerals, valid mac1
+  count PCAP SRC_IP                      datagrams from SRC_IP by message type
+  stats FILE                             a --stats-file as JSON
+  delta BEFORE AFTER                     per-reason drop deltas summed over stages
+  expect BEFORE AFTER EXPECTED           exit 1 unless the drop deltas equal EXPECTED
+"""
+
+import base64
+import hashlib
+import json
+import os
+import random
+import socket
+import struct
+import sys
+import time
+
+INITIATION, RESPONSE, COOKIE, TRANSPORT = 1, 2, 3, 4
+LENGTHS = {INITIATION: 148, RESPONSE: 92, COOKIE: 64}
+
+# Curve25519 points of small order (the published list), little-endian u-coordinates.
+LOW_ORDER = [
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+]
+
+
+def udp_socket():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    return s
+
+
+def send_all(sock, dest, datagram):
+    """sendto, retrying while the local queue is full; False if refused."""
+    while True:
+        try:
+            sock.sendto(datagram, dest)
+            return True
+        except BlockingIOError:
+            time.sleep(0.0005)
+        except OSError as e:
+            if e.errno == 105:  # ENOBUFS: the qdisc is full, wait a little
+                time.sleep(0.0005)
+                continue
+            return False
+
+
+def flood(host, port, count):
+    """Random datagrams: half pure noise, half with a plausible type field so
+    they reach the deeper checks (handshake lengths, transport lookup)."""
+    sock = udp_socket()
+    dest = (host, int(port))
+    kinds = {}
+    sent = errors = empty = 0
+    start = time.monotonic()
+    for _ in range(int(count)):
+        pick = random.random()
+        if pick < 0.5:
+            kind, body = "noise", os.urandom(random.randint(0, 2000))
+        elif pick < 0.7:
+            kind = "transport"
+            body = struct.pack("<I", TRANSPORT) + os.urandom(random.randint(28, 1996))
+        else:
+            t = random.choice([INITIATION, RESPONSE, COOKIE])
+            kind = {INITIATION: "initiation", RESPONSE: "response", COOKIE: "cookie"}[t]
+            body = struct.pack("<I", t) + os.urandom(LENGTHS[t] - 4)
+        if send_all(sock, dest, body):
+            sent += 1
+            empty += len(body) == 0
+            kinds[kind] = kinds.get(kind, 0) + 1
+        else:
+            errors += 1
+    took = time.monotonic() - start
+    print(json.dumps({"sent": sent, "empty": empty, "errors": errors,
+                      "seconds": round(took, 3), "kinds": kinds}))
+
+
+def pcap_udp(path):
+    """(src_ip, dst_ip, payload) of each IPv4/UDP packet of an Ethernet pcap."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    at = 24
+    while at + 16 <= len(data):
+        _, _, caplen, _ = struct.unpack(endian + "IIII", data[at:at + 16])
+        frame = data[at + 16:at + 16 + caplen]
+        at += 16 + caplen
+        if linktype == 1:  # Ethernet
+            if len(frame) < 14 or frame[12:14] != b"\x08\x00":
+                continue
+            ip = frame[14:]
+        elif linktype == 113:  # Linux cooked
+            if len(frame) < 16 or frame[14:16] != b"\x08\x00":
+                continue
+            ip = frame[16:]
+        else:
+            continue
+        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
+            continue
+        frag = struct.unpack(">H", ip[6:8])[0]
+        if frag & 0x3FFF:  # a fragment: not a whole datagram
+            continue
+        ihl = (ip[0] & 15) * 4
+        total = struct.unpack(">H", ip[2:4])[0]
+        udp = ip[ihl:total]
+        yield socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20]), udp[8:]
+
+
+def msg_type(payload):
+    if len(payload) < 4:
+        return "short"
+    t = struct.unpack("<I", payload[:4])[0]
+    return {1: "initiation", 2: "response", 3: "cookie", 4: "transport"}.get(t, "other")
+
+
+def extract(path, src):
+    for s, _, payload in pcap_udp(path):
+        if s == src:
+            print(payload.hex())
+
+
+def send(host, port, path, gap="0"):
+    """One datagram per line `HEX  # comment`; an empty HEX is an empty datagram."""
+    sock = udp_socket()
+    n = 0
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            send_all(sock, (host, int(port)), bytes.fromhex(line.split("#")[0].strip()))
+            n += 1
+            time.sleep(float(gap))
+    print(json.dumps({"sent": n}))
+
+
+def count(path, src):
+    kinds = {}
+    for s, _, payload in pcap_udp(path):
+        if s == src:
+            k = msg_type(payload)
+            kinds[k] = kinds.get(k, 0) + 1
+    print(json.dumps(kinds))
+
+
+def mac1(pubkey, msg):
+    key = hashlib.blake2s(b"mac1----" + pubkey).digest()
+    return hashlib.blake2s(msg, key=key, digest_size=16).digest()
+
+
+def with_mac1(pubkey, msg):
+    """Sets mac1 (and zeroes mac2) of an initiation or response."""
+    end = len(msg) - 32
+    return msg[:end] + mac1(pubkey, msg[:end]) + bytes(16)
+
+
+def captured(path):
+    """The longest captured message of each type (hex lines in): for
+    transport, a data packet rather than a keepalive."""
+    found = {}
+    with open(path) as f:
+        for line in f:
+            p = bytes.fromhex(line.strip())
+            if len(p) > len(found.get(msg_type(p), b"")):
+                found[msg_type(p)] = p
+    return found
+
+
+def craft(captured_path, pubkey_b64, out):
+    """Every type cut short and made long, reserved bytes set, unknown types,
+    fresh transport counters under bad tags, oversized datagrams. Writes hex
+    lines to OUT and prints the drop reasons they must be counted under."""
+    pub = base64.b64decode(pubkey_b64)
+    got = captured(captured_path)
+    for need in ("initiation", "response", "transport"):
+        if need not in got:
+            sys.exit(f"craft: no captured {need} in {captured_path}")
+    init, resp, trans = got["initiation"], got["response"], got["transport"]
+    cookie = struct.pack("<I", COOKIE) + os.urandom(60)
+    fresh = trans[:8] + struct.pack("<Q", 1 << 40) + trans[16:]  # a counter never used
+    items = []  # (datagram, reason, why)
+
+    def add(d, reason, why):
+        items.append((d, reason, why))
+
+    for name, m in (("initiation", init), ("response", resp), ("cookie", cookie)):
+        add(m[:-1], "bad_length", f"{name} one byte short")
+        add(m + b"\0", "bad_length", f"{name} one byte long")
+        add(m[:32], "bad_length", f"{name} cut to 32 bytes")
+        add(m[:31], "too_short", f"{name} cut to 31 bytes")
+        add(m + bytes(100), "bad_length", f"{name} 100 bytes long")
+    add(trans[:31], "too_short", "transport cut to 31 bytes")
+    add(trans[:1], "too_short", "one byte")
+    add(trans[:4], "too_short", "type field only")
+    add(fresh[:32], "decrypt", "transport cut to header + 16 (fresh counter)")
+    add(fresh[:-1], "decrypt", "transport one byte short (fresh counter)")
+    add(fresh + bytes(16), "decrypt", "transport 16 bytes long (fresh counter)")
+    add(trans[:4] + os.urandom(4) + trans[8:], "unknown_index", "transport to a random index")
+    for i, m in enumerate((init, resp, cookie, trans)):
+        r = 1 + i % 3
+        add(m[:r] + b"\x01" + m[r + 1:], "unknown_type", f"{msg_type(m)} with reserved byte {r} set")
+    for t in (0, 5, 255, 0x01000000):
+        add(struct.pack("<I", t) + os.urandom(60), "unknown_type", f"type {t:#x}")
+    for size in (1500, 9000, 65000):
+        add(fresh[:16] + os.urandom(size - 16), "oversized", f"transport of {size} bytes")
+    # Right length and mac1, nonsense inside: the full handshake check fails.
+    add(with_mac1(pub, init[:8] + os.urandom(108) + bytes(32)), "handshake_failed",
+        "initiation with valid mac1, random contents")
+    add(init[:116] + bytes(16) + init[132:], "bad_mac1", "initiation with mac1 zeroed")
+    add(cookie, "unexpected_message", "cookie reply with no handshake of ours pending")
+    # Its mac1 is keyed with the initiator's public key, not the responder's.
+    add(resp, "bad_mac1", "captured response sent back to the responder")
+    write_items(items, out)
+
+
+def lowinit(pubkey_b64, out):
+    """An initiation per low-order point as the ephemeral key, with a valid
+    mac1, so it passes the cheap checks and reaches the DH."""
+    pub = base64.b64decode(pubkey_b64)
+    items = []
+    for point in LOW_ORDER:
+        body = struct.pack("<II", INITIATION, random.getrandbits(32)) + bytes.fromhex(point)
+        body += os.urandom(48 + 28)
+        items.append((with_mac1(pub, body + bytes(32)), "handshake_failed",
+                      f"initiation with ephemeral {point[:8]}..."))
+    write_items(items, out)
+
+
+def write_items(items, out):
+    with open(out, "w") as f:
+        for d, reason, why in items:
+            f.write(f"{d.hex()}  # {reason}: {why}\n")
+    expected = {}
+    for _, reason, _ in items:
+        expected[reason] = expected.get(reason, 0) + 1
+    print(json.dumps(expected, sort_keys=True))
+
+
+def stats(path):
+    """{stage: {field: int}} from a --stats-file."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            words = line.split()
+            if not words:
+                continue
+            out[words[0]] = {k: int(v) for k, v in (w.split("=", 1) for w in words[1:])}
+    return out
+
+
+def delta(before, after):
+    """Drop deltas by reason summed over the stages, plus per-stage packet and
+    drop deltas."""
+    a, b = stats(before), stats(after)
+    reasons, stages = {}, {}
+    for stage, fields in b.items():
+        old = a.get(stage, {})
+        for k, v in fields.items():
+            d = v - old.get(k, 0)
+            if k.startswith("drop_") and d:
+                reasons[k[5:]] = reasons.get(k[5:], 0) + d
+            if k in ("packets", "drops", "completed"):
+                stages[f"{stage}.{k}"] = d
+    return {"reasons": reasons, "stages": stages}
+
+
+def expect(before, after, expected_json):
+    d = delta(before, after)
+    expected = json.loads(expected_json)
+    print(json.dumps(d, sort_keys=True))
+    if d["reasons"] != expected:
+        sys.exit(f"drop counters {json.dumps(d['reasons'], sort_keys=True)}, "
+                 f"expected {json.dumps(expected, sort_keys=True)}")
+
+
+def main():
+    cmds = {"flood": flood, "extract": extract, "send": send, "craft": craft,
+            "lowinit": lowinit, "count": count,
+            "stats": lambda p: print(json.dumps(stats(p))),
+            "delta": lambda a, b: print(json.dumps(delta(a, b), sort_keys=True)),
+            "expect": expect}
+    if len(sys.argv) < 2 or sys.argv[1] not in cmds:
+        sys.exit(__doc__)
+    cmds[sys.argv[1]](*sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
