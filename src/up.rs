@@ -170,17 +170,19 @@ fn inner_ipv6(config: &Config) -> Result<bool> {
     Ok(ipv6)
 }
 
-/// MTU, IPv6 on (static addresses only) or off, addresses (the first IPv4
+/// IPv6 on (static addresses only) or off, MTU, addresses (the first IPv4
 /// one as the interface's own, more as `name:N` aliases; IPv6 ones are
 /// simply added), then up: in this order, so the kernel never sends IPv6
 /// autoconfiguration into the tunnel.
 fn configure_interface(name: &str, addresses: &[Cidr], mtu: u16, ipv6: bool) -> Result<()> {
-    iface::set_mtu(name, u32::from(mtu))?;
+    // IPv6 settings before the MTU: below 1280 the kernel removes the
+    // device's IPv6 settings, and writing them would then fail.
     if ipv6 {
         iface::enable_static_ipv6(name)?;
     } else {
         iface::disable_ipv6(name)?;
     }
+    iface::set_mtu(name, u32::from(mtu))?;
     let mut v4_count = 0;
     for cidr in addresses {
         match cidr.addr {

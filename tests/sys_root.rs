@@ -143,8 +143,8 @@ fn tun_up(name: &str, addr: Ipv4Addr) -> Tun {
 /// only, up: in the order `pipevpn up` uses.
 fn tun_up_dual(name: &str, addr4: Ipv4Addr, addr6: Ipv6Addr) -> Tun {
     let tun = Tun::open(name).unwrap();
-    set_mtu(name, 1420).unwrap();
     enable_static_ipv6(name).unwrap();
+    set_mtu(name, 1420).unwrap();
     set_ipv4_address(name, addr4).unwrap();
     set_ipv4_netmask(name, 24).unwrap();
     set_ipv6_address(name, addr6, 64).unwrap();
@@ -829,5 +829,26 @@ fn dual_stack_socket_talks_to_ipv4_and_ipv6_peers() {
                 (&b"back"[..], peer_at)
             );
         }
+    });
+}
+
+#[test]
+fn more_ipv4_addresses_go_on_alias_labels_and_small_mtus_work() {
+    in_netns(|| {
+        let _tun = tun_up("pvt9", Ipv4Addr::new(10, 99, 9, 1));
+        set_ipv4_address("pvt9:1", Ipv4Addr::new(10, 99, 19, 1)).unwrap();
+        set_ipv4_netmask("pvt9:1", 24).unwrap();
+        let v4 = ip("-o -4 addr show dev pvt9");
+        assert!(v4.contains("inet 10.99.9.1/24"), "{v4}");
+        assert!(
+            v4.contains("inet 10.99.19.1/24") && v4.contains("pvt9:1"),
+            "{v4}"
+        );
+        assert!(set_ipv4_address("pvt9:x", Ipv4Addr::new(10, 99, 29, 1)).is_err());
+        // The order `up` uses: IPv6 off, then an MTU below IPv6's minimum.
+        let _small = Tun::open("pvt10").unwrap();
+        disable_ipv6("pvt10").unwrap();
+        set_mtu("pvt10", 1200).unwrap();
+        set_up("pvt10").unwrap();
     });
 }

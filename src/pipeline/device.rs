@@ -38,13 +38,34 @@ pub struct Written {
 /// The UDP side: WireGuard datagrams to and from the peer.
 pub trait UdpDevice: Send + Sync {
     /// Waits for datagrams, then receives what is ready into the free slots
-    /// of `batch` (at offset 0, with source addresses). A datagram too big
-    /// for a slot is pushed with length 0 and counted by the caller through
-    /// the return value's second field. Returns None once `stop` is set.
-    fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<usize>>;
+    /// of `batch` (at offset 0, with source addresses). A datagram that is
+    /// empty or too big for a slot takes a slot of length 0 and is reported
+    /// in [`Unfit`] for the caller to count. Returns None once `stop` is set.
+    fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>>;
     /// Sends the datagrams of the given slots to `dest`.
     fn send_batch(&self, batch: &Batch, dest: SocketAddr) -> io::Result<()>;
     fn send_to(&self, datagram: &[u8], dest: SocketAddr) -> io::Result<()>;
+}
+
+/// Datagrams a receive took off the socket but could not keep.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Unfit {
+    pub oversized: usize,
+    pub empty: usize,
+}
+
+impl Unfit {
+    /// Notes a datagram of `len` bytes (`truncated` if it did not fit);
+    /// returns the length to keep, 0 for one that is unfit.
+    pub fn check(&mut self, len: usize, truncated: bool) -> usize {
+        if truncated {
+            self.oversized += 1;
+            0
+        } else {
+            self.empty += usize::from(len == 0);
+            len
+        }
+    }
 }
 
 /// Repeats a non-blocking `attempt` until it yields or `stop` is set,
@@ -239,7 +260,7 @@ impl TunDevice for OffloadTun {
 }
 
 impl UdpDevice for UdpSocket {
-    fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<usize>> {
+    fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>> {
         let mut meta = [RecvMeta {
             len: 0,
             addr: NO_ADDR,
@@ -248,12 +269,11 @@ impl UdpDevice for UdpSocket {
         read_when_ready(self.as_raw_fd(), stop, || {
             match recv_many(self, batch.free_slots_mut(), &mut meta) {
                 Ok(n) => {
-                    let mut truncated = 0;
+                    let mut unfit = Unfit::default();
                     for m in &meta[..n] {
-                        truncated += usize::from(m.truncated);
-                        batch.push(if m.truncated { 0 } else { m.len }, m.addr);
+                        batch.push(unfit.check(m.len, m.truncated), m.addr);
                     }
-                    Ok(Some(truncated))
+                    Ok(Some(unfit))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),

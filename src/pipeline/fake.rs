@@ -2,7 +2,7 @@
 //! the criterion benchmark) without root. Their channels are bounded, so a
 //! slow consumer pushes back exactly as a full kernel queue would.
 
-use super::device::{TunDevice, UdpDevice, Written};
+use super::device::{TunDevice, UdpDevice, Unfit, Written};
 use super::pool::{Batch, HEADROOM, NO_ADDR};
 use crate::sys::poll::StopFd;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
@@ -134,19 +134,16 @@ impl FakeUdp {
 }
 
 impl UdpDevice for FakeUdp {
-    fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<usize>> {
-        let mut truncated = 0;
+    fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>> {
+        let mut unfit = Unfit::default();
         let got = recv_ready(&self.rx, stop, batch, |b, (dgram, from)| {
             let slot = b.free_slots_mut().next().expect("batch not full");
-            if dgram.len() > slot.len() {
-                truncated += 1;
-                b.push(0, from);
-            } else {
-                slot[..dgram.len()].copy_from_slice(&dgram);
-                b.push(dgram.len(), from);
-            }
+            let truncated = dgram.len() > slot.len();
+            let len = dgram.len().min(slot.len());
+            slot[..len].copy_from_slice(&dgram[..len]);
+            b.push(unfit.check(len, truncated), from);
         });
-        Ok(got.map(|()| truncated))
+        Ok(got.map(|()| unfit))
     }
 
     fn send_batch(&self, batch: &Batch, dest: SocketAddr) -> io::Result<()> {

@@ -23,14 +23,15 @@ pub fn udp_receiver(
 ) -> io::Result<()> {
     loop {
         let mut batch = pool.get();
-        let truncated = match udp.recv_batch(&mut batch, stop) {
-            Ok(Some(n)) => n,
+        let unfit = match udp.recv_batch(&mut batch, stop) {
+            Ok(Some(unfit)) => unfit,
             Ok(None) => return Ok(()),
             // ICMP errors for earlier sends surface here; they are not ours to die of.
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
             Err(e) => return Err(e),
         };
-        (0..truncated).for_each(|_| stats.drop(DropReason::Oversized));
+        (0..unfit.oversized).for_each(|_| stats.drop(DropReason::Oversized));
+        (0..unfit.empty).for_each(|_| stats.drop(DropReason::TooShort));
         if !batch.has_packets() {
             continue;
         }

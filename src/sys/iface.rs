@@ -47,8 +47,20 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 /// An ifreq naming `name`, everything else zero.
+/// `name` may be an address label `NAME:N`, which names an alias of NAME
+/// (how an interface gets more than one IPv4 address through ioctls).
 pub(super) fn ifreq(name: &str) -> Result<libc::ifreq> {
-    validate_name(name)?;
+    let base = match name.split_once(':') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    };
+    validate_name(base)?;
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(Error::Input(format!(
+            "address label '{name}' is longer than {} bytes",
+            libc::IFNAMSIZ - 1
+        )));
+    }
     // SAFETY: ifreq is plain C data (a name array and a union of integers,
     // sockaddrs and pointers) for which all-zero bytes are a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
