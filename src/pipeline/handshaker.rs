@@ -79,6 +79,16 @@ pub struct Handshaker<'a> {
     pub state: State,
 }
 
+impl State {
+    /// Our pending attempt, if `receiver` is its index.
+    fn attempt_answered_by(&self, receiver: u32) -> Result<&Attempt, DropReason> {
+        self.attempt
+            .as_ref()
+            .filter(|a| a.state.sender_index == receiver)
+            .ok_or(DropReason::UnexpectedMessage)
+    }
+}
+
 /// What the handshaker remembers between messages and ticks.
 #[derive(Default)]
 pub struct State {
@@ -266,12 +276,7 @@ impl Handshaker<'_> {
     fn on_response(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
         let msg = Response::parse(p.bytes()).map_err(parse_drop)?;
         self.admit(p, msg.sender, &msg.mac1)?;
-        let attempt = self
-            .state
-            .attempt
-            .as_ref()
-            .filter(|a| a.state.sender_index == msg.receiver)
-            .ok_or(DropReason::UnexpectedMessage)?;
+        let attempt = self.state.attempt_answered_by(msg.receiver)?;
         let keys = consume_response(&self.local, &self.remote, &attempt.state, &msg)
             .map_err(|_| DropReason::HandshakeFailed)?;
         let now = self.peer.now();
@@ -325,12 +330,7 @@ impl Handshaker<'_> {
 
     fn on_cookie_reply(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
         let msg = CookieReply::parse(p.bytes()).map_err(parse_drop)?;
-        let attempt = self
-            .state
-            .attempt
-            .as_ref()
-            .filter(|a| a.state.sender_index == msg.receiver)
-            .ok_or(DropReason::UnexpectedMessage)?;
+        let attempt = self.state.attempt_answered_by(msg.receiver)?;
         let cookie = consume_cookie_reply(&self.remote, &msg, &attempt.state.mac1)
             .map_err(|_| DropReason::BadCookie)?;
         self.state.cookie = Some((cookie, self.peer.now()));
