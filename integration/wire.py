@@ -8,6 +8,8 @@ Subcommands (all output is JSON on stdout unless noted):
   send HOST PORT FILE [GAP]              send each hex line of FILE as one datagram
   craft CAPTURED PUBKEY OUT              malformed messages from captured ones
   lowinit PUBKEY OUT                     initiations with low-order ephemerals, valid mac1
+  initflood PUBKEY HOST PORT COUNT SECS  COUNT initiations with valid mac1, random
+                                         contents, spread over SECS (0: at once)
   count PCAP SRC_IP                      datagrams from SRC_IP by message type
   stats FILE                             a --stats-file as JSON
   delta BEFORE AFTER                     per-reason drop deltas summed over stages
@@ -242,6 +244,32 @@ def lowinit(pubkey_b64, out):
     write_items(items, out)
 
 
+def initflood(pubkey_b64, host, port, count, seconds):
+    """Initiations that pass the mac1 check (random sender, ephemeral and
+    payload), as a flood: a pool made up front, so sending is not held up by
+    hashing. Paced evenly over SECONDS, or as fast as possible for 0."""
+    pub = base64.b64decode(pubkey_b64)
+    pool = [with_mac1(pub, struct.pack("<I", INITIATION) + os.urandom(112) + bytes(32))
+            for _ in range(min(int(count), 512))]
+    sock = udp_socket()
+    dest = (host, int(port))
+    total, span = int(count), float(seconds)
+    sent = errors = 0
+    start = time.monotonic()
+    for i in range(total):
+        if span > 0:
+            wait = start + span * i / total - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        if send_all(sock, dest, pool[i % len(pool)]):
+            sent += 1
+        else:
+            errors += 1
+    took = time.monotonic() - start
+    print(json.dumps({"sent": sent, "errors": errors, "seconds": round(took, 3),
+                      "per_second": int(sent / took) if took > 0 else sent}))
+
+
 def write_items(items, out):
     with open(out, "w") as f:
         for d, reason, why in items:
@@ -291,7 +319,7 @@ def expect(before, after, expected_json):
 
 def main():
     cmds = {"flood": flood, "extract": extract, "send": send, "craft": craft,
-            "lowinit": lowinit, "count": count,
+            "lowinit": lowinit, "initflood": initflood, "count": count,
             "stats": lambda p: print(json.dumps(stats(p))),
             "delta": lambda a, b: print(json.dumps(delta(a, b), sort_keys=True)),
             "expect": expect}

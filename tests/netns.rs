@@ -80,3 +80,8 @@ fn resilience() {
 fn interop_more() {
     run_scenario("interop_more");
 }
+
+#[test]
+fn dos() {
+    run_scenario("dos");
+}
