@@ -630,6 +630,10 @@ mod tests {
         assert_eq!(e.resolve(file).unwrap(), "127.0.0.1:9".parse().unwrap());
         let e = endpoint("[::1]:9", 3).unwrap();
         assert_eq!(e.resolve(file).unwrap(), "[::1]:9".parse().unwrap());
+        // A host name goes through the resolver (here /etc/hosts).
+        let e = endpoint("localhost:9", 3).unwrap();
+        let got = e.resolve(file).unwrap();
+        assert!(got.ip().is_loopback() && got.port() == 9, "{got}");
         // .invalid is reserved never to resolve (RFC 6761).
         let e = endpoint("no-such-host.invalid:9", 3).unwrap();
         match e.resolve(file) {
