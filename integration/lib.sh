@@ -615,3 +615,22 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
+
+# each_initiator NAME CHECK: two scenarios, NAME-a-initiates and then
+# NAME-b-initiates (the second with a preshared key), each starting the pair
+# with that side initiating, running tunnel_checks and then the function CHECK,
+# and stopping the pair.
+each_initiator() {
+	local name=$1 check=$2 initiator psk
+	for initiator in a b; do
+		psk=no
+		[[ $initiator == a ]] || psk=yes
+		scenario "$name-$initiator-initiates"
+		setup_pair "$initiator" "$psk"
+		start_pair "$IMPL_A" "$IMPL_B" "$initiator"
+		tunnel_checks "$initiator"
+		"$check"
+		stop_pair
+		pass
+	done
+}
