@@ -140,6 +140,12 @@ pass
 # a 1200 tunnel over a 1280 underlay carries TCP; above the tunnel MTU the sender
 # gets "message too long", and a packet above the MTU forced onto the tun (its MTU
 # raised behind pipevpn's back) is dropped and counted, nothing crashes.
+# underlay_mtu N: both ends of the veth between A and B.
+underlay_mtu() {
+	in_ns "$NS1" ip link set "$VETH1" mtu "$1"
+	in_ns "$NS2" ip link set "$VETH2" mtu "$1"
+}
+
 scenario mtu
 setup_pair a no
 start_pair pipevpn pipevpn a
@@ -147,10 +153,7 @@ wait_for_handshake "$NS1" "$INNER2"
 ping_ok "$NS1" "$INNER2" 1392
 ping_ok "$NS2" "$INNER1" 1392
 stop_pair
-for side in "$NS1 $VETH1" "$NS2 $VETH2"; do
-	read -r ns veth <<<"$side"
-	in_ns "$ns" ip link set "$veth" mtu 1280
-done
+underlay_mtu 1280
 set_conf "$TMP/a.conf" MTU 1200
 set_conf "$TMP/b.conf" MTU 1200
 start_pair pipevpn pipevpn a
@@ -182,8 +185,5 @@ python3 -c 'import json,sys; d=json.loads(sys.argv[1])["stages"]; sys.exit(0 if 
 ping_ok "$NS1" "$INNER2" 1172
 ping_ok "$NS2" "$INNER1" 1172
 stop_pair
-for side in "$NS1 $VETH1" "$NS2 $VETH2"; do
-	read -r ns veth <<<"$side"
-	in_ns "$ns" ip link set "$veth" mtu 1500
-done
+underlay_mtu 1500
 pass
