@@ -129,7 +129,8 @@ start() {
 	STARTED_PIDS+=("$!")
 	eval "PID_$name=$!"
 	for _ in $(seq 50); do
-		ip -n "$ns" -o link show "$name" 2>/dev/null | grep -q ',UP' && return 0
+		# Logged once the routes are in place and the pipeline runs.
+		grep -q "\] $name up, " "$TMP/$name.log" && return 0
 		kill -0 "$!" 2>/dev/null || break
 		sleep 0.1
 	done

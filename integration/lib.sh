@@ -241,7 +241,8 @@ start_pipevpn() { # start_pipevpn NS CONFIG IFACE
 	echo "+ [$1] $PIPEVPN up $2 --interface $3 --stats-file $TMP/$3.stats &" >&2
 	env --default-signal=INT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$3.stats" >"$log" 2>&1 &
 	track $! "$3" "$1" pipevpn "$log"
-	wait_until 10 "pipevpn to create $3 in $1" eval "iface_exists $1 $3 || ! alive ${PID_OF[$3]}"
+	# pipevpn logs "IFACE up" once its routes are in place and its pipeline runs.
+	wait_until 10 "pipevpn to bring $3 up in $1" eval "grep -q '\] $3 up, ' $log || ! alive ${PID_OF[$3]}"
 	expect_alive "$3"
 }
 
