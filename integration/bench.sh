@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end performance: the same measurements over raw veth (no tunnel, the
-# ceiling), pipevpn and wireguard-go, one after another in one run, so that a
-# noisy machine hurts them alike. Judge by the ratios within a run.
+# ceiling), pipevpn, Debian 12's wireguard-go and a newer wireguard-go with
+# batching and offloads (from bookworm-backports, see fetch-wggo.sh), one after
+# another in one run, so that a noisy machine hurts them alike. Judge by the
+# ratios within a run.
 #
 #   ns A                                         ns B
 #   tunnel 10.202.0.1/24 (MTU 1420)              tunnel 10.202.0.2/24 (MTU 1420)
@@ -14,15 +16,17 @@
 #   A→B run, the CPU time (/proc/PID/stat utime+stime) of both tunnel
 #   processes and their peak RSS (/proc/PID/status VmHWM).
 #
-# Usage: integration/bench.sh [--quick] [--impls raw,pipevpn,wggo]
+# Usage: integration/bench.sh [--quick] [--impls raw,pipevpn,wggo,wggo-new]
 #   --quick        1 repetition of 3 s runs instead of 2 of 10 s (smoke run)
-#   --impls LIST   which implementations, in order (default raw,pipevpn,wggo;
+#   --impls LIST   which implementations, in order (default raw,pipevpn,wggo,wggo-new;
 #                  pipevpn-base is added after pipevpn when PIPEVPN_BASELINE is set)
 # Environment:
 #   PIPEVPN           pipevpn binary to measure (default: cargo build --release,
 #                     then target/release/pipevpn)
 #   PIPEVPN_BASELINE  a second pipevpn binary (e.g. built from an older commit),
 #                     measured as "pipevpn-base" in the same run
+#   WGGO_NEW          the newer wireguard-go binary (default: what
+#                     integration/fetch-wggo.sh prints, downloading it once)
 #   REPS, SECS        override repetitions and seconds per iperf3 run
 #   BENCH_TIMEOUT     bound for the whole run in seconds (default 1800)
 # Output: a markdown table on stdout; raw iperf3 JSON, ping output, pipevpn
@@ -37,7 +41,7 @@ fi
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0
-IMPLS=raw,pipevpn,wggo
+IMPLS=raw,pipevpn,wggo,wggo-new
 while (($#)); do
 	case $1 in
 	--quick) QUICK=1 ;;
@@ -139,8 +143,12 @@ done
 for impl in "${IMPL_LIST[@]}"; do
 	case $impl in
 	raw | pipevpn | wggo) ;;
+	wggo-new)
+		[[ -n ${WGGO_NEW:-} ]] || WGGO_NEW=$("$REPO_ROOT/integration/fetch-wggo.sh")
+		[[ -x $WGGO_NEW ]] || die "no wireguard-go binary at $WGGO_NEW"
+		;;
 	pipevpn-base) [[ -x ${PIPEVPN_BASELINE:-} ]] || die "pipevpn-base needs PIPEVPN_BASELINE=<binary>" ;;
-	*) die "unknown implementation '$impl' (raw, pipevpn, pipevpn-base, wggo)" ;;
+	*) die "unknown implementation '$impl' (raw, pipevpn, pipevpn-base, wggo, wggo-new)" ;;
 	esac
 done
 if [[ -z ${PIPEVPN:-} ]]; then
@@ -161,6 +169,7 @@ mkdir -p "$OUT"
 	echo "pipevpn: $PIPEVPN"
 	echo "pipevpn-base: ${PIPEVPN_BASELINE:--}"
 	echo "wireguard-go: $(wireguard-go --version 2>&1 | head -n1)"
+	echo "wireguard-go (new): ${WGGO_NEW:+$("$WGGO_NEW" --version 2>&1 | head -n1)}"
 	echo "iperf3: $(iperf3 --version | head -n1)"
 	echo "runs: $REPS repetition(s) of $SECS s, implementations: ${IMPL_LIST[*]}"
 } >"$OUT/machine.txt"
@@ -209,9 +218,10 @@ pipevpn_conf() {
 
 # start_tunnel IMPL SIDE NS IFACE: starts one peer, adds its pid to TUNNEL_PIDS.
 start_tunnel() {
-	local impl=$1 side=$2 ns=$3 iface=$4 bin=$PIPEVPN other addr peer_addr pid conf
+	local impl=$1 side=$2 ns=$3 iface=$4 bin other addr peer_addr pid conf
 	case $impl in
 	pipevpn | pipevpn-base)
+		bin=$PIPEVPN
 		[[ $impl == pipevpn ]] || bin=$PIPEVPN_BASELINE
 		conf=$(pipevpn_conf "$side")
 		ip netns exec "$ns" "$bin" up "$conf" -i "$iface" \
@@ -220,9 +230,11 @@ start_tunnel() {
 		started "$pid"
 		wait_until 10 "$impl to create $iface" ip netns exec "$ns" ip link show "$iface"
 		;;
-	wggo)
+	wggo | wggo-new)
+		bin=wireguard-go
+		[[ $impl == wggo ]] || bin=$WGGO_NEW
 		if [[ $side == a ]]; then other=b addr=$INNER_A peer_addr=$INNER_B; else other=a addr=$INNER_B peer_addr=$INNER_A; fi
-		ip netns exec "$ns" wireguard-go -f "$iface" >"$TMP/$iface.log" 2>&1 &
+		ip netns exec "$ns" "$bin" -f "$iface" >"$TMP/$iface.log" 2>&1 &
 		pid=$!
 		started "$pid"
 		wait_until 10 "wireguard-go's socket for $iface" test -S "/var/run/wireguard/$iface.sock"
@@ -396,7 +408,7 @@ rows = [  # metric, label, format, higher is better
     ("rss_mib", "peak RSS, larger peer (MiB)", "{:.1f}", False),
 ]
 names = {"raw": "raw veth", "pipevpn": "pipevpn", "pipevpn-base": "pipevpn (baseline)",
-         "wggo": "wireguard-go"}
+         "wggo": "wireguard-go", "wggo-new": "wireguard-go (new)"}
 values = {}
 with open(f"{out}/results.tsv") as f:
     for line in f:
@@ -422,7 +434,7 @@ def cell(impl, metric, fmt):
         text += f" ±{(max(vs) - min(vs)) / 2 / abs(m) * 100:.0f}%"
     return text
 
-ratios = [(a, b) for a, b in [("pipevpn", "wggo"), ("pipevpn", "pipevpn-base")]
+ratios = [(a, b) for a, b in [("pipevpn", "wggo"), ("pipevpn", "wggo-new"), ("pipevpn", "pipevpn-base")]
           if a in impls and b in impls]
 head = ["", *(names[i] for i in impls), *(f"{names[a]} / {names[b]}" for a, b in ratios)]
 print("| " + " | ".join(head) + " |")
