@@ -8,7 +8,8 @@
 
 use crate::cidr::Cidr;
 use crate::config::Config;
-use crate::pipeline::{self, device::OffloadTun, TunnelConfig};
+use crate::pipeline::device::{OffloadTun, Udp};
+use crate::pipeline::{self, TunnelConfig};
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes, RUN_DIR};
 use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
@@ -105,7 +106,7 @@ fn run_tunnel(
             timing,
         },
         Arc::new(OffloadTun::new(tun)),
-        Arc::new(udp),
+        Arc::new(Udp::new(udp)),
     )?;
     match endpoint {
         Some(e) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),

@@ -28,6 +28,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -579,7 +580,13 @@ fn udp_batches_go_out_and_come_back() {
                 .map(|i| vec![i; 10 * (usize::from(i) + 1)])
                 .collect();
             assert_eq!(
-                send_many(&tx, payloads.iter().map(Vec::as_slice), dest).unwrap(),
+                send_many(
+                    &tx,
+                    payloads.iter().map(Vec::as_slice),
+                    dest,
+                    &AtomicBool::new(true)
+                )
+                .unwrap(),
                 10
             );
             let got = recv_all(&rx, 10, 2048);
@@ -594,7 +601,13 @@ fn udp_batches_go_out_and_come_back() {
 
             // A datagram longer than its buffer is cut and flagged.
             assert_eq!(
-                send_many(&tx, std::iter::once(&[7u8; 100][..]), dest).unwrap(),
+                send_many(
+                    &tx,
+                    std::iter::once(&[7u8; 100][..]),
+                    dest,
+                    &AtomicBool::new(true)
+                )
+                .unwrap(),
                 1
             );
             let cut = recv_all(&rx, 1, 10);
@@ -603,11 +616,76 @@ fn udp_batches_go_out_and_come_back() {
             // One call sends at most MAX_BATCH.
             let many = vec![[1u8; 8]; MAX_BATCH + 36];
             assert_eq!(
-                send_many(&tx, many.iter().map(|p| &p[..]), dest).unwrap(),
+                send_many(
+                    &tx,
+                    many.iter().map(|p| &p[..]),
+                    dest,
+                    &AtomicBool::new(true)
+                )
+                .unwrap(),
                 MAX_BATCH
             );
             assert_eq!(recv_all(&rx, MAX_BATCH, 64).len(), MAX_BATCH);
         }
+    });
+}
+
+/// Datagrams of the sizes in `lens`, each filled with its own index.
+fn numbered(lens: &[usize]) -> Vec<Vec<u8>> {
+    lens.iter()
+        .enumerate()
+        .map(|(i, &len)| vec![i as u8; len])
+        .collect()
+}
+
+/// Sends `payloads` with GSO on (one call), receives them, and checks every
+/// datagram arrived whole, alone and in order; returns whether GSO stayed on.
+fn gso_round_trip(tx: &UdpSocket, rx: &UdpSocket, payloads: &[Vec<u8>]) -> bool {
+    let gso = AtomicBool::new(true);
+    let dest = rx.local_addr().unwrap();
+    let sent = send_many(tx, payloads.iter().map(Vec::as_slice), dest, &gso).unwrap();
+    assert_eq!(sent, payloads.len());
+    let got = recv_all(rx, payloads.len(), 2048);
+    for (i, ((data, m), want)) in got.iter().zip(payloads).enumerate() {
+        assert_eq!((data, m.truncated), (want, false), "datagram {i}");
+    }
+    gso.load(Ordering::Relaxed)
+}
+
+#[test]
+fn udp_gso_runs_arrive_as_the_datagrams_sent() {
+    in_netns(|| {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let tx = bind_udp(addr.parse().unwrap()).unwrap();
+            let rx = bind_udp(addr.parse().unwrap()).unwrap();
+            // Runs of equal sizes, a shorter one ending a run, a longer one
+            // starting one, one datagram alone, and a run cut by the 64 KiB
+            // limit (45 of 1452 bytes).
+            let mut lens = vec![1000; 10];
+            lens.extend([400, 1000, 1000, 1200, 1200, 1200, 90]);
+            lens.extend([1452; 47]);
+            let payloads = numbered(&lens);
+            assert!(
+                gso_round_trip(&tx, &rx, &payloads),
+                "GSO was refused on lo ({addr})"
+            );
+        }
+    });
+}
+
+#[test]
+fn udp_gso_refused_falls_back_to_one_datagram_per_message() {
+    in_netns(|| {
+        // Segments longer than the device MTU cannot be sent with GSO
+        // (EINVAL); plain datagrams that long are fragmented and still arrive.
+        ip("link set lo mtu 1280");
+        let tx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let payloads = numbered(&[1400; 8]);
+        assert!(
+            !gso_round_trip(&tx, &rx, &payloads),
+            "GSO should be refused"
+        );
     });
 }
 
@@ -812,7 +890,13 @@ fn dual_stack_socket_talks_to_ipv4_and_ipv6_peers() {
             // of either family.
             let payloads = [b"one".to_vec(), b"two".to_vec()];
             assert_eq!(
-                send_many(&dual, payloads.iter().map(Vec::as_slice), peer_at).unwrap(),
+                send_many(
+                    &dual,
+                    payloads.iter().map(Vec::as_slice),
+                    peer_at,
+                    &AtomicBool::new(true)
+                )
+                .unwrap(),
                 2
             );
             dual.send_to(b"three", peer_at).unwrap();
@@ -822,7 +906,13 @@ fn dual_stack_socket_talks_to_ipv4_and_ipv6_peers() {
             assert!(got.iter().all(|(_, m)| m.addr == dual_at), "{got:?}");
 
             // Back in: the source is reported in the peer's own family.
-            send_many(&peer, std::iter::once(&b"back"[..]), dual_at).unwrap();
+            send_many(
+                &peer,
+                std::iter::once(&b"back"[..]),
+                dual_at,
+                &AtomicBool::new(true),
+            )
+            .unwrap();
             let back = recv_all(&dual, 1, 64);
             assert_eq!(
                 (back[0].0.as_slice(), back[0].1.addr),

@@ -6,10 +6,11 @@ use super::offload::{Coalescer, Segments, Split, VnetHdr, VNET_HDR_LEN};
 use super::pool::{Batch, BATCH, HEADROOM, NO_ADDR};
 use crate::sys::poll::{wait_readable, Ready, StopFd};
 use crate::sys::tun::Tun;
-use crate::sys::udp::{recv_many, send_many, RecvMeta, MAX_BATCH};
+use crate::sys::udp::{gso_supported, recv_many, send_many, RecvMeta, MAX_BATCH};
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, PoisonError};
 
 /// The tun side: IP packets in and out.
@@ -259,15 +260,29 @@ impl TunDevice for OffloadTun {
     }
 }
 
-impl UdpDevice for UdpSocket {
+/// The kernel's UDP socket, sending with UDP GSO where the kernel has it and
+/// until it refuses it (see [`send_many`]).
+pub struct Udp {
+    sock: UdpSocket,
+    gso: AtomicBool,
+}
+
+impl Udp {
+    pub fn new(sock: UdpSocket) -> Udp {
+        let gso = AtomicBool::new(gso_supported(&sock));
+        Udp { sock, gso }
+    }
+}
+
+impl UdpDevice for Udp {
     fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>> {
         let mut meta = [RecvMeta {
             len: 0,
             addr: NO_ADDR,
             truncated: false,
         }; MAX_BATCH];
-        read_when_ready(self.as_raw_fd(), stop, || {
-            match recv_many(self, batch.free_slots_mut(), &mut meta) {
+        read_when_ready(self.sock.as_raw_fd(), stop, || {
+            match recv_many(&self.sock, batch.free_slots_mut(), &mut meta) {
                 Ok(n) => {
                     let mut unfit = Unfit::default();
                     for m in &meta[..n] {
@@ -286,10 +301,10 @@ impl UdpDevice for UdpSocket {
         let datagrams = (0..batch.count())
             .filter(|&i| batch.len(i) > 0)
             .map(|i| &batch.slot(i)[..batch.len(i)]);
-        send_many(self, datagrams, dest).map(|_| ())
+        send_many(&self.sock, datagrams, dest, &self.gso).map(|_| ())
     }
 
     fn send_to(&self, datagram: &[u8], dest: SocketAddr) -> io::Result<()> {
-        UdpSocket::send_to(self, datagram, dest).map(|_| ())
+        self.sock.send_to(datagram, dest).map(|_| ())
     }
 }

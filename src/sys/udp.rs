@@ -1,5 +1,6 @@
 //! The tunnel's UDP socket and batched I/O: one recvmmsg(2) or sendmmsg(2)
-//! moves up to [`MAX_BATCH`] datagrams, with all the kernel-facing arrays on
+//! moves up to [`MAX_BATCH`] datagrams (sendmmsg with UDP GSO, several
+//! equal-sized datagrams per message), with all the kernel-facing arrays on
 //! the stack so no call allocates.
 
 use crate::{Error, Result};
@@ -11,6 +12,7 @@ use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Most datagrams one `recv_many` or `send_many` call handles.
 pub const MAX_BATCH: usize = 64;
@@ -175,20 +177,88 @@ fn socket_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> io::Resul
     }
 }
 
+/// Most datagrams in one GSO send (the kernel's UDP_MAX_SEGMENTS).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Most payload bytes in one GSO send: the IP length field's limit less the
+/// UDP header and an IPv6 header (the larger of the two IP headers).
+const GSO_MAX_BYTES: usize = 65535 - 8 - 40;
+
+/// How many of the datagrams whose lengths start `lens` can go out as one
+/// UDP_SEGMENT send: equal-sized ones, and after them at most one shorter
+/// (the kernel cuts the buffer into `lens[0]`-byte segments, so only the last
+/// may be short), within the kernel's segment and size limits. An empty
+/// datagram always goes alone: as a segment it would vanish.
+fn gso_run(lens: &[usize]) -> usize {
+    let Some(&size) = lens.first() else {
+        return 0;
+    };
+    let (mut n, mut total) = (1, size);
+    while let Some(&len) = lens.get(n) {
+        if n == GSO_MAX_SEGMENTS || len == 0 || len > size || total + len > GSO_MAX_BYTES {
+            break;
+        }
+        n += 1;
+        total += len;
+        if len < size {
+            break;
+        }
+    }
+    n
+}
+
+/// Whether the kernel knows UDP_SEGMENT (Linux 4.18 on). Older kernels
+/// ignore a control message they do not know, which would send a whole run
+/// as one datagram: GSO must not be tried there.
+pub fn gso_supported(sock: &UdpSocket) -> bool {
+    socket::getsockopt(sock, sockopt::UdpGsoSegment).is_ok()
+}
+
+/// A UDP_SEGMENT control message: `cmsghdr` then the segment size, laid out
+/// as CMSG_SPACE(2) bytes (on Linux the data follows the header unpadded).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GsoCmsg {
+    hdr: libc::cmsghdr,
+    size: u16,
+}
+
+// SAFETY (both): CMSG_SPACE and CMSG_LEN only compute sizes.
+const _: () = assert!(mem::size_of::<GsoCmsg>() == unsafe { libc::CMSG_SPACE(2) } as usize);
+const GSO_CMSG_LEN: u32 = unsafe { libc::CMSG_LEN(2) };
+
+impl GsoCmsg {
+    fn new(size: u16) -> GsoCmsg {
+        // SAFETY: cmsghdr is plain C data; all-zero bytes are a valid value.
+        let mut hdr: libc::cmsghdr = unsafe { mem::zeroed() };
+        hdr.cmsg_len = GSO_CMSG_LEN as _;
+        hdr.cmsg_level = libc::SOL_UDP;
+        hdr.cmsg_type = libc::UDP_SEGMENT;
+        GsoCmsg { hdr, size }
+    }
+}
+
 /// Sends up to `MAX_BATCH` datagrams from `bufs` to `dest`, looping over
 /// partial sendmmsg(2) results. Returns how many were sent. An error before
 /// anything was sent is returned as is; an error after some were sent ends
 /// the batch early with that count, and the caller's next send will meet the
 /// error again if it persists.
+///
+/// While `gso` is set, each run of equal-sized datagrams ([`gso_run`]) goes
+/// to the kernel as one message with UDP_SEGMENT: it crosses the UDP/IP stack
+/// once and is cut into datagrams at the device (or in software). When the
+/// kernel refuses that (EIO, EINVAL or EMSGSIZE: a route it cannot offload
+/// on, or segments longer than the path MTU), `gso` is cleared for good and
+/// the datagrams go one per message.
 pub fn send_many<'a>(
     sock: &UdpSocket,
     bufs: impl Iterator<Item = &'a [u8]>,
     dest: SocketAddr,
+    gso: &AtomicBool,
 ) -> io::Result<usize> {
     let dest = SockaddrStorage::from(dest);
     // SAFETY: as in `recv_many`: plain C data, all-zero is valid.
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut n = 0;
     for buf in bufs.take(MAX_BATCH) {
         iovs[n] = libc::iovec {
@@ -198,19 +268,29 @@ pub fn send_many<'a>(
         };
         n += 1;
     }
-    for (hdr, iov) in hdrs.iter_mut().zip(&mut iovs).take(n) {
-        // The kernel only reads the destination address.
-        hdr.msg_hdr.msg_name = dest.as_ptr().cast_mut().cast();
-        hdr.msg_hdr.msg_namelen = dest.len();
-        hdr.msg_hdr.msg_iov = iov;
-        hdr.msg_hdr.msg_iovlen = 1;
+    let mut lens = [0; MAX_BATCH];
+    for (len, iov) in lens.iter_mut().zip(&iovs[..n]) {
+        *len = iov.iov_len;
     }
     let mut sent = 0;
     while sent < n {
-        match sendmmsg(sock, &mut hdrs[sent..n]) {
+        let segment = gso.load(Ordering::Relaxed);
+        match send_runs(sock, &mut iovs[sent..n], &lens[sent..n], &dest, segment) {
             Ok(0) => break,
             Ok(k) => sent += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The failed message is the first: blame GSO only if it used it.
+            Err(e)
+                if segment
+                    && gso_run(&lens[sent..n]) > 1
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+                    ) =>
+            {
+                log::info!("UDP GSO refused ({e}): sending datagrams one by one");
+                gso.store(false, Ordering::Relaxed);
+            }
             Err(e) if sent == 0 => return Err(e),
             Err(_) => break,
         }
@@ -218,10 +298,48 @@ pub fn send_many<'a>(
     Ok(sent)
 }
 
-/// One sendmmsg(2) over `hdrs`; the count of datagrams sent.
+/// One sendmmsg(2) of the datagrams in `iovs`: one message per GSO run with
+/// `segment`, else one per datagram. Returns the count of datagrams sent.
+fn send_runs(
+    sock: &UdpSocket,
+    iovs: &mut [libc::iovec],
+    lens: &[usize],
+    dest: &SockaddrStorage,
+    segment: bool,
+) -> io::Result<usize> {
+    // SAFETY: as in `recv_many`: plain C data, all-zero is valid.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut cmsgs = [GsoCmsg::new(0); MAX_BATCH];
+    // Datagrams carried by each message.
+    let mut counts = [0; MAX_BATCH];
+    let (mut msgs, mut i) = (0, 0);
+    while i < lens.len() {
+        let k = if segment { gso_run(&lens[i..]) } else { 1 };
+        let hdr = &mut hdrs[msgs].msg_hdr;
+        // The kernel only reads the destination address.
+        hdr.msg_name = dest.as_ptr().cast_mut().cast();
+        hdr.msg_namelen = dest.len();
+        hdr.msg_iov = iovs[i..].as_mut_ptr();
+        hdr.msg_iovlen = k as _;
+        if k > 1 {
+            // A run is at most GSO_MAX_BYTES long, so its size fits a u16.
+            cmsgs[msgs] = GsoCmsg::new(lens[i] as u16);
+            hdr.msg_control = (&mut cmsgs[msgs] as *mut GsoCmsg).cast();
+            hdr.msg_controllen = mem::size_of::<GsoCmsg>() as _;
+        }
+        counts[msgs] = k;
+        msgs += 1;
+        i += k;
+    }
+    let done = sendmmsg(sock, &mut hdrs[..msgs])?;
+    Ok(counts[..done].iter().sum())
+}
+
+/// One sendmmsg(2) over `hdrs`; the count of messages sent.
 fn sendmmsg(sock: &UdpSocket, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
-    // SAFETY: every header points at a live iovec over a live buffer and at
-    // the live destination address of the stated size.
+    // SAFETY: every header points at live iovecs over live buffers, at the
+    // live destination address of the stated size, and at a live control
+    // message of the stated size or none.
     let r = unsafe {
         libc::sendmmsg(
             sock.as_raw_fd(),
@@ -231,4 +349,57 @@ fn sendmmsg(sock: &UdpSocket, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
         )
     };
     usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runs `gso_run` cuts `lens` into, as lengths.
+    fn runs(lens: &[usize]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < lens.len() {
+            let k = gso_run(&lens[i..]);
+            assert!(k > 0);
+            out.push(k);
+            i += k;
+        }
+        out
+    }
+
+    #[test]
+    fn equal_sizes_make_one_run_and_a_shorter_one_ends_it() {
+        assert_eq!(runs(&[]), Vec::<usize>::new());
+        assert_eq!(runs(&[100]), [1]);
+        assert_eq!(runs(&[100, 100, 100]), [3]);
+        assert_eq!(runs(&[100, 100, 60, 100, 100]), [3, 2]);
+        assert_eq!(runs(&[100, 60, 60]), [2, 1]);
+    }
+
+    #[test]
+    fn a_longer_datagram_starts_a_new_run() {
+        assert_eq!(runs(&[60, 60, 100, 100]), [2, 2]);
+        assert_eq!(runs(&[60, 100, 140]), [1, 1, 1]);
+    }
+
+    #[test]
+    fn empty_datagrams_go_alone() {
+        assert_eq!(runs(&[100, 0, 100]), [1, 1, 1]);
+        assert_eq!(runs(&[0, 0]), [1, 1]);
+    }
+
+    #[test]
+    fn runs_keep_to_the_kernel_limits() {
+        // 64 segments at most.
+        assert_eq!(runs(&[8; 150]), [64, 64, 22]);
+        // 64 KiB at most: 45 full-MTU WireGuard datagrams fit, not 46.
+        assert_eq!(runs(&[1452; 64]), [45, 19]);
+        // A short last one that would pass the limit waits for the next run.
+        let mut lens = vec![1452; 45];
+        lens.push(200);
+        assert_eq!(runs(&lens), [45, 1]);
+        lens[44] = 1000;
+        assert_eq!(runs(&lens), [45, 1]);
+    }
 }
