@@ -16,7 +16,13 @@ pass
 wg_latest() { ip netns exec "${NS_OF[$1]}" wg show "$1" latest-handshakes | awk '{print $2}'; }
 
 # pipevpn as initiator rekeys every 5 s; wireguard-go must answer each handshake and
-# move to each new keypair while 20 s of TCP and a ping run.
+# move to each new keypair while 20 s of TCP and a ping run, without losing pings.
+# The TCP is capped at 100 Mbit/s, below what Debian's wireguard-go 0.0.20220316 can
+# take. Unbounded, every sender overruns that wireguard-go's UDP receive buffer (the
+# 208 KiB default), which then drops 12-17% of the datagrams (UdpRcvbufErrors), and a
+# sender as fast as pipevpn with UDP GSO or wireguard-go 0.0.20230223 loses 14-26%
+# of the pings there too, with or without rekeys: congestion at the slow peer, not
+# what this scenario checks.
 scenario interop-rekey
 export PIPEVPN_TEST_TIMING="rekey_after=5,reject_after=12,keepalive=2"
 setup_pair a no
@@ -24,7 +30,7 @@ start_pair pipevpn wggo a
 unset PIPEVPN_TEST_TIMING
 wait_for_handshake "$NS1" "$INNER2"
 start_ping rekey "$NS2" "$INNER1" 0.05
-iperf_start rekey 20
+iperf_start rekey 20 100M
 iperf_wait rekey
 stop_ping rekey
 sleep 1.2
