@@ -645,7 +645,7 @@ fn gso_round_trip(tx: &UdpSocket, rx: &UdpSocket, payloads: &[Vec<u8>]) -> bool 
     let dest = rx.local_addr().unwrap();
     let sent = send_many(tx, payloads.iter().map(Vec::as_slice), dest, &gso).unwrap();
     assert_eq!(sent, payloads.len());
-    let got = recv_all(rx, payloads.len(), 2048);
+    let got = recv_all(rx, payloads.len(), 8192);
     for (i, ((data, m), want)) in got.iter().zip(payloads).enumerate() {
         assert_eq!((data, m.truncated), (want, false), "datagram {i}");
     }
@@ -659,11 +659,13 @@ fn udp_gso_runs_arrive_as_the_datagrams_sent() {
             let tx = bind_udp(addr.parse().unwrap()).unwrap();
             let rx = bind_udp(addr.parse().unwrap()).unwrap();
             // Runs of equal sizes, a shorter one ending a run, a longer one
-            // starting one, one datagram alone, and a run cut by the 64 KiB
-            // limit (45 of 1452 bytes).
+            // starting one, one datagram alone, runs cut by the segment limit
+            // (20 of 1452 bytes) and by the 64 KiB limit (14 of 5000 bytes,
+            // as a jumbo MTU gives).
             let mut lens = vec![1000; 10];
             lens.extend([400, 1000, 1000, 1200, 1200, 1200, 90]);
-            lens.extend([1452; 47]);
+            lens.extend([1452; 20]);
+            lens.extend([5000; 14]);
             let payloads = numbered(&lens);
             assert!(
                 gso_round_trip(&tx, &rx, &payloads),
