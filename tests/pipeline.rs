@@ -123,6 +123,33 @@ fn packets_cross_both_ways_and_threads_join() {
 }
 
 #[test]
+fn a_lone_packet_never_overtakes_a_backlog() {
+    // B's applications read nothing for now: its tun queue holds 8 packets,
+    // so B's stages fill up with the rest of the burst.
+    let (a, b) = pair(8);
+    let first = ipv4(A_TUN, B_TUN, 100, 0);
+    a.tun.inject.send(first.clone()).unwrap();
+    expect_delivery(&b, &first);
+    let burst: Vec<_> = (1..=12).map(|i| ipv4(A_TUN, B_TUN, 200, i)).collect();
+    let feeder = {
+        let inject = a.tun.inject.clone();
+        let burst = burst.clone();
+        std::thread::spawn(move || burst.into_iter().for_each(|p| inject.send(p).unwrap()))
+    };
+    // A quiet spell, then one packet: lone, but with packets still ahead of it
+    // in B's stages it must queue behind them.
+    std::thread::sleep(Duration::from_millis(20));
+    let lone = ipv4(A_TUN, B_TUN, 300, 0xff);
+    a.tun.inject.send(lone.clone()).unwrap();
+    for p in burst.iter().chain([&lone]) {
+        expect_delivery(&b, p);
+    }
+    feeder.join().unwrap();
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+}
+
+#[test]
 fn simultaneous_initiation_converges() {
     let (a, b) = pair_with(64, true);
     // Both sides have a packet waiting at once, so both initiate.

@@ -3,7 +3,7 @@
 use super::device::{TunDevice, UdpDevice};
 use super::handshaker::HandshakePacket;
 use super::peer::{Keypairs, Peer};
-use super::pool::{Batch, Plain, Pool, Sealed, HEADROOM};
+use super::pool::{Batch, Lone, Plain, Pool, Sealed, HEADROOM};
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
 use crate::protocol::messages::{message_type, MessageType, ParseError, TransportHeader};
@@ -13,14 +13,17 @@ use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::time::Duration;
 
-/// Receives datagrams, a batch of whatever is ready at a time.
+/// Receives datagrams, a batch of whatever is ready at a time. A [`Lone`]
+/// datagram takes the [`Shortcut`].
 pub fn udp_receiver(
     udp: &dyn UdpDevice,
     pool: &Pool,
     inbound_sealed: &Sender<Sealed>,
+    shortcut: &Shortcut,
     stop: &StopFd,
     stats: &StageStats,
 ) -> io::Result<()> {
+    let mut lone = Lone::default();
     loop {
         let mut batch = pool.get();
         let unfit = match udp.recv_batch(&mut batch, stop) {
@@ -36,8 +39,30 @@ pub fn udp_receiver(
             continue;
         }
         stats.pass(batch.packets(), batch.bytes());
+        if lone.check(&batch, pool) {
+            shortcut.take(batch);
+            continue;
+        }
         if inbound_sealed.send(Sealed(batch)).is_err() {
             return Ok(());
+        }
+    }
+}
+
+/// The decryptor's and tun_writer's work done on the udp_receiver's
+/// thread, for a [`Lone`] datagram: nothing is ahead of it, so order holds,
+/// and it reaches the tun without two thread wake-ups (see
+/// [`super::outbound::Shortcut`]).
+pub struct Shortcut<'a> {
+    pub decryptor: Decryptor<'a>,
+    pub tun: &'a dyn TunDevice,
+    pub writer_stats: &'a StageStats,
+}
+
+impl Shortcut<'_> {
+    fn take(&self, mut batch: Batch) {
+        if self.decryptor.open_batch(&mut batch) {
+            write_plain(self.tun, &mut batch, self.writer_stats);
         }
     }
 }
@@ -64,46 +89,54 @@ enum Opened {
 
 impl Decryptor<'_> {
     pub fn run(&self, inbound_sealed: &Receiver<Sealed>, inbound_plain: &Sender<Plain>) {
-        let stats = self.stats.stage(Stage::Decryptor);
         for Sealed(mut batch) in inbound_sealed.iter() {
-            stats.queue(inbound_sealed.len());
-            let keypairs = self.peer.keypairs();
-            let now = self.peer.now();
-            let (mut packets, mut bytes) = (0, 0);
-            let mut authenticated_from = None;
-            for i in 0..batch.count() {
-                if batch.len(i) == 0 {
-                    continue;
-                }
-                let opened = self.open(&mut batch, i, &keypairs, now);
-                if matches!(opened, Ok(Opened::Data(_) | Opened::Keepalive)) {
-                    authenticated_from = Some(batch.addr(i));
-                }
-                match opened {
-                    Ok(Opened::Data(len)) => {
-                        batch.set_len(i, len);
-                        packets += 1;
-                        bytes += len;
-                        continue;
-                    }
-                    // Nothing to deliver; both were accounted for already.
-                    Ok(Opened::Keepalive | Opened::Handshake) => {}
-                    Err(reason) => stats.drop(reason),
-                }
-                batch.set_len(i, 0);
-            }
-            if let Some(src) = authenticated_from {
-                self.peer.received(now, packets > 0);
-                // Roaming: follow the newest authenticated source (§11).
-                if let Some(old) = self.peer.update_endpoint(src) {
-                    log::info!("peer endpoint changed: {} -> {src}", show(old));
-                }
-            }
-            stats.pass(packets, bytes);
-            if packets > 0 && inbound_plain.send(Plain(batch)).is_err() {
+            self.stats
+                .stage(Stage::Decryptor)
+                .queue(inbound_sealed.len());
+            if self.open_batch(&mut batch) && inbound_plain.send(Plain(batch)).is_err() {
                 return;
             }
         }
+    }
+
+    /// Opens the datagrams of `batch` in place, leaving only the packets to
+    /// deliver; returns whether there are any.
+    fn open_batch(&self, batch: &mut Batch) -> bool {
+        let stats = self.stats.stage(Stage::Decryptor);
+        let keypairs = self.peer.keypairs();
+        let now = self.peer.now();
+        let (mut packets, mut bytes) = (0, 0);
+        let mut authenticated_from = None;
+        for i in 0..batch.count() {
+            if batch.len(i) == 0 {
+                continue;
+            }
+            let opened = self.open(batch, i, &keypairs, now);
+            if matches!(opened, Ok(Opened::Data(_) | Opened::Keepalive)) {
+                authenticated_from = Some(batch.addr(i));
+            }
+            match opened {
+                Ok(Opened::Data(len)) => {
+                    batch.set_len(i, len);
+                    packets += 1;
+                    bytes += len;
+                    continue;
+                }
+                // Nothing to deliver; both were accounted for already.
+                Ok(Opened::Keepalive | Opened::Handshake) => {}
+                Err(reason) => stats.drop(reason),
+            }
+            batch.set_len(i, 0);
+        }
+        if let Some(src) = authenticated_from {
+            self.peer.received(now, packets > 0);
+            // Roaming: follow the newest authenticated source (§11).
+            if let Some(old) = self.peer.update_endpoint(src) {
+                log::info!("peer endpoint changed: {} -> {src}", show(old));
+            }
+        }
+        stats.pass(packets, bytes);
+        packets > 0
     }
 
     /// Checks and opens slot `i` in place.
@@ -184,11 +217,16 @@ pub fn parse_drop(e: ParseError) -> DropReason {
 pub fn tun_writer(tun: &dyn TunDevice, inbound_plain: &Receiver<Plain>, stats: &StageStats) {
     for Plain(mut batch) in inbound_plain.iter() {
         stats.queue(inbound_plain.len());
-        let written = tun.write_batch(&mut batch);
-        stats.pass(written.packets, written.bytes);
-        if let Some(e) = written.error {
-            log::debug!("tun_writer: {e}");
-        }
-        (0..written.failed).for_each(|_| stats.drop(DropReason::WriteError));
+        write_plain(tun, &mut batch, stats);
     }
+}
+
+/// Writes one batch to the tun: the tun_writer's work on it.
+fn write_plain(tun: &dyn TunDevice, batch: &mut Batch, stats: &StageStats) {
+    let written = tun.write_batch(batch);
+    stats.pass(written.packets, written.bytes);
+    if let Some(e) = written.error {
+        log::debug!("tun_writer: {e}");
+    }
+    (0..written.failed).for_each(|_| stats.drop(DropReason::WriteError));
 }

@@ -47,7 +47,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use device::{TunDevice, UdpDevice};
 use handshaker::Handshaker;
 use inbound::Decryptor;
-use outbound::Encryptor;
+use outbound::{Encryptor, Sealer};
 use peer::Peer;
 use pool::Pool;
 use stats::{Stage, Stats};
@@ -162,13 +162,29 @@ pub fn spawn(
     };
 
     {
-        let (tun, stop, stats) = (tun.clone(), stop.clone(), stats.clone());
+        let (tun, udp, peer) = (tun.clone(), udp.clone(), peer.clone());
+        let (stop, stats) = (stop.clone(), stats.clone());
         start(
             Stage::TunReader,
             Box::new(move || {
+                let shortcut = outbound::Shortcut {
+                    sealer: Sealer {
+                        peer: &peer,
+                        stats: stats.stage(Stage::Encryptor),
+                    },
+                    udp: &*udp,
+                    sender_stats: stats.stage(Stage::UdpSender),
+                };
                 let s = stats.stage(Stage::TunReader);
-                outbound::tun_reader(&*tun, &outbound_pool, &outbound_plain_tx, &stop, s)
-                    .map_err(|e| Error::sys("reading from the tun device", e))
+                outbound::tun_reader(
+                    &*tun,
+                    &outbound_pool,
+                    &outbound_plain_tx,
+                    &shortcut,
+                    &stop,
+                    s,
+                )
+                .map_err(|e| Error::sys("reading from the tun device", e))
             }),
         )?;
     }
@@ -177,7 +193,11 @@ pub fn spawn(
         start(
             Stage::Encryptor,
             Box::new(move || {
-                let enc = Encryptor::new(&peer, stats.stage(Stage::Encryptor), &want_session_tx);
+                let sealer = Sealer {
+                    peer: &peer,
+                    stats: stats.stage(Stage::Encryptor),
+                };
+                let enc = Encryptor::new(sealer, &want_session_tx);
                 enc.run(&outbound_plain, &session_events, &outbound_sealed_tx);
                 Ok(())
             }),
@@ -199,13 +219,32 @@ pub fn spawn(
         )?;
     }
     {
-        let (udp, stop, stats) = (udp.clone(), stop.clone(), stats.clone());
+        let (udp, tun, peer) = (udp.clone(), tun.clone(), peer.clone());
+        let (stop, stats) = (stop.clone(), stats.clone());
+        let (handshake_in_tx, events) = (handshake_in_tx.clone(), session_events_tx.clone());
         start(
             Stage::UdpReceiver,
             Box::new(move || {
+                let shortcut = inbound::Shortcut {
+                    decryptor: Decryptor {
+                        peer: &peer,
+                        stats: &stats,
+                        handshake_in: &handshake_in_tx,
+                        session_events: &events,
+                    },
+                    tun: &*tun,
+                    writer_stats: stats.stage(Stage::TunWriter),
+                };
                 let s = stats.stage(Stage::UdpReceiver);
-                inbound::udp_receiver(&*udp, &inbound_pool, &inbound_sealed_tx, &stop, s)
-                    .map_err(|e| Error::sys("receiving from the UDP socket", e))
+                inbound::udp_receiver(
+                    &*udp,
+                    &inbound_pool,
+                    &inbound_sealed_tx,
+                    &shortcut,
+                    &stop,
+                    s,
+                )
+                .map_err(|e| Error::sys("receiving from the UDP socket", e))
             }),
         )?;
     }

@@ -9,6 +9,7 @@
 
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
 
 /// Packets per batch: one recvmmsg/sendmmsg and one channel hand-off.
 pub const BATCH: usize = crate::sys::udp::MAX_BATCH;
@@ -188,9 +189,38 @@ impl Pool {
         }
     }
 
-    /// Batches currently free.
-    pub fn available(&self) -> usize {
-        self.free.len()
+    /// Whether the caller's batch is the only one out of the pool: then no
+    /// stage after the reader holds a batch or has one queued.
+    pub fn only_one_out(&self) -> bool {
+        Some(self.free.len() + 1) == self.free.capacity()
+    }
+}
+
+/// Tells a reader when a batch it read is a lone packet that it may carry
+/// through the rest of its direction itself (see
+/// [`super::outbound::Shortcut`], [`super::inbound::Shortcut`]).
+#[derive(Default)]
+pub struct Lone {
+    last_read: Option<Instant>,
+}
+
+/// How long a direction must have been quiet before a packet counts as lone.
+/// Going through the stages on one thread costs some microseconds per
+/// packet; packets further apart than this leave the reader idle anyway,
+/// while a stream of packets is faster spread over the stage threads.
+const QUIET: Duration = Duration::from_micros(200);
+
+impl Lone {
+    /// Whether `batch`, just read, is one packet after a quiet spell, and
+    /// every other batch of `pool` is back: then no stage holds or has
+    /// queued any packet that should go before it.
+    pub fn check(&mut self, batch: &Batch, pool: &Pool) -> bool {
+        let now = Instant::now();
+        let quiet = self
+            .last_read
+            .is_none_or(|t| now.saturating_duration_since(t) >= QUIET);
+        self.last_read = Some(now);
+        quiet && batch.packets() == 1 && pool.only_one_out()
     }
 }
 
@@ -215,6 +245,42 @@ mod tests {
         drop(a);
         let again = pool.try_get().expect("dropped batch came back");
         assert_eq!(again.count(), 0, "a returned batch is empty");
+    }
+
+    #[test]
+    fn only_one_out_counts_every_batch_not_in_the_pool() {
+        let pool = Pool::new(3, 64);
+        let a = pool.get();
+        assert!(pool.only_one_out());
+        let b = pool.get();
+        assert!(!pool.only_one_out());
+        drop(a);
+        assert!(pool.only_one_out());
+        drop(b);
+        assert!(!pool.only_one_out(), "none is out");
+    }
+
+    #[test]
+    fn lone_means_one_packet_after_a_quiet_spell_with_nothing_ahead() {
+        let pool = Pool::new(3, 64);
+        let mut lone = Lone::default();
+        let mut one = pool.get();
+        one.push(10, NO_ADDR);
+        assert!(lone.check(&one, &pool), "the first packet of all is lone");
+        assert!(!lone.check(&one, &pool), "right after another it is not");
+        std::thread::sleep(QUIET);
+        let mut two = pool.get();
+        two.push(10, NO_ADDR);
+        two.push(10, NO_ADDR);
+        assert!(!lone.check(&two, &pool), "two packets are a batch");
+        std::thread::sleep(QUIET);
+        assert!(
+            !lone.check(&one, &pool),
+            "another batch is still out: something may be ahead"
+        );
+        drop(two);
+        std::thread::sleep(QUIET);
+        assert!(lone.check(&one, &pool));
     }
 
     #[test]
