@@ -20,7 +20,9 @@ use pipevpn::sys::iface::{
 use pipevpn::sys::poll::{wait_readable, Ready, StopFd};
 use pipevpn::sys::route::{add_route, del_route};
 use pipevpn::sys::tun::Tun;
-use pipevpn::sys::udp::{bind_udp, bind_udp_any, recv_many, send_many, RecvMeta, MAX_BATCH};
+use pipevpn::sys::udp::{
+    bind_udp, bind_udp_any, enable_gro, recv_many, send_many, RecvMeta, MAX_BATCH,
+};
 use pipevpn::Error;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -688,6 +690,27 @@ fn udp_gso_refused_falls_back_to_one_datagram_per_message() {
             !gso_round_trip(&tx, &rx, &payloads),
             "GSO should be refused"
         );
+    });
+}
+
+#[test]
+fn udp_gro_hands_over_a_run_as_one_buffer() {
+    in_netns(|| {
+        let tx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(enable_gro(&rx), "UDP_GRO refused");
+        let mut lens = vec![1000; 10];
+        lens.push(400);
+        let payloads = numbered(&lens);
+        let gso = AtomicBool::new(true);
+        let dest = rx.local_addr().unwrap();
+        let sent = send_many(&tx, payloads.iter().map(Vec::as_slice), dest, &gso).unwrap();
+        assert_eq!(sent, payloads.len());
+        let got = recv_all(&rx, 1, 1 << 16);
+        let (data, meta) = &got[0];
+        assert_eq!((meta.len, meta.segment), (10_400, 1000), "{meta:?}");
+        let datagrams: Vec<_> = data.chunks(meta.segment).map(<[u8]>::to_vec).collect();
+        assert_eq!(datagrams, payloads);
     });
 }
 

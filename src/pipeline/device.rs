@@ -6,7 +6,7 @@ use super::offload::{Coalescer, Segments, Split, VnetHdr, VNET_HDR_LEN};
 use super::pool::{Batch, BATCH, HEADROOM, NO_ADDR};
 use crate::sys::poll::{wait_readable, Ready, StopFd};
 use crate::sys::tun::Tun;
-use crate::sys::udp::{gso_supported, recv_many, send_many, RecvMeta, MAX_BATCH};
+use crate::sys::udp::{enable_gro, gso_supported, recv_many, send_many, RecvMeta, MAX_BATCH};
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -261,26 +261,106 @@ impl TunDevice for OffloadTun {
 }
 
 /// The kernel's UDP socket, sending with UDP GSO where the kernel has it and
-/// until it refuses it (see [`send_many`]).
+/// until it refuses it (see [`send_many`]), and receiving with UDP GRO where
+/// the kernel has it.
 pub struct Udp {
     sock: UdpSocket,
     gso: AtomicBool,
+    gro: Option<Mutex<GroReader>>,
 }
 
 impl Udp {
     pub fn new(sock: UdpSocket) -> Udp {
         let gso = AtomicBool::new(gso_supported(&sock));
-        Udp { sock, gso }
+        let gro = enable_gro(&sock).then(|| Mutex::new(GroReader::new()));
+        Udp { sock, gso, gro }
+    }
+}
+
+/// Largest buffer one GRO receive may fill: a whole UDP datagram's worth.
+const GRO_BUFFER: usize = 1 << 16;
+
+/// Receives with UDP GRO: each message, a lone datagram or a burst of
+/// equal-sized ones from one sender, lands in its own 64 KiB buffer and is
+/// then cut into the batch's slots, one datagram per slot. What does not fit
+/// the batch waits here for the next one.
+struct GroReader {
+    bufs: Box<[u8]>,
+    meta: [RecvMeta; MAX_BATCH],
+    /// Messages received into `bufs`.
+    received: usize,
+    /// The next datagram to cut: message index and offset in its buffer.
+    next: (usize, usize),
+}
+
+impl GroReader {
+    fn new() -> GroReader {
+        GroReader {
+            // Pages are only touched as datagrams arrive.
+            bufs: vec![0; MAX_BATCH * GRO_BUFFER].into_boxed_slice(),
+            meta: [RecvMeta::default(); MAX_BATCH],
+            received: 0,
+            next: (0, 0),
+        }
+    }
+
+    /// Moves received datagrams into the free slots of `batch`, in order,
+    /// until it is full or none is left.
+    fn cut(&mut self, batch: &mut Batch, unfit: &mut Unfit) {
+        while self.next.0 < self.received && !batch.is_full() {
+            let (m, offset) = self.next;
+            let meta = self.meta[m];
+            let (start, len) = datagram_at(meta.len, meta.segment, offset);
+            let kept = unfit.check(len, meta.truncated || len > batch.slot_size());
+            if kept > 0 {
+                let data = &self.bufs[m * GRO_BUFFER..][start..start + len];
+                if let Some(slot) = batch.free_slots_mut().next() {
+                    slot[..len].copy_from_slice(data);
+                }
+            }
+            batch.push(kept, meta.addr);
+            self.next = match start + len {
+                end if end < meta.len && !meta.truncated => (m, end),
+                _ => (m + 1, 0),
+            };
+        }
+    }
+}
+
+/// Where the datagram at `offset` of a received buffer of `len` bytes lies:
+/// its start and length. A buffer holds one datagram, or with a GRO
+/// `segment` size datagrams of that size, the last maybe shorter.
+fn datagram_at(len: usize, segment: usize, offset: usize) -> (usize, usize) {
+    match segment {
+        0 => (0, len),
+        s => (offset, s.min(len - offset)),
     }
 }
 
 impl UdpDevice for Udp {
     fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>> {
-        let mut meta = [RecvMeta {
-            len: 0,
-            addr: NO_ADDR,
-            truncated: false,
-        }; MAX_BATCH];
+        if let Some(gro) = &self.gro {
+            let mut gro = gro.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut unfit = Unfit::default();
+            gro.cut(batch, &mut unfit);
+            if batch.count() > 0 {
+                return Ok(Some(unfit));
+            }
+            return read_when_ready(self.sock.as_raw_fd(), stop, || {
+                let GroReader { bufs, meta, .. } = &mut *gro;
+                match recv_many(&self.sock, bufs.chunks_exact_mut(GRO_BUFFER), meta) {
+                    Ok(n) => {
+                        (gro.received, gro.next) = (n, (0, 0));
+                        gro.cut(batch, &mut unfit);
+                        Ok(Some(unfit))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+                    Err(e) => Err(e),
+                }
+            });
+        }
+        let mut meta = [RecvMeta::default(); MAX_BATCH];
         read_when_ready(self.sock.as_raw_fd(), stop, || {
             match recv_many(&self.sock, batch.free_slots_mut(), &mut meta) {
                 Ok(n) => {
@@ -306,5 +386,68 @@ impl UdpDevice for Udp {
 
     fn send_to(&self, datagram: &[u8], dest: SocketAddr) -> io::Result<()> {
         self.sock.send_to(datagram, dest).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::pool::Pool;
+
+    #[test]
+    fn a_buffer_holds_one_datagram_or_a_run_of_segments() {
+        assert_eq!(datagram_at(300, 0, 0), (0, 300));
+        assert_eq!(datagram_at(250, 100, 0), (0, 100));
+        assert_eq!(datagram_at(250, 100, 200), (200, 50));
+    }
+
+    /// A reader holding `messages` (length, segment size, source port),
+    /// each buffer filled with its message index plus the segment's.
+    fn reader(messages: &[(usize, usize, u16)]) -> GroReader {
+        let mut r = GroReader::new();
+        for (m, &(len, segment, port)) in messages.iter().enumerate() {
+            let per = if segment == 0 { len.max(1) } else { segment };
+            for (k, b) in r.bufs[m * GRO_BUFFER..][..len].iter_mut().enumerate() {
+                *b = (m * 10 + k / per) as u8;
+            }
+            r.meta[m] = RecvMeta {
+                len,
+                addr: SocketAddr::from(([10, 0, 0, 1], port)),
+                truncated: false,
+                segment,
+            };
+        }
+        r.received = messages.len();
+        r
+    }
+
+    #[test]
+    fn runs_are_cut_into_slots_and_the_rest_waits_for_the_next_batch() {
+        let pool = Pool::new(2, 256);
+        let mut r = reader(&[(250, 100, 1), (40, 0, 2), (0, 0, 3), (300, 0, 4)]);
+        let mut first = pool.get();
+        for _ in 0..BATCH - 3 {
+            first.push(1, NO_ADDR);
+        }
+        let mut unfit = Unfit::default();
+        r.cut(&mut first, &mut unfit);
+        assert!(first.is_full());
+        let tail: Vec<_> = (BATCH - 3..BATCH)
+            .map(|i| (first.len(i), first.slot(i)[0], first.addr(i).port()))
+            .collect();
+        assert_eq!(tail, [(100, 0, 1), (100, 1, 1), (50, 2, 1)]);
+        assert_eq!(unfit, Unfit::default());
+
+        let mut second = pool.get();
+        r.cut(&mut second, &mut unfit);
+        let got: Vec<_> = (0..second.count())
+            .map(|i| (second.len(i), second.addr(i).port()))
+            .collect();
+        // The empty datagram and the one too long for a slot take empty slots.
+        assert_eq!(got, [(40, 2), (0, 3), (0, 4)]);
+        assert_eq!(second.slot(0)[..40], [10; 40]);
+        assert_eq!((unfit.empty, unfit.oversized), (1, 1));
+        r.cut(&mut second, &mut unfit);
+        assert_eq!(second.count(), 3, "nothing is left");
     }
 }

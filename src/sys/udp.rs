@@ -30,6 +30,10 @@ pub struct RecvMeta {
     pub addr: SocketAddr,
     /// The datagram was longer than the buffer and was cut.
     pub truncated: bool,
+    /// With UDP GRO on ([`enable_gro`]): 0 for a single datagram, else the
+    /// buffer holds datagrams of this size back to back, the last maybe
+    /// shorter.
+    pub segment: usize,
 }
 
 impl Default for RecvMeta {
@@ -38,6 +42,7 @@ impl Default for RecvMeta {
             len: 0,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             truncated: false,
+            segment: 0,
         }
     }
 }
@@ -104,6 +109,7 @@ pub fn recv_many<'a>(
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut cmsgs = [GroCmsg::new(); MAX_BATCH];
     let mut n = 0;
     for buf in bufs.take(MAX_BATCH.min(meta.len())) {
         iovs[n] = libc::iovec {
@@ -115,21 +121,78 @@ pub fn recv_many<'a>(
     if n == 0 {
         return Ok(0);
     }
-    for ((hdr, iov), name) in hdrs.iter_mut().zip(&mut iovs).zip(&mut names).take(n) {
+    for (((hdr, iov), name), cmsg) in hdrs
+        .iter_mut()
+        .zip(&mut iovs)
+        .zip(&mut names)
+        .zip(&mut cmsgs)
+        .take(n)
+    {
         hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
         hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_hdr.msg_iov = iov;
         hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_control = (cmsg as *mut GroCmsg).cast();
+        hdr.msg_hdr.msg_controllen = mem::size_of::<GroCmsg>() as _;
     }
     let got = recvmmsg(sock, &mut hdrs[..n])?;
-    for ((m, hdr), name) in meta.iter_mut().zip(&hdrs).zip(&names).take(got) {
+    for (((m, hdr), name), cmsg) in meta.iter_mut().zip(&hdrs).zip(&names).zip(&cmsgs).take(got) {
         *m = RecvMeta {
             len: hdr.msg_len as usize,
             addr: socket_addr(name, hdr.msg_hdr.msg_namelen)?,
             truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            segment: cmsg.segment(hdr.msg_hdr.msg_controllen),
         };
     }
     Ok(got)
+}
+
+/// Asks the kernel to hand over a burst of equal-sized datagrams from one
+/// sender as one buffer, with their size in a control message (UDP_GRO,
+/// Linux 5.0 on). Returns whether it agreed.
+pub fn enable_gro(sock: &UdpSocket) -> bool {
+    setsockopt(sock, sockopt::UdpGroSegment, &true).is_ok()
+}
+
+/// Room for the one control message a receive can bring: UDP_GRO with the
+/// segment size as an int, laid out as CMSG_SPACE(4) bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GroCmsg {
+    hdr: libc::cmsghdr,
+    size: libc::c_int,
+}
+
+// SAFETY (both): CMSG_SPACE and CMSG_LEN only compute sizes.
+const _: () = assert!(
+    mem::size_of::<GroCmsg>()
+        == unsafe { libc::CMSG_SPACE(mem::size_of::<libc::c_int>() as u32) } as usize
+);
+const GRO_CMSG_LEN: usize =
+    unsafe { libc::CMSG_LEN(mem::size_of::<libc::c_int>() as u32) } as usize;
+
+impl GroCmsg {
+    fn new() -> GroCmsg {
+        // SAFETY: cmsghdr is plain C data; all-zero bytes are a valid value.
+        GroCmsg {
+            hdr: unsafe { mem::zeroed() },
+            size: 0,
+        }
+    }
+
+    /// The segment size, if the kernel wrote a UDP_GRO message here
+    /// (`controllen` is the control length it reported). The socket asks
+    /// for no other control message, so it can only be the first.
+    fn segment(&self, controllen: usize) -> usize {
+        let gro = controllen >= GRO_CMSG_LEN
+            && self.hdr.cmsg_level == libc::SOL_UDP
+            && self.hdr.cmsg_type == libc::UDP_GRO;
+        if gro {
+            usize::try_from(self.size).unwrap_or(0)
+        } else {
+            0
+        }
+    }
 }
 
 /// One non-blocking recvmmsg(2) over `hdrs`; the count of filled headers.
