@@ -261,30 +261,38 @@ impl TunDevice for OffloadTun {
 }
 
 /// The kernel's UDP socket, sending with UDP GSO where the kernel has it and
-/// until it refuses it (see [`send_many`]), and receiving with UDP GRO where
-/// the kernel has it.
+/// until it refuses it (see [`send_many`]), and receiving through
+/// [`RecvBuffers`], with UDP GRO where the kernel has it.
 pub struct Udp {
     sock: UdpSocket,
     gso: AtomicBool,
-    gro: Option<Mutex<GroReader>>,
+    received: Mutex<RecvBuffers>,
 }
 
 impl Udp {
     pub fn new(sock: UdpSocket) -> Udp {
         let gso = AtomicBool::new(gso_supported(&sock));
-        let gro = enable_gro(&sock).then(|| Mutex::new(GroReader::new()));
-        Udp { sock, gso, gro }
+        // Without GRO every message holds one datagram: the same path serves.
+        if !enable_gro(&sock) {
+            log::debug!("UDP GRO refused: receiving datagrams one by one");
+        }
+        let received = Mutex::new(RecvBuffers::new());
+        Udp {
+            sock,
+            gso,
+            received,
+        }
     }
 }
 
 /// Largest buffer one GRO receive may fill: a whole UDP datagram's worth.
 const GRO_BUFFER: usize = 1 << 16;
 
-/// Receives with UDP GRO: each message, a lone datagram or a burst of
-/// equal-sized ones from one sender, lands in its own 64 KiB buffer and is
-/// then cut into the batch's slots, one datagram per slot. What does not fit
-/// the batch waits here for the next one.
-struct GroReader {
+/// Where received messages wait to be cut into a batch's slots: each, a
+/// lone datagram or (with UDP GRO) a burst of equal-sized ones from one
+/// sender, lands in its own 64 KiB buffer and is cut into slots, one
+/// datagram per slot. What does not fit the batch waits for the next one.
+struct RecvBuffers {
     bufs: Box<[u8]>,
     meta: [RecvMeta; MAX_BATCH],
     /// Messages received into `bufs`.
@@ -293,15 +301,23 @@ struct GroReader {
     next: (usize, usize),
 }
 
-impl GroReader {
-    fn new() -> GroReader {
-        GroReader {
+impl RecvBuffers {
+    fn new() -> RecvBuffers {
+        RecvBuffers {
             // Pages are only touched as datagrams arrive.
             bufs: vec![0; MAX_BATCH * GRO_BUFFER].into_boxed_slice(),
             meta: [RecvMeta::default(); MAX_BATCH],
             received: 0,
             next: (0, 0),
         }
+    }
+
+    /// Receives what is ready without waiting, replacing the messages held
+    /// (all of them must have been cut).
+    fn receive(&mut self, sock: &UdpSocket) -> io::Result<()> {
+        let n = recv_many(sock, self.bufs.chunks_exact_mut(GRO_BUFFER), &mut self.meta)?;
+        (self.received, self.next) = (n, (0, 0));
+        Ok(())
     }
 
     /// Moves received datagrams into the free slots of `batch`, in order,
@@ -339,35 +355,17 @@ fn datagram_at(len: usize, segment: usize, offset: usize) -> (usize, usize) {
 
 impl UdpDevice for Udp {
     fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>> {
-        if let Some(gro) = &self.gro {
-            let mut gro = gro.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut unfit = Unfit::default();
-            gro.cut(batch, &mut unfit);
-            if batch.count() > 0 {
-                return Ok(Some(unfit));
-            }
-            return read_when_ready(self.sock.as_raw_fd(), stop, || {
-                let GroReader { bufs, meta, .. } = &mut *gro;
-                match recv_many(&self.sock, bufs.chunks_exact_mut(GRO_BUFFER), meta) {
-                    Ok(n) => {
-                        (gro.received, gro.next) = (n, (0, 0));
-                        gro.cut(batch, &mut unfit);
-                        Ok(Some(unfit))
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
-                    Err(e) => Err(e),
-                }
-            });
+        // Only the udp_receiver receives: the lock is never contended.
+        let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut unfit = Unfit::default();
+        received.cut(batch, &mut unfit);
+        if batch.count() > 0 {
+            return Ok(Some(unfit));
         }
-        let mut meta = [RecvMeta::default(); MAX_BATCH];
         read_when_ready(self.sock.as_raw_fd(), stop, || {
-            match recv_many(&self.sock, batch.free_slots_mut(), &mut meta) {
-                Ok(n) => {
-                    let mut unfit = Unfit::default();
-                    for m in &meta[..n] {
-                        batch.push(unfit.check(m.len, m.truncated), m.addr);
-                    }
+            match received.receive(&self.sock) {
+                Ok(()) => {
+                    received.cut(batch, &mut unfit);
                     Ok(Some(unfit))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -403,8 +401,8 @@ mod tests {
 
     /// A reader holding `messages` (length, segment size, source port),
     /// each buffer filled with its message index plus the segment's.
-    fn reader(messages: &[(usize, usize, u16)]) -> GroReader {
-        let mut r = GroReader::new();
+    fn reader(messages: &[(usize, usize, u16)]) -> RecvBuffers {
+        let mut r = RecvBuffers::new();
         for (m, &(len, segment, port)) in messages.iter().enumerate() {
             let per = if segment == 0 { len.max(1) } else { segment };
             for (k, b) in r.bufs[m * GRO_BUFFER..][..len].iter_mut().enumerate() {
