@@ -521,14 +521,17 @@ set_conf() {
 
 # iperf_start NAME SECONDS [RATE]: TCP from A to B's tunnel address for SECONDS, with
 # one-second intervals, in the background (JSON in $TMP/NAME.json), at most RATE
-# (iperf3 -b, e.g. 100M) if given; iperf_wait NAME.
+# (e.g. 100M) if given; iperf_wait NAME. RATE is the kernel's pacing rate for the
+# socket (--fq-rate), not iperf3's -b: -b writes 128 KiB blocks on a timer, and each
+# block leaves as one burst of about 90 datagrams, enough to fill a 208 KiB UDP
+# receive buffer at a slow peer whatever the average rate.
 declare -A IPERF_PID=()
 iperf_start() {
 	ip netns exec "$NS2" iperf3 -s -1 -B "$INNER2" -p 5201 >"$TMP/$1.server" 2>&1 &
 	STARTED_PIDS+=("$!")
 	wait_until 10 "iperf3 server on $INNER2:5201" eval "ip netns exec $NS2 ss -Htln 'sport = :5201' | grep -q ."
-	echo "+ [$NS1] iperf3 -c $INNER2 -t $2 -i 1 -J ${3:+-b $3} > $1.json &" >&2
-	ip netns exec "$NS1" timeout --foreground $(($2 + 30)) iperf3 -c "$INNER2" -p 5201 -t "$2" -i 1 -J --connect-timeout 5000 ${3:+-b "$3"} >"$TMP/$1.json" 2>&1 &
+	echo "+ [$NS1] iperf3 -c $INNER2 -t $2 -i 1 -J ${3:+--fq-rate $3} > $1.json &" >&2
+	ip netns exec "$NS1" timeout --foreground $(($2 + 30)) iperf3 -c "$INNER2" -p 5201 -t "$2" -i 1 -J --connect-timeout 5000 ${3:+--fq-rate "$3"} >"$TMP/$1.json" 2>&1 &
 	IPERF_PID[$1]=$!
 	STARTED_PIDS+=("$!")
 }
