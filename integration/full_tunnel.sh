@@ -8,9 +8,7 @@
 # shellcheck source=integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-IMPL_A=${IMPL_A:-pipevpn}
-IMPL_B=${IMPL_B:-pipevpn}
-require_tools "$IMPL_A" "$IMPL_B"
+choose_impls pipevpn pipevpn
 
 scenario topology
 make_topology

@@ -45,7 +45,7 @@ TMP=$(mktemp -d "/tmp/pipevpn-integ.$$.XXXXXX")
 
 CREATED_NS=()
 STARTED_PIDS=()
-declare -A PID_OF=() NS_OF=() IMPL_OF=() LOG_OF=() HOSTROUTE_OF=()
+declare -A PID_OF=() NS_OF=() IMPL_OF=() LOG_OF=() HOSTROUTE_OF=() RUN_DIR_OF=()
 CURRENT_SCENARIO=""
 FIRST_ERROR=""
 STOP_RC=""
@@ -98,6 +98,8 @@ n1() { in_ns "$NS1" "$@"; }
 n2() { in_ns "$NS2" "$@"; }
 n3() { in_ns "$NS3" "$@"; }
 
+# require_tools [pipevpn|wggo|ipv6]...: the tools every scenario uses, root, the tun
+# device, and what is named: an implementation, or a kernel with IPv6.
 require_tools() {
 	local missing=() t
 	for t in ip ping iperf3 wg wireguard-go python3 timeout ss sysctl; do
@@ -107,21 +109,33 @@ require_tools() {
 	((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (Debian: apt-get install iproute2 iputils-ping iperf3 wireguard-go wireguard-tools procps python3)"
 	[[ $(id -u) == 0 ]] || fail "must run as root (network namespaces)"
 	[[ -c /dev/net/tun ]] || fail "/dev/net/tun is missing"
-	local impl
-	for impl in "$@"; do
-		case $impl in
+	local need
+	for need in "$@"; do
+		case $need in
 		pipevpn) [[ -x $PIPEVPN ]] || fail "pipevpn binary not found at $PIPEVPN (build it, or set PIPEVPN)" ;;
 		wggo) ;;
-		*) fail "unknown implementation '$impl' (expected pipevpn or wggo)" ;;
+		ipv6) [[ -e /proc/net/if_inet6 ]] || fail "the kernel has no IPv6" ;;
+		*) fail "unknown requirement '$need' (expected pipevpn, wggo or ipv6)" ;;
 		esac
 	done
 	pass
+}
+
+# choose_impls DEFAULT_A DEFAULT_B: IMPL_A and IMPL_B (pipevpn | wggo) from the
+# environment, else the defaults; then the prerequisites of both.
+choose_impls() {
+	IMPL_A=${IMPL_A:-$1}
+	IMPL_B=${IMPL_B:-$2}
+	require_tools "$IMPL_A" "$IMPL_B"
 }
 
 add_ns() {
 	ip netns add "$1"
 	CREATED_NS+=("$1")
 	in_ns "$1" ip link set lo up
+	# pipevpn's route records for this namespace (src/routes.rs), removed at exit with
+	# the namespace: a later namespace may get the same inode.
+	RUN_DIR_OF[$1]="/run/pipevpn/$(ip netns exec "$1" stat -L -c %i /proc/self/ns/net)"
 }
 
 # link_ns NS_X VETH_X ADDR_X NS_Y VETH_Y ADDR_Y: a veth pair (MTU 1500), /24 each end.
@@ -316,11 +330,15 @@ start_pair() {
 	fi
 }
 
+# stop_pair: SIGTERM to both; each must exit 0, and a pipevpn must leave no route record.
 stop_pair() {
-	stop_impl "$TUN1"
-	[[ $STOP_RC == 0 ]] || fail "${IMPL_OF[$TUN1]} on $TUN1 exited with status $STOP_RC after SIGTERM"
-	stop_impl "$TUN2"
-	[[ $STOP_RC == 0 ]] || fail "${IMPL_OF[$TUN2]} on $TUN2 exited with status $STOP_RC after SIGTERM"
+	local iface record
+	for iface in "$TUN1" "$TUN2"; do
+		stop_impl "$iface"
+		[[ $STOP_RC == 0 ]] || fail "${IMPL_OF[$iface]} on $iface exited with status $STOP_RC after SIGTERM"
+		record="${RUN_DIR_OF[${NS_OF[$iface]}]}/$iface.routes"
+		[[ ! -e $record ]] || fail "${IMPL_OF[$iface]} on $iface left its route record $record: $(cat "$record")"
+	done
 }
 
 # ---- traffic checks -------------------------------------------------------------
@@ -605,10 +623,16 @@ cleanup() {
 			[[ -f $f ]] && { echo "---- last lines of $f"; tail -n 25 "$f"; } >&2
 		done
 	fi
-	for ns in "${CREATED_NS[@]}"; do ip netns del "$ns"; done
+	for ns in "${CREATED_NS[@]}"; do
+		ip netns del "$ns"
+		rm -rf "${RUN_DIR_OF[$ns]}"
+	done
 	rm -rf "$TMP"
 	# Nothing of ours may be left: namespaces, processes, interfaces, sockets, files.
-	for ns in "${CREATED_NS[@]}"; do [[ -e /run/netns/$ns ]] && leaks+=("netns $ns"); done
+	for ns in "${CREATED_NS[@]}"; do
+		[[ -e /run/netns/$ns ]] && leaks+=("netns $ns")
+		[[ -e ${RUN_DIR_OF[$ns]} ]] && leaks+=("${RUN_DIR_OF[$ns]}")
+	done
 	for pid in "${STARTED_PIDS[@]}"; do alive "$pid" && leaks+=("pid $pid"); done
 	ip -o link show | grep -q "$PREFIX" && leaks+=("interface $PREFIX* in the root namespace")
 	compgen -G "/var/run/wireguard/$PREFIX*" >/dev/null && leaks+=("wireguard-go socket /var/run/wireguard/$PREFIX*")
