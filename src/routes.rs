@@ -343,7 +343,16 @@ fn parse_state(text: &str) -> std::result::Result<(u32, Vec<Route>), String> {
 /// rename), so a crash never leaves half a record.
 fn write_state(path: &Path, routes: &[Route]) -> Result<()> {
     let tmp = path.with_extension("routes.tmp");
-    fs::write(&tmp, render_state(std::process::id(), routes))
+    let text = render_state(std::process::id(), routes);
+    fs::write(&tmp, &text)
+        .or_else(|e| match (e.kind(), path.parent()) {
+            // Another tunnel in this namespace may have just removed the
+            // directory it emptied (see `remove_record`).
+            (io::ErrorKind::NotFound, Some(dir)) => {
+                fs::create_dir_all(dir).and_then(|()| fs::write(&tmp, &text))
+            }
+            _ => Err(e),
+        })
         .map_err(|e| Error::sys(format!("writing {}", tmp.display()), e))?;
     fs::rename(&tmp, path).map_err(|e| Error::sys(format!("renaming to {}", path.display()), e))
 }
@@ -413,12 +422,7 @@ impl Drop for InstalledRoutes {
             }
         }
         let done = if left.is_empty() {
-            fs::remove_file(&self.state)
-                .or_else(|e| match e.kind() {
-                    io::ErrorKind::NotFound => Ok(()),
-                    _ => Err(e),
-                })
-                .map_err(|e| Error::sys(format!("removing {}", self.state.display()), e))
+            remove_record(&self.state)
         } else {
             write_state(&self.state, &left)
         };
@@ -426,6 +430,22 @@ impl Drop for InstalledRoutes {
             log::warn!("{e}");
         }
     }
+}
+
+/// Removes a record, and the namespace's directory with it once no other
+/// tunnel there has one (a directory still in use is not empty and stays),
+/// so a clean exit leaves nothing under [`RUN_DIR`].
+fn remove_record(state: &Path) -> Result<()> {
+    fs::remove_file(state)
+        .or_else(|e| match e.kind() {
+            io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        })
+        .map_err(|e| Error::sys(format!("removing {}", state.display()), e))?;
+    if let Some(dir) = state.parent() {
+        let _ = fs::remove_dir(dir);
+    }
+    Ok(())
 }
 
 /// What [`sweep_stale`] found.
@@ -816,6 +836,22 @@ mod tests {
         assert!(state.exists());
         fs::write(&state, "pid 1\nnonsense\n").unwrap();
         assert!(matches!(sweep_stale(&state), Err(Error::Input(_))));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_take_their_directory_along() {
+        let dir = std::env::temp_dir().join(format!("pipevpn-record-{}", std::process::id()));
+        let (mine, other) = (dir.join("1/pv1.routes"), dir.join("1/pv2.routes"));
+        let _ = fs::remove_dir_all(&dir);
+        // Written into a directory that another tunnel has just removed.
+        write_state(&mine, &[]).unwrap();
+        write_state(&other, &[]).unwrap();
+        remove_record(&mine).unwrap();
+        assert!(other.exists(), "a directory in use stays");
+        remove_record(&other).unwrap();
+        assert!(!dir.join("1").exists());
+        remove_record(&other).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 }
