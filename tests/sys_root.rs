@@ -155,11 +155,27 @@ fn tun_up_dual(name: &str, addr4: Ipv4Addr, addr6: Ipv6Addr) -> Tun {
     tun
 }
 
-/// A directory for route records, unique to this test and run.
-fn run_dir(test: &str) -> PathBuf {
+/// A directory for route records, unique to this test and run; removed when
+/// dropped, so also when the test fails.
+struct RunDir(PathBuf);
+
+impl std::ops::Deref for RunDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run_dir(test: &str) -> RunDir {
     let dir = std::env::temp_dir().join(format!("pipevpn-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    RunDir(dir)
 }
 
 /// An IPv4/UDP packet with header checksum and no UDP checksum.
@@ -426,7 +442,8 @@ fn installed_routes_are_recorded_and_undone() {
         installed.remove();
         assert!(!has_route("10.70.0.0/16 dev pvt2"));
         assert!(has_route("10.71.0.0/16 dev pvt2"));
-        assert!(!state.exists());
+        // The namespace's directory goes with its last record.
+        assert!(!state.parent().unwrap().exists());
 
         // A failure half-way undoes the routes already added and the record.
         let failing = [
@@ -436,8 +453,7 @@ fn installed_routes_are_recorded_and_undone() {
         let err = InstalledRoutes::install(state.clone(), &failing).unwrap_err();
         assert!(err.to_string().contains("nosuchdev0"), "{err}");
         assert!(!has_route("10.72.0.0/16 dev pvt2"));
-        assert!(!state.exists());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!state.parent().unwrap().exists());
     });
 }
 
@@ -486,7 +502,6 @@ fn stale_records_are_swept_unless_their_owner_lives() {
         assert!(!has_route("10.80.0.0/16 dev pvt3"));
         assert!(!state.exists());
         assert_eq!(sweep_stale(&state).unwrap(), SweepOutcome::Clean);
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -528,7 +543,6 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         drop(installed);
         assert!(shown.iter().all(|r| !has_route(r)), "{:?}", table());
         assert!(has_route("0.0.0.0/0 via 192.0.2.254 dev pvv0"));
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -896,7 +910,6 @@ fn ipv6_full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         assert!(shown.iter().all(|r| !has_route(r)), "{:?}", table6());
         assert!(has_route_any("::/0 via fd00:98::fe dev pvv2"));
         assert!(!state.exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
