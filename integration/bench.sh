@@ -5,9 +5,9 @@
 # another in one run, so that a noisy machine hurts them alike. Judge by the
 # ratios within a run.
 #
-#   ns A                                         ns B
-#   tunnel 10.202.0.1/24 (MTU 1420)              tunnel 10.202.0.2/24 (MTU 1420)
-#   veth   10.201.0.1/24 ───── MTU 1500 ──────── veth 10.201.0.2/24
+#   ns1 (A)                                      ns2 (B)
+#   tunnel 10.99.0.1/24 (MTU 1420)               tunnel 10.99.0.2/24 (MTU 1420)
+#   veth   10.98.0.1/24 ───── MTU 1500 ───────── veth 10.98.0.2/24
 #
 # Per implementation and repetition (repetitions are interleaved, so load that
 # comes and goes is spread over all implementations):
@@ -32,14 +32,16 @@
 # Output: a markdown table on stdout; raw iperf3 JSON, ping output, pipevpn
 # stats, every value per repetition (results.tsv) and the table under
 # bench-results/<timestamp>/. Progress goes to stderr.
-set -euo pipefail
+#
+# The namespaces, peers and cleanup are lib.sh's, as in the test scenarios.
 
-if [[ -z ${PV_BENCH_UNDER_TIMEOUT:-} ]]; then
-	export PV_BENCH_UNDER_TIMEOUT=1
-	exec timeout --kill-after=20 "${BENCH_TIMEOUT:-1800}" bash "$0" "$@"
-fi
+[[ -n ${PIPEVPN:-} ]] || BUILD_PIPEVPN=1
+export PV_TIMEOUT=${PV_TIMEOUT:-${BENCH_TIMEOUT:-1800}}
+# shellcheck source=integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# stdout is for the table; lib.sh's PASS and FAIL lines go with the progress.
+exec 3>&2
 
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0
 IMPLS=raw,pipevpn,wggo,wggo-new
 while (($#)); do
@@ -50,7 +52,7 @@ while (($#)); do
 		shift
 		;;
 	-h | --help)
-		sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+		sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -69,94 +71,29 @@ if [[ -n ${PIPEVPN_BASELINE:-} && $IMPLS != *pipevpn-base* ]]; then
 	IMPLS=${IMPLS/pipevpn/pipevpn,pipevpn-base}
 fi
 IFS=, read -r -a IMPL_LIST <<<"$IMPLS"
-
-PREFIX="pb$$"
-NS_A="${PREFIX}a" NS_B="${PREFIX}b"
-VETH_A="${PREFIX}va" VETH_B="${PREFIX}vb"
-TUN_A="${PREFIX}ta" TUN_B="${PREFIX}tb"
-UNDER_A=10.201.0.1 UNDER_B=10.201.0.2
-INNER_A=10.202.0.1 INNER_B=10.202.0.2
-WG_PORT=51820 IPERF_PORT=5201
-TMP=$(mktemp -d "/tmp/pipevpn-bench.$$.XXXXXX")
 OUT="$REPO_ROOT/bench-results/$(date +%Y%m%d-%H%M%S)"
-
-CREATED_NS=()
-STARTED_PIDS=()
-TUNNEL_PIDS=()
-
-log() { echo "# $*" >&2; }
-die() {
-	echo "bench.sh: $*" >&2
-	exit 1
-}
-alive() { kill -0 "$1" 2>/dev/null; }
-in_a() { ip netns exec "$NS_A" "$@"; }
-in_b() { ip netns exec "$NS_B" "$@"; }
-
-# Every process this script starts is recorded here until it has been reaped,
-# so that cleanup signals only our own processes (never a reused PID).
-started() { STARTED_PIDS+=("$1"); }
-forget() {
-	local p kept=()
-	for p in "${STARTED_PIDS[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
-	STARTED_PIDS=("${kept[@]}")
-}
-
-# stop_pid PID: TERM, up to 10 s, then KILL; reaps it.
-stop_pid() {
-	local pid=$1 deadline=$((SECONDS + 10))
-	alive "$pid" && kill -TERM "$pid" 2>/dev/null
-	while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-	alive "$pid" && kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null || true
-	forget "$pid"
-}
-
-cleanup() {
-	local rc=$? pid ns
-	set +e
-	for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
-	for ns in "${CREATED_NS[@]}"; do ip netns del "$ns"; done
-	rm -rf "$TMP"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted (SIGTERM: timeout after ${BENCH_TIMEOUT:-1800}s?)"; exit 124' TERM
-trap 'exit 130' INT
-
-# wait_until SECONDS WHAT CMD...: polls CMD every 0.1 s.
-wait_until() {
-	local deadline=$((SECONDS + $1)) what=$2
-	shift 2
-	until "$@" >/dev/null 2>&1; do
-		((SECONDS < deadline)) || die "timed out waiting for $what"
-		sleep 0.1
-	done
-}
 
 # ---- prerequisites and build ------------------------------------------------
 
-for tool in ip iperf3 ping wg wireguard-go jq python3 timeout ss; do
-	command -v "$tool" >/dev/null || die "missing tool: $tool (Debian: iproute2 iperf3 iputils-ping wireguard-tools wireguard-go jq python3)"
-done
-[[ $(id -u) == 0 ]] || die "must run as root (network namespaces)"
+if [[ -n ${BUILD_PIPEVPN:-} ]]; then
+	log "cargo build --release"
+	(cd "$REPO_ROOT" && cargo build --release --quiet)
+fi
+require_tools pipevpn wggo
+scenario prerequisites-bench
+command -v jq >/dev/null || fail "missing tool: jq (Debian: apt-get install jq)"
 for impl in "${IMPL_LIST[@]}"; do
 	case $impl in
 	raw | pipevpn | wggo) ;;
 	wggo-new)
 		[[ -n ${WGGO_NEW:-} ]] || WGGO_NEW=$("$REPO_ROOT/integration/fetch-wggo.sh")
-		[[ -x $WGGO_NEW ]] || die "no wireguard-go binary at $WGGO_NEW"
+		[[ -x $WGGO_NEW ]] || fail "no wireguard-go binary at $WGGO_NEW"
 		;;
-	pipevpn-base) [[ -x ${PIPEVPN_BASELINE:-} ]] || die "pipevpn-base needs PIPEVPN_BASELINE=<binary>" ;;
-	*) die "unknown implementation '$impl' (raw, pipevpn, pipevpn-base, wggo, wggo-new)" ;;
+	pipevpn-base) [[ -x ${PIPEVPN_BASELINE:-} ]] || fail "pipevpn-base needs PIPEVPN_BASELINE=<binary>" ;;
+	*) fail "unknown implementation '$impl' (raw, pipevpn, pipevpn-base, wggo, wggo-new)" ;;
 	esac
 done
-if [[ -z ${PIPEVPN:-} ]]; then
-	log "cargo build --release"
-	(cd "$REPO_ROOT" && cargo build --release --quiet)
-	PIPEVPN="$REPO_ROOT/target/release/pipevpn"
-fi
-[[ -x $PIPEVPN ]] || die "no pipevpn binary at $PIPEVPN"
+pass
 
 mkdir -p "$OUT"
 {
@@ -175,104 +112,38 @@ mkdir -p "$OUT"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 
-# ---- topology ---------------------------------------------------------------
+# ---- topology and tunnels -----------------------------------------------------
 
-for ns in "$NS_A" "$NS_B"; do
-	ip netns add "$ns"
-	CREATED_NS+=("$ns")
-	ip netns exec "$ns" ip link set lo up
-done
-in_a ip link add "$VETH_A" mtu 1500 type veth peer name "$VETH_B" netns "$NS_B"
-in_b ip link set "$VETH_B" mtu 1500
-in_a ip addr add "$UNDER_A/24" dev "$VETH_A"
-in_b ip addr add "$UNDER_B/24" dev "$VETH_B"
-in_a ip link set "$VETH_A" up
-in_b ip link set "$VETH_B" up
-wait_until 10 "the veth link" in_a ping -c1 -W1 "$UNDER_B"
+scenario topology
+add_ns "$NS1"
+add_ns "$NS2"
+link_ns "$NS1" "$VETH1" "$UNDER1" "$NS2" "$VETH2" "$UNDER2"
+wait_until 10 "the veth link" ip netns exec "$NS1" ping -c1 -W1 "$UNDER2"
+# A knows B's endpoint and starts the handshake.
+setup_pair a no
+pass
 
-# ---- tunnels ----------------------------------------------------------------
-
-declare -A PRIV=() PUB=()
-for side in a b; do
-	PRIV[$side]=$(wg genkey)
-	PUB[$side]=$(wg pubkey <<<"${PRIV[$side]}")
-done
-
-# pipevpn_conf SIDE: A knows B's endpoint and starts the handshake.
-pipevpn_conf() {
-	local side=$1 other addr peer_addr
-	if [[ $side == a ]]; then other=b addr=$INNER_A peer_addr=$INNER_B; else other=a addr=$INNER_B peer_addr=$INNER_A; fi
-	{
-		echo "[Interface]"
-		echo "PrivateKey = ${PRIV[$side]}"
-		echo "Address = $addr/24"
-		echo "ListenPort = $WG_PORT"
-		echo "MTU = 1420"
-		echo "[Peer]"
-		echo "PublicKey = ${PUB[$other]}"
-		echo "AllowedIPs = $peer_addr/32"
-		[[ $side == b ]] || echo "Endpoint = $UNDER_B:$WG_PORT"
-	} >"$TMP/$side.conf"
-	echo "$TMP/$side.conf"
-}
-
-# start_tunnel IMPL SIDE NS IFACE: starts one peer, adds its pid to TUNNEL_PIDS.
-start_tunnel() {
-	local impl=$1 side=$2 ns=$3 iface=$4 bin other addr peer_addr pid conf
-	case $impl in
-	pipevpn | pipevpn-base)
-		bin=$PIPEVPN
-		[[ $impl == pipevpn ]] || bin=$PIPEVPN_BASELINE
-		conf=$(pipevpn_conf "$side")
-		ip netns exec "$ns" "$bin" up "$conf" -i "$iface" \
-			--stats-file "$TMP/$iface.stats" >"$TMP/$iface.log" 2>&1 &
-		pid=$!
-		started "$pid"
-		wait_until 10 "$impl to create $iface" ip netns exec "$ns" ip link show "$iface"
-		;;
-	wggo | wggo-new)
-		bin=wireguard-go
-		[[ $impl == wggo ]] || bin=$WGGO_NEW
-		if [[ $side == a ]]; then other=b addr=$INNER_A peer_addr=$INNER_B; else other=a addr=$INNER_B peer_addr=$INNER_A; fi
-		ip netns exec "$ns" "$bin" -f "$iface" >"$TMP/$iface.log" 2>&1 &
-		pid=$!
-		started "$pid"
-		wait_until 10 "wireguard-go's socket for $iface" test -S "/var/run/wireguard/$iface.sock"
-		echo "${PRIV[$side]}" >"$TMP/$side.key"
-		local endpoint=()
-		[[ $side == b ]] || endpoint=(endpoint "$UNDER_B:$WG_PORT")
-		ip netns exec "$ns" wg set "$iface" private-key "$TMP/$side.key" listen-port "$WG_PORT" \
-			peer "${PUB[$other]}" allowed-ips "$peer_addr/32" "${endpoint[@]}"
-		ip netns exec "$ns" ip addr add "$addr/24" dev "$iface"
-		ip netns exec "$ns" ip link set "$iface" mtu 1420 up
-		;;
+# bring_up IMPL: both peers of IMPL and the first handshake; DST is B's address as A
+# reaches it, TUNNEL_PIDS the peers' processes (none for raw veth).
+bring_up() {
+	TUNNEL_PIDS=()
+	DST=$UNDER2
+	case $1 in
+	raw) return ;;
+	pipevpn) start_pair pipevpn pipevpn a ;;
+	pipevpn-base) PIPEVPN=$PIPEVPN_BASELINE start_pair pipevpn pipevpn a ;;
+	wggo) start_pair wggo wggo a ;;
+	wggo-new) WGGO_BIN=$WGGO_NEW start_pair wggo wggo a ;;
 	esac
-	alive "$pid" || die "$impl on $iface exited at start: $(tail -n 5 "$TMP/$iface.log")"
-	TUNNEL_PIDS+=("$pid")
+	DST=$INNER2
+	TUNNEL_PIDS=("${PID_OF[$TUN1]}" "${PID_OF[$TUN2]}")
+	wait_for_handshake "$NS1" "$INNER2"
 }
 
-# start_impl IMPL: sets DST (B's address as A reaches it) and TUNNEL_PIDS.
-start_impl() {
-	TUNNEL_PIDS=()
-	if [[ $1 == raw ]]; then
-		DST=$UNDER_B
-		return
-	fi
-	DST=$INNER_B
-	start_tunnel "$1" b "$NS_B" "$TUN_B"
-	start_tunnel "$1" a "$NS_A" "$TUN_A"
-	# A's first packet starts the handshake.
-	wait_until 20 "a handshake ($1)" in_a ping -c1 -W1 "$INNER_B"
+# bring_down IMPL
+bring_down() {
+	[[ $1 == raw ]] || stop_pair
 }
-
-stop_impl() {
-	local pid
-	for pid in "${TUNNEL_PIDS[@]}"; do stop_pid "$pid"; done
-	wait_until 10 "$TUN_A and $TUN_B to go" eval "! in_a ip link show $TUN_A && ! in_b ip link show $TUN_B"
-	TUNNEL_PIDS=()
-}
-
-# ---- measurements -------------------------------------------------------------
 
 # record IMPL REP METRIC VALUE; a failed measurement is "nan".
 FAILED=0
@@ -286,7 +157,7 @@ record() {
 tunnels_alive() {
 	local pid
 	for pid in "${TUNNEL_PIDS[@]}"; do
-		alive "$pid" || die "tunnel process $pid exited during the run: $(tail -n 5 "$TMP"/*.log)"
+		alive "$pid" || fail "tunnel process $pid exited during the run: $(tail -n 5 "$TMP"/*.log)"
 	done
 }
 
@@ -314,18 +185,19 @@ peak_rss_kb() {
 # iperf NAME ARGS...: one iperf3 client run from A to a one-shot server in B,
 # JSON saved as $RUN-NAME.json.
 iperf() {
-	local name=$1 pid i json="$RUN-$1.json"
+	local name=$1 pid deadline json="$RUN-$1.json"
 	shift
-	in_b iperf3 -s -1 -p "$IPERF_PORT" >"$TMP/iperf-server.log" 2>&1 &
+	ip netns exec "$NS2" iperf3 -s -1 -p 5201 >"$TMP/iperf-server.log" 2>&1 &
 	pid=$!
-	started "$pid"
-	wait_until 10 "the iperf3 server" eval "in_b ss -Htln 'sport = :$IPERF_PORT' | grep -q ."
-	timeout $((SECS + 30)) ip netns exec "$NS_A" iperf3 -c "$DST" -p "$IPERF_PORT" -t "$SECS" \
+	STARTED_PIDS+=("$pid")
+	wait_until 10 "the iperf3 server" eval "ip netns exec $NS2 ss -Htln 'sport = :5201' | grep -q ."
+	timeout $((SECS + 30)) ip netns exec "$NS1" iperf3 -c "$DST" -p 5201 -t "$SECS" \
 		--connect-timeout 5000 -J "$@" >"$json" || log "iperf3 $name failed: $(jq -r '.error // "?"' "$json" 2>/dev/null)"
 	# A one-shot server ends after its test; after a failed test it may not.
-	i=0
-	while alive "$pid" && ((i++ < 100)); do sleep 0.1; done
-	stop_pid "$pid"
+	deadline=$((SECONDS + 10))
+	while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+	alive "$pid" && kill -TERM "$pid"
+	wait "$pid" || true
 }
 
 # json FILE JQ-EXPR: a number from an iperf3 result, "nan" when absent.
@@ -354,7 +226,7 @@ measure() {
 	iperf tcp-p4 -P 4
 	record "$impl" "$rep" tcp_p4_mbps "$(json "$RUN-tcp-p4.json" '.end.sum_received.bits_per_second / 1e6')"
 
-	timeout 30 ip netns exec "$NS_A" ping -c 200 -i 0.01 -W 1 -q "$DST" >"$RUN-ping.txt" 2>&1 || true
+	timeout 30 ip netns exec "$NS1" ping -c 200 -i 0.01 -W 1 -q "$DST" >"$RUN-ping.txt" 2>&1 || true
 	# "rtt min/avg/max/mdev = 0.041/0.062/0.301/0.020 ms[, pipe 2]"
 	local rtt
 	rtt=$(sed -n 's|^rtt [^=]*= \([0-9./]*\) ms.*|\1|p' "$RUN-ping.txt" | tr / ' ')
@@ -381,11 +253,13 @@ save_stats() {
 
 for ((rep = 1; rep <= REPS; rep++)); do
 	for impl in "${IMPL_LIST[@]}"; do
-		log "---- $impl, repetition $rep/$REPS (load $(cut -d' ' -f1 /proc/loadavg))"
-		start_impl "$impl"
+		scenario "$impl-r$rep"
+		log "load $(cut -d' ' -f1 /proc/loadavg)"
+		bring_up "$impl"
 		measure "$impl" "$rep"
-		stop_impl
+		bring_down "$impl"
 		save_stats "$impl" "$rep"
+		pass
 	done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
@@ -454,4 +328,6 @@ print(f"{info['cpus']}, {info['memory']}, kernel {info['kernel']}; {info['runs']
       f"load average before {info['load before'].split()[0]}, after {info['load after'].split()[0]}.")
 EOF
 log "raw results and table: $OUT"
-((FAILED == 0)) || die "$FAILED measurement(s) failed (missing from the table; see $OUT)"
+scenario measurements
+((FAILED == 0)) || fail "$FAILED measurement(s) failed (missing from the table; see $OUT)"
+pass

@@ -32,6 +32,7 @@ fi
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PIPEVPN=${PIPEVPN:-target/release/pipevpn}
 [[ $PIPEVPN == /* ]] || PIPEVPN="$REPO_ROOT/$PIPEVPN"
+WGGO_BIN=wireguard-go # bench.sh runs a newer build through the same code
 
 PREFIX="pv$$"
 NS1="${PREFIX}n1" NS2="${PREFIX}n2" NS3="${PREFIX}n3"
@@ -243,7 +244,10 @@ wait_until() {
 }
 
 iface_exists() { ip netns exec "$1" ip link show dev "$2"; }
-alive() { kill -0 "$1" 2>/dev/null; }
+# alive PID: PID is one of this script's background jobs and still runs. Not kill -0:
+# once a job has ended, bash reaps it, and the kernel may give its PID to another
+# process, which the cleanup would then signal (pid_max is 32768 here).
+alive() { [[ " $(jobs -rp | tr '\n' ' ') " == *" $1 "* ]]; }
 
 # Fails unless the process is still running (it must not have died on start-up).
 expect_alive() {
@@ -262,8 +266,8 @@ start_pipevpn() { # start_pipevpn NS CONFIG IFACE
 
 start_wggo() { # start_wggo NS IFACE CONFIG
 	local ns=$1 iface=$2 conf=$3 log="$TMP/$2.log" cidr
-	echo "+ [$ns] wireguard-go -f $iface &" >&2
-	env --default-signal=INT ip netns exec "$ns" wireguard-go -f "$iface" >"$log" 2>&1 &
+	echo "+ [$ns] $WGGO_BIN -f $iface &" >&2
+	env --default-signal=INT ip netns exec "$ns" "$WGGO_BIN" -f "$iface" >"$log" 2>&1 &
 	track $! "$iface" "$ns" wggo "$log"
 	wait_until 10 "wireguard-go's control socket for $iface" test -S "/var/run/wireguard/$iface.sock"
 	# wg(8) reads only the keys, port and peer lines: drop the wg-quick additions.
