@@ -15,10 +15,6 @@ pass
 # wg_latest IFACE: wireguard-go's latest handshake time (epoch seconds) with A.
 wg_latest() { ip netns exec "${NS_OF[$1]}" wg show "$1" latest-handshakes | awk '{print $2}'; }
 
-# rcvbuf_errors NS: UDP datagrams NS's kernel dropped because a receive buffer was full.
-# shellcheck disable=SC2016 # an awk program, not shell
-rcvbuf_errors() { ip netns exec "$1" awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ {print $6}' /proc/net/snmp; }
-
 # pipevpn as initiator rekeys every 5 s; wireguard-go must answer each handshake and
 # move to each new keypair while 20 s of TCP and a ping run, without losing pings.
 # The TCP is paced at 100 Mbit/s, below what Debian's wireguard-go 0.0.20220316 can
@@ -32,13 +28,13 @@ setup_pair a no
 start_pair pipevpn wggo a
 unset PIPEVPN_TEST_TIMING
 wait_for_handshake "$NS1" "$INNER2"
-overflow_b=$(rcvbuf_errors "$NS2")
+overflow_b=$(udp_counter "$NS2" RcvbufErrors)
 start_ping rekey "$NS2" "$INNER1" 0.05
 iperf_start rekey 20 100M
 iperf_wait rekey
 stop_ping rekey
 sleep 1.2
-overflow_b=$(($(rcvbuf_errors "$NS2") - overflow_b))
+overflow_b=$(($(udp_counter "$NS2" RcvbufErrors) - overflow_b))
 hs_a=$(stat_value "$TMP/$TUN1.stats" handshake completed)
 age=$(($(date +%s) - $(wg_latest "$TUN2")))
 info "20 s TCP: $IPERF_MBPS Mbit/s, $IPERF_RETRANS retransmits, slowest second $IPERF_WORST Mbit/s (median $IPERF_MEDIAN), retransmits per second $IPERF_RETRANS_SECONDS; pipevpn completed $hs_a handshakes; wireguard-go's latest is ${age}s old; B->A ping $PING_RECEIVED/$PING_SENT; datagrams B's kernel dropped for a full receive buffer: $overflow_b"
