@@ -21,11 +21,12 @@ use pipevpn::sys::poll::{wait_readable, Ready, StopFd};
 use pipevpn::sys::route::{add_route, del_route};
 use pipevpn::sys::tun::Tun;
 use pipevpn::sys::udp::{
-    bind_udp, bind_udp_any, enable_gro, recv_many, send_many, RecvMeta, MAX_BATCH,
+    bind_udp, bind_udp_any, enable_gro, enable_pktinfo, recv_many, send_many, Endpoint, RecvMeta,
+    MAX_BATCH,
 };
 use pipevpn::Error;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -599,7 +600,7 @@ fn udp_batches_go_out_and_come_back() {
                 send_many(
                     &tx,
                     payloads.iter().map(Vec::as_slice),
-                    dest,
+                    dest.into(),
                     &AtomicBool::new(true)
                 )
                 .unwrap(),
@@ -620,7 +621,7 @@ fn udp_batches_go_out_and_come_back() {
                 send_many(
                     &tx,
                     std::iter::once(&[7u8; 100][..]),
-                    dest,
+                    dest.into(),
                     &AtomicBool::new(true)
                 )
                 .unwrap(),
@@ -635,7 +636,7 @@ fn udp_batches_go_out_and_come_back() {
                 send_many(
                     &tx,
                     many.iter().map(|p| &p[..]),
-                    dest,
+                    dest.into(),
                     &AtomicBool::new(true)
                 )
                 .unwrap(),
@@ -659,7 +660,7 @@ fn numbered(lens: &[usize]) -> Vec<Vec<u8>> {
 fn gso_round_trip(tx: &UdpSocket, rx: &UdpSocket, payloads: &[Vec<u8>]) -> bool {
     let gso = AtomicBool::new(true);
     let dest = rx.local_addr().unwrap();
-    let sent = send_many(tx, payloads.iter().map(Vec::as_slice), dest, &gso).unwrap();
+    let sent = send_many(tx, payloads.iter().map(Vec::as_slice), dest.into(), &gso).unwrap();
     assert_eq!(sent, payloads.len());
     let got = recv_all(rx, payloads.len(), 8192);
     for (i, ((data, m), want)) in got.iter().zip(payloads).enumerate() {
@@ -718,7 +719,7 @@ fn udp_gro_hands_over_a_run_as_one_buffer() {
         let payloads = numbered(&lens);
         let gso = AtomicBool::new(true);
         let dest = rx.local_addr().unwrap();
-        let sent = send_many(&tx, payloads.iter().map(Vec::as_slice), dest, &gso).unwrap();
+        let sent = send_many(&tx, payloads.iter().map(Vec::as_slice), dest.into(), &gso).unwrap();
         assert_eq!(sent, payloads.len());
         let got = recv_all(&rx, 1, 1 << 16);
         let (data, meta) = &got[0];
@@ -931,7 +932,7 @@ fn dual_stack_socket_talks_to_ipv4_and_ipv6_peers() {
                 send_many(
                     &dual,
                     payloads.iter().map(Vec::as_slice),
-                    peer_at,
+                    peer_at.into(),
                     &AtomicBool::new(true)
                 )
                 .unwrap(),
@@ -947,7 +948,7 @@ fn dual_stack_socket_talks_to_ipv4_and_ipv6_peers() {
             send_many(
                 &peer,
                 std::iter::once(&b"back"[..]),
-                dual_at,
+                dual_at.into(),
                 &AtomicBool::new(true),
             )
             .unwrap();
@@ -956,6 +957,77 @@ fn dual_stack_socket_talks_to_ipv4_and_ipv6_peers() {
                 (back[0].0.as_slice(), back[0].1.addr),
                 (&b"back"[..], peer_at)
             );
+        }
+    });
+}
+
+/// A server with two addresses answers from the one the client sent to,
+/// not from the one routing would pick: with the address learnt from
+/// IP_PKTINFO / IPV6_PKTINFO, through a GSO run and a lone datagram; and an
+/// address that has gone falls back to routing's choice.
+#[test]
+fn answers_leave_from_the_address_the_peer_reached() {
+    in_netns(|| {
+        for a in ["10.55.0.1/32", "10.55.0.2/32"] {
+            ip(&format!("addr add {a} dev lo"));
+        }
+        for a in ["fd00:55::1/128", "fd00:55::2/128"] {
+            ip(&format!("-6 addr add {a} dev lo nodad"));
+        }
+        let server = bind_udp_any(0).unwrap();
+        assert!(enable_pktinfo(&server), "IPV6_RECVPKTINFO refused");
+        let port = server.local_addr().unwrap().port();
+        let gso = AtomicBool::new(true);
+        for (client_ip, server_ip, gone) in [
+            ("10.55.0.1", "10.55.0.2", "10.55.0.9"),
+            ("fd00:55::1", "fd00:55::2", "fd00:55::9"),
+        ] {
+            let (server_ip, gone): (IpAddr, IpAddr) =
+                (server_ip.parse().unwrap(), gone.parse().unwrap());
+            let client = bind_udp(SocketAddr::new(client_ip.parse().unwrap(), 0)).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let client_at = client.local_addr().unwrap();
+            client.send_to(b"hello", (server_ip, port)).unwrap();
+            let got = recv_all(&server, 1, 64);
+            let from = Endpoint {
+                addr: got[0].1.addr,
+                local: got[0].1.local,
+            };
+            assert_eq!(
+                from,
+                Endpoint {
+                    addr: client_at,
+                    local: Some(server_ip)
+                }
+            );
+
+            let reply_sources = |dest: Endpoint, payloads: &[&[u8]]| {
+                let sent = send_many(&server, payloads.iter().copied(), dest, &gso).unwrap();
+                assert_eq!(sent, payloads.len());
+                let mut buf = [0u8; 64];
+                (0..sent)
+                    .map(|_| client.recv_from(&mut buf).unwrap().1.ip())
+                    .collect::<Vec<_>>()
+            };
+            // Routing alone answers from the client's own address here.
+            let routed = reply_sources(client_at.into(), &[b"plain"]);
+            assert_ne!(
+                routed,
+                [server_ip],
+                "the test needs routing to pick another address"
+            );
+            assert_eq!(
+                reply_sources(from, &[b"run1", b"run2", b"run3"]),
+                [server_ip; 3]
+            );
+            assert_eq!(reply_sources(from, &[b"lone"]), [server_ip]);
+            let stale = Endpoint {
+                addr: client_at,
+                local: Some(gone),
+            };
+            assert_eq!(reply_sources(stale, &[b"gone1", b"gone2"]), [routed[0]; 2]);
         }
     });
 }

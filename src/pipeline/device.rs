@@ -6,9 +6,11 @@ use super::offload::{Coalescer, Segments, Split, VnetHdr, VNET_HDR_LEN};
 use super::pool::{Batch, BATCH, HEADROOM, NO_ADDR};
 use crate::sys::poll::{wait_readable, Ready, StopFd};
 use crate::sys::tun::Tun;
-use crate::sys::udp::{enable_gro, gso_supported, recv_many, send_many, RecvMeta, MAX_BATCH};
+use crate::sys::udp::{
+    enable_gro, enable_pktinfo, gso_supported, recv_many, send_many, Endpoint, RecvMeta, MAX_BATCH,
+};
 use std::io::{self, IoSlice};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, PoisonError};
@@ -44,8 +46,8 @@ pub trait UdpDevice: Send + Sync {
     /// in [`Unfit`] for the caller to count. Returns None once `stop` is set.
     fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>>;
     /// Sends the datagrams of the given slots to `dest`.
-    fn send_batch(&self, batch: &Batch, dest: SocketAddr) -> io::Result<()>;
-    fn send_to(&self, datagram: &[u8], dest: SocketAddr) -> io::Result<()>;
+    fn send_batch(&self, batch: &Batch, dest: Endpoint) -> io::Result<()>;
+    fn send_to(&self, datagram: &[u8], dest: Endpoint) -> io::Result<()>;
 }
 
 /// Datagrams a receive took off the socket but could not keep.
@@ -276,6 +278,10 @@ impl Udp {
         if !enable_gro(&sock) {
             log::debug!("UDP GRO refused: receiving datagrams one by one");
         }
+        // Without it, answers go out from whichever address routing picks.
+        if !enable_pktinfo(&sock) {
+            log::warn!("IP_PKTINFO refused: answers may come from another local address");
+        }
         let received = Mutex::new(RecvBuffers::new());
         Udp {
             sock,
@@ -334,7 +340,11 @@ impl RecvBuffers {
                     slot[..len].copy_from_slice(data);
                 }
             }
-            batch.push(kept, meta.addr);
+            let from = Endpoint {
+                addr: meta.addr,
+                local: meta.local,
+            };
+            batch.push(kept, from);
             self.next = match start + len {
                 end if end < meta.len && !meta.truncated => (m, end),
                 _ => (m + 1, 0),
@@ -375,15 +385,15 @@ impl UdpDevice for Udp {
         })
     }
 
-    fn send_batch(&self, batch: &Batch, dest: SocketAddr) -> io::Result<()> {
+    fn send_batch(&self, batch: &Batch, dest: Endpoint) -> io::Result<()> {
         let datagrams = (0..batch.count())
             .filter(|&i| batch.len(i) > 0)
             .map(|i| &batch.slot(i)[..batch.len(i)]);
         send_many(&self.sock, datagrams, dest, &self.gso).map(|_| ())
     }
 
-    fn send_to(&self, datagram: &[u8], dest: SocketAddr) -> io::Result<()> {
-        self.sock.send_to(datagram, dest).map(|_| ())
+    fn send_to(&self, datagram: &[u8], dest: Endpoint) -> io::Result<()> {
+        send_many(&self.sock, std::iter::once(datagram), dest, &self.gso).map(|_| ())
     }
 }
 
@@ -400,7 +410,8 @@ mod tests {
     }
 
     /// A reader holding `messages` (length, segment size, source port),
-    /// each buffer filled with its message index plus the segment's.
+    /// each buffer filled with its message index plus the segment's, each
+    /// message received on local address 192.0.2.<source port>.
     fn reader(messages: &[(usize, usize, u16)]) -> RecvBuffers {
         let mut r = RecvBuffers::new();
         for (m, &(len, segment, port)) in messages.iter().enumerate() {
@@ -410,7 +421,8 @@ mod tests {
             }
             r.meta[m] = RecvMeta {
                 len,
-                addr: SocketAddr::from(([10, 0, 0, 1], port)),
+                addr: std::net::SocketAddr::from(([10, 0, 0, 1], port)),
+                local: Some(std::net::IpAddr::from([192, 0, 2, port as u8])),
                 truncated: false,
                 segment,
             };
@@ -431,7 +443,7 @@ mod tests {
         r.cut(&mut first, &mut unfit);
         assert!(first.is_full());
         let tail: Vec<_> = (BATCH - 3..BATCH)
-            .map(|i| (first.len(i), first.slot(i)[0], first.addr(i).port()))
+            .map(|i| (first.len(i), first.slot(i)[0], first.addr(i).addr.port()))
             .collect();
         assert_eq!(tail, [(100, 0, 1), (100, 1, 1), (50, 2, 1)]);
         assert_eq!(unfit, Unfit::default());
@@ -439,8 +451,13 @@ mod tests {
         let mut second = pool.get();
         r.cut(&mut second, &mut unfit);
         let got: Vec<_> = (0..second.count())
-            .map(|i| (second.len(i), second.addr(i).port()))
+            .map(|i| (second.len(i), second.addr(i).addr.port()))
             .collect();
+        // Each datagram keeps the local address its message reached.
+        for (i, port) in [(0, 2), (1, 3), (2, 4)] {
+            let local = std::net::IpAddr::from([192, 0, 2, port]);
+            assert_eq!(second.addr(i).local, Some(local));
+        }
         // The empty datagram and the one too long for a slot take empty slots.
         assert_eq!(got, [(40, 2), (0, 3), (0, 4)]);
         assert_eq!(second.slot(0)[..40], [10; 40]);

@@ -5,6 +5,7 @@
 use super::device::{TunDevice, UdpDevice, Unfit, Written};
 use super::pool::{Batch, HEADROOM, NO_ADDR};
 use crate::sys::poll::StopFd;
+use crate::sys::udp::Endpoint;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::io;
 use std::net::SocketAddr;
@@ -141,20 +142,24 @@ impl UdpDevice for FakeUdp {
             let truncated = dgram.len() > slot.len();
             let len = dgram.len().min(slot.len());
             slot[..len].copy_from_slice(&dgram[..len]);
+            let from = Endpoint {
+                addr: from,
+                local: Some(self.addr.ip()),
+            };
             b.push(unfit.check(len, truncated), from);
         });
         Ok(got.map(|()| unfit))
     }
 
-    fn send_batch(&self, batch: &Batch, dest: SocketAddr) -> io::Result<()> {
+    fn send_batch(&self, batch: &Batch, dest: Endpoint) -> io::Result<()> {
         for i in (0..batch.count()).filter(|&i| batch.len(i) > 0) {
             self.send_to(&batch.slot(i)[..batch.len(i)], dest)?;
         }
         Ok(())
     }
 
-    fn send_to(&self, datagram: &[u8], dest: SocketAddr) -> io::Result<()> {
-        if dest != self.peer_addr {
+    fn send_to(&self, datagram: &[u8], dest: Endpoint) -> io::Result<()> {
+        if dest.addr != self.peer_addr {
             return Ok(());
         }
         self.peer_tx

@@ -20,8 +20,8 @@ use crate::protocol::messages::{
 use crate::protocol::session::seal_in_place;
 use crate::protocol::timers::{self, Events, Initiate, Pending, SessionInfo};
 use crate::sys::poll::StopFd;
+use crate::sys::udp::Endpoint;
 use crossbeam_channel::{select, Receiver, Sender};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,12 +42,12 @@ const BUSY_QUEUE: usize = super::HANDSHAKE_QUEUE / 8;
 pub struct HandshakePacket {
     bytes: [u8; INITIATION_LEN],
     len: usize,
-    pub src: SocketAddr,
+    pub src: Endpoint,
 }
 
 impl HandshakePacket {
     /// `datagram` is a type 1, 2 or 3 message (already length-checked).
-    pub fn new(datagram: &[u8], src: SocketAddr) -> HandshakePacket {
+    pub fn new(datagram: &[u8], src: Endpoint) -> HandshakePacket {
         let mut bytes = [0u8; INITIATION_LEN];
         let len = datagram.len().min(INITIATION_LEN);
         bytes[..len].copy_from_slice(&datagram[..len]);
@@ -226,7 +226,7 @@ impl Handshaker<'_> {
     fn on_initiation(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
         let msg = Initiation::parse(p.bytes()).map_err(parse_drop)?;
         self.admit(p, msg.sender, &msg.mac1)?;
-        if !self.state.limiter.allow(p.src.ip(), self.peer.now()) {
+        if !self.state.limiter.allow(p.src.addr.ip(), self.peer.now()) {
             return Err(DropReason::RateLimited);
         }
         let accepted =
@@ -315,7 +315,7 @@ impl Handshaker<'_> {
         if !self.state.load.under_load(now) {
             return Ok(());
         }
-        let cookie = self.state.cookie_secret.cookie(now, p.src, random_key);
+        let cookie = self.state.cookie_secret.cookie(now, p.src.addr, random_key);
         if verify_mac2(&cookie, p.bytes()) {
             return Ok(());
         }
@@ -399,7 +399,7 @@ impl Handshaker<'_> {
         }
     }
 
-    fn send(&mut self, msg: &[u8], dest: SocketAddr, now: Duration) {
+    fn send(&mut self, msg: &[u8], dest: Endpoint, now: Duration) {
         match self.udp.send_to(msg, dest) {
             Ok(()) => {
                 self.state.handshake_sent = Some(now);
@@ -412,7 +412,7 @@ impl Handshaker<'_> {
         }
     }
 
-    fn note_endpoint(&self, src: SocketAddr) {
+    fn note_endpoint(&self, src: Endpoint) {
         if let Some(old) = self.peer.update_endpoint(src) {
             match old {
                 Some(old) => log::info!("peer endpoint changed: {old} -> {src}"),

@@ -9,6 +9,7 @@ use super::SessionEvent;
 use crate::protocol::messages::{message_type, MessageType, ParseError, TransportHeader};
 use crate::protocol::session::{inner_packet, open_in_place, InnerError};
 use crate::sys::poll::StopFd;
+use crate::sys::udp::Endpoint;
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::time::Duration;
@@ -201,7 +202,7 @@ impl Decryptor<'_> {
     }
 }
 
-fn show(addr: Option<std::net::SocketAddr>) -> String {
+fn show(addr: Option<Endpoint>) -> String {
     addr.map_or_else(|| "none".into(), |a| a.to_string())
 }
 

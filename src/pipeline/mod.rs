@@ -42,6 +42,7 @@ use crate::protocol::handshake::{LocalStatic, PeerStatic};
 use crate::protocol::keys::Key;
 use crate::protocol::timers::Timing;
 use crate::sys::poll::StopFd;
+use crate::sys::udp::Endpoint;
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use device::{TunDevice, UdpDevice};
@@ -118,7 +119,7 @@ pub fn spawn(
     let stats = Arc::new(Stats::default());
     let peer = Arc::new(Peer::new(
         cfg.allowed_ips,
-        cfg.endpoint,
+        cfg.endpoint.map(Endpoint::from),
         cfg.mtu,
         cfg.timing,
     ));

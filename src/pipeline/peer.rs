@@ -7,7 +7,8 @@ use crate::cidr::Cidr;
 use crate::protocol::handshake::TransportKeys;
 use crate::protocol::session::{ReplayWindow, SessionKey, REJECT_AFTER_MESSAGES};
 use crate::protocol::timers::Timing;
-use std::net::{IpAddr, SocketAddr};
+use crate::sys::udp::Endpoint;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -146,7 +147,7 @@ pub struct Peer {
     pub allowed_ips: Vec<Cidr>,
     pub mtu: usize,
     keypairs: RwLock<Keypairs>,
-    endpoint: Mutex<Option<SocketAddr>>,
+    endpoint: Mutex<Option<Endpoint>>,
     /// Last authenticated packet sent / received, and data received.
     pub sent_any: Stamp,
     pub recv_any: Stamp,
@@ -158,7 +159,7 @@ pub struct Peer {
 impl Peer {
     pub fn new(
         allowed_ips: Vec<Cidr>,
-        endpoint: Option<SocketAddr>,
+        endpoint: Option<Endpoint>,
         mtu: usize,
         timing: Timing,
     ) -> Peer {
@@ -249,15 +250,18 @@ impl Peer {
         f(&mut k);
     }
 
-    pub fn endpoint(&self) -> Option<SocketAddr> {
+    pub fn endpoint(&self) -> Option<Endpoint> {
         self.endpoint.lock().ok().and_then(|e| *e)
     }
 
-    /// Moves the endpoint to where an authenticated packet came from (§11);
-    /// returns the old endpoint if it changed.
-    pub fn update_endpoint(&self, addr: SocketAddr) -> Option<Option<SocketAddr>> {
+    /// Moves the endpoint to where an authenticated packet came from (§11),
+    /// and our side of it to the local address that packet reached; returns
+    /// the old endpoint if the peer's address changed.
+    pub fn update_endpoint(&self, to: Endpoint) -> Option<Option<Endpoint>> {
         let mut e = self.endpoint.lock().ok()?;
-        (*e != Some(addr)).then(|| e.replace(addr))
+        let moved = e.map(|old| old.addr) != Some(to.addr);
+        let old = e.replace(to);
+        moved.then_some(old)
     }
 
     /// Stamps an authenticated receive; `data` for a non-keepalive packet.

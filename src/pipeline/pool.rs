@@ -7,6 +7,7 @@
 //! Slot layout: a sealed datagram starts at offset 0; its plaintext lives at
 //! [`HEADROOM`], so the encryptor and decryptor work in place.
 
+use crate::sys::udp::Endpoint;
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ pub fn slot_size(mtu: usize) -> usize {
 struct Slots {
     data: Box<[u8]>,
     lens: Box<[usize]>,
-    addrs: Box<[SocketAddr]>,
+    addrs: Box<[Endpoint]>,
     count: usize,
 }
 
@@ -38,8 +39,11 @@ pub struct Batch {
     home: Sender<Slots>,
 }
 
-/// Source address of packets that have none (read from the tun).
-pub const NO_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+/// Source of packets that have none (read from the tun).
+pub const NO_ADDR: Endpoint = Endpoint {
+    addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+    local: None,
+};
 
 impl Batch {
     /// Number of slots in use (including emptied ones).
@@ -76,12 +80,12 @@ impl Batch {
         self.slots.lens[i] = len;
     }
 
-    pub fn addr(&self, i: usize) -> SocketAddr {
+    pub fn addr(&self, i: usize) -> Endpoint {
         self.slots.addrs[i]
     }
 
     /// Claims the next slot for a packet of `len` bytes from `addr`.
-    pub fn push(&mut self, len: usize, addr: SocketAddr) {
+    pub fn push(&mut self, len: usize, addr: Endpoint) {
         let i = self.slots.count;
         self.slots.lens[i] = len;
         self.slots.addrs[i] = addr;

@@ -8,9 +8,10 @@ use nix::errno::Errno;
 use nix::sys::socket::{
     self, setsockopt, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage,
 };
+use std::fmt;
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,6 +22,29 @@ pub const MAX_BATCH: usize = 64;
 /// bursts wait in the kernel instead of being dropped.
 const SOCKET_BUFFER: usize = 4 << 20;
 
+/// A peer as the socket sees it: its address, and the local address it
+/// reached us on. Sends to it go out from that address when it is known
+/// (`local`), as kernel WireGuard does: a server with several addresses then
+/// answers from the one the client chose, which a NAT or a stateful firewall
+/// in front of the client expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub local: Option<IpAddr>,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint { addr, local: None }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
 /// What `recv_many` learned about one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecvMeta {
@@ -28,6 +52,9 @@ pub struct RecvMeta {
     pub len: usize,
     /// Sender; an IPv4-mapped IPv6 source is given as the plain IPv4 address.
     pub addr: SocketAddr,
+    /// The datagram's destination, one of our addresses, once
+    /// [`enable_pktinfo`] is on.
+    pub local: Option<IpAddr>,
     /// The datagram was longer than the buffer and was cut.
     pub truncated: bool,
     /// With UDP GRO on ([`enable_gro`]): 0 for a single datagram, else the
@@ -41,6 +68,7 @@ impl Default for RecvMeta {
         RecvMeta {
             len: 0,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            local: None,
             truncated: false,
             segment: 0,
         }
@@ -109,7 +137,7 @@ pub fn recv_many<'a>(
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut cmsgs = [GroCmsg::new(); MAX_BATCH];
+    let mut controls = [RecvControl::new(); MAX_BATCH];
     let mut n = 0;
     for buf in bufs.take(MAX_BATCH.min(meta.len())) {
         iovs[n] = libc::iovec {
@@ -121,30 +149,42 @@ pub fn recv_many<'a>(
     if n == 0 {
         return Ok(0);
     }
-    for (((hdr, iov), name), cmsg) in hdrs
+    for (((hdr, iov), name), control) in hdrs
         .iter_mut()
         .zip(&mut iovs)
         .zip(&mut names)
-        .zip(&mut cmsgs)
+        .zip(&mut controls)
         .take(n)
     {
         hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
         hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_hdr.msg_iov = iov;
         hdr.msg_hdr.msg_iovlen = 1;
-        hdr.msg_hdr.msg_control = (cmsg as *mut GroCmsg).cast();
-        hdr.msg_hdr.msg_controllen = mem::size_of::<GroCmsg>() as _;
+        hdr.msg_hdr.msg_control = control.bytes.as_mut_ptr().cast();
+        hdr.msg_hdr.msg_controllen = RECV_CONTROL_SPACE as _;
     }
     let got = recvmmsg(sock, &mut hdrs[..n])?;
-    for (((m, hdr), name), cmsg) in meta.iter_mut().zip(&hdrs).zip(&names).zip(&cmsgs).take(got) {
+    for ((m, hdr), name) in meta.iter_mut().zip(&hdrs).zip(&names).take(got) {
+        let (segment, local) = received_controls(&hdr.msg_hdr);
         *m = RecvMeta {
             len: hdr.msg_len as usize,
             addr: socket_addr(name, hdr.msg_hdr.msg_namelen)?,
+            local,
             truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            segment: cmsg.segment(hdr.msg_hdr.msg_controllen),
+            segment,
         };
     }
     Ok(got)
+}
+
+/// Asks the kernel to tell each datagram's destination address: IP_PKTINFO
+/// on an IPv4 socket, IPV6_RECVPKTINFO on an IPv6 one (whose IPv4 datagrams
+/// then come with an IPv4-mapped address). Returns whether it agreed.
+pub fn enable_pktinfo(sock: &UdpSocket) -> bool {
+    match sock.local_addr() {
+        Ok(SocketAddr::V6(_)) => setsockopt(sock, sockopt::Ipv6RecvPacketInfo, &true).is_ok(),
+        _ => setsockopt(sock, sockopt::Ipv4PacketInfo, &true).is_ok(),
+    }
 }
 
 /// Asks the kernel to hand over a burst of equal-sized datagrams from one
@@ -154,45 +194,78 @@ pub fn enable_gro(sock: &UdpSocket) -> bool {
     setsockopt(sock, sockopt::UdpGroSegment, &true).is_ok()
 }
 
-/// Room for the one control message a receive can bring: UDP_GRO with the
-/// segment size as an int, laid out as CMSG_SPACE(4) bytes.
-#[repr(C)]
+/// Room for the control messages one receive can bring: UDP_GRO (an int)
+/// and IP_PKTINFO or IPV6_PKTINFO (the larger, 20 bytes), each
+/// CMSG_SPACE long.
+// SAFETY: CMSG_SPACE only computes a size.
+const RECV_CONTROL_SPACE: usize = unsafe {
+    libc::CMSG_SPACE(mem::size_of::<libc::c_int>() as u32)
+        + libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32)
+} as usize;
+
+/// A receive's control buffer, aligned for `cmsghdr`.
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
-struct GroCmsg {
-    hdr: libc::cmsghdr,
-    size: libc::c_int,
+struct RecvControl {
+    bytes: [u8; RECV_CONTROL_SPACE],
 }
 
-// SAFETY (both): CMSG_SPACE and CMSG_LEN only compute sizes.
-const _: () = assert!(
-    mem::size_of::<GroCmsg>()
-        == unsafe { libc::CMSG_SPACE(mem::size_of::<libc::c_int>() as u32) } as usize
-);
-const GRO_CMSG_LEN: usize =
-    unsafe { libc::CMSG_LEN(mem::size_of::<libc::c_int>() as u32) } as usize;
-
-impl GroCmsg {
-    fn new() -> GroCmsg {
-        // SAFETY: cmsghdr is plain C data; all-zero bytes are a valid value.
-        GroCmsg {
-            hdr: unsafe { mem::zeroed() },
-            size: 0,
+impl RecvControl {
+    fn new() -> RecvControl {
+        RecvControl {
+            bytes: [0; RECV_CONTROL_SPACE],
         }
     }
+}
 
-    /// The segment size, if the kernel wrote a UDP_GRO message here
-    /// (`controllen` is the control length it reported). The socket asks
-    /// for no other control message, so it can only be the first.
-    fn segment(&self, controllen: usize) -> usize {
-        let gro = controllen >= GRO_CMSG_LEN
-            && self.hdr.cmsg_level == libc::SOL_UDP
-            && self.hdr.cmsg_type == libc::UDP_GRO;
-        if gro {
-            usize::try_from(self.size).unwrap_or(0)
-        } else {
-            0
+/// The GRO segment size (0: a single datagram) and the destination address
+/// from the control messages the kernel wrote for `msg`.
+fn received_controls(msg: &libc::msghdr) -> (usize, Option<IpAddr>) {
+    let (mut segment, mut local) = (0, None);
+    let start = msg.msg_control as usize;
+    // A message cut short by a full buffer (MSG_CTRUNC) keeps its full
+    // length in its header: its data is read only if all of it was written.
+    // The lengths are size_t on glibc but socklen_t on musl.
+    #[allow(clippy::unnecessary_cast)]
+    let whole = |c: &libc::cmsghdr, size: usize| {
+        // SAFETY: CMSG_LEN only computes a size.
+        let needed = unsafe { libc::CMSG_LEN(size as u32) } as usize;
+        c.cmsg_len as usize >= needed
+            && c as *const libc::cmsghdr as usize - start + needed <= msg.msg_controllen as usize
+    };
+    // SAFETY: `msg` is a header recvmmsg(2) filled: its control pointer and
+    // length describe control messages the kernel wrote, which the CMSG
+    // macros walk without leaving that length, and each data, checked to be
+    // whole, is read as the type its level and type promise, unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while let Some(c) = cmsg.as_ref() {
+            let data = libc::CMSG_DATA(c);
+            match (c.cmsg_level, c.cmsg_type) {
+                (libc::SOL_UDP, libc::UDP_GRO) if whole(c, mem::size_of::<libc::c_int>()) => {
+                    let size = data.cast::<libc::c_int>().read_unaligned();
+                    segment = usize::try_from(size).unwrap_or(0);
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO)
+                    if whole(c, mem::size_of::<libc::in_pktinfo>()) =>
+                {
+                    let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                    let ip = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    local = Some(IpAddr::V4(ip));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
+                    if whole(c, mem::size_of::<libc::in6_pktinfo>()) =>
+                {
+                    let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                    let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                    local = Some(ip.to_canonical());
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, c);
         }
     }
+    (segment, local)
 }
 
 /// One non-blocking recvmmsg(2) over `hdrs`; the count of filled headers.
@@ -281,27 +354,87 @@ pub fn gso_supported(sock: &UdpSocket) -> bool {
     socket::getsockopt(sock, sockopt::UdpGsoSegment).is_ok()
 }
 
-/// A UDP_SEGMENT control message: `cmsghdr` then the segment size, laid out
-/// as CMSG_SPACE(2) bytes (on Linux the data follows the header unpadded).
-#[repr(C)]
+/// Room for the control messages one send can carry: UDP_SEGMENT (a u16)
+/// and IP_PKTINFO or IPV6_PKTINFO (the larger, 20 bytes), each CMSG_SPACE
+/// long.
+// SAFETY: CMSG_SPACE only computes a size.
+const SEND_CONTROL_SPACE: usize = unsafe {
+    libc::CMSG_SPACE(mem::size_of::<u16>() as u32)
+        + libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32)
+} as usize;
+
+/// A sent message's control messages, laid out as the kernel reads them,
+/// aligned for `cmsghdr`.
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
-struct GsoCmsg {
-    hdr: libc::cmsghdr,
-    size: u16,
+struct SendControl {
+    bytes: [u8; SEND_CONTROL_SPACE],
+    len: usize,
 }
 
-// SAFETY (both): CMSG_SPACE and CMSG_LEN only compute sizes.
-const _: () = assert!(mem::size_of::<GsoCmsg>() == unsafe { libc::CMSG_SPACE(2) } as usize);
-const GSO_CMSG_LEN: u32 = unsafe { libc::CMSG_LEN(2) };
+impl SendControl {
+    fn new() -> SendControl {
+        SendControl {
+            bytes: [0; SEND_CONTROL_SPACE],
+            len: 0,
+        }
+    }
 
-impl GsoCmsg {
-    fn new(size: u16) -> GsoCmsg {
+    /// Appends a control message carrying `data`. At most one segment size
+    /// and one source address are appended, which the buffer has room for.
+    fn push<T: Copy>(&mut self, level: libc::c_int, kind: libc::c_int, data: T) {
+        let size = mem::size_of::<T>() as u32;
+        // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+        let (space, len, offset) = unsafe {
+            (
+                libc::CMSG_SPACE(size) as usize,
+                libc::CMSG_LEN(size),
+                libc::CMSG_LEN(0) as usize,
+            )
+        };
         // SAFETY: cmsghdr is plain C data; all-zero bytes are a valid value.
         let mut hdr: libc::cmsghdr = unsafe { mem::zeroed() };
-        hdr.cmsg_len = GSO_CMSG_LEN as _;
-        hdr.cmsg_level = libc::SOL_UDP;
-        hdr.cmsg_type = libc::UDP_SEGMENT;
-        GsoCmsg { hdr, size }
+        hdr.cmsg_len = len as _;
+        hdr.cmsg_level = level;
+        hdr.cmsg_type = kind;
+        let at = &mut self.bytes[self.len..self.len + space];
+        // SAFETY: `at` holds CMSG_SPACE(size) bytes: the header, then the
+        // data from CMSG_LEN(0) on; both writes stay inside it.
+        unsafe {
+            at.as_mut_ptr().cast::<libc::cmsghdr>().write_unaligned(hdr);
+            at.as_mut_ptr()
+                .add(offset)
+                .cast::<T>()
+                .write_unaligned(data);
+        }
+        self.len += space;
+    }
+
+    /// A source address for a message to `dest`, when both are of one family
+    /// (IP_PKTINFO also serves IPv4 destinations of an IPv6 socket).
+    fn push_source(&mut self, local: IpAddr, dest: SocketAddr) {
+        match (local, dest) {
+            (IpAddr::V4(ip), SocketAddr::V4(_)) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                self.push(libc::IPPROTO_IP, libc::IP_PKTINFO, info);
+            }
+            (IpAddr::V6(ip), SocketAddr::V6(_)) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                self.push(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -310,6 +443,10 @@ impl GsoCmsg {
 /// anything was sent is returned as is; an error after some were sent ends
 /// the batch early with that count, and the caller's next send will meet the
 /// error again if it persists.
+///
+/// They go out from `dest.local` when it is set. If the kernel refuses that
+/// source (ENETUNREACH, EINVAL or EADDRNOTAVAIL: the address is gone), the
+/// rest of the batch goes from the address routing picks.
 ///
 /// While `gso` is set, each run of equal-sized datagrams ([`gso_run`]) goes
 /// to the kernel as one message with UDP_SEGMENT: it crosses the UDP/IP stack
@@ -320,10 +457,11 @@ impl GsoCmsg {
 pub fn send_many<'a>(
     sock: &UdpSocket,
     bufs: impl Iterator<Item = &'a [u8]>,
-    dest: SocketAddr,
+    dest: Endpoint,
     gso: &AtomicBool,
 ) -> io::Result<usize> {
-    let dest = SockaddrStorage::from(dest);
+    let mut source = dest.local.map(|local| (local, dest.addr));
+    let dest = SockaddrStorage::from(dest.addr);
     // SAFETY: as in `recv_many`: plain C data, all-zero is valid.
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut n = 0;
@@ -342,10 +480,32 @@ pub fn send_many<'a>(
     let mut sent = 0;
     while sent < n {
         let segment = gso.load(Ordering::Relaxed);
-        match send_runs(sock, &mut iovs[sent..n], &lens[sent..n], &dest, segment) {
+        let mut control = SendControl::new();
+        if let Some((local, to)) = source {
+            control.push_source(local, to);
+        }
+        match send_runs(
+            sock,
+            &mut iovs[sent..n],
+            &lens[sent..n],
+            &dest,
+            segment,
+            control,
+        ) {
             Ok(0) => break,
             Ok(k) => sent += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Tried before blaming GSO, which EINVAL may also mean.
+            Err(e)
+                if source.is_some()
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENETUNREACH | libc::EINVAL | libc::EADDRNOTAVAIL)
+                    ) =>
+            {
+                log::debug!("source address refused ({e}): sending from the routed one");
+                source = None;
+            }
             // The failed message is the first: blame GSO only if it used it.
             Err(e)
                 if segment
@@ -366,17 +526,19 @@ pub fn send_many<'a>(
 }
 
 /// One sendmmsg(2) of the datagrams in `iovs`: one message per GSO run with
-/// `segment`, else one per datagram. Returns the count of datagrams sent.
+/// `segment`, else one per datagram, each with the control messages in
+/// `control` (and its segment size). Returns the count of datagrams sent.
 fn send_runs(
     sock: &UdpSocket,
     iovs: &mut [libc::iovec],
     lens: &[usize],
     dest: &SockaddrStorage,
     segment: bool,
+    control: SendControl,
 ) -> io::Result<usize> {
     // SAFETY: as in `recv_many`: plain C data, all-zero is valid.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut cmsgs = [GsoCmsg::new(0); MAX_BATCH];
+    let mut controls = [control; MAX_BATCH];
     // Datagrams carried by each message.
     let mut counts = [0; MAX_BATCH];
     let (mut msgs, mut i) = (0, 0);
@@ -388,11 +550,14 @@ fn send_runs(
         hdr.msg_namelen = dest.len();
         hdr.msg_iov = iovs[i..].as_mut_ptr();
         hdr.msg_iovlen = k as _;
+        let control = &mut controls[msgs];
         if k > 1 {
             // A run is at most GSO_MAX_BYTES long, so its size fits a u16.
-            cmsgs[msgs] = GsoCmsg::new(lens[i] as u16);
-            hdr.msg_control = (&mut cmsgs[msgs] as *mut GsoCmsg).cast();
-            hdr.msg_controllen = mem::size_of::<GsoCmsg>() as _;
+            control.push(libc::SOL_UDP, libc::UDP_SEGMENT, lens[i] as u16);
+        }
+        if control.len > 0 {
+            hdr.msg_control = control.bytes.as_mut_ptr().cast();
+            hdr.msg_controllen = control.len as _;
         }
         counts[msgs] = k;
         msgs += 1;
