@@ -12,8 +12,7 @@
 # shellcheck source=integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-require_tools pipevpn wggo
-command -v tcpdump >/dev/null || { scenario prerequisites; fail "tcpdump is missing (Debian: apt-get install tcpdump)"; }
+require_tools pipevpn wggo tcpdump
 
 # sizes PCAP SRC DST: datagrams from SRC to DST as {"TYPE/LENGTH": n}.
 sizes() {
@@ -28,7 +27,6 @@ for s, d, p in wire.pcap_udp(sys.argv[2]):
         n[k] = n.get(k, 0) + 1
 print(json.dumps(n, sort_keys=True))' "$(dirname "$WIRE")" "$@"
 }
-json_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d.get(sys.argv[2], 0))' "$1" "$2"; }
 reason() { json_get "$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["reasons"]))' "$1")" "$2"; }
 
 # start_client_verbose: A (ns1) with -v, so its log shows the cookie it receives.

@@ -9,10 +9,7 @@
 # shellcheck source=integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-require_tools pipevpn
-command -v tcpdump >/dev/null || { scenario prerequisites; fail "tcpdump is missing (Debian: apt-get install tcpdump)"; }
-
-json_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d.get(sys.argv[2], 0))' "$1" "$2"; }
+require_tools pipevpn tcpdump
 
 # Both peers still running and the tunnel carrying pings both ways.
 tunnel_still_up() {

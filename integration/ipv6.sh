@@ -118,11 +118,10 @@ pass
 
 scenario ipv6-full-tunnel
 # The endpoint is now B's loopback address fd00:96::2, reached through A's default
-# route: the full tunnel must keep it there with a host route.
-# B answers A from that address too (its socket is not bound to one address, so
-# the kernel picks the source by route): A's endpoint stays there.
+# route: the full tunnel must keep it there with a host route. B's routing would
+# answer from fd00:98::2; B must answer from the address A talks to (IPV6_PKTINFO),
+# so A's endpoint stays there.
 n2 ip addr add fd00:96::2/128 dev lo
-n2 ip -6 route add fd00:98::1/128 dev "$VETH2" src fd00:96::2
 n1 ip -6 route add default via fd00:98::2 dev "$VETH1"
 up_pair "[fd00:96::2]:$PORT" "0.0.0.0/0, ::/0"
 has_routes "$NS1" "$TUN1" 6 "::/1 metric 1" "8000::/1 metric 1"
@@ -138,8 +137,9 @@ common_checks
 down_pair
 grep -q "handshake completed with \[fd00:96::2\]:$PORT" "${LOG_OF[$TUN1]}" ||
 	fail "A did not keep its endpoint [fd00:96::2]:$PORT: $(cat "${LOG_OF[$TUN1]}")"
+! grep -q "endpoint changed" "${LOG_OF[$TUN1]}" ||
+	fail "A's endpoint moved: $(grep 'endpoint changed' "${LOG_OF[$TUN1]}")"
 n1 ip -6 route del default via fd00:98::2 dev "$VETH1"
-n2 ip -6 route del fd00:98::1/128 dev "$VETH2"
 pass
 
 scenario dual-stack-socket

@@ -99,8 +99,8 @@ n1() { in_ns "$NS1" "$@"; }
 n2() { in_ns "$NS2" "$@"; }
 n3() { in_ns "$NS3" "$@"; }
 
-# require_tools [pipevpn|wggo|ipv6]...: the tools every scenario uses, root, the tun
-# device, and what is named: an implementation, or a kernel with IPv6.
+# require_tools [pipevpn|wggo|ipv6|tcpdump]...: the tools every scenario uses, root,
+# the tun device, and what is named: an implementation, a kernel with IPv6, tcpdump.
 require_tools() {
 	local missing=() t
 	for t in ip ping iperf3 wg wireguard-go python3 timeout ss sysctl; do
@@ -116,7 +116,8 @@ require_tools() {
 		pipevpn) [[ -x $PIPEVPN ]] || fail "pipevpn binary not found at $PIPEVPN (build it, or set PIPEVPN)" ;;
 		wggo) ;;
 		ipv6) [[ -e /proc/net/if_inet6 ]] || fail "the kernel has no IPv6" ;;
-		*) fail "unknown requirement '$need' (expected pipevpn, wggo or ipv6)" ;;
+		tcpdump) command -v tcpdump >/dev/null || fail "tcpdump is missing (Debian: apt-get install tcpdump)" ;;
+		*) fail "unknown requirement '$need' (expected pipevpn, wggo, ipv6 or tcpdump)" ;;
 		esac
 	done
 	pass
@@ -525,6 +526,9 @@ fresh_stats() {
 	wait_until 5 "pipevpn on $1 to rewrite its stats file" test "$file" -nt "$TMP/stats.mark"
 	cp "$file" "$2"
 }
+
+# json_get JSON KEY: a top-level value of a JSON object, 0 when absent.
+json_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d.get(sys.argv[2], 0))' "$1" "$2"; }
 
 # udp_counter NS FIELD: a Udp counter of the namespace (/proc/net/snmp), e.g. InDatagrams.
 udp_counter() {

@@ -6,7 +6,7 @@
 # shellcheck source=integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-require_tools pipevpn
+require_tools pipevpn tcpdump
 
 scenario topology
 make_topology
@@ -115,6 +115,31 @@ ping_ok "$NS2" "$INNER1"
 n1 ping -c 20 -i 0.05 -W 1 -q "$INNER2" >&2 || fail "A->B lost pings after convergence"
 n2 ping -c 20 -i 0.05 -W 1 -q "$INNER1" >&2 || fail "B->A lost pings after convergence"
 stop_pair
+pass
+
+# Sticky source: B has a second underlay address and A's Endpoint names it. B must
+# answer from that address, as kernel WireGuard does, though routing would pick
+# B's first one: a NAT or a stateful firewall in front of a client drops answers
+# from any other address. A's endpoint must never move.
+SECOND2=10.98.0.3
+scenario sticky-source
+n2 ip addr add "$SECOND2/24" dev "$VETH2"
+setup_pair a no
+set_conf "$TMP/a.conf" Endpoint "$SECOND2:$PORT"
+start_capture sticky "$NS1" "$VETH1" udp port "$PORT"
+start_pair pipevpn pipevpn a
+wait_for_handshake "$NS1" "$INNER2"
+ping_ok "$NS1" "$INNER2"
+ping_ok "$NS2" "$INNER1"
+stop_capture sticky
+from_first=$(wire count "$TMP/sticky.pcap" "$UNDER2")
+from_second=$(wire count "$TMP/sticky.pcap" "$SECOND2")
+info "datagrams from B's $SECOND2: $from_second; from its first address $UNDER2: $from_first"
+[[ $from_first == "{}" ]] || fail "B sent from $UNDER2, not from $SECOND2 that A talks to: $from_first"
+[[ $(json_get "$from_second" transport) -gt 0 ]] || fail "no transport data from $SECOND2: $from_second"
+! grep -q "endpoint changed" "${LOG_OF[$TUN1]}" || fail "A's endpoint moved: $(grep 'endpoint changed' "${LOG_OF[$TUN1]}")"
+stop_pair
+n2 ip addr del "$SECOND2/24" dev "$VETH2"
 pass
 
 # Roaming: A's underlay address changes from $UNDER1 to $ROAMED during a TCP
