@@ -21,8 +21,8 @@ use pipevpn::sys::poll::{wait_readable, Ready, StopFd};
 use pipevpn::sys::route::{add_route, del_route};
 use pipevpn::sys::tun::Tun;
 use pipevpn::sys::udp::{
-    bind_udp, bind_udp_any, enable_gro, enable_pktinfo, recv_many, send_many, Endpoint, RecvMeta,
-    MAX_BATCH,
+    bind_udp, bind_udp_any, enable_gro, enable_pktinfo, recv_many, send_many, Endpoint, Local,
+    RecvMeta, MAX_BATCH,
 };
 use pipevpn::Error;
 use std::io::{Read, Write};
@@ -962,9 +962,9 @@ fn dual_stack_socket_talks_to_ipv4_and_ipv6_peers() {
 }
 
 /// A server with two addresses answers from the one the client sent to,
-/// not from the one routing would pick: with the address learnt from
-/// IP_PKTINFO / IPV6_PKTINFO, through a GSO run and a lone datagram; and an
-/// address that has gone falls back to routing's choice.
+/// not from the one routing would pick: with the address and interface
+/// learnt from IPV6_PKTINFO, through a GSO run and a lone datagram; and an
+/// address or an interface that has gone falls back to routing's choice.
 #[test]
 fn answers_leave_from_the_address_the_peer_reached() {
     in_netns(|| {
@@ -995,11 +995,16 @@ fn answers_leave_from_the_address_the_peer_reached() {
                 addr: got[0].1.addr,
                 local: got[0].1.local,
             };
+            let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex").unwrap();
+            let here = Local {
+                addr: server_ip,
+                ifindex: lo.trim().parse().unwrap(),
+            };
             assert_eq!(
                 from,
                 Endpoint {
                     addr: client_at,
-                    local: Some(server_ip)
+                    local: Some(here)
                 }
             );
 
@@ -1023,11 +1028,19 @@ fn answers_leave_from_the_address_the_peer_reached() {
                 [server_ip; 3]
             );
             assert_eq!(reply_sources(from, &[b"lone"]), [server_ip]);
-            let stale = Endpoint {
-                addr: client_at,
-                local: Some(gone),
-            };
-            assert_eq!(reply_sources(stale, &[b"gone1", b"gone2"]), [routed[0]; 2]);
+            for local in [
+                Local { addr: gone, ..here },
+                Local {
+                    ifindex: 9999,
+                    ..here
+                },
+            ] {
+                let stale = Endpoint {
+                    addr: client_at,
+                    local: Some(local),
+                };
+                assert_eq!(reply_sources(stale, &[b"gone1", b"gone2"]), [routed[0]; 2]);
+            }
         }
     });
 }

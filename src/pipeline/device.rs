@@ -401,6 +401,7 @@ impl UdpDevice for Udp {
 mod tests {
     use super::*;
     use crate::pipeline::pool::Pool;
+    use crate::sys::udp::Local;
 
     #[test]
     fn a_buffer_holds_one_datagram_or_a_run_of_segments() {
@@ -422,7 +423,10 @@ mod tests {
             r.meta[m] = RecvMeta {
                 len,
                 addr: std::net::SocketAddr::from(([10, 0, 0, 1], port)),
-                local: Some(std::net::IpAddr::from([192, 0, 2, port as u8])),
+                local: Some(Local {
+                    addr: std::net::IpAddr::from([192, 0, 2, port as u8]),
+                    ifindex: 7,
+                }),
                 truncated: false,
                 segment,
             };
@@ -455,8 +459,8 @@ mod tests {
             .collect();
         // Each datagram keeps the local address its message reached.
         for (i, port) in [(0, 2), (1, 3), (2, 4)] {
-            let local = std::net::IpAddr::from([192, 0, 2, port]);
-            assert_eq!(second.addr(i).local, Some(local));
+            let addr = std::net::IpAddr::from([192, 0, 2, port]);
+            assert_eq!(second.addr(i).local, Some(Local { addr, ifindex: 7 }));
         }
         // The empty datagram and the one too long for a slot take empty slots.
         assert_eq!(got, [(40, 2), (0, 3), (0, 4)]);

@@ -5,7 +5,7 @@
 use super::device::{TunDevice, UdpDevice, Unfit, Written};
 use super::pool::{Batch, HEADROOM, NO_ADDR};
 use crate::sys::poll::StopFd;
-use crate::sys::udp::Endpoint;
+use crate::sys::udp::{Endpoint, Local};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::io;
 use std::net::SocketAddr;
@@ -144,7 +144,10 @@ impl UdpDevice for FakeUdp {
             slot[..len].copy_from_slice(&dgram[..len]);
             let from = Endpoint {
                 addr: from,
-                local: Some(self.addr.ip()),
+                local: Some(Local {
+                    addr: self.addr.ip(),
+                    ifindex: 0,
+                }),
             };
             b.push(unfit.check(len, truncated), from);
         });

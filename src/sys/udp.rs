@@ -22,15 +22,25 @@ pub const MAX_BATCH: usize = 64;
 /// bursts wait in the kernel instead of being dropped.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// A peer as the socket sees it: its address, and the local address it
-/// reached us on. Sends to it go out from that address when it is known
-/// (`local`), as kernel WireGuard does: a server with several addresses then
+/// A peer as the socket sees it: its address, and our side of its path.
+/// Sends to it go out from that side when it is known (`local`), as in
+/// kernel WireGuard and wireguard-go: a server with several addresses then
 /// answers from the one the client chose, which a NAT or a stateful firewall
 /// in front of the client expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
     pub addr: SocketAddr,
-    pub local: Option<IpAddr>,
+    pub local: Option<Local>,
+}
+
+/// The local address a peer's packets reached, and the interface they came
+/// in on. Sending from the address out of that interface (as wireguard-go
+/// does) keeps a host that has moved to another network with the old one
+/// still up from sending the old address out of the new interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    pub addr: IpAddr,
+    pub ifindex: u32,
 }
 
 impl From<SocketAddr> for Endpoint {
@@ -52,9 +62,9 @@ pub struct RecvMeta {
     pub len: usize,
     /// Sender; an IPv4-mapped IPv6 source is given as the plain IPv4 address.
     pub addr: SocketAddr,
-    /// The datagram's destination, one of our addresses, once
-    /// [`enable_pktinfo`] is on.
-    pub local: Option<IpAddr>,
+    /// The datagram's destination, one of our addresses, and the interface
+    /// it came in on, once [`enable_pktinfo`] is on.
+    pub local: Option<Local>,
     /// The datagram was longer than the buffer and was cut.
     pub truncated: bool,
     /// With UDP GRO on ([`enable_gro`]): 0 for a single datagram, else the
@@ -218,9 +228,9 @@ impl RecvControl {
     }
 }
 
-/// The GRO segment size (0: a single datagram) and the destination address
+/// The GRO segment size (0: a single datagram) and our side of the path
 /// from the control messages the kernel wrote for `msg`.
-fn received_controls(msg: &libc::msghdr) -> (usize, Option<IpAddr>) {
+fn received_controls(msg: &libc::msghdr) -> (usize, Option<Local>) {
     let (mut segment, mut local) = (0, None);
     let start = msg.msg_control as usize;
     // A message cut short by a full buffer (MSG_CTRUNC) keeps its full
@@ -251,14 +261,20 @@ fn received_controls(msg: &libc::msghdr) -> (usize, Option<IpAddr>) {
                 {
                     let info = data.cast::<libc::in_pktinfo>().read_unaligned();
                     let ip = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
-                    local = Some(IpAddr::V4(ip));
+                    local = Some(Local {
+                        addr: IpAddr::V4(ip),
+                        ifindex: info.ipi_ifindex as u32,
+                    });
                 }
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
                     if whole(c, mem::size_of::<libc::in6_pktinfo>()) =>
                 {
                     let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
                     let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                    local = Some(ip.to_canonical());
+                    local = Some(Local {
+                        addr: ip.to_canonical(),
+                        ifindex: info.ipi6_ifindex,
+                    });
                 }
                 _ => {}
             }
@@ -410,13 +426,14 @@ impl SendControl {
         self.len += space;
     }
 
-    /// A source address for a message to `dest`, when both are of one family
-    /// (IP_PKTINFO also serves IPv4 destinations of an IPv6 socket).
-    fn push_source(&mut self, local: IpAddr, dest: SocketAddr) {
-        match (local, dest) {
+    /// A source address and interface for a message to `dest`, when both
+    /// addresses are of one family (IP_PKTINFO also serves IPv4 destinations
+    /// of an IPv6 socket).
+    fn push_source(&mut self, local: Local, dest: SocketAddr) {
+        match (local.addr, dest) {
             (IpAddr::V4(ip), SocketAddr::V4(_)) => {
                 let info = libc::in_pktinfo {
-                    ipi_ifindex: 0,
+                    ipi_ifindex: local.ifindex as libc::c_int,
                     ipi_spec_dst: libc::in_addr {
                         s_addr: u32::from(ip).to_be(),
                     },
@@ -429,7 +446,7 @@ impl SendControl {
                     ipi6_addr: libc::in6_addr {
                         s6_addr: ip.octets(),
                     },
-                    ipi6_ifindex: 0,
+                    ipi6_ifindex: local.ifindex,
                 };
                 self.push(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info);
             }
@@ -445,8 +462,8 @@ impl SendControl {
 /// error again if it persists.
 ///
 /// They go out from `dest.local` when it is set. If the kernel refuses that
-/// source (ENETUNREACH, EINVAL or EADDRNOTAVAIL: the address is gone), the
-/// rest of the batch goes from the address routing picks.
+/// (ENETUNREACH, EINVAL, EADDRNOTAVAIL, ENODEV: the address or interface is
+/// gone or down), the rest of the batch goes where routing sends it.
 ///
 /// While `gso` is set, each run of equal-sized datagrams ([`gso_run`]) goes
 /// to the kernel as one message with UDP_SEGMENT: it crosses the UDP/IP stack
@@ -500,7 +517,7 @@ pub fn send_many<'a>(
                 if source.is_some()
                     && matches!(
                         e.raw_os_error(),
-                        Some(libc::ENETUNREACH | libc::EINVAL | libc::EADDRNOTAVAIL)
+                        Some(libc::ENETUNREACH | libc::EINVAL | libc::EADDRNOTAVAIL | libc::ENODEV)
                     ) =>
             {
                 log::debug!("source address refused ({e}): sending from the routed one");
