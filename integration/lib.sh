@@ -258,6 +258,9 @@ expect_alive() {
 start_pipevpn() { # start_pipevpn NS CONFIG IFACE
 	local log="$TMP/$3.log"
 	echo "+ [$1] $PIPEVPN up $2 --interface $3 --stats-file $TMP/$3.stats &" >&2
+	# Emptied here, not only by the job's own redirection, which may come after the
+	# first look below: an earlier run's "up" line must not count for this one.
+	: >"$log"
 	env --default-signal=INT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$3.stats" >"$log" 2>&1 &
 	track $! "$3" "$1" pipevpn "$log"
 	# pipevpn logs "IFACE up" once its routes are in place and its pipeline runs.
