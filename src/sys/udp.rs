@@ -147,7 +147,7 @@ pub fn recv_many<'a>(
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut controls = [RecvControl::new(); MAX_BATCH];
+    let mut controls = [Control::new(); MAX_BATCH];
     let mut n = 0;
     for buf in bufs.take(MAX_BATCH.min(meta.len())) {
         iovs[n] = libc::iovec {
@@ -171,7 +171,7 @@ pub fn recv_many<'a>(
         hdr.msg_hdr.msg_iov = iov;
         hdr.msg_hdr.msg_iovlen = 1;
         hdr.msg_hdr.msg_control = control.bytes.as_mut_ptr().cast();
-        hdr.msg_hdr.msg_controllen = RECV_CONTROL_SPACE as _;
+        hdr.msg_hdr.msg_controllen = CONTROL_SPACE as _;
     }
     let got = recvmmsg(sock, &mut hdrs[..n])?;
     for ((m, hdr), name) in meta.iter_mut().zip(&hdrs).zip(&names).take(got) {
@@ -202,30 +202,6 @@ pub fn enable_pktinfo(sock: &UdpSocket) -> bool {
 /// Linux 5.0 on). Returns whether it agreed.
 pub fn enable_gro(sock: &UdpSocket) -> bool {
     setsockopt(sock, sockopt::UdpGroSegment, &true).is_ok()
-}
-
-/// Room for the control messages one receive can bring: UDP_GRO (an int)
-/// and IP_PKTINFO or IPV6_PKTINFO (the larger, 20 bytes), each
-/// CMSG_SPACE long.
-// SAFETY: CMSG_SPACE only computes a size.
-const RECV_CONTROL_SPACE: usize = unsafe {
-    libc::CMSG_SPACE(mem::size_of::<libc::c_int>() as u32)
-        + libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32)
-} as usize;
-
-/// A receive's control buffer, aligned for `cmsghdr`.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct RecvControl {
-    bytes: [u8; RECV_CONTROL_SPACE],
-}
-
-impl RecvControl {
-    fn new() -> RecvControl {
-        RecvControl {
-            bytes: [0; RECV_CONTROL_SPACE],
-        }
-    }
 }
 
 /// The GRO segment size (0: a single datagram) and our side of the path
@@ -370,28 +346,28 @@ pub fn gso_supported(sock: &UdpSocket) -> bool {
     socket::getsockopt(sock, sockopt::UdpGsoSegment).is_ok()
 }
 
-/// Room for the control messages one send can carry: UDP_SEGMENT (a u16)
-/// and IP_PKTINFO or IPV6_PKTINFO (the larger, 20 bytes), each CMSG_SPACE
-/// long.
+/// Room for the control messages of one message, sent or received: the
+/// segment size (UDP_SEGMENT's u16 out, UDP_GRO's int in) and IP_PKTINFO or
+/// IPV6_PKTINFO (the larger, 20 bytes), each CMSG_SPACE long.
 // SAFETY: CMSG_SPACE only computes a size.
-const SEND_CONTROL_SPACE: usize = unsafe {
-    libc::CMSG_SPACE(mem::size_of::<u16>() as u32)
+const CONTROL_SPACE: usize = unsafe {
+    libc::CMSG_SPACE(mem::size_of::<libc::c_int>() as u32)
         + libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32)
 } as usize;
 
-/// A sent message's control messages, laid out as the kernel reads them,
-/// aligned for `cmsghdr`.
+/// One message's control messages, laid out as the kernel reads and writes
+/// them, aligned for `cmsghdr`; `len` bytes are used when sending.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
-struct SendControl {
-    bytes: [u8; SEND_CONTROL_SPACE],
+struct Control {
+    bytes: [u8; CONTROL_SPACE],
     len: usize,
 }
 
-impl SendControl {
-    fn new() -> SendControl {
-        SendControl {
-            bytes: [0; SEND_CONTROL_SPACE],
+impl Control {
+    fn new() -> Control {
+        Control {
+            bytes: [0; CONTROL_SPACE],
             len: 0,
         }
     }
@@ -497,7 +473,7 @@ pub fn send_many<'a>(
     let mut sent = 0;
     while sent < n {
         let segment = gso.load(Ordering::Relaxed);
-        let mut control = SendControl::new();
+        let mut control = Control::new();
         if let Some((local, to)) = source {
             control.push_source(local, to);
         }
@@ -551,7 +527,7 @@ fn send_runs(
     lens: &[usize],
     dest: &SockaddrStorage,
     segment: bool,
-    control: SendControl,
+    control: Control,
 ) -> io::Result<usize> {
     // SAFETY: as in `recv_many`: plain C data, all-zero is valid.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
