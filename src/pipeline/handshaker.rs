@@ -7,11 +7,10 @@ use super::inbound::parse_drop;
 use super::peer::{Peer, Session};
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
-use crate::protocol::dos::{CookieSecret, LoadMeter, RateLimiter};
+use crate::protocol::dos::{Admission, Gate};
 use crate::protocol::handshake::{
     consume_cookie_reply, consume_initiation, consume_response, create_cookie_reply,
-    create_initiation, create_response, tai64n, verify_mac1, verify_mac2, Initiating, LocalStatic,
-    PeerStatic,
+    create_initiation, create_response, tai64n, verify_mac1, Initiating, LocalStatic, PeerStatic,
 };
 use crate::protocol::keys::Key;
 use crate::protocol::messages::{
@@ -100,9 +99,7 @@ pub struct State {
     session_derived: Option<Duration>,
     cookie: Option<([u8; 16], Duration)>,
     want_session: bool,
-    load: LoadMeter,
-    cookie_secret: CookieSecret,
-    limiter: RateLimiter,
+    gate: Gate,
 }
 
 impl Handshaker<'_> {
@@ -121,7 +118,7 @@ impl Handshaker<'_> {
                 recv(handshake_in) -> p => if let Ok(p) = p {
                     let waiting = handshake_in.len();
                     self.counters().queue(waiting);
-                    self.state.load.observe(waiting >= BUSY_QUEUE, self.peer.now());
+                    self.state.gate.load.observe(waiting >= BUSY_QUEUE, self.peer.now());
                     self.handle(&p);
                 },
                 recv(want_session) -> w => if w.is_ok() {
@@ -136,7 +133,7 @@ impl Handshaker<'_> {
     /// Applies the timer rules to the current state.
     fn tick(&mut self) {
         let now = self.peer.now();
-        self.state.limiter.forget_idle(now);
+        self.state.gate.forget_idle(now);
         if self.peer.sending_session().is_some() {
             self.state.want_session = false;
         }
@@ -226,9 +223,6 @@ impl Handshaker<'_> {
     fn on_initiation(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
         let msg = Initiation::parse(p.bytes()).map_err(parse_drop)?;
         self.admit(p, msg.sender, &msg.mac1)?;
-        if !self.state.limiter.allow(p.src.addr.ip(), self.peer.now()) {
-            return Err(DropReason::RateLimited);
-        }
         let accepted =
             consume_initiation(&self.local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
         if accepted.peer_public != self.remote.public {
@@ -301,7 +295,8 @@ impl Handshaker<'_> {
     }
 
     /// The cheap checks before any Diffie-Hellman work: mac1 always; under
-    /// load also mac2, answering a missing one with a cookie reply (§7).
+    /// load also mac2, answering a missing one with a cookie reply, and then
+    /// the per-source limit (§7, [`Gate`]).
     fn admit(
         &mut self,
         p: &HandshakePacket,
@@ -312,13 +307,15 @@ impl Handshaker<'_> {
             return Err(DropReason::BadMac1);
         }
         let now = self.peer.now();
-        if !self.state.load.under_load(now) {
-            return Ok(());
-        }
-        let cookie = self.state.cookie_secret.cookie(now, p.src.addr, random_key);
-        if verify_mac2(&cookie, p.bytes()) {
-            return Ok(());
-        }
+        let cookie = match self
+            .state
+            .gate
+            .admit(p.bytes(), p.src.addr, now, random_key)
+        {
+            Admission::Process => return Ok(()),
+            Admission::RateLimited => return Err(DropReason::RateLimited),
+            Admission::SendCookie(cookie) => cookie,
+        };
         let mut nonce = [0u8; 24];
         getrandom::getrandom(&mut nonce).expect("the OS random source is available");
         let reply = create_cookie_reply(&self.local, sender, mac1, &cookie, nonce);

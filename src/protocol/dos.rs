@@ -1,8 +1,9 @@
-//! The responder's defences against handshake floods (PROTOCOL.md §7.2):
-//! knowing when we are under load, the rotating cookie secret, and a
-//! per-source token bucket. Time and random bytes are passed in.
+//! The responder's defences against handshake floods (PROTOCOL.md §7.2,
+//! whitepaper §5.3): knowing when we are under load, the rotating cookie
+//! secret, a per-source token bucket, and [`Gate`], which puts them together.
+//! Time and random bytes are passed in.
 
-use super::handshake::make_cookie;
+use super::handshake::{make_cookie, verify_mac2};
 use super::keys::Key;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,8 +16,8 @@ pub const UNDER_LOAD_LINGER: Duration = Duration::from_secs(1);
 /// Token bucket per source address: sustained handshakes per second, burst.
 pub const HANDSHAKES_PER_SECOND: u32 = 20;
 pub const HANDSHAKE_BURST: u32 = 5;
-/// Sources tracked at most; beyond that new sources are refused until the
-/// table is cleaned, so a spoofed-address flood cannot grow memory.
+/// Sources tracked at most, so memory stays bounded; when the table is full
+/// the least recently seen source is forgotten, never a new one refused.
 pub const MAX_TRACKED_SOURCES: usize = 4096;
 
 /// Remembers when the handshake queue was last seen busy.
@@ -86,9 +87,7 @@ impl RateLimiter {
         let full = u64::from(HANDSHAKE_BURST) * MICRO;
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_TRACKED_SOURCES {
             self.forget_idle(now);
-            if self.buckets.len() >= MAX_TRACKED_SOURCES {
-                return false;
-            }
+            self.forget_least_recent();
         }
         let b = self.buckets.entry(ip).or_insert(Bucket {
             micro_tokens: full,
@@ -114,14 +113,86 @@ impl RateLimiter {
             .retain(|_, b| now.saturating_sub(b.at) < refill);
     }
 
+    /// Makes room when the table is still full: a forgotten source starts
+    /// again with a full bucket, which is less harm than refusing a source
+    /// never seen (only senders that proved their address with mac2 get here).
+    fn forget_least_recent(&mut self) {
+        if self.buckets.len() < MAX_TRACKED_SOURCES {
+            return;
+        }
+        if let Some(oldest) = self
+            .buckets
+            .iter()
+            .min_by_key(|(_, b)| b.at)
+            .map(|(ip, _)| *ip)
+        {
+            self.buckets.remove(&oldest);
+        }
+    }
+
     pub fn tracked(&self) -> usize {
         self.buckets.len()
+    }
+}
+
+/// What to do with a type 1 or 2 message whose mac1 is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go on with the Diffie-Hellman work.
+    Process,
+    /// Under load and no valid mac2: answer with a cookie reply carrying this
+    /// cookie, and nothing else.
+    SendCookie([u8; 16]),
+    /// Under load, mac2 valid, but its source address has no token left.
+    RateLimited,
+}
+
+/// The responder's admission rules, as the kernel and wireguard-go apply
+/// them. Not under load, nothing is limited: the bounded handshake queue
+/// protects the CPU, and a per-source limit there would let anyone who spoofs
+/// a client's address (mac1 needs only our public key) starve that client.
+/// Under load, only a valid mac2 (proof that the sender receives at its
+/// address) lets a message on, and then through the per-source limiter.
+#[derive(Default)]
+pub struct Gate {
+    pub load: LoadMeter,
+    cookie_secret: CookieSecret,
+    limiter: RateLimiter,
+}
+
+impl Gate {
+    /// `msg` is a whole type 1 or 2 message from `src` with a valid mac1.
+    pub fn admit(
+        &mut self,
+        msg: &[u8],
+        src: SocketAddr,
+        now: Duration,
+        fresh: impl FnOnce() -> Key,
+    ) -> Admission {
+        if !self.load.under_load(now) {
+            return Admission::Process;
+        }
+        let cookie = self.cookie_secret.cookie(now, src, fresh);
+        if !verify_mac2(&cookie, msg) {
+            Admission::SendCookie(cookie)
+        } else if self.limiter.allow(src.ip(), now) {
+            Admission::Process
+        } else {
+            Admission::RateLimited
+        }
+    }
+
+    /// Forgets the buckets that hold no state (called on every timer tick).
+    pub fn forget_idle(&mut self, now: Duration) {
+        self.limiter.forget_idle(now);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::handshake::{create_initiation, tai64n, LocalStatic, PeerStatic};
+    use crate::protocol::keys::public_key;
 
     const fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
@@ -183,9 +254,106 @@ mod tests {
         for i in 0..MAX_TRACKED_SOURCES as u32 {
             assert!(r.allow(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), ms(0)));
         }
+        // The first source spends its burst again later: the most recent one.
+        let first = IpAddr::from(0x0a00_0000u32.to_be_bytes());
+        for _ in 1..HANDSHAKE_BURST {
+            assert!(r.allow(first, ms(5)));
+        }
         let newcomer: IpAddr = "192.0.2.9".parse().unwrap();
-        assert!(!r.allow(newcomer, ms(10)), "full table refuses new sources");
-        assert!(r.allow(newcomer, ms(300)), "idle buckets were forgotten");
-        assert_eq!(r.tracked(), 1);
+        assert!(
+            r.allow(newcomer, ms(10)),
+            "a full table still admits a new source"
+        );
+        assert_eq!(r.tracked(), MAX_TRACKED_SOURCES, "by forgetting another");
+        assert!(
+            !r.allow(first, ms(10)),
+            "the most recent one was kept, empty"
+        );
+        for _ in 1..HANDSHAKE_BURST {
+            assert!(r.allow(newcomer, ms(10)));
+        }
+        assert!(
+            !r.allow(newcomer, ms(10)),
+            "the newcomer is limited as any other"
+        );
+        r.forget_idle(ms(300));
+        assert_eq!(r.tracked(), 0, "idle buckets were forgotten");
+    }
+
+    const SRC: &str = "192.0.2.7:4000";
+
+    /// An initiation with mac2 made from `cookie`, or zeros.
+    fn message(cookie: Option<&[u8; 16]>) -> [u8; 148] {
+        let local = LocalStatic::new([0x11; 32]);
+        let peer = PeerStatic::new(&local, public_key(&[0x22; 32]), None).unwrap();
+        create_initiation(&local, &peer, [0x33; 32], tai64n(1, 0), 1, cookie)
+            .unwrap()
+            .1
+    }
+
+    fn under_load(now: Duration) -> Gate {
+        let mut g = Gate::default();
+        g.load.observe(true, now);
+        g
+    }
+
+    #[test]
+    fn not_under_load_nothing_is_limited() {
+        let mut g = Gate::default();
+        let src = SRC.parse().unwrap();
+        for i in 0..1000 {
+            // As a spoofed flood from one address at 1000/s would come.
+            assert_eq!(
+                g.admit(&message(None), src, ms(i), || [1; 32]),
+                Admission::Process,
+                "message {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn under_load_without_mac2_only_a_cookie() {
+        let mut g = under_load(ms(0));
+        let src: SocketAddr = SRC.parse().unwrap();
+        let want = make_cookie(&[1; 32], src);
+        for _ in 0..2 * HANDSHAKE_BURST {
+            assert_eq!(
+                g.admit(&message(None), src, ms(1), || [1; 32]),
+                Admission::SendCookie(want)
+            );
+        }
+        let wrong = message(Some(&[0xee; 16]));
+        assert_eq!(
+            g.admit(&wrong, src, ms(2), || [1; 32]),
+            Admission::SendCookie(want)
+        );
+        // The cookie is bound to the address and port it was sent to.
+        let other: SocketAddr = "192.0.2.7:4001".parse().unwrap();
+        assert_eq!(
+            g.admit(&message(Some(&want)), other, ms(3), || [1; 32]),
+            Admission::SendCookie(make_cookie(&[1; 32], other))
+        );
+    }
+
+    #[test]
+    fn under_load_a_valid_mac2_goes_through_the_limiter() {
+        let mut g = under_load(ms(0));
+        let src: SocketAddr = SRC.parse().unwrap();
+        let with_mac2 = message(Some(&make_cookie(&[1; 32], src)));
+        for _ in 0..HANDSHAKE_BURST {
+            assert_eq!(
+                g.admit(&with_mac2, src, ms(1), || [1; 32]),
+                Admission::Process
+            );
+        }
+        assert_eq!(
+            g.admit(&with_mac2, src, ms(1), || [1; 32]),
+            Admission::RateLimited
+        );
+        // Load over: the same source is not limited any more.
+        assert_eq!(
+            g.admit(&with_mac2, src, ms(1000), || [1; 32]),
+            Admission::Process
+        );
     }
 }
