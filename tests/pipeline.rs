@@ -2,13 +2,23 @@
 //! no root, no kernel. Two tunnels are joined back to back.
 
 use pipevpn::cidr::Cidr;
+use pipevpn::pipeline::device::UdpDevice;
 use pipevpn::pipeline::fake::{FakeTun, FakeTunEnds, FakeUdp};
+use pipevpn::pipeline::pool::{slot_size, Pool};
 use pipevpn::pipeline::stats::{DropReason, Stage};
 use pipevpn::pipeline::{spawn, TunnelConfig, TunnelHandle};
+use pipevpn::protocol::handshake::{
+    create_cookie_reply, create_initiation, make_cookie, tai64n, verify_mac1, verify_mac2,
+    LocalStatic, PeerStatic,
+};
 use pipevpn::protocol::keys::public_key;
+use pipevpn::protocol::messages::{message_type, MessageType, Response};
 use pipevpn::protocol::timers::Timing;
+use pipevpn::sys::poll::StopFd;
+use pipevpn::sys::udp::Endpoint;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 const A_ADDR: &str = "192.0.2.1:51820";
@@ -306,4 +316,101 @@ fn a_failing_stage_is_reported_and_everything_still_joins() {
         msg.contains("tun_reader") && msg.contains("device vanished"),
         "{msg}"
     );
+}
+
+/// The next handshake response that arrives at `udp`, within 5 s.
+fn next_response(udp: &FakeUdp) -> Vec<u8> {
+    let pool = Pool::new(1, slot_size(1420));
+    let stop = Arc::new(StopFd::new().unwrap());
+    let (done, finished) = crossbeam_channel::bounded::<()>(1);
+    let watchdog = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            if finished.recv_timeout(Duration::from_secs(5)).is_err() {
+                stop.signal();
+            }
+        })
+    };
+    let found = 'wait: loop {
+        let mut batch = pool.get();
+        if udp.recv_batch(&mut batch, &stop).unwrap().is_none() {
+            break None;
+        }
+        for i in 0..batch.count() {
+            let d = &batch.slot(i)[..batch.len(i)];
+            if message_type(d) == Ok(MessageType::Response) {
+                break 'wait Some(d.to_vec());
+            }
+        }
+    };
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    found.expect("a handshake response within 5 s")
+}
+
+/// The test plays an initiator under load against B: it answers B's
+/// response with a cookie reply, and B's next response must carry mac2.
+#[test]
+fn a_cookie_reply_to_our_response_gives_the_next_one_mac2() {
+    let (a_key, b_key) = ([0x11u8; 32], [0x22u8; 32]);
+    let a_addr: SocketAddr = A_ADDR.parse().unwrap();
+    let (a_udp, b_udp) = FakeUdp::pair(a_addr, B_ADDR.parse().unwrap(), 64);
+    let (tun, ends) = FakeTun::new(16);
+    let b = spawn(
+        TunnelConfig {
+            private_key: b_key,
+            peer_public_key: public_key(&a_key),
+            preshared_key: None,
+            endpoint: None,
+            allowed_ips: vec![Cidr::new(A_TUN.into(), 32).unwrap()],
+            mtu: 1420,
+            persistent_keepalive: None,
+            timing: Timing::default(),
+        },
+        Arc::new(tun),
+        Arc::new(b_udp),
+    )
+    .expect("pipeline starts");
+    let a = LocalStatic::new(a_key);
+    let a_peer = PeerStatic::new(&a, public_key(&b_key), None).unwrap();
+    let to_b = Endpoint {
+        addr: B_ADDR.parse().unwrap(),
+        local: None,
+    };
+    let initiation = |index, secs| {
+        create_initiation(&a, &a_peer, [index as u8; 32], tai64n(secs, 0), index, None)
+            .unwrap()
+            .1
+    };
+
+    a_udp.send_to(&initiation(1, 1), to_b).unwrap();
+    let first = next_response(&a_udp);
+    assert!(verify_mac1(&a, &first));
+    let first = Response::parse(&first).unwrap();
+    assert_eq!(first.mac2, [0; 16], "B holds no cookie yet");
+    let cookie = make_cookie(&[0x77; 32], a_addr);
+    let reply = create_cookie_reply(&a, first.sender, &first.mac1, &cookie, [5; 24]);
+    a_udp.send_to(&reply, to_b).unwrap();
+
+    // Past B's 20 ms initiation-flood guard, with a newer timestamp.
+    thread::sleep(Duration::from_millis(100));
+    a_udp.send_to(&initiation(2, 2), to_b).unwrap();
+    let second = next_response(&a_udp);
+    let counters = b.stats.stage(Stage::Handshaker);
+    assert_eq!(
+        (
+            counters.dropped(DropReason::UnexpectedMessage),
+            counters.dropped(DropReason::BadCookie)
+        ),
+        (0, 0),
+        "B took the cookie reply to its response"
+    );
+    assert!(
+        verify_mac2(&cookie, &second),
+        "B's next response carries mac2 made with the cookie"
+    );
+    shutdown_within_a_second(Side {
+        handle: b,
+        tun: ends,
+    });
 }

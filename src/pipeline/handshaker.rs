@@ -10,7 +10,8 @@ use super::SessionEvent;
 use crate::protocol::dos::{Admission, Gate};
 use crate::protocol::handshake::{
     consume_cookie_reply, consume_initiation, consume_response, create_cookie_reply,
-    create_initiation, create_response, tai64n, verify_mac1, Initiating, LocalStatic, PeerStatic,
+    create_initiation, create_response, response_mac1, tai64n, verify_mac1, Initiating,
+    LocalStatic, PeerStatic,
 };
 use crate::protocol::keys::Key;
 use crate::protocol::messages::{
@@ -86,6 +87,20 @@ impl State {
             .filter(|a| a.state.sender_index == receiver)
             .ok_or(DropReason::UnexpectedMessage)
     }
+
+    /// The mac1 of our handshake message whose sender index is `receiver`,
+    /// the pending initiation or the last response: the associated data of a
+    /// cookie reply to it (§7.2).
+    fn mac1_sent_with(&self, receiver: u32) -> Result<[u8; 16], DropReason> {
+        match self.attempt_answered_by(receiver) {
+            Ok(a) => Ok(a.state.mac1),
+            Err(reason) => self
+                .response_sent
+                .filter(|(index, _)| *index == receiver)
+                .map(|(_, mac1)| mac1)
+                .ok_or(reason),
+        }
+    }
 }
 
 /// What the handshaker remembers between messages and ticks.
@@ -98,6 +113,9 @@ pub struct State {
     handshake_sent: Option<Duration>,
     session_derived: Option<Duration>,
     cookie: Option<([u8; 16], Duration)>,
+    /// Sender index and mac1 of our last response: a peer under load answers
+    /// it with a cookie reply, as it would our initiation.
+    response_sent: Option<(u32, [u8; 16])>,
     want_session: bool,
     gate: Gate,
 }
@@ -194,6 +212,7 @@ impl Handshaker<'_> {
             log::info!("erasing key material after 3 x REJECT_AFTER_TIME without a new session");
             self.peer.clear_keypairs();
             self.state.attempt = None;
+            self.state.response_sent = None;
             self.state.session_derived = None;
         }
     }
@@ -260,6 +279,7 @@ impl Handshaker<'_> {
         .map_err(|_| DropReason::HandshakeFailed)?;
         self.peer.install_responded(Session::new(&keys, now, false));
         self.state.session_derived = Some(now);
+        self.state.response_sent = Some((index, response_mac1(&response)));
         self.peer.received(now, false);
         self.send(&response, p.src, now);
         log::debug!("answered a handshake initiation from {}", p.src);
@@ -327,9 +347,9 @@ impl Handshaker<'_> {
 
     fn on_cookie_reply(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
         let msg = CookieReply::parse(p.bytes()).map_err(parse_drop)?;
-        let attempt = self.state.attempt_answered_by(msg.receiver)?;
-        let cookie = consume_cookie_reply(&self.remote, &msg, &attempt.state.mac1)
-            .map_err(|_| DropReason::BadCookie)?;
+        let mac1 = self.state.mac1_sent_with(msg.receiver)?;
+        let cookie =
+            consume_cookie_reply(&self.remote, &msg, &mac1).map_err(|_| DropReason::BadCookie)?;
         self.state.cookie = Some((cookie, self.peer.now()));
         log::debug!("received a cookie: the peer is under load");
         Ok(())

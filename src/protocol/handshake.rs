@@ -256,6 +256,14 @@ pub fn create_response(
     Ok((keys, bytes))
 }
 
+/// The mac1 of a response we built: a cookie reply to it is sealed with it
+/// as associated data (§7.2), so it is kept as [`Initiating::mac1`] is.
+pub fn response_mac1(response: &[u8; RESPONSE_LEN]) -> [u8; 16] {
+    let mut mac1 = [0; 16];
+    mac1.copy_from_slice(&response[RESPONSE_LEN - MACS_LEN..RESPONSE_LEN - TAG_LEN]);
+    mac1
+}
+
 /// Initiator side of §5.4 step 3 to 6; mac1 and the receiver index must have
 /// been checked already. A PSK mismatch shows up here as `Decrypt`.
 pub fn consume_response(
@@ -896,6 +904,42 @@ pub(crate) mod tests {
         // The next initiation carries a mac2 the responder accepts.
         let (_, next) = initiate(&p, random_key(), Some(&cookie));
         assert!(verify_mac2(&make_cookie(&secret, src), &next));
+    }
+
+    #[test]
+    fn cookie_reply_to_a_response() {
+        let p = pair(random_key(), random_key(), None);
+        let (_, initiation) = initiate(&p, random_key(), None);
+        let accepted = accept(&p, &initiation).unwrap();
+        let respond = |cookie| {
+            create_response(
+                &p.responder,
+                &p.initiator_peer,
+                &accepted,
+                random_key(),
+                9,
+                cookie,
+            )
+            .unwrap()
+            .1
+        };
+        let response = respond(None);
+        let mac1 = response_mac1(&response);
+        assert_eq!(mac1, Response::parse(&response).unwrap().mac1);
+        // The initiator, under load, answers the response with a cookie.
+        let cookie = make_cookie(&[9; 32], "192.0.2.7:51820".parse().unwrap());
+        let reply = create_cookie_reply(&p.initiator, 9, &mac1, &cookie, [3; 24]);
+        let msg = CookieReply::parse(&reply).unwrap();
+        assert_eq!(
+            consume_cookie_reply(&p.initiator_peer, &msg, &mac1),
+            Ok(cookie)
+        );
+        let next = respond(Some(&cookie));
+        assert!(verify_mac1(&p.initiator, &next));
+        assert!(
+            verify_mac2(&cookie, &next),
+            "the next response carries mac2"
+        );
     }
 
     #[test]
