@@ -8,8 +8,11 @@ Subcommands (all output is JSON on stdout unless noted):
   send HOST PORT FILE [GAP]              send each hex line of FILE as one datagram
   craft CAPTURED PUBKEY OUT              malformed messages from captured ones
   lowinit PUBKEY OUT                     initiations with low-order ephemerals, valid mac1
-  initflood PUBKEY HOST PORT COUNT SECS  COUNT initiations with valid mac1, random
-                                         contents, spread over SECS (0: at once)
+  initflood PUBKEY HOST PORT COUNT SECS [SRC_IP SRC_PORT]
+                                         COUNT initiations with valid mac1, random
+                                         contents, spread over SECS (0: at once),
+                                         sent from SRC_IP:SRC_PORT if given (a
+                                         local address: spoofing another host's)
   count PCAP SRC_IP                      datagrams from SRC_IP by message type
   stats FILE                             a --stats-file as JSON
   delta BEFORE AFTER                     per-reason drop deltas summed over stages
@@ -112,6 +115,10 @@ def pcap_udp(path):
             if len(frame) < 16 or frame[14:16] != b"\x08\x00":
                 continue
             ip = frame[16:]
+        elif linktype == 276:  # Linux cooked v2 (tcpdump -i any)
+            if len(frame) < 20 or frame[0:2] != b"\x08\x00":
+                continue
+            ip = frame[20:]
         else:
             continue
         if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
@@ -244,14 +251,17 @@ def lowinit(pubkey_b64, out):
     write_items(items, out)
 
 
-def initflood(pubkey_b64, host, port, count, seconds):
+def initflood(pubkey_b64, host, port, count, seconds, src_ip=None, src_port=None):
     """Initiations that pass the mac1 check (random sender, ephemeral and
     payload), as a flood: a pool made up front, so sending is not held up by
-    hashing. Paced evenly over SECONDS, or as fast as possible for 0."""
+    hashing. Paced evenly over SECONDS, or as fast as possible for 0. From
+    SRC_IP:SRC_PORT when given, e.g. a victim's address put on our interface."""
     pub = base64.b64decode(pubkey_b64)
     pool = [with_mac1(pub, struct.pack("<I", INITIATION) + os.urandom(112) + bytes(32))
             for _ in range(min(int(count), 512))]
     sock = udp_socket()
+    if src_ip is not None:
+        sock.bind((src_ip, int(src_port)))
     dest = (host, int(port))
     total, span = int(count), float(seconds)
     sent = errors = 0
