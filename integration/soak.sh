@@ -23,6 +23,11 @@
 # more: a leak of one fd per roam, flood or rekey still grows by 9 or more after the
 # first minute of a 10-minute run, and fails. RSS and threads get no slack: nothing
 # in pipevpn starts a thread after start-up, so any new thread fails.
+# RSS may still step up once after the first minute without a leak: the packet pools
+# (2 directions x 16 batches x 64 slots of 1472 bytes at MTU 1420, ~2.9 MiB) are
+# allocated zeroed and become resident only as a backlog first reaches slots never
+# written before. So read a FAIL on RSS against samples.csv: a step that stays flat
+# is that, a rise that goes on is a leak.
 # It also fails when a peer exits, either iperf3 fails, B does not follow a roam,
 # or a side completes fewer than half the handshakes the rekey interval implies.
 #
