@@ -548,49 +548,58 @@ set_conf() {
 	fi
 }
 
-# iperf_start NAME SECONDS [RATE]: TCP from A to B's tunnel address for SECONDS, with
+# iperf_start NAME SECONDS [RATE [b2a]]: TCP from A to B's tunnel address (b2a: from
+# B to A's, on port 5202, so both directions can run at once) for SECONDS, with
 # one-second intervals, in the background (JSON in $TMP/NAME.json), at most RATE
-# (e.g. 100M) if given; iperf_wait NAME. RATE is the kernel's pacing rate for the
-# socket (--fq-rate), not iperf3's -b: -b writes 128 KiB blocks on a timer, and each
-# block leaves as one burst of about 90 datagrams, enough to fill a 208 KiB UDP
-# receive buffer at a slow peer whatever the average rate.
+# (e.g. 100M) if given and not empty; iperf_wait NAME. RATE is the kernel's pacing
+# rate for the socket (--fq-rate), not iperf3's -b: -b writes 128 KiB blocks on a
+# timer, and each block leaves as one burst of about 90 datagrams, enough to fill a
+# 208 KiB UDP receive buffer at a slow peer whatever the average rate.
 declare -A IPERF_PID=()
 iperf_start() {
-	ip netns exec "$NS2" iperf3 -s -1 -B "$INNER2" -p 5201 >"$TMP/$1.server" 2>&1 &
+	local sns=$NS2 saddr=$INNER2 cns=$NS1 port=5201
+	[[ ${4:-a2b} == a2b ]] || sns=$NS1 saddr=$INNER1 cns=$NS2 port=5202
+	ip netns exec "$sns" iperf3 -s -1 -B "$saddr" -p "$port" >"$TMP/$1.server" 2>&1 &
 	STARTED_PIDS+=("$!")
-	wait_until 10 "iperf3 server on $INNER2:5201" eval "ip netns exec $NS2 ss -Htln 'sport = :5201' | grep -q ."
-	echo "+ [$NS1] iperf3 -c $INNER2 -t $2 -i 1 -J ${3:+--fq-rate $3} > $1.json &" >&2
-	ip netns exec "$NS1" timeout --foreground $(($2 + 30)) iperf3 -c "$INNER2" -p 5201 -t "$2" -i 1 -J --connect-timeout 5000 ${3:+--fq-rate "$3"} >"$TMP/$1.json" 2>&1 &
+	wait_until 10 "iperf3 server on $saddr:$port" eval "ip netns exec $sns ss -Htln 'sport = :$port' | grep -q ."
+	echo "+ [$cns] iperf3 -c $saddr -p $port -t $2 -i 1 -J ${3:+--fq-rate $3} > $1.json &" >&2
+	ip netns exec "$cns" timeout --foreground $(($2 + 30)) iperf3 -c "$saddr" -p "$port" -t "$2" -i 1 -J --connect-timeout 5000 ${3:+--fq-rate "$3"} >"$TMP/$1.json" 2>&1 &
 	IPERF_PID[$1]=$!
 	STARTED_PIDS+=("$!")
 }
 
 # iperf_wait NAME: waits for the client; then IPERF_MBPS, IPERF_RETRANS, IPERF_WORST
 # and IPERF_MEDIAN (Mbit/s of the slowest and the median second), IPERF_ZERO
-# (seconds without data), IPERF_SECONDS (Mbit/s of each second, space-separated),
-# IPERF_RETRANS_SECONDS (retransmits in each second, comma-separated).
+# (seconds without data), IPERF_BYTES (received in all), IPERF_SECONDS (Mbit/s of
+# each second, space-separated), IPERF_RETRANS_SECONDS (retransmits in each second,
+# comma-separated).
 iperf_wait() {
 	local pid=${IPERF_PID[$1]} rc=0
 	wait_until 90 "iperf3 ($1) to finish" eval "! alive $pid"
 	wait "$pid" || rc=$?
 	((rc == 0)) || fail "iperf3 ($1) failed: $(python3 -c 'import json,sys; print(json.load(sys.stdin).get("error","?"))' <"$TMP/$1.json" 2>/dev/null)"
-	read -r IPERF_MBPS IPERF_RETRANS IPERF_WORST IPERF_MEDIAN IPERF_ZERO IPERF_RETRANS_SECONDS IPERF_SECONDS < <(python3 -c '
+	read -r IPERF_MBPS IPERF_RETRANS IPERF_WORST IPERF_MEDIAN IPERF_ZERO IPERF_BYTES IPERF_RETRANS_SECONDS IPERF_SECONDS < <(python3 -c '
 import json, statistics, sys
 d = json.load(sys.stdin)
 whole = [i["sum"] for i in d["intervals"] if i["sum"]["seconds"] > 0.5]
 bps = [s["bits_per_second"] / 1e6 for s in whole]
 print(int(d["end"]["sum_received"]["bits_per_second"] / 1e6), d["end"]["sum_sent"].get("retransmits", 0),
-      int(min(bps)), int(statistics.median(bps)), sum(1 for b in bps if b == 0),
+      int(min(bps)), int(statistics.median(bps)), sum(1 for b in bps if b == 0), d["end"]["sum_received"]["bytes"],
       ",".join(str(s.get("retransmits", 0)) for s in whole), " ".join(str(int(b)) for b in bps))' <"$TMP/$1.json")
 }
 
-# roam_a ADDRESS: A's underlay address becomes ADDRESS (added, made the source of
-# its routes, then the old one removed), as when a laptop changes networks.
+# roam_a ADDRESS [OLD]: A's underlay address becomes ADDRESS (added, made the source
+# of its routes, then the old one removed), as when a laptop changes networks. OLD
+# is an address an earlier roam_a gave A; without it, A's first address.
 roam_a() {
 	n1 ip addr add "$1/32" dev "$VETH1"
 	n1 ip route replace "$GATEWAY1" dev "$VETH1" scope link src "$1"
 	n1 ip route replace default via "$GATEWAY1" dev "$VETH1" src "$1"
-	n1 ip addr del "$UNDER1/32" peer "$GATEWAY1/32" dev "$VETH1"
+	if [[ -n ${2:-} ]]; then
+		n1 ip addr del "$2/32" dev "$VETH1"
+	else
+		n1 ip addr del "$UNDER1/32" peer "$GATEWAY1/32" dev "$VETH1"
+	fi
 }
 
 # restart_peer IFACE CONF DOWN PING: stops a peer with SIGTERM, starts it again with
