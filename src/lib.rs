@@ -23,6 +23,7 @@ pub mod error;
 pub mod pipeline;
 pub mod protocol;
 pub mod routes;
+pub mod rundir;
 pub mod sys;
 pub mod up;
 

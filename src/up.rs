@@ -11,7 +11,8 @@ use crate::config::Config;
 use crate::pipeline::device::{OffloadTun, Udp};
 use crate::pipeline::{self, TunnelConfig};
 use crate::protocol::timers::Timing;
-use crate::routes::{self, InstalledRoutes, RUN_DIR};
+use crate::routes::{self, InstalledRoutes};
+use crate::rundir::RUN_DIR;
 use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, select};
@@ -87,7 +88,8 @@ fn run_tunnel(
 
     let tables = routes::read_route_tables()?;
     let plan = routes::plan(&config.peer.allowed_ips, name, endpoint, &tables)?;
-    let installed = InstalledRoutes::install(state, &plan)?;
+    let installed =
+        InstalledRoutes::install(state, &plan, endpoint.map(|e| e.ip().to_canonical()))?;
     tun.set_nonblocking()?;
 
     let handle = pipeline::spawn(
