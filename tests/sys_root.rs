@@ -476,6 +476,33 @@ fn installed_routes_are_recorded_and_undone() {
     });
 }
 
+/// Thousands of AllowedIPs: the record lists exactly the routes added (not
+/// the one that was there before), and exactly those are removed.
+#[test]
+fn many_routes_are_recorded_and_removed_exactly() {
+    in_netns(|| {
+        let _tun = tun_up("pvt9", Ipv4Addr::new(10, 99, 9, 1));
+        let dir = run_dir("many");
+        let state = state_path(&dir, "pvt9").unwrap();
+        let wanted: Vec<Route> = (0..2000)
+            .map(|i| route(&format!("10.{}.{}.0/24 dev pvt9", 100 + i / 256, i % 256)))
+            .collect();
+        let foreign = &wanted[1000];
+        assert!(add_route(foreign).unwrap());
+        let installed = InstalledRoutes::install(state.clone(), &wanted, None).unwrap();
+        let ours: Vec<&Route> = wanted.iter().filter(|r| *r != foreign).collect();
+        assert_eq!(installed.routes().len(), 1999);
+        assert_eq!(state_text(&state), record_text(None, &ours));
+        // The 2000, and the tun's own subnet.
+        assert_eq!(table().len(), 2001);
+        drop(installed);
+        let mut left = table();
+        left.sort();
+        assert_eq!(left, [foreign.to_string(), "10.99.9.0/24 dev pvt9".into()]);
+        assert!(!state.exists());
+    });
+}
+
 #[test]
 fn stale_records_are_swept_unless_their_owner_lives() {
     in_netns(|| {
