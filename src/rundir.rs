@@ -181,12 +181,14 @@ pub fn read(path: &Path) -> Result<Option<String>> {
             .map(Some)
             .map_err(|e| Error::sys(format!("stat {}", p.display()), e)),
     };
-    if let Some(dir) = path.parent() {
-        match stat(dir)? {
+    // RUN_DIR, then the namespace's directory.
+    let dir = path.parent();
+    for d in dir.and_then(Path::parent).into_iter().chain(dir) {
+        match stat(d)? {
             None => return Ok(None),
             Some(meta) => {
                 if let Some(why) = distrust(&meta, true) {
-                    return Err(refused(dir, &why));
+                    return Err(refused(d, &why));
                 }
             }
         }
@@ -355,6 +357,12 @@ pub(crate) mod tests {
         symlink(t.0.join("7"), &linked).unwrap();
         assert_refused(&linked.join("pv0.routes"), &linked, "it is a symbolic link");
         assert!(write(&linked.join("pv0.routes"), "x").is_err());
+        // And so is the run directory above it.
+        let run_link = t.0.join("run");
+        symlink(&t.0, &run_link).unwrap();
+        let via_link = run_link.join("7/pv0.routes");
+        assert_refused(&via_link, &run_link, "it is a symbolic link");
+        assert!(write(&via_link, "x").is_err());
     }
 
     #[test]
