@@ -42,6 +42,7 @@ fn pair() -> [(TunnelHandle, FakeTunEnds); 2] {
             peer_public_key: public_key(&peer_private),
             preshared_key: None,
             endpoint,
+            initiate_at_start: false,
             allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
             mtu: 1420,
             persistent_keepalive: None,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes pipevpn's parsers of untrusted input with AFL++ (cargo-afl): the
 # datagram decoders (fuzz/fuzz_targets/messages.rs), the responder fed
-# initiations with a valid mac1 (fuzz/fuzz_targets/responder.rs) and the config
-# parser (fuzz/fuzz_targets/config.rs), FUZZ_SECONDS (default 60) each, from the seeds
+# initiations with a valid mac1 (fuzz/fuzz_targets/responder.rs), the config
+# parser (fuzz/fuzz_targets/config.rs) and the route-record parser
+# (fuzz/fuzz_targets/routes.rs), FUZZ_SECONDS (default 60) each, from the seeds
 # in fuzz/seeds/. One line per target, `PASS fuzz-NAME` or `FAIL fuzz-NAME: why`;
 # any crash fails, and the crashing inputs stay in fuzz/target/afl/NAME/.
 # Needs cargo-afl with AFL++ built (`cargo install cargo-afl --locked`, then
@@ -11,7 +12,7 @@ set -Eeuo pipefail
 
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz" && pwd)
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
-TARGETS=(messages responder config)
+TARGETS=(messages responder config routes)
 
 fail() {
 	echo "FAIL $1: $2"

@@ -602,22 +602,24 @@ roam_a() {
 	fi
 }
 
-# restart_peer IFACE CONF DOWN PING: stops a peer with SIGTERM, starts it again with
-# the same config after DOWN seconds, and fails unless the running ping PING (see
-# start_ping) is answered again within 10 s of the peer being back; RECOVERY_SECS.
+# restart_peer IFACE CONF DOWN PING [LIMIT [SIGNAL]]: stops a peer with SIGNAL (TERM;
+# KILL for a crash), starts it again with the same config after DOWN seconds, and
+# fails unless the running ping PING (see start_ping) is answered again within LIMIT
+# (10) seconds of the peer being back; RECOVERY_SECS.
 restart_peer() {
-	local iface=$1 conf=$2 down=$3 ping=$4 ns=${NS_OF[$1]} impl=${IMPL_OF[$1]} back
+	local iface=$1 conf=$2 down=$3 ping=$4 limit=${5:-10} sig=${6:-TERM} ns=${NS_OF[$1]} impl=${IMPL_OF[$1]} back want=0
 	cp "${LOG_OF[$iface]}" "${LOG_OF[$iface]}.before-restart"
-	stop_impl "$iface"
-	[[ $STOP_RC == 0 ]] || fail "$impl on $iface: exit status $STOP_RC after SIGTERM"
+	stop_impl "$iface" "$sig"
+	[[ $sig == KILL ]] && want=137
+	[[ $STOP_RC == "$want" ]] || fail "$impl on $iface: exit status $STOP_RC after SIG$sig, expected $want"
 	sleep "$down"
 	start_impl "$impl" "$ns" "$iface" "$conf"
 	back=$(now_epoch)
 	wait_until 30 "an answer to ping $ping after $iface came back" eval "[[ -n \$(first_reply_after $ping $back) ]]"
 	RECOVERY_SECS=$(first_reply_after "$ping" "$back")
-	info "$impl on $iface down ${down}s: ping answered again ${RECOVERY_SECS}s after it came back"
-	python3 -c "import sys; sys.exit(0 if $RECOVERY_SECS <= 10 else 1)" ||
-		fail "traffic resumed only ${RECOVERY_SECS}s after $iface came back (limit 10 s)"
+	info "$impl on $iface down ${down}s after SIG$sig: ping answered again ${RECOVERY_SECS}s after it came back"
+	python3 -c "import sys; sys.exit(0 if $RECOVERY_SECS <= $limit else 1)" ||
+		fail "traffic resumed only ${RECOVERY_SECS}s after $iface came back (limit $limit s)"
 }
 
 # ---- cleanup --------------------------------------------------------------------

@@ -76,18 +76,23 @@ info "B: $(tr '\n' ' ' <"$TMP/$TUN2.stats")"
 stop_pair
 pass
 
-# Peer restart: B (no Endpoint, so it cannot initiate) comes back with the same
-# keys and A must notice by itself. A starts a new handshake once its data has gone
-# unanswered for KEEPALIVE + REKEY_TIMEOUT = 15 s (WireGuard's rule; wireguard-go
-# does the same), so a restart quicker than that is noticed ~15 s after the stop
-# whatever the downtime: B stays down 7 s, and A must reach it within 10 s of its
-# return (expected ~8 s). Then A restarts, with no action on B.
+# Peer restart: B (no Endpoint, so it waits for A) comes back with the same keys.
+# A alone would notice only once its data has gone unanswered for KEEPALIVE +
+# REKEY_TIMEOUT = 15 s (WireGuard's rule; wireguard-go does the same), about 8 s
+# after a return from 7 s down. But B remembers where A last was
+# (src/last_endpoint.rs) and initiates there at once, so A's ping must be answered
+# within 3 s of B's return, with no action on A: after kill -9, and after a clean
+# SIGTERM stop. Then A restarts (it has B's Endpoint), with no action on B.
 scenario peer-restart
 setup_pair a no
 start_pair pipevpn pipevpn a
 wait_for_handshake "$NS1" "$INNER2"
 start_ping restart "$NS1" "$INNER2" 0.2
-restart_peer "$TUN2" "$TMP/b.conf" 7 restart
+# B writes down A's endpoint within a second of learning it.
+wait_until 5 "B to remember A's endpoint" test -s "${RUN_DIR_OF[$NS2]}/$TUN2.endpoint"
+restart_peer "$TUN2" "$TMP/b.conf" 7 restart 3 KILL
+restart_peer "$TUN2" "$TMP/b.conf" 7 restart 3 TERM
+grep -q "initiating to where it last was" "${LOG_OF[$TUN2]}" || fail "B did not start from A's last endpoint: $(grep ' up, ' "${LOG_OF[$TUN2]}")"
 restart_peer "$TUN1" "$TMP/a.conf" 1 restart
 stop_ping restart
 stop_pair

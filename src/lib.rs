@@ -11,7 +11,8 @@
 //! - [`pipeline`] runs each box above on its own named thread, joined by
 //!   bounded channels that carry batches of pooled packet buffers.
 //! - [`sys`] holds every `unsafe` block and ioctl; [`routes`] plans, records
-//!   and undoes the routes a tunnel adds.
+//!   and undoes the routes a tunnel adds; [`rundir`] keeps the records root
+//!   trusts across runs, [`last_endpoint`] among them.
 //! - [`up`] wires a [`config::Config`] to real devices; [`demo`] runs two peers
 //!   in throw-away network namespaces.
 
@@ -20,9 +21,11 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod last_endpoint;
 pub mod pipeline;
 pub mod protocol;
 pub mod routes;
+pub mod rundir;
 pub mod sys;
 pub mod up;
 

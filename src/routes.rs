@@ -2,10 +2,13 @@
 //! disk of those actually added ([`InstalledRoutes`]) so they are undone at
 //! exit, or swept by the next run ([`sweep_stale`]) after a crash.
 //!
-//! The record lives in `RUN_DIR/<netns inode>/<iface>.routes`:
+//! The record lives in `RUN_DIR/<netns inode>/<iface>.routes`, under the
+//! rules of [`rundir`] (root's, 0600, no symbolic links, namespace cookie):
 //!
 //! ```text
 //! pid 4242
+//! netns 8195
+//! endpoint 203.0.113.7
 //! 203.0.113.7/32 via 192.168.1.1 dev eth0
 //! 0.0.0.0/1 dev pv0
 //! 128.0.0.0/1 dev pv0
@@ -13,23 +16,23 @@
 //! 8000::/1 dev pv0
 //! ```
 //!
-//! A route is written to the record before it is added, so a crash between
-//! the two leaves at worst a line for a route that does not exist, which the
-//! sweep skips.
+//! The whole plan is written before the first route is added, so a crash
+//! half-way leaves at worst lines for routes that do not exist, which the
+//! sweep skips. The sweep deletes only what pipevpn could have added for
+//! that interface: routes through it, and a host route to the recorded
+//! endpoint.
 
 use crate::cidr::Cidr;
+use crate::rundir::{self, Netns};
 use crate::sys::route::{add_route, del_route};
 use crate::{Error, Result};
+use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-
-/// Where route records live.
-pub const RUN_DIR: &str = "/run/pipevpn";
 
 /// The routing tables of the calling thread's network namespace.
 /// (`/proc/net/...` shows the main thread's, which differs in a thread
@@ -244,11 +247,9 @@ pub fn plan(
             tables,
         )?);
     }
-    for r in tunnel {
-        if !routes.contains(&r) {
-            routes.push(r);
-        }
-    }
+    // A set, not a scan of the list: thousands of AllowedIPs stay linear.
+    let mut seen: HashSet<Route> = routes.iter().cloned().collect();
+    routes.extend(tunnel.into_iter().filter(|r| seen.insert(r.clone())));
     Ok(routes)
 }
 
@@ -303,58 +304,84 @@ fn endpoint_route(
         }))
 }
 
-/// `run_dir/<netns>/<iface>.routes`, where `<netns>` is the inode of the
-/// calling thread's network namespace, so tunnels with the same interface
-/// name in different namespaces keep separate records.
+/// `run_dir/<netns inode>/<iface>.routes`: tunnels with the same interface
+/// name in different namespaces keep separate records (see [`rundir`]).
 pub fn state_path(run_dir: &Path, iface: &str) -> Result<PathBuf> {
-    let ns = "/proc/thread-self/ns/net";
-    let inode = fs::metadata(ns)
-        .map_err(|e| Error::sys(format!("stat {ns}"), e))?
-        .ino();
-    Ok(run_dir
-        .join(inode.to_string())
+    Ok(Netns::current()?
+        .dir(run_dir)
         .join(format!("{iface}.routes")))
 }
 
-fn render_state(pid: u32, routes: &[Route]) -> String {
-    let mut text = format!("pid {pid}\n");
-    for r in routes {
-        text.push_str(&format!("{r}\n"));
+/// A route record: who wrote it, where, and the routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRecord {
+    pub pid: u32,
+    /// The cookie of the namespace it was written in ([`rundir`]).
+    pub netns: Option<u64>,
+    /// The peer's endpoint when the routes were planned: the only address
+    /// the record may hold a host route to.
+    pub endpoint: Option<IpAddr>,
+    pub routes: Vec<Route>,
+}
+
+impl RouteRecord {
+    pub fn render(&self) -> String {
+        let endpoint = self.endpoint.map_or("-".to_string(), |e| e.to_string());
+        let mut text = format!(
+            "pid {}\nnetns {}\nendpoint {endpoint}\n",
+            self.pid,
+            rundir::render_cookie(self.netns)
+        );
+        for r in &self.routes {
+            text.push_str(&format!("{r}\n"));
+        }
+        text
     }
-    text
-}
 
-fn parse_state(text: &str) -> std::result::Result<(u32, Vec<Route>), String> {
-    let mut lines = text.lines();
-    let pid = lines
-        .next()
-        .and_then(|l| l.strip_prefix("pid "))
-        .and_then(|p| p.trim().parse().ok())
-        .ok_or("line 1: expected 'pid <number>'")?;
-    let routes = lines
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| l.parse().map_err(|e| format!("line {}: {e}", i + 2)))
-        .collect::<std::result::Result<_, _>>()?;
-    Ok((pid, routes))
-}
-
-/// Replaces the record at `path` in one step (write a temporary file, then
-/// rename), so a crash never leaves half a record.
-fn write_state(path: &Path, routes: &[Route]) -> Result<()> {
-    let tmp = path.with_extension("routes.tmp");
-    let text = render_state(std::process::id(), routes);
-    fs::write(&tmp, &text)
-        .or_else(|e| match (e.kind(), path.parent()) {
-            // Another tunnel in this namespace may have just removed the
-            // directory it emptied (see `remove_record`).
-            (io::ErrorKind::NotFound, Some(dir)) => {
-                fs::create_dir_all(dir).and_then(|()| fs::write(&tmp, &text))
-            }
-            _ => Err(e),
+    /// Parses [`RouteRecord::render`]'s form back; the error names the line.
+    pub fn parse(text: &str) -> std::result::Result<RouteRecord, String> {
+        let mut lines = text.lines();
+        let mut header = |n: usize, key: &str| {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(key))
+                .and_then(|v| v.strip_prefix(' '))
+                .ok_or(format!("line {n}: expected '{key} ...'"))
+        };
+        let pid = header(1, "pid")?;
+        let pid = pid
+            .parse()
+            .map_err(|_| format!("line 1: bad pid '{pid}'"))?;
+        let netns =
+            rundir::parse_cookie(header(2, "netns")?).map_err(|e| format!("line 2: {e}"))?;
+        let endpoint = match header(3, "endpoint")? {
+            "-" => None,
+            e => Some(
+                e.parse()
+                    .map_err(|_| format!("line 3: bad endpoint address '{e}'"))?,
+            ),
+        };
+        let routes = lines
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| l.parse().map_err(|e| format!("line {}: {e}", i + 4)))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(RouteRecord {
+            pid,
+            netns,
+            endpoint,
+            routes,
         })
-        .map_err(|e| Error::sys(format!("writing {}", tmp.display()), e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::sys(format!("renaming to {}", path.display()), e))
+    }
+
+    /// Whether `r` is a route pipevpn adds for `iface`: a route through
+    /// `iface`, or the host route to the recorded endpoint (see [`plan`]).
+    fn could_have_added(&self, r: &Route, iface: &str) -> bool {
+        let host = r.net.prefix == if r.net.addr.is_ipv4() { 32 } else { 128 };
+        let through_tunnel = r.dev.as_deref() == Some(iface) && r.gateway.is_none();
+        through_tunnel
+            || (host && Some(r.net.addr) == self.endpoint && r.dev.as_deref() != Some(iface))
+    }
 }
 
 /// Routes this process added, recorded at `state`; dropping it deletes them
@@ -362,48 +389,58 @@ fn write_state(path: &Path, routes: &[Route]) -> Result<()> {
 #[derive(Debug)]
 pub struct InstalledRoutes {
     state: PathBuf,
-    routes: Vec<Route>,
+    /// `routes` holds exactly the routes this process added.
+    record: RouteRecord,
 }
 
 impl InstalledRoutes {
-    /// Adds `routes` in order, recording each before adding it. A route that
-    /// already exists is someone else's and is neither recorded nor later
-    /// deleted. On failure everything added so far is deleted again, the
-    /// record removed, and the error returned.
-    pub fn install(state: PathBuf, routes: &[Route]) -> Result<InstalledRoutes> {
-        if let Some(dir) = state.parent() {
-            fs::create_dir_all(dir)
-                .map_err(|e| Error::sys(format!("creating {}", dir.display()), e))?;
-        }
+    /// Adds `routes` in order, for a peer at `endpoint`. The whole plan is
+    /// recorded in one write before the first is added, so a crash half-way
+    /// leaves at worst lines for routes that do not exist, which the sweep
+    /// skips. A route that already exists is someone else's: it is not
+    /// deleted later, and the record is rewritten once at the end without
+    /// it. On failure everything added so far is deleted again, the record
+    /// removed, and the error returned.
+    pub fn install(
+        state: PathBuf,
+        routes: &[Route],
+        endpoint: Option<IpAddr>,
+    ) -> Result<InstalledRoutes> {
+        let record = RouteRecord {
+            pid: std::process::id(),
+            netns: Netns::current()?.cookie,
+            endpoint,
+            routes: routes.to_vec(),
+        };
+        rundir::write(&state, &record.render())?;
         // From here on, an early return drops `installed`, which undoes it.
         let mut installed = InstalledRoutes {
             state,
-            routes: Vec::new(),
+            record: RouteRecord {
+                routes: Vec::with_capacity(routes.len()),
+                ..record
+            },
         };
-        write_state(&installed.state, &[])?;
         for r in routes {
-            installed.routes.push(r.clone());
-            write_state(&installed.state, &installed.routes)?;
-            match add_route(r) {
-                Ok(true) => {}
-                Ok(false) => {
-                    log::info!("route {r} already exists; leaving it alone");
-                    installed.routes.pop();
-                    write_state(&installed.state, &installed.routes)?;
-                }
-                Err(e) => {
-                    // Not added, so not ours to delete.
-                    installed.routes.pop();
-                    return Err(e);
-                }
+            if add_route(r)? {
+                installed.record.routes.push(r.clone());
+            } else {
+                log::info!("route {r} already exists; leaving it alone");
             }
+        }
+        if installed.record.routes.len() != routes.len() {
+            installed.write()?;
         }
         Ok(installed)
     }
 
+    fn write(&self) -> Result<()> {
+        rundir::write(&self.state, &self.record.render())
+    }
+
     /// The routes this process added, in the order added.
     pub fn routes(&self) -> &[Route] {
-        &self.routes
+        &self.record.routes
     }
 
     /// Deletes the routes and the record now (the same as dropping it).
@@ -415,37 +452,22 @@ impl Drop for InstalledRoutes {
     /// sweep tries again; the record goes only when all are gone.
     fn drop(&mut self) {
         let mut left = Vec::new();
-        for r in self.routes.iter().rev() {
+        for r in self.record.routes.iter().rev() {
             if let Err(e) = del_route(r) {
                 log::warn!("could not remove route: {e}");
                 left.insert(0, r.clone());
             }
         }
         let done = if left.is_empty() {
-            remove_record(&self.state)
+            rundir::remove(&self.state)
         } else {
-            write_state(&self.state, &left)
+            self.record.routes = left;
+            self.write()
         };
         if let Err(e) = done {
             log::warn!("{e}");
         }
     }
-}
-
-/// Removes a record, and the namespace's directory with it once no other
-/// tunnel there has one (a directory still in use is not empty and stays),
-/// so a clean exit leaves nothing under [`RUN_DIR`].
-fn remove_record(state: &Path) -> Result<()> {
-    fs::remove_file(state)
-        .or_else(|e| match e.kind() {
-            io::ErrorKind::NotFound => Ok(()),
-            _ => Err(e),
-        })
-        .map_err(|e| Error::sys(format!("removing {}", state.display()), e))?;
-    if let Some(dir) = state.parent() {
-        let _ = fs::remove_dir(dir);
-    }
-    Ok(())
 }
 
 /// What [`sweep_stale`] found.
@@ -455,45 +477,76 @@ pub enum SweepOutcome {
     Clean,
     /// A record left by process `pid`, which is gone; its routes are deleted.
     Swept { pid: u32, routes: Vec<Route> },
+    /// A record from an earlier namespace that had this one's inode: its
+    /// routes went with that namespace, so only the record is deleted.
+    Discarded { pid: u32 },
 }
 
 /// Cleans up after a pipevpn that died without undoing its routes: deletes
 /// every route the record at `state` lists (already-gone ones are fine),
-/// then the record. Refuses if the process that wrote it still runs.
+/// then the record. Refuses, deleting nothing, if the record is not to be
+/// trusted ([`rundir::read`]), does not parse, lists a route pipevpn would
+/// not have added for this interface, or if the process that wrote it still
+/// runs.
 pub fn sweep_stale(state: &Path) -> Result<SweepOutcome> {
-    let text = match fs::read_to_string(state) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SweepOutcome::Clean),
-        other => other.map_err(|e| Error::sys(format!("reading {}", state.display()), e))?,
+    let Some(text) = rundir::read(state)? else {
+        return Ok(SweepOutcome::Clean);
     };
-    let (pid, routes) = parse_state(&text).map_err(|msg| {
+    let bad = |msg: String| {
         Error::Input(format!(
-            "{}: {msg}; delete the routes it lists by hand, then the file",
+            "{}: {msg}; nothing in it was deleted: delete the routes it lists by hand, then the file",
             state.display()
         ))
-    })?;
+    };
+    let record = RouteRecord::parse(&text).map_err(bad)?;
+    let pid = record.pid;
+    if !Netns::current()?.wrote(record.netns) {
+        log::warn!(
+            "{}: left by pipevpn pid {pid} in an earlier network namespace that had this one's \
+             inode number; its routes went with that namespace, so only the record is removed",
+            state.display()
+        );
+        rundir::remove(state)?;
+        return Ok(SweepOutcome::Discarded { pid });
+    }
+    let iface = state.file_stem().unwrap_or_default().to_string_lossy();
     if pid != std::process::id() && crate::sys::process_exists(pid) {
-        let iface = state.file_stem().unwrap_or_default().to_string_lossy();
         return Err(Error::Input(format!(
             "interface {iface} is in use by pipevpn pid {pid}"
         )));
     }
-    for r in routes.iter().rev() {
+    if let Some(r) = record
+        .routes
+        .iter()
+        .find(|r| !record.could_have_added(r, &iface))
+    {
+        return Err(bad(format!(
+            "it lists {r}, which pipevpn never adds for {iface} (only routes through {iface} \
+             and a host route to the recorded endpoint)"
+        )));
+    }
+    for r in record.routes.iter().rev() {
         del_route(r)?;
     }
-    if !routes.is_empty() {
-        let list: Vec<String> = routes.iter().map(Route::to_string).collect();
+    if !record.routes.is_empty() {
+        let list: Vec<String> = record.routes.iter().map(Route::to_string).collect();
         log::info!(
             "removed routes left by pipevpn pid {pid}: {}",
             list.join(", ")
         );
     }
-    fs::remove_file(state).map_err(|e| Error::sys(format!("removing {}", state.display()), e))?;
-    Ok(SweepOutcome::Swept { pid, routes })
+    rundir::remove(state)?;
+    Ok(SweepOutcome::Swept {
+        pid,
+        routes: record.routes,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rundir::{tests::TestDir, RUN_DIR};
+    use std::os::unix::fs::PermissionsExt;
 
     const HEADER: &str =
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
@@ -656,24 +709,65 @@ mod tests {
         }
     }
 
+    fn record(
+        pid: u32,
+        netns: Option<u64>,
+        endpoint: Option<&str>,
+        routes: &[&str],
+    ) -> RouteRecord {
+        RouteRecord {
+            pid,
+            netns,
+            endpoint: endpoint.map(|e| e.parse().unwrap()),
+            routes: routes.iter().map(|s| r(s)).collect(),
+        }
+    }
+
     #[test]
-    fn state_text_round_trips() {
-        let routes = vec![
-            r("203.0.113.7/32 via 172.16.0.1 dev eth0"),
-            r("0.0.0.0/1 dev pv0"),
-            r("128.0.0.0/1 dev pv0"),
-            r("2a00::7/128 via fe80::1 dev eth0"),
-            r("::/1 dev pv0"),
-            r("8000::/1 dev pv0"),
-        ];
-        let text = render_state(4242, &routes);
-        assert!(text.starts_with("pid 4242\n"));
-        assert_eq!(parse_state(&text), Ok((4242, routes)));
-        assert_eq!(parse_state("pid 7\n"), Ok((7, vec![])));
-        assert!(parse_state("").is_err());
-        assert!(parse_state("pid x\n").is_err());
-        let bad_line = parse_state("pid 7\n0.0.0.0/1 dev pv0\nnonsense\n").unwrap_err();
-        assert!(bad_line.starts_with("line 3:"), "{bad_line}");
+    fn record_text_round_trips() {
+        let full = record(
+            4242,
+            Some(8195),
+            Some("203.0.113.7"),
+            &[
+                "203.0.113.7/32 via 172.16.0.1 dev eth0",
+                "0.0.0.0/1 dev pv0",
+                "128.0.0.0/1 dev pv0",
+                "2a00::7/128 via fe80::1 dev eth0",
+                "::/1 dev pv0",
+                "8000::/1 dev pv0",
+            ],
+        );
+        let text = full.render();
+        assert!(text.starts_with("pid 4242\nnetns 8195\nendpoint 203.0.113.7\n203.0.113.7/32"));
+        assert_eq!(RouteRecord::parse(&text), Ok(full));
+        let empty = record(7, None, None, &[]);
+        assert_eq!(empty.render(), "pid 7\nnetns -\nendpoint -\n");
+        assert_eq!(RouteRecord::parse(&empty.render()), Ok(empty));
+        for (bad, why) in [
+            ("", "line 1: expected 'pid ...'"),
+            ("pid x\n", "line 1: bad pid 'x'"),
+            ("pid 7\n", "line 2: expected 'netns ...'"),
+            ("pid 7\nnetns\n", "line 2: expected 'netns ...'"),
+            ("pid 7\nnetns 1x\n", "line 2: bad netns cookie '1x'"),
+            (
+                "pid 7\nnetns 1\n0.0.0.0/1 dev pv0\n",
+                "line 3: expected 'endpoint ...'",
+            ),
+            (
+                "pid 7\nnetns 1\nendpoint 1.2.3\n",
+                "line 3: bad endpoint address '1.2.3'",
+            ),
+            (
+                "pid 7\nnetns 1\nendpoint -\n0.0.0.0/1 dev pv0\nnonsense\n",
+                "line 5:",
+            ),
+            // The format of the pipevpn before the netns cookie.
+            ("pid 7\n0.0.0.0/1 dev pv0\n", "line 2: expected 'netns ...'"),
+        ] {
+            let err = RouteRecord::parse(bad).unwrap_err();
+            assert!(err.starts_with(why), "{bad:?}: {err}");
+        }
     }
 
     #[test]
@@ -819,39 +913,107 @@ mod tests {
     fn state_path_is_per_namespace() {
         let p = state_path(Path::new(RUN_DIR), "pv0").unwrap();
         let ns = p.parent().unwrap().file_name().unwrap().to_str().unwrap();
-        assert!(ns.parse::<u64>().is_ok(), "{p:?}");
+        assert_eq!(ns, Netns::current().unwrap().inode.to_string());
         assert!(p.starts_with(RUN_DIR) && p.ends_with("pv0.routes"), "{p:?}");
+    }
+
+    fn this_netns() -> Option<u64> {
+        Netns::current().unwrap().cookie
+    }
+
+    /// Writes `rec` as the record of interface pv9 in a fresh directory.
+    fn planted(t: &TestDir, rec: &RouteRecord) -> PathBuf {
+        let state = t.0.join("1/pv9.routes");
+        rundir::write(&state, &rec.render()).unwrap();
+        state
     }
 
     #[test]
     fn sweep_without_record_is_clean_and_live_owner_refuses() {
-        let dir = std::env::temp_dir().join(format!("pipevpn-sweep-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let state = dir.join("pv9.routes");
+        let t = TestDir::new("sweep");
+        let state = t.0.join("1/pv9.routes");
         assert_eq!(sweep_stale(&state).unwrap(), SweepOutcome::Clean);
         // Pid 1 always runs and is not us.
-        fs::write(&state, "pid 1\n10.0.0.0/8 dev pv9\n").unwrap();
+        planted(&t, &record(1, this_netns(), None, &["10.0.0.0/8 dev pv9"]));
         let err = sweep_stale(&state).unwrap_err().to_string();
         assert_eq!(err, "interface pv9 is in use by pipevpn pid 1");
         assert!(state.exists());
-        fs::write(&state, "pid 1\nnonsense\n").unwrap();
+        rundir::write(&state, "pid 1\nnonsense\n").unwrap();
         assert!(matches!(sweep_stale(&state), Err(Error::Input(_))));
-        fs::remove_dir_all(&dir).unwrap();
+        assert!(state.exists());
     }
 
     #[test]
-    fn records_take_their_directory_along() {
-        let dir = std::env::temp_dir().join(format!("pipevpn-record-{}", std::process::id()));
-        let (mine, other) = (dir.join("1/pv1.routes"), dir.join("1/pv2.routes"));
-        let _ = fs::remove_dir_all(&dir);
-        // Written into a directory that another tunnel has just removed.
-        write_state(&mine, &[]).unwrap();
-        write_state(&other, &[]).unwrap();
-        remove_record(&mine).unwrap();
-        assert!(other.exists(), "a directory in use stays");
-        remove_record(&other).unwrap();
-        assert!(!dir.join("1").exists());
-        remove_record(&other).unwrap();
-        fs::remove_dir_all(&dir).unwrap();
+    fn a_record_from_an_earlier_namespace_is_discarded_untouched() {
+        let t = TestDir::new("sweep-foreign");
+        let cookie = this_netns().expect("SO_NETNS_COOKIE needs Linux 5.14 or later");
+        // Its pid runs (pid 1), and its route does not pass the sweep's
+        // rules: neither matters, nothing of it is used.
+        for netns in [Some(cookie + 1), None] {
+            let state = planted(&t, &record(1, netns, None, &["10.0.0.0/8 dev eth0"]));
+            assert_eq!(
+                sweep_stale(&state).unwrap(),
+                SweepOutcome::Discarded { pid: 1 }
+            );
+            assert!(!state.exists());
+        }
+    }
+
+    #[test]
+    fn sweep_refuses_routes_pipevpn_never_adds() {
+        let t = TestDir::new("sweep-limited");
+        let ep = Some("203.0.113.7");
+        for foreign in [
+            "10.0.0.0/8 dev eth0",
+            "10.0.0.0/8 via 10.1.1.1 dev pv9",
+            "10.0.0.0/8",
+            // A host route, but not to the endpoint.
+            "198.51.100.9/32 via 172.16.0.1 dev eth0",
+            // The endpoint, but not a host route.
+            "203.0.113.0/24 via 172.16.0.1 dev eth0",
+            "203.0.113.7/32 via 172.16.0.1 dev pv9",
+        ] {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            child.wait().unwrap();
+            let gone = child.id();
+            let rec = record(gone, this_netns(), ep, &["0.0.0.0/1 dev pv9", foreign]);
+            let state = planted(&t, &rec);
+            let err = sweep_stale(&state).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "it lists {foreign}, which pipevpn never adds for pv9"
+                )) && err.contains("nothing in it was deleted"),
+                "{foreign}: {err}"
+            );
+            assert!(state.exists());
+        }
+        let rec = record(1, this_netns(), None, &[]);
+        for (allowed, yes) in [
+            ("0.0.0.0/1 dev pv9", true),
+            ("fd00::/8 dev pv9", true),
+            ("203.0.113.7/32 via 172.16.0.1 dev eth0", false),
+        ] {
+            assert_eq!(rec.could_have_added(&r(allowed), "pv9"), yes, "{allowed}");
+        }
+        let rec6 = record(1, this_netns(), Some("2a00::7"), &[]);
+        for allowed in ["2a00::7/128 via fe80::1 dev eth0", "2a00::7/128 dev eth0"] {
+            assert!(rec6.could_have_added(&r(allowed), "pv9"), "{allowed}");
+        }
+    }
+
+    #[test]
+    fn sweep_refuses_an_untrusted_record_and_keeps_it() {
+        let t = TestDir::new("sweep-untrusted");
+        let state = planted(&t, &record(1, this_netns(), None, &[]));
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = sweep_stale(&state).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: it is writable by group or others",
+                state.display()
+            )),
+            "{err}"
+        );
+        assert!(state.exists());
     }
 }

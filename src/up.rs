@@ -8,10 +8,12 @@
 
 use crate::cidr::Cidr;
 use crate::config::Config;
+use crate::last_endpoint;
 use crate::pipeline::device::{OffloadTun, Udp};
 use crate::pipeline::{self, TunnelConfig};
 use crate::protocol::timers::Timing;
-use crate::routes::{self, InstalledRoutes, RUN_DIR};
+use crate::routes::{self, InstalledRoutes};
+use crate::rundir::RUN_DIR;
 use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, select};
@@ -66,6 +68,16 @@ fn run_tunnel(
 
     let state = routes::state_path(Path::new(RUN_DIR), name)?;
     routes::sweep_stale(&state)?;
+    // Without an Endpoint, remember where the peer was, and after a restart
+    // initiate there at once (see `last_endpoint`).
+    let memory = match endpoint {
+        Some(_) => None,
+        None => Some(last_endpoint::path(Path::new(RUN_DIR), name)?),
+    };
+    let remembered = match &memory {
+        Some(path) => last_endpoint::load(path, &config.peer.public_key)?,
+        None => None,
+    };
 
     let tun = Tun::open(name)?;
     configure_interface(
@@ -87,7 +99,8 @@ fn run_tunnel(
 
     let tables = routes::read_route_tables()?;
     let plan = routes::plan(&config.peer.allowed_ips, name, endpoint, &tables)?;
-    let installed = InstalledRoutes::install(state, &plan)?;
+    let installed =
+        InstalledRoutes::install(state, &plan, endpoint.map(|e| e.ip().to_canonical()))?;
     tun.set_nonblocking()?;
 
     let handle = pipeline::spawn(
@@ -95,7 +108,8 @@ fn run_tunnel(
             private_key: config.interface.private_key,
             peer_public_key: config.peer.public_key,
             preshared_key: config.peer.preshared_key,
-            endpoint,
+            endpoint: endpoint.or(remembered),
+            initiate_at_start: remembered.is_some(),
             allowed_ips: config.peer.allowed_ips.clone(),
             mtu: usize::from(config.interface.mtu),
             persistent_keepalive: config
@@ -108,10 +122,25 @@ fn run_tunnel(
         Arc::new(OffloadTun::new(tun)),
         Arc::new(Udp::new(udp)),
     )?;
-    match endpoint {
-        Some(e) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
-        None => log::info!("{name} up, udp port {}, waiting for the peer", bound.port()),
+    match (endpoint, remembered) {
+        (Some(e), _) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
+        (None, Some(e)) => log::info!(
+            "{name} up, udp port {}, waiting for the peer; initiating to where it last was, {e}",
+            bound.port()
+        ),
+        (None, None) => log::info!("{name} up, udp port {}, waiting for the peer", bound.port()),
     }
+    let mut saved = remembered;
+    let mut remember = || {
+        let Some(path) = &memory else { return };
+        let now = handle.peer.endpoint().map(|e| e.addr);
+        if let Some(addr) = now.filter(|_| now != saved) {
+            match last_endpoint::save(path, &config.peer.public_key, addr) {
+                Ok(()) => saved = now,
+                Err(e) => log::warn!("remembering the peer's endpoint: {e}"),
+            }
+        }
+    };
 
     let failure = loop {
         select! {
@@ -120,9 +149,13 @@ fn run_tunnel(
                 break None;
             }
             recv(handle.exits()) -> exit => break exit.ok(),
-            default(Duration::from_secs(1)) => write_stats(opts, &handle.stats.render()),
+            default(Duration::from_secs(1)) => {
+                write_stats(opts, &handle.stats.render());
+                remember();
+            }
         }
     };
+    remember();
     if let Some(exit) = &failure {
         log::error!("stage {} ended: shutting down", exit.stage.name());
     }

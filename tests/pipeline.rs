@@ -50,6 +50,12 @@ fn pair(tun_capacity: usize) -> (Side, Side) {
 
 /// As [`pair`]; with `both_know`, B also knows A's endpoint.
 fn pair_with(tun_capacity: usize, both_know: bool) -> (Side, Side) {
+    pair_starting(tun_capacity, both_know, false)
+}
+
+/// As [`pair_with`]; with `b_initiates`, B starts a handshake with A's
+/// endpoint at once, as a restarted `up` does with a remembered one.
+fn pair_starting(tun_capacity: usize, both_know: bool, b_initiates: bool) -> (Side, Side) {
     let (a_key, b_key) = ([0x11u8; 32], [0x22u8; 32]);
     let a_addr: SocketAddr = A_ADDR.parse().unwrap();
     let b_addr: SocketAddr = B_ADDR.parse().unwrap();
@@ -59,6 +65,7 @@ fn pair_with(tun_capacity: usize, both_know: bool) -> (Side, Side) {
         peer_public_key: public_key(&peer_private),
         preshared_key: Some([0x55; 32]),
         endpoint,
+        initiate_at_start: false,
         allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
         mtu: 1420,
         persistent_keepalive: None,
@@ -71,7 +78,13 @@ fn pair_with(tun_capacity: usize, both_know: bool) -> (Side, Side) {
     };
     (
         side(cfg(a_key, b_key, Some(b_addr), B_TUN), a_udp),
-        side(cfg(b_key, a_key, both_know.then_some(a_addr), A_TUN), b_udp),
+        side(
+            TunnelConfig {
+                initiate_at_start: b_initiates,
+                ..cfg(b_key, a_key, both_know.then_some(a_addr), A_TUN)
+            },
+            b_udp,
+        ),
     )
 }
 
@@ -155,6 +168,37 @@ fn a_lone_packet_never_overtakes_a_backlog() {
         expect_delivery(&b, p);
     }
     feeder.join().unwrap();
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+}
+
+#[test]
+fn a_remembered_endpoint_gets_a_handshake_at_start() {
+    // Without the flag B waits for traffic, as before.
+    let (a, b) = pair_starting(64, true, false);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.handle.stats.handshakes(), 0);
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+
+    let (a, b) = pair_starting(64, true, true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // B's keepalive after the handshake confirms the session to A.
+    while a.handle.peer.sending_session().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "B started no handshake by itself"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A only answered, and its first packet goes out on B's session.
+    let current = a.handle.peer.keypairs().current.expect("A has a session");
+    assert!(!current.we_initiated);
+    let pa = ipv4(A_TUN, B_TUN, 84, 1);
+    a.tun.inject.send(pa.clone()).unwrap();
+    expect_delivery(&b, &pa);
+    let after = a.handle.peer.keypairs().current.expect("A has a session");
+    assert_eq!(after.local_index, current.local_index);
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
 }
@@ -296,6 +340,7 @@ fn a_failing_stage_is_reported_and_everything_still_joins() {
             peer_public_key: public_key(&[0x22; 32]),
             preshared_key: None,
             endpoint: None,
+            initiate_at_start: false,
             allowed_ips: vec![],
             mtu: 1420,
             persistent_keepalive: None,

@@ -11,8 +11,10 @@ use pipevpn::pipeline::device::{OffloadTun, TunDevice};
 use pipevpn::pipeline::offload::{VnetHdr, VNET_HDR_LEN};
 use pipevpn::pipeline::pool::{slot_size, Pool};
 use pipevpn::routes::{
-    plan, read_route_tables, state_path, sweep_stale, InstalledRoutes, Route, SweepOutcome,
+    plan, read_route_tables, state_path, sweep_stale, InstalledRoutes, Route, RouteRecord,
+    SweepOutcome,
 };
+use pipevpn::rundir::{self, Netns};
 use pipevpn::sys::iface::{
     disable_ipv6, enable_static_ipv6, set_ipv4_address, set_ipv4_netmask, set_ipv6_address,
     set_mtu, set_up,
@@ -421,6 +423,23 @@ fn state_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
+/// The record text of this process in this thread's namespace.
+fn record_text(endpoint: Option<&str>, routes: &[&Route]) -> String {
+    let mut text = format!(
+        "pid {}\nnetns {}\nendpoint {}\n",
+        std::process::id(),
+        Netns::current()
+            .unwrap()
+            .cookie
+            .expect("Linux 5.14 or later"),
+        endpoint.unwrap_or("-")
+    );
+    for r in routes {
+        text.push_str(&format!("{r}\n"));
+    }
+    text
+}
+
 #[test]
 fn installed_routes_are_recorded_and_undone() {
     in_netns(|| {
@@ -432,13 +451,12 @@ fn installed_routes_are_recorded_and_undone() {
         assert!(add_route(&foreign).unwrap());
 
         let wanted = [route("10.70.0.0/16 dev pvt2"), foreign.clone()];
-        let installed = InstalledRoutes::install(state.clone(), &wanted).unwrap();
+        let installed = InstalledRoutes::install(state.clone(), &wanted, None).unwrap();
         assert_eq!(installed.routes(), &wanted[..1]);
-        let pid = std::process::id();
-        assert_eq!(
-            state_text(&state),
-            format!("pid {pid}\n10.70.0.0/16 dev pvt2\n")
-        );
+        assert_eq!(state_text(&state), record_text(None, &[&wanted[0]]));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&state), 0o600);
+        assert_eq!(mode(state.parent().unwrap()), 0o700);
         assert!(has_route("10.70.0.0/16 dev pvt2"));
         installed.remove();
         assert!(!has_route("10.70.0.0/16 dev pvt2"));
@@ -451,10 +469,37 @@ fn installed_routes_are_recorded_and_undone() {
             route("10.72.0.0/16 dev pvt2"),
             route("10.73.0.0/16 dev nosuchdev0"),
         ];
-        let err = InstalledRoutes::install(state.clone(), &failing).unwrap_err();
+        let err = InstalledRoutes::install(state.clone(), &failing, None).unwrap_err();
         assert!(err.to_string().contains("nosuchdev0"), "{err}");
         assert!(!has_route("10.72.0.0/16 dev pvt2"));
         assert!(!state.parent().unwrap().exists());
+    });
+}
+
+/// Thousands of AllowedIPs: the record lists exactly the routes added (not
+/// the one that was there before), and exactly those are removed.
+#[test]
+fn many_routes_are_recorded_and_removed_exactly() {
+    in_netns(|| {
+        let _tun = tun_up("pvt9", Ipv4Addr::new(10, 99, 9, 1));
+        let dir = run_dir("many");
+        let state = state_path(&dir, "pvt9").unwrap();
+        let wanted: Vec<Route> = (0..2000)
+            .map(|i| route(&format!("10.{}.{}.0/24 dev pvt9", 100 + i / 256, i % 256)))
+            .collect();
+        let foreign = &wanted[1000];
+        assert!(add_route(foreign).unwrap());
+        let installed = InstalledRoutes::install(state.clone(), &wanted, None).unwrap();
+        let ours: Vec<&Route> = wanted.iter().filter(|r| *r != foreign).collect();
+        assert_eq!(installed.routes().len(), 1999);
+        assert_eq!(state_text(&state), record_text(None, &ours));
+        // The 2000, and the tun's own subnet.
+        assert_eq!(table().len(), 2001);
+        drop(installed);
+        let mut left = table();
+        left.sort();
+        assert_eq!(left, [foreign.to_string(), "10.99.9.0/24 dev pvt9".into()]);
+        assert!(!state.exists());
     });
 }
 
@@ -464,17 +509,24 @@ fn stale_records_are_swept_unless_their_owner_lives() {
         let _tun = tun_up("pvt3", Ipv4Addr::new(10, 99, 3, 1));
         let dir = run_dir("sweep");
         let state = state_path(&dir, "pvt3").unwrap();
-        std::fs::create_dir_all(state.parent().unwrap()).unwrap();
         let left = route("10.80.0.0/16 dev pvt3");
         assert!(add_route(&left).unwrap());
-        // 10.81.0.0/16 is listed but already gone, and so is the device of
-        // the last two (as after a crash, when the TUN vanished).
-        let record = |pid: u32| {
-            format!("pid {pid}\n{left}\n10.81.0.0/16 dev pvt3\n0.0.0.0/1 dev pvgone0\n::/1 dev pvgone0\n")
+        // 10.81.0.0/16 is listed but already gone, and so is the host route
+        // to the endpoint (its device went, as a crashed run's TUN does).
+        let routes = vec![
+            route("192.0.2.7/32 via 10.99.3.2 dev pvgone0"),
+            left.clone(),
+            route("10.81.0.0/16 dev pvt3"),
+        ];
+        let record = |pid: u32| RouteRecord {
+            pid,
+            netns: Netns::current().unwrap().cookie,
+            endpoint: Some("192.0.2.7".parse().unwrap()),
+            routes: routes.clone(),
         };
 
         let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
-        std::fs::write(&state, record(sleeper.id())).unwrap();
+        rundir::write(&state, &record(sleeper.id()).render()).unwrap();
         let err = sweep_stale(&state).unwrap_err().to_string();
         assert_eq!(
             err,
@@ -486,23 +538,94 @@ fn stale_records_are_swept_unless_their_owner_lives() {
 
         let mut gone = Command::new("true").spawn().unwrap();
         gone.wait().unwrap();
-        std::fs::write(&state, record(gone.id())).unwrap();
+        rundir::write(&state, &record(gone.id()).render()).unwrap();
         let outcome = sweep_stale(&state).unwrap();
         assert_eq!(
             outcome,
             SweepOutcome::Swept {
                 pid: gone.id(),
-                routes: vec![
-                    left,
-                    route("10.81.0.0/16 dev pvt3"),
-                    route("0.0.0.0/1 dev pvgone0"),
-                    route("::/1 dev pvgone0")
-                ]
+                routes: routes.clone()
             }
         );
         assert!(!has_route("10.80.0.0/16 dev pvt3"));
         assert!(!state.exists());
         assert_eq!(sweep_stale(&state).unwrap(), SweepOutcome::Clean);
+    });
+}
+
+/// The attacks of the security review on the sweep: each record lists a
+/// route that is not the tunnel's, and the sweep must refuse it and leave
+/// that route alone.
+#[test]
+fn untrusted_or_foreign_records_delete_nothing() {
+    in_netns(|| {
+        ip("link add pvv8 type veth peer name pvv9");
+        ip("addr add 192.0.2.1/24 dev pvv8");
+        ip("link set pvv9 up");
+        ip("link set pvv8 up");
+        let _tun = tun_up("pvt8", Ipv4Addr::new(10, 99, 8, 1));
+        let unrelated = route("10.88.0.0/16 via 192.0.2.254 dev pvv8");
+        assert!(add_route(&unrelated).unwrap());
+        let tunnel = route("10.89.0.0/16 dev pvt8");
+        let dir = run_dir("untrusted");
+        let state = state_path(&dir, "pvt8").unwrap();
+        let ns_dir = state.parent().unwrap().to_path_buf();
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let netns = Netns::current().unwrap().cookie;
+        let text = |routes: &[&Route]| {
+            RouteRecord {
+                pid: gone.id(),
+                netns,
+                endpoint: Some("203.0.113.7".parse().unwrap()),
+                routes: routes.iter().map(|r| (*r).clone()).collect(),
+            }
+            .render()
+        };
+        let expect_refused = |why: &str| {
+            assert!(add_route(&tunnel).unwrap());
+            let err = sweep_stale(&state).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+            assert!(has_route(&unrelated.to_string()), "{why}: {:?}", table());
+            assert!(has_route(&tunnel.to_string()), "{why}: {:?}", table());
+            del_route(&tunnel).unwrap();
+        };
+
+        // A symbolic link to a record that nobody's user owns.
+        rundir::write(&ns_dir.join("placeholder"), "").unwrap();
+        let nobodys = dir.join("nobody.routes");
+        std::fs::write(&nobodys, text(&[&tunnel, &unrelated])).unwrap();
+        std::os::unix::fs::chown(&nobodys, Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::symlink(&nobodys, &state).unwrap();
+        expect_refused("it is a symbolic link");
+        std::fs::remove_file(&state).unwrap();
+
+        // The same file in place, owned by nobody.
+        std::fs::rename(&nobodys, &state).unwrap();
+        expect_refused("it is owned by uid 65534");
+        std::fs::remove_file(&state).unwrap();
+
+        // Root's own file, but listing a route that is not through pvt8 nor
+        // a host route to the endpoint.
+        rundir::write(&state, &text(&[&tunnel, &unrelated])).unwrap();
+        expect_refused("it lists 10.88.0.0/16 via 192.0.2.254 dev pvv8, which pipevpn never adds");
+
+        // A record from an earlier namespace with this inode: discarded, and
+        // not even the routes through pvt8 are touched.
+        assert!(add_route(&tunnel).unwrap());
+        let foreign = RouteRecord {
+            pid: gone.id(),
+            netns: netns.map(|c| c + 1),
+            endpoint: None,
+            routes: vec![tunnel.clone()],
+        };
+        rundir::write(&state, &foreign.render()).unwrap();
+        assert_eq!(
+            sweep_stale(&state).unwrap(),
+            SweepOutcome::Discarded { pid: gone.id() }
+        );
+        assert!(!state.exists());
+        assert!(has_route(&tunnel.to_string()) && has_route(&unrelated.to_string()));
     });
 }
 
@@ -529,8 +652,12 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
             ]
         );
         let dir = run_dir("full");
-        let installed =
-            InstalledRoutes::install(state_path(&dir, "pvt4").unwrap(), &routes).unwrap();
+        let installed = InstalledRoutes::install(
+            state_path(&dir, "pvt4").unwrap(),
+            &routes,
+            Some(endpoint.ip()),
+        )
+        .unwrap();
         for r in &shown {
             assert!(has_route(r), "{r} missing: {:?}", table());
         }
@@ -893,7 +1020,8 @@ fn ipv6_full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         );
         let dir = run_dir("full6");
         let state = state_path(&dir, "pvt7").unwrap();
-        let installed = InstalledRoutes::install(state.clone(), &routes).unwrap();
+        let installed =
+            InstalledRoutes::install(state.clone(), &routes, Some(endpoint.ip())).unwrap();
         for r in &shown {
             assert!(has_route(r), "{r} missing: {:?} {:?}", table6(), table());
         }

@@ -80,6 +80,15 @@ pub struct Handshaker<'a> {
 }
 
 impl State {
+    /// The state at start; with `initiate`, a handshake is wanted at once,
+    /// as if data were waiting, and given up after the usual attempts.
+    pub fn new(initiate: bool) -> State {
+        State {
+            want_session: initiate,
+            ..State::default()
+        }
+    }
+
     /// Our pending attempt, if `receiver` is its index.
     fn attempt_answered_by(&self, receiver: u32) -> Result<&Attempt, DropReason> {
         self.attempt

@@ -82,6 +82,10 @@ pub struct TunnelConfig {
     pub peer_public_key: Key,
     pub preshared_key: Option<Key>,
     pub endpoint: Option<SocketAddr>,
+    /// Start a handshake with `endpoint` at once, without waiting for
+    /// traffic: it is where the peer last was before we restarted, and the
+    /// peer's session with the previous run is dead.
+    pub initiate_at_start: bool,
     pub allowed_ips: Vec<Cidr>,
     pub mtu: usize,
     pub persistent_keepalive: Option<Duration>,
@@ -278,6 +282,7 @@ pub fn spawn(
     {
         let (udp, peer, stats, stop) = (udp.clone(), peer.clone(), stats.clone(), stop.clone());
         let keepalive = cfg.persistent_keepalive;
+        let initiate_at_start = cfg.initiate_at_start && cfg.endpoint.is_some();
         start(
             Stage::Handshaker,
             Box::new(move || {
@@ -289,7 +294,7 @@ pub fn spawn(
                     stats: &stats,
                     session_events: &session_events_tx,
                     persistent_keepalive: keepalive,
-                    state: Default::default(),
+                    state: handshaker::State::new(initiate_at_start),
                 };
                 hs.run(&handshake_in, &want_session, &stop);
                 Ok(())

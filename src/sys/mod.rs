@@ -61,3 +61,38 @@ pub fn process_exists(pid: u32) -> bool {
     );
     reachable && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`,
+/// Linux 5.14 and later), or `None` on an older kernel (ENOPROTOOPT). Unlike
+/// the namespace's inode number, a cookie is never given to another
+/// namespace while the system runs.
+pub fn netns_cookie() -> Result<Option<u64>> {
+    let op = "getsockopt(SO_NETNS_COOKIE)";
+    let sock = control_socket(AddressFamily::Inet, op)?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are live and writable, and `len` holds the
+    // size of `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            std::ptr::addr_of_mut!(cookie).cast(),
+            &mut len,
+        )
+    };
+    match rc {
+        0 => Ok(Some(cookie)),
+        _ => match Errno::last() {
+            Errno::ENOPROTOOPT => Ok(None),
+            e => Err(Error::sys(op, e.into())),
+        },
+    }
+}
+
+/// The effective user id of this process (root when it runs a tunnel).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
