@@ -4,7 +4,7 @@
 use clap::Parser;
 use pipevpn::cli::{self, Cli, Command};
 use pipevpn::config::Config;
-use pipevpn::protocol::keys;
+use pipevpn::protocol::keys::PrivateKey;
 use pipevpn::{demo, up, Error, Result};
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
@@ -26,15 +26,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Genkey => {
-            let mut random = [0u8; 32];
-            getrandom::getrandom(&mut random).map_err(|e| {
+            let private = PrivateKey::random_with(getrandom::getrandom).map_err(|e| {
                 let source = e
                     .raw_os_error()
                     .map(io::Error::from_raw_os_error)
                     .unwrap_or_else(|| io::Error::other(e.to_string()));
                 Error::sys("getrandom", source)
             })?;
-            print_key(&keys::private_from_random(random))
+            print_key(&private.to_base64())
         }
         Command::Pubkey => {
             let mut input = Vec::new();
@@ -43,8 +42,9 @@ fn run(cli: Cli) -> Result<()> {
                 .map_err(|e| Error::sys("reading stdin", e))?;
             let text = std::str::from_utf8(&input)
                 .map_err(|_| Error::Input("stdin: not a base64 key (not text)".into()))?;
-            let private = keys::decode(text).map_err(|e| Error::Input(format!("stdin: {e}")))?;
-            print_key(&keys::public_key(&private))
+            let private =
+                PrivateKey::decode(text).map_err(|e| Error::Input(format!("stdin: {e}")))?;
+            print_key(&private.public_key().to_string())
         }
         Command::Up {
             config,
@@ -67,8 +67,8 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Writes a key as `wg` does: base64 and a newline. A closed stdout is an
 /// error, not a panic.
-fn print_key(key: &keys::Key) -> Result<()> {
-    writeln!(io::stdout(), "{}", keys::encode(key)).map_err(|e| Error::sys("writing to stdout", e))
+fn print_key(text: &str) -> Result<()> {
+    writeln!(io::stdout(), "{text}").map_err(|e| Error::sys("writing to stdout", e))
 }
 
 /// Log lines on stderr as `pipevpn[LEVEL] message`.

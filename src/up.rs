@@ -92,9 +92,9 @@ fn run_tunnel(
 
     let handle = pipeline::spawn(
         TunnelConfig {
-            private_key: config.interface.private_key,
+            private_key: config.interface.private_key.clone(),
             peer_public_key: config.peer.public_key,
-            preshared_key: config.peer.preshared_key,
+            preshared_key: config.peer.preshared_key.clone(),
             endpoint,
             allowed_ips: config.peer.allowed_ips.clone(),
             mtu: usize::from(config.interface.mtu),

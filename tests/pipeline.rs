@@ -5,7 +5,7 @@ use pipevpn::cidr::Cidr;
 use pipevpn::pipeline::fake::{FakeTun, FakeTunEnds, FakeUdp};
 use pipevpn::pipeline::stats::{DropReason, Stage};
 use pipevpn::pipeline::{spawn, TunnelConfig, TunnelHandle};
-use pipevpn::protocol::keys::public_key;
+use pipevpn::protocol::keys::{PresharedKey, PrivateKey};
 use pipevpn::protocol::timers::Timing;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -45,9 +45,9 @@ fn pair_with(tun_capacity: usize, both_know: bool) -> (Side, Side) {
     let b_addr: SocketAddr = B_ADDR.parse().unwrap();
     let (a_udp, b_udp) = FakeUdp::pair(a_addr, b_addr, 256);
     let cfg = |private, peer_private, endpoint, allowed: Ipv4Addr| TunnelConfig {
-        private_key: private,
-        peer_public_key: public_key(&peer_private),
-        preshared_key: Some([0x55; 32]),
+        private_key: PrivateKey::from_bytes(private),
+        peer_public_key: PrivateKey::from_bytes(peer_private).public_key(),
+        preshared_key: Some(PresharedKey::from_bytes([0x55; 32])),
         endpoint,
         allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
         mtu: 1420,
@@ -282,8 +282,8 @@ fn a_failing_stage_is_reported_and_everything_still_joins() {
     let (udp, _other) = FakeUdp::pair(A_ADDR.parse().unwrap(), B_ADDR.parse().unwrap(), 4);
     let handle = spawn(
         TunnelConfig {
-            private_key: [0x11; 32],
-            peer_public_key: public_key(&[0x22; 32]),
+            private_key: PrivateKey::from_bytes([0x11; 32]),
+            peer_public_key: PrivateKey::from_bytes([0x22; 32]).public_key(),
             preshared_key: None,
             endpoint: None,
             allowed_ips: vec![],

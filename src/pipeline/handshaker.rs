@@ -13,7 +13,7 @@ use crate::protocol::handshake::{
     create_initiation, create_response, tai64n, verify_mac1, verify_mac2, Initiating, LocalStatic,
     PeerStatic,
 };
-use crate::protocol::keys::Key;
+use crate::protocol::keys::{Key, PrivateKey};
 use crate::protocol::messages::{
     message_type, CookieReply, Initiation, MessageType, Response, INITIATION_LEN,
 };
@@ -259,7 +259,7 @@ impl Handshaker<'_> {
             &self.local,
             &self.remote,
             &accepted,
-            random_key(),
+            random_private(),
             index,
             cookie.as_ref(),
         )
@@ -355,7 +355,7 @@ impl Handshaker<'_> {
         match create_initiation(
             &self.local,
             &self.remote,
-            random_key(),
+            random_private(),
             wall_clock_tai64n(),
             index,
             cookie.as_ref(),
@@ -438,6 +438,11 @@ fn random_key() -> Key {
     let mut k = [0u8; 32];
     getrandom::getrandom(&mut k).expect("the OS random source is available");
     k
+}
+
+/// A fresh ephemeral key.
+fn random_private() -> PrivateKey {
+    PrivateKey::random_with(getrandom::getrandom).expect("the OS random source is available")
 }
 
 fn random_u64() -> u64 {
