@@ -194,7 +194,12 @@ impl Handshaker<'_> {
             self.send_keepalive();
         }
         if due.zero_keys {
-            log::info!("erasing key material after 3 x REJECT_AFTER_TIME without a new session");
+            // Dropping the sessions and the attempt overwrites their keys
+            // (SessionKey, PrivateKey); a stage holding a snapshot of the
+            // keypairs lets go of it when its batch is done.
+            log::info!(
+                "erasing session keys and handshake state after 3 x REJECT_AFTER_TIME without a new session"
+            );
             self.peer.clear_keypairs();
             self.state.attempt = None;
             self.state.session_derived = None;

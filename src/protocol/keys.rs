@@ -24,7 +24,7 @@ pub struct PrivateKey(Key);
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PublicKey(Key);
 
-/// The symmetric key mixed into the handshake (whitepaper §5.4.3); all zeros
+/// The symmetric key mixed into the second handshake message; all zeros
 /// when none is configured, as the protocol says.
 #[derive(Clone, Default, ZeroizeOnDrop)]
 pub struct PresharedKey(Key);
