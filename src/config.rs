@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 pub const DEFAULT_MTU: u16 = 1420;
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 576..=9000;
@@ -120,10 +121,13 @@ impl Endpoint {
 }
 
 impl Config {
-    /// Reads and parses a file; a read error names the path.
+    /// Reads and parses a file; a read error names the path. The text holds
+    /// the private key in base64, so it is wiped once parsed.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Input(format!("{}: cannot read: {e}", path.display())))?;
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Input(format!("{}: cannot read: {e}", path.display())))?,
+        );
         Config::parse(path, &text)
     }
 

@@ -8,6 +8,7 @@ use pipevpn::protocol::keys::PrivateKey;
 use pipevpn::{demo, up, Error, Result};
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
+use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
     // Usage errors and --help/--version exit here, with clap's codes (2 / 0).
@@ -36,7 +37,9 @@ fn run(cli: Cli) -> Result<()> {
             print_key(&private.to_base64())
         }
         Command::Pubkey => {
-            let mut input = Vec::new();
+            // Room for a key and its newline, so the buffer holding the
+            // private key is not reallocated and left behind unwiped.
+            let mut input = Zeroizing::new(Vec::with_capacity(128));
             io::stdin()
                 .read_to_end(&mut input)
                 .map_err(|e| Error::sys("reading stdin", e))?;
