@@ -10,6 +10,7 @@ use pipevpn::protocol::handshake::{
     consume_initiation, consume_response, create_initiation, create_response, tai64n, verify_mac1,
     LocalStatic, PeerStatic,
 };
+use pipevpn::protocol::keys::{PresharedKey, PrivateKey};
 use pipevpn::protocol::messages::{Initiation, Response, MIN_TRANSPORT_LEN, TAG_LEN};
 use pipevpn::protocol::session::{open_in_place, seal_in_place, SessionKey};
 use ring::aead::{Aad, LessSafeKey, UnboundKey, CHACHA20_POLY1305};
@@ -117,22 +118,24 @@ fn transport(c: &mut Criterion) {
 /// Initiation, response, and both sides' keys, as two peers do it (mac1
 /// checks and parsing included; cookies not).
 fn handshake(c: &mut Criterion) {
-    let initiator = LocalStatic::new([0x11; 32]);
-    let responder = LocalStatic::new([0x22; 32]);
-    let psk = Some([0x55; 32]);
-    let responder_peer = PeerStatic::new(&initiator, responder.public, psk).unwrap();
+    let initiator = LocalStatic::new(PrivateKey::from_bytes([0x11; 32]));
+    let responder = LocalStatic::new(PrivateKey::from_bytes([0x22; 32]));
+    let psk = Some(PresharedKey::from_bytes([0x55; 32]));
+    let responder_peer = PeerStatic::new(&initiator, responder.public, psk.clone()).unwrap();
     let initiator_peer = PeerStatic::new(&responder, initiator.public, psk).unwrap();
     let timestamp = tai64n(1_700_000_000, 0);
     c.bench_function("handshake/full", |b| {
         b.iter(|| {
+            let ephemeral = PrivateKey::from_bytes([0x33; 32]);
             let (pending, init) =
-                create_initiation(&initiator, &responder_peer, [0x33; 32], timestamp, 1, None)
+                create_initiation(&initiator, &responder_peer, ephemeral, timestamp, 1, None)
                     .unwrap();
             assert!(verify_mac1(&responder, &init));
             let accepted =
                 consume_initiation(&responder, &Initiation::parse(&init).unwrap()).unwrap();
+            let ephemeral = PrivateKey::from_bytes([0x44; 32]);
             let (r_keys, resp) =
-                create_response(&responder, &initiator_peer, &accepted, [0x44; 32], 2, None)
+                create_response(&responder, &initiator_peer, &accepted, ephemeral, 2, None)
                     .unwrap();
             assert!(verify_mac1(&initiator, &resp));
             let msg = Response::parse(&resp).unwrap();

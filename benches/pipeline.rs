@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use pipevpn::cidr::Cidr;
 use pipevpn::pipeline::fake::{FakeTun, FakeTunEnds, FakeUdp};
 use pipevpn::pipeline::{spawn, TunnelConfig, TunnelHandle};
-use pipevpn::protocol::keys::public_key;
+use pipevpn::protocol::keys::PrivateKey;
 use pipevpn::protocol::timers::Timing;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -38,8 +38,8 @@ fn pair() -> [(TunnelHandle, FakeTunEnds); 2] {
     let (a_udp, b_udp) = FakeUdp::pair(a_addr, b_addr, QUEUE);
     let side = |private, peer_private, endpoint, allowed: Ipv4Addr, udp| {
         let cfg = TunnelConfig {
-            private_key: private,
-            peer_public_key: public_key(&peer_private),
+            private_key: PrivateKey::from_bytes(private),
+            peer_public_key: PrivateKey::from_bytes(peer_private).public_key(),
             preshared_key: None,
             endpoint,
             initiate_at_start: false,

@@ -20,12 +20,13 @@
 //! names the file, the line and the problem.
 
 use crate::cidr::Cidr;
-use crate::protocol::keys::{self, Key};
+use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 pub const DEFAULT_MTU: u16 = 1420;
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 576..=9000;
@@ -40,7 +41,7 @@ pub struct Config {
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct InterfaceConfig {
-    pub private_key: Key,
+    pub private_key: PrivateKey,
     pub addresses: Vec<Cidr>,
     /// `None`: let the kernel pick a port (absent or `0`).
     pub listen_port: Option<u16>,
@@ -49,8 +50,8 @@ pub struct InterfaceConfig {
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct PeerConfig {
-    pub public_key: Key,
-    pub preshared_key: Option<Key>,
+    pub public_key: PublicKey,
+    pub preshared_key: Option<PresharedKey>,
     pub endpoint: Option<Endpoint>,
     /// Stored with host bits cleared, as `wg` does, so routes can use them as is.
     pub allowed_ips: Vec<Cidr>,
@@ -83,8 +84,8 @@ impl fmt::Debug for InterfaceConfig {
 impl fmt::Debug for PeerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerConfig")
-            .field("public_key", &keys::encode(&self.public_key))
-            .field("preshared_key", &self.preshared_key.map(|_| "<hidden>"))
+            .field("public_key", &self.public_key)
+            .field("preshared_key", &self.preshared_key)
             .field("endpoint", &self.endpoint)
             .field("allowed_ips", &self.allowed_ips)
             .field("persistent_keepalive", &self.persistent_keepalive)
@@ -120,10 +121,13 @@ impl Endpoint {
 }
 
 impl Config {
-    /// Reads and parses a file; a read error names the path.
+    /// Reads and parses a file; a read error names the path. The text holds
+    /// the private key in base64, so it is wiped once parsed.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Input(format!("{}: cannot read: {e}", path.display())))?;
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Input(format!("{}: cannot read: {e}", path.display())))?,
+        );
         Config::parse(path, &text)
     }
 
@@ -323,7 +327,7 @@ const PEER_KEYS: &[&str] = &[
 
 #[derive(Default)]
 struct InterfaceDraft {
-    private_key: Option<Key>,
+    private_key: Option<PrivateKey>,
     addresses: Vec<Cidr>,
     listen_port: Option<u16>,
     mtu: Option<u16>,
@@ -345,7 +349,7 @@ impl Draft for InterfaceDraft {
             // The value is a secret: describe the problem without echoing it.
             "PrivateKey" => {
                 self.private_key =
-                    Some(keys::decode(value).map_err(|e| format!("PrivateKey: {e}"))?)
+                    Some(PrivateKey::decode(value).map_err(|e| format!("PrivateKey: {e}"))?)
             }
             "Address" => self.addresses.extend(cidr_list(key, value)?),
             "ListenPort" => {
@@ -383,8 +387,8 @@ impl Draft for InterfaceDraft {
 
 #[derive(Default)]
 struct PeerDraft {
-    public_key: Option<Key>,
-    preshared_key: Option<Key>,
+    public_key: Option<PublicKey>,
+    preshared_key: Option<PresharedKey>,
     endpoint: Option<Endpoint>,
     allowed_ips: Vec<Cidr>,
     persistent_keepalive: Option<u16>,
@@ -405,8 +409,8 @@ impl Draft for PeerDraft {
         match key {
             "PublicKey" => {
                 let public =
-                    keys::decode(value).map_err(|e| format!("PublicKey '{value}': {e}"))?;
-                if keys::is_low_order(&public) {
+                    PublicKey::decode(value).map_err(|e| format!("PublicKey '{value}': {e}"))?;
+                if public.is_low_order() {
                     return Err(format!(
                         "PublicKey '{value}' is a low-order point; no secure session is possible with it"
                     ));
@@ -415,7 +419,7 @@ impl Draft for PeerDraft {
             }
             "PresharedKey" => {
                 self.preshared_key =
-                    Some(keys::decode(value).map_err(|e| format!("PresharedKey: {e}"))?)
+                    Some(PresharedKey::decode(value).map_err(|e| format!("PresharedKey: {e}"))?)
             }
             "Endpoint" => self.endpoint = Some(endpoint(value, line)?),
             "AllowedIPs" => self
@@ -562,14 +566,14 @@ mod tests {
             Config {
                 path: "t.conf".into(),
                 interface: InterfaceConfig {
-                    private_key: keys::decode(PRIVATE).unwrap(),
+                    private_key: PrivateKey::decode(PRIVATE).unwrap(),
                     addresses: cidrs(&["10.0.0.1/24", "fd00::1/64", "10.1.0.1/16"]),
                     listen_port: Some(51820),
                     mtu: 1380,
                 },
                 peer: PeerConfig {
-                    public_key: keys::decode(PUBLIC).unwrap(),
-                    preshared_key: Some(keys::decode(PSK).unwrap()),
+                    public_key: PublicKey::decode(PUBLIC).unwrap(),
+                    preshared_key: Some(PresharedKey::decode(PSK).unwrap()),
                     endpoint: Some(Endpoint {
                         host: "vpn.example.org".into(),
                         port: 51821,
@@ -830,7 +834,7 @@ mod tests {
 
     #[test]
     fn low_order_key() {
-        let zero = keys::encode(&[0; 32]);
+        let zero = PublicKey::from_bytes([0; 32]).to_string();
         fails(&minimal().replace(PUBLIC, &zero), 5, "low-order");
     }
 

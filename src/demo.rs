@@ -14,7 +14,7 @@
 //! exit: error, Ctrl-C (SIGINT) or SIGTERM.
 
 use crate::error::{Error, Result};
-use crate::protocol::keys;
+use crate::protocol::keys::PrivateKey;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
@@ -180,22 +180,20 @@ fn build_topology(lab: &mut Lab, peers: &[Peer; 2], id: u32) -> Result<()> {
 
 /// Fresh keys for both sides; A knows B's endpoint and so starts the handshake.
 fn write_configs(peers: &[Peer; 2]) -> Result<()> {
-    let mut private = [[0u8; 32]; 2];
-    for key in &mut private {
-        let mut random = [0u8; 32];
-        getrandom::getrandom(&mut random)
-            .map_err(|e| Error::sys("getrandom", io::Error::other(e.to_string())))?;
-        *key = keys::private_from_random(random);
-    }
+    let random = || {
+        PrivateKey::random_with(getrandom::getrandom)
+            .map_err(|e| Error::sys("getrandom", io::Error::other(e.to_string())))
+    };
+    let private = [random()?, random()?];
     for (i, peer) in peers.iter().enumerate() {
         let other = 1 - i;
         let mut text = String::new();
         let _ = write!(
             text,
             "[Interface]\nPrivateKey = {}\nAddress = {}/24\nListenPort = {PORT}\n\n[Peer]\nPublicKey = {}\nAllowedIPs = {}/32\n",
-            keys::encode(&private[i]),
+            *private[i].to_base64(),
             TUNNEL[i],
-            keys::encode(&keys::public_key(&private[other])),
+            private[other].public_key(),
             TUNNEL[other],
         );
         if i == 0 {

@@ -22,7 +22,7 @@
 //! endpoint 10.98.0.1:51820
 //! ```
 
-use crate::protocol::keys::{self, Key};
+use crate::protocol::keys::PublicKey;
 use crate::rundir::{self, Netns};
 use crate::{Error, Result};
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ pub struct LastEndpoint {
     /// The cookie of the namespace it was written in.
     pub netns: Option<u64>,
     /// The peer's public key.
-    pub peer: Key,
+    pub peer: PublicKey,
     pub endpoint: SocketAddr,
 }
 
@@ -43,7 +43,7 @@ impl LastEndpoint {
         format!(
             "netns {}\npeer {}\nendpoint {}\n",
             rundir::render_cookie(self.netns),
-            keys::encode(&self.peer),
+            self.peer,
             self.endpoint
         )
     }
@@ -59,7 +59,7 @@ impl LastEndpoint {
                 .ok_or(format!("line {n}: expected '{key} ...'"))
         };
         let netns = rundir::parse_cookie(field(1, "netns")?).map_err(|e| format!("line 1: {e}"))?;
-        let peer = keys::decode(field(2, "peer")?).map_err(|e| format!("line 2: {e}"))?;
+        let peer = PublicKey::decode(field(2, "peer")?).map_err(|e| format!("line 2: {e}"))?;
         let endpoint = field(3, "endpoint")?;
         let endpoint = endpoint
             .parse()
@@ -86,7 +86,7 @@ pub fn path(run_dir: &Path, iface: &str) -> Result<PathBuf> {
 /// says so for this namespace. A file from another namespace or for another
 /// peer is removed; one that is not to be trusted or does not parse is an
 /// error naming it.
-pub fn load(path: &Path, peer: &Key) -> Result<Option<SocketAddr>> {
+pub fn load(path: &Path, peer: &PublicKey) -> Result<Option<SocketAddr>> {
     let Some(text) = rundir::read(path)? else {
         return Ok(None);
     };
@@ -109,7 +109,7 @@ pub fn load(path: &Path, peer: &Key) -> Result<Option<SocketAddr>> {
 }
 
 /// Records that the peer with public key `peer` is at `endpoint`.
-pub fn save(path: &Path, peer: &Key, endpoint: SocketAddr) -> Result<()> {
+pub fn save(path: &Path, peer: &PublicKey, endpoint: SocketAddr) -> Result<()> {
     let last = LastEndpoint {
         netns: Netns::current()?.cookie,
         peer: *peer,
@@ -123,7 +123,7 @@ mod tests {
     use super::*;
     use crate::rundir::tests::TestDir;
 
-    const PEER: Key = [7; 32];
+    const PEER: PublicKey = PublicKey::from_bytes([7; 32]);
 
     #[test]
     fn text_round_trips_and_bad_lines_are_named() {
@@ -165,7 +165,7 @@ mod tests {
             "kept for the next start"
         );
 
-        assert_eq!(load(&p, &[8; 32]).unwrap(), None);
+        assert_eq!(load(&p, &PublicKey::from_bytes([8; 32])).unwrap(), None);
         assert!(!p.exists(), "another peer's is removed");
 
         let cookie = Netns::current().unwrap().cookie;

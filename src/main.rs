@@ -4,10 +4,11 @@
 use clap::Parser;
 use pipevpn::cli::{self, Cli, Command};
 use pipevpn::config::Config;
-use pipevpn::protocol::keys;
+use pipevpn::protocol::keys::PrivateKey;
 use pipevpn::{demo, up, Error, Result};
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
+use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
     // Usage errors and --help/--version exit here, with clap's codes (2 / 0).
@@ -26,25 +27,27 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Genkey => {
-            let mut random = [0u8; 32];
-            getrandom::getrandom(&mut random).map_err(|e| {
+            let private = PrivateKey::random_with(getrandom::getrandom).map_err(|e| {
                 let source = e
                     .raw_os_error()
                     .map(io::Error::from_raw_os_error)
                     .unwrap_or_else(|| io::Error::other(e.to_string()));
                 Error::sys("getrandom", source)
             })?;
-            print_key(&keys::private_from_random(random))
+            print_key(&private.to_base64())
         }
         Command::Pubkey => {
-            let mut input = Vec::new();
+            // Room for a key and its newline, so the buffer holding the
+            // private key is not reallocated and left behind unwiped.
+            let mut input = Zeroizing::new(Vec::with_capacity(128));
             io::stdin()
                 .read_to_end(&mut input)
                 .map_err(|e| Error::sys("reading stdin", e))?;
             let text = std::str::from_utf8(&input)
                 .map_err(|_| Error::Input("stdin: not a base64 key (not text)".into()))?;
-            let private = keys::decode(text).map_err(|e| Error::Input(format!("stdin: {e}")))?;
-            print_key(&keys::public_key(&private))
+            let private =
+                PrivateKey::decode(text).map_err(|e| Error::Input(format!("stdin: {e}")))?;
+            print_key(&private.public_key().to_string())
         }
         Command::Up {
             config,
@@ -67,8 +70,8 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Writes a key as `wg` does: base64 and a newline. A closed stdout is an
 /// error, not a panic.
-fn print_key(key: &keys::Key) -> Result<()> {
-    writeln!(io::stdout(), "{}", keys::encode(key)).map_err(|e| Error::sys("writing to stdout", e))
+fn print_key(text: &str) -> Result<()> {
+    writeln!(io::stdout(), "{text}").map_err(|e| Error::sys("writing to stdout", e))
 }
 
 /// Log lines on stderr as `pipevpn[LEVEL] message`.

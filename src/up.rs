@@ -105,9 +105,9 @@ fn run_tunnel(
 
     let handle = pipeline::spawn(
         TunnelConfig {
-            private_key: config.interface.private_key,
+            private_key: config.interface.private_key.clone(),
             peer_public_key: config.peer.public_key,
-            preshared_key: config.peer.preshared_key,
+            preshared_key: config.peer.preshared_key.clone(),
             endpoint: endpoint.or(remembered),
             initiate_at_start: remembered.is_some(),
             allowed_ips: config.peer.allowed_ips.clone(),

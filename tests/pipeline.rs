@@ -11,7 +11,7 @@ use pipevpn::protocol::handshake::{
     create_cookie_reply, create_initiation, make_cookie, tai64n, verify_mac1, verify_mac2,
     LocalStatic, PeerStatic,
 };
-use pipevpn::protocol::keys::public_key;
+use pipevpn::protocol::keys::{PresharedKey, PrivateKey};
 use pipevpn::protocol::messages::{message_type, MessageType, Response};
 use pipevpn::protocol::timers::Timing;
 use pipevpn::sys::poll::StopFd;
@@ -61,9 +61,9 @@ fn pair_starting(tun_capacity: usize, both_know: bool, b_initiates: bool) -> (Si
     let b_addr: SocketAddr = B_ADDR.parse().unwrap();
     let (a_udp, b_udp) = FakeUdp::pair(a_addr, b_addr, 256);
     let cfg = |private, peer_private, endpoint, allowed: Ipv4Addr| TunnelConfig {
-        private_key: private,
-        peer_public_key: public_key(&peer_private),
-        preshared_key: Some([0x55; 32]),
+        private_key: PrivateKey::from_bytes(private),
+        peer_public_key: PrivateKey::from_bytes(peer_private).public_key(),
+        preshared_key: Some(PresharedKey::from_bytes([0x55; 32])),
         endpoint,
         initiate_at_start: false,
         allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
@@ -336,8 +336,8 @@ fn a_failing_stage_is_reported_and_everything_still_joins() {
     let (udp, _other) = FakeUdp::pair(A_ADDR.parse().unwrap(), B_ADDR.parse().unwrap(), 4);
     let handle = spawn(
         TunnelConfig {
-            private_key: [0x11; 32],
-            peer_public_key: public_key(&[0x22; 32]),
+            private_key: PrivateKey::from_bytes([0x11; 32]),
+            peer_public_key: PrivateKey::from_bytes([0x22; 32]).public_key(),
             preshared_key: None,
             endpoint: None,
             initiate_at_start: false,
@@ -403,10 +403,11 @@ fn a_cookie_reply_to_our_response_gives_the_next_one_mac2() {
     let (tun, ends) = FakeTun::new(16);
     let b = spawn(
         TunnelConfig {
-            private_key: b_key,
-            peer_public_key: public_key(&a_key),
+            private_key: PrivateKey::from_bytes(b_key),
+            peer_public_key: PrivateKey::from_bytes(a_key).public_key(),
             preshared_key: None,
             endpoint: None,
+            initiate_at_start: false,
             allowed_ips: vec![Cidr::new(A_TUN.into(), 32).unwrap()],
             mtu: 1420,
             persistent_keepalive: None,
@@ -416,14 +417,15 @@ fn a_cookie_reply_to_our_response_gives_the_next_one_mac2() {
         Arc::new(b_udp),
     )
     .expect("pipeline starts");
-    let a = LocalStatic::new(a_key);
-    let a_peer = PeerStatic::new(&a, public_key(&b_key), None).unwrap();
+    let a = LocalStatic::new(PrivateKey::from_bytes(a_key));
+    let a_peer = PeerStatic::new(&a, PrivateKey::from_bytes(b_key).public_key(), None).unwrap();
     let to_b = Endpoint {
         addr: B_ADDR.parse().unwrap(),
         local: None,
     };
     let initiation = |index, secs| {
-        create_initiation(&a, &a_peer, [index as u8; 32], tai64n(secs, 0), index, None)
+        let ephemeral = PrivateKey::from_bytes([index as u8; 32]);
+        create_initiation(&a, &a_peer, ephemeral, tai64n(secs, 0), index, None)
             .unwrap()
             .1
     };

@@ -3,13 +3,14 @@
 //! must agree with `message_type` and give back the bytes they read.
 
 use pipevpn::protocol::handshake::{consume_initiation, verify_mac1, LocalStatic};
+use pipevpn::protocol::keys::PrivateKey;
 use pipevpn::protocol::messages::{
     message_type, CookieReply, Initiation, MessageType, Response, TransportHeader, HEADER_LEN,
 };
 use pipevpn::protocol::session::{inner_packet, open_in_place, SessionKey};
 
 fn main() {
-    let local = LocalStatic::new([0x11; 32]);
+    let local = LocalStatic::new(PrivateKey::from_bytes([0x11; 32]));
     let key = SessionKey::new(&[0x22; 32]);
     afl::fuzz!(|data: &[u8]| {
         let kind = message_type(data).ok();

@@ -25,7 +25,7 @@ use pipevpn::protocol::handshake::{
     consume_initiation, consume_response, create_cookie_reply, create_initiation, create_response,
     make_cookie, verify_mac1, LocalStatic, PeerStatic,
 };
-use pipevpn::protocol::keys::public_key;
+use pipevpn::protocol::keys::{PresharedKey, PrivateKey};
 use pipevpn::protocol::messages::{Initiation, Response, INITIATION_LEN};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -51,16 +51,20 @@ fn take<const N: usize>(data: &mut &[u8]) -> [u8; N] {
 }
 
 fn main() {
-    let (initiator_key, responder_key, psk) = ([0x11; 32], [0x22; 32], [0x33; 32]);
+    let initiator_key = PrivateKey::from_bytes([0x11; 32]);
+    let responder_key = PrivateKey::from_bytes([0x22; 32]);
+    let psk = PresharedKey::from_bytes([0x33; 32]);
+    let responder_public = responder_key.public_key();
+    let initiator_public = initiator_key.public_key();
     let initiator = LocalStatic::new(initiator_key);
     let responder = LocalStatic::new(responder_key);
-    let to_responder = PeerStatic::new(&initiator, public_key(&responder_key), Some(psk))
+    let to_responder = PeerStatic::new(&initiator, responder_public, Some(psk.clone()))
         .expect("fixed keys are fine");
-    let to_initiator = PeerStatic::new(&responder, public_key(&initiator_key), Some(psk))
-        .expect("fixed keys are fine");
+    let to_initiator =
+        PeerStatic::new(&responder, initiator_public, Some(psk)).expect("fixed keys are fine");
     let mac1_key: [u8; 32] = Blake2s256::new()
         .chain_update(b"mac1----")
-        .chain_update(public_key(&responder_key))
+        .chain_update(responder_public.as_bytes())
         .finalize()
         .into();
     let src: SocketAddr = "192.0.2.1:51820".parse().expect("an address");
@@ -79,7 +83,7 @@ fn main() {
             let Ok((p, m)) = create_initiation(
                 &initiator,
                 &to_responder,
-                ephemeral,
+                PrivateKey::from_bytes(ephemeral),
                 timestamp,
                 sender,
                 None,
@@ -138,7 +142,7 @@ fn main() {
             &responder,
             &to_initiator,
             &accepted,
-            [0x55; 32],
+            PrivateKey::from_bytes([0x55; 32]),
             7,
             with_mac2.then_some(&cookie),
         );

@@ -13,7 +13,7 @@ use crate::protocol::handshake::{
     create_initiation, create_response, response_mac1, tai64n, verify_mac1, Initiating,
     LocalStatic, PeerStatic,
 };
-use crate::protocol::keys::Key;
+use crate::protocol::keys::{Key, PrivateKey};
 use crate::protocol::messages::{
     message_type, CookieReply, Initiation, MessageType, Response, INITIATION_LEN,
 };
@@ -218,7 +218,12 @@ impl Handshaker<'_> {
             self.send_keepalive();
         }
         if due.zero_keys {
-            log::info!("erasing key material after 3 x REJECT_AFTER_TIME without a new session");
+            // Dropping the sessions and the attempt overwrites their keys
+            // (SessionKey, PrivateKey); a stage holding a snapshot of the
+            // keypairs lets go of it when its batch is done.
+            log::info!(
+                "erasing session keys and handshake state after 3 x REJECT_AFTER_TIME without a new session"
+            );
             self.peer.clear_keypairs();
             self.state.attempt = None;
             self.state.response_sent = None;
@@ -281,7 +286,7 @@ impl Handshaker<'_> {
             &self.local,
             &self.remote,
             &accepted,
-            random_key(),
+            random_private(),
             index,
             cookie.as_ref(),
         )
@@ -381,7 +386,7 @@ impl Handshaker<'_> {
         match create_initiation(
             &self.local,
             &self.remote,
-            random_key(),
+            random_private(),
             wall_clock_tai64n(),
             index,
             cookie.as_ref(),
@@ -464,6 +469,11 @@ fn random_key() -> Key {
     let mut k = [0u8; 32];
     getrandom::getrandom(&mut k).expect("the OS random source is available");
     k
+}
+
+/// A fresh ephemeral key.
+fn random_private() -> PrivateKey {
+    PrivateKey::random_with(getrandom::getrandom).expect("the OS random source is available")
 }
 
 fn random_u64() -> u64 {

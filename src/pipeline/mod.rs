@@ -39,7 +39,7 @@ pub mod stats;
 
 use crate::cidr::Cidr;
 use crate::protocol::handshake::{LocalStatic, PeerStatic};
-use crate::protocol::keys::Key;
+use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::protocol::timers::Timing;
 use crate::sys::poll::StopFd;
 use crate::sys::udp::Endpoint;
@@ -78,9 +78,9 @@ pub enum SessionEvent {
 /// Everything the pipeline needs to know, already validated.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
-    pub private_key: Key,
-    pub peer_public_key: Key,
-    pub preshared_key: Option<Key>,
+    pub private_key: PrivateKey,
+    pub peer_public_key: PublicKey,
+    pub preshared_key: Option<PresharedKey>,
     pub endpoint: Option<SocketAddr>,
     /// Start a handshake with `endpoint` at once, without waiting for
     /// traffic: it is where the peer last was before we restarted, and the
@@ -336,5 +336,32 @@ impl TunnelHandle {
         }
         let failure = self.first_failure.lock().ok().and_then(|mut f| f.take());
         failure.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::keys::tests::assert_hidden;
+
+    #[test]
+    fn debug_of_a_tunnel_config_hides_its_secrets() {
+        let private = PrivateKey::from_bytes([0x3c; 32]);
+        let psk = [0xa7; 32];
+        let cfg = TunnelConfig {
+            private_key: private.clone(),
+            peer_public_key: PrivateKey::from_bytes([0x22; 32]).public_key(),
+            preshared_key: Some(PresharedKey::from_bytes(psk)),
+            endpoint: None,
+            initiate_at_start: false,
+            allowed_ips: vec![],
+            mtu: 1420,
+            persistent_keepalive: None,
+            timing: Timing::default(),
+        };
+        let text = format!("{cfg:?}");
+        assert_hidden(&text, private.as_bytes());
+        assert_hidden(&text, &psk);
+        assert!(text.contains(&cfg.peer_public_key.to_string()), "{text}");
     }
 }

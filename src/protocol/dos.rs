@@ -192,7 +192,7 @@ impl Gate {
 mod tests {
     use super::*;
     use crate::protocol::handshake::{create_initiation, tai64n, LocalStatic, PeerStatic};
-    use crate::protocol::keys::public_key;
+    use crate::protocol::keys::PrivateKey;
 
     const fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
@@ -284,9 +284,15 @@ mod tests {
 
     /// An initiation with mac2 made from `cookie`, or zeros.
     fn message(cookie: Option<&[u8; 16]>) -> [u8; 148] {
-        let local = LocalStatic::new([0x11; 32]);
-        let peer = PeerStatic::new(&local, public_key(&[0x22; 32]), None).unwrap();
-        create_initiation(&local, &peer, [0x33; 32], tai64n(1, 0), 1, cookie)
+        let local = LocalStatic::new(PrivateKey::from_bytes([0x11; 32]));
+        let peer = PeerStatic::new(
+            &local,
+            PrivateKey::from_bytes([0x22; 32]).public_key(),
+            None,
+        )
+        .unwrap();
+        let ephemeral = PrivateKey::from_bytes([0x33; 32]);
+        create_initiation(&local, &peer, ephemeral, tai64n(1, 0), 1, cookie)
             .unwrap()
             .1
     }

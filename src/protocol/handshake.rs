@@ -12,8 +12,9 @@ use blake2::{Blake2s256, Blake2sMac, Digest};
 use chacha20poly1305::aead::{AeadInPlace, Nonce};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, XChaCha20Poly1305, XNonce};
 use hmac::{Mac, SimpleHmac};
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
-use super::keys::{self, Key};
+use super::keys::{Key, PresharedKey, PrivateKey, PublicKey};
 use super::messages::{CookieReply, Initiation, Response, INITIATION_LEN, RESPONSE_LEN, TAG_LEN};
 
 /// C0 = HASH("Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"), the first chaining key.
@@ -57,20 +58,20 @@ impl HandshakeError {
 /// *to* us (mac1) and cookie replies sent *by* us.
 #[derive(Clone)]
 pub struct LocalStatic {
-    pub private: Key,
-    pub public: Key,
+    pub private: PrivateKey,
+    pub public: PublicKey,
     mac1_key: Key,
     cookie_key: Key,
 }
 
 impl LocalStatic {
-    pub fn new(private: Key) -> Self {
-        let public = keys::public_key(&private);
+    pub fn new(private: PrivateKey) -> Self {
+        let public = private.public_key();
         LocalStatic {
             private,
             public,
-            mac1_key: hash(&[LABEL_MAC1, &public]),
-            cookie_key: hash(&[LABEL_COOKIE, &public]),
+            mac1_key: hash(&[LABEL_MAC1, public.as_bytes()]),
+            cookie_key: hash(&[LABEL_COOKIE, public.as_bytes()]),
         }
     }
 }
@@ -79,23 +80,27 @@ impl LocalStatic {
 /// static-static DH, mac1 key for messages to it, key of its cookie replies.
 #[derive(Clone)]
 pub struct PeerStatic {
-    pub public: Key,
-    psk: Key,
-    static_dh: Key,
+    pub public: PublicKey,
+    psk: PresharedKey,
+    static_dh: Zeroizing<Key>,
     mac1_key: Key,
     cookie_key: Key,
 }
 
 impl PeerStatic {
     /// Refuses low-order keys: with our clamped private key the DH is all
-    /// zeros exactly when `keys::is_low_order(public)`.
-    pub fn new(local: &LocalStatic, public: Key, psk: Option<Key>) -> Result<Self, HandshakeError> {
+    /// zeros exactly when `public.is_low_order()`.
+    pub fn new(
+        local: &LocalStatic,
+        public: PublicKey,
+        psk: Option<PresharedKey>,
+    ) -> Result<Self, HandshakeError> {
         Ok(PeerStatic {
             public,
             psk: psk.unwrap_or_default(),
-            static_dh: dh(&local.private, &public)?,
-            mac1_key: hash(&[LABEL_MAC1, &public]),
-            cookie_key: hash(&[LABEL_COOKIE, &public]),
+            static_dh: dh(&local.private, public.as_bytes())?,
+            mac1_key: hash(&[LABEL_MAC1, public.as_bytes()]),
+            cookie_key: hash(&[LABEL_COOKIE, public.as_bytes()]),
         })
     }
 }
@@ -106,19 +111,13 @@ pub struct Initiating {
     /// The mac1 we sent: associated data of a cookie reply to it.
     pub mac1: [u8; 16],
     transcript: Transcript,
-    ephemeral_private: Key,
-}
-
-impl Drop for Initiating {
-    fn drop(&mut self) {
-        wipe(&mut self.ephemeral_private);
-    }
+    ephemeral_private: PrivateKey,
 }
 
 /// An initiation that decrypted; the caller still checks its timestamp
 /// (replay, flood) before answering it.
 pub struct AcceptedInitiation {
-    pub peer_public: Key,
+    pub peer_public: PublicKey,
     pub timestamp: [u8; 12],
     pub remote_index: u32,
     transcript: Transcript,
@@ -127,6 +126,7 @@ pub struct AcceptedInitiation {
 
 /// Keys of a finished handshake: the initiator sends with T1, the
 /// responder with T2 (§5.5).
+#[derive(ZeroizeOnDrop)]
 pub struct TransportKeys {
     pub send: Key,
     pub recv: Key,
@@ -134,29 +134,22 @@ pub struct TransportKeys {
     pub remote_index: u32,
 }
 
-impl Drop for TransportKeys {
-    fn drop(&mut self) {
-        wipe(&mut self.send);
-        wipe(&mut self.recv);
-    }
-}
-
 /// Builds message 1 (§5.1). mac2 is MAC(cookie, bytes 0..132) when a cookie
 /// is held, else zeros.
 pub fn create_initiation(
     local: &LocalStatic,
     peer: &PeerStatic,
-    ephemeral_private: Key,
+    ephemeral_private: PrivateKey,
     timestamp: [u8; 12],
     sender_index: u32,
     cookie: Option<&[u8; 16]>,
 ) -> Result<(Initiating, [u8; 148]), HandshakeError> {
     let mut t = Transcript::new(&peer.public);
-    let ephemeral = keys::public_key(&ephemeral_private);
+    let ephemeral = *ephemeral_private.public_key().as_bytes();
     t.mix_ephemeral(&ephemeral);
-    let k = t.mix_key_and_take(&dh(&ephemeral_private, &peer.public)?);
+    let k = t.mix_key_and_take(&*dh(&ephemeral_private, peer.public.as_bytes())?);
     let mut encrypted_static = [0; 48];
-    t.seal(&k, &local.public, &mut encrypted_static);
+    t.seal(&k, local.public.as_bytes(), &mut encrypted_static);
     let k = t.mix_key_and_take(&peer.static_dh);
     let mut encrypted_timestamp = [0; 28];
     t.seal(&k, &timestamp, &mut encrypted_timestamp);
@@ -198,14 +191,14 @@ pub fn consume_initiation(
 ) -> Result<AcceptedInitiation, HandshakeError> {
     let mut t = Transcript::new(&local.public);
     t.mix_ephemeral(&msg.ephemeral);
-    let k = t.mix_key_and_take(&dh(&local.private, &msg.ephemeral)?);
+    let k = t.mix_key_and_take(&*dh(&local.private, &msg.ephemeral)?);
     let mut peer_public = [0; 32];
     t.open(&k, &msg.encrypted_static, &mut peer_public)?;
-    let k = t.mix_key_and_take(&dh(&local.private, &peer_public)?);
+    let k = t.mix_key_and_take(&*dh(&local.private, &peer_public)?);
     let mut timestamp = [0; 12];
     t.open(&k, &msg.encrypted_timestamp, &mut timestamp)?;
     Ok(AcceptedInitiation {
-        peer_public,
+        peer_public: PublicKey::from_bytes(peer_public),
         timestamp,
         remote_index: msg.sender,
         transcript: t,
@@ -220,7 +213,7 @@ pub fn create_response(
     _local: &LocalStatic,
     peer: &PeerStatic,
     accepted: &AcceptedInitiation,
-    ephemeral_private: Key,
+    ephemeral_private: PrivateKey,
     sender_index: u32,
     cookie: Option<&[u8; 16]>,
 ) -> Result<(TransportKeys, [u8; 92]), HandshakeError> {
@@ -228,10 +221,10 @@ pub fn create_response(
         return Err(HandshakeError::UnexpectedPeer);
     }
     let mut t = accepted.transcript.clone();
-    let ephemeral = keys::public_key(&ephemeral_private);
+    let ephemeral = *ephemeral_private.public_key().as_bytes();
     t.mix_ephemeral(&ephemeral);
-    t.mix_key(&dh(&ephemeral_private, &accepted.remote_ephemeral)?);
-    t.mix_key(&dh(&ephemeral_private, &peer.public)?);
+    t.mix_key(&*dh(&ephemeral_private, &accepted.remote_ephemeral)?);
+    t.mix_key(&*dh(&ephemeral_private, peer.public.as_bytes())?);
     let k = t.mix_psk(&peer.psk);
     let mut encrypted_nothing = [0; 16];
     t.seal(&k, &[], &mut encrypted_nothing);
@@ -246,10 +239,10 @@ pub fn create_response(
     }
     .to_bytes();
     add_macs(&mut bytes, &peer.mac1_key, cookie);
-    let [t1, t2] = t.split();
+    let split = t.split();
     let keys = TransportKeys {
-        send: t2,
-        recv: t1,
+        send: split[1],
+        recv: split[0],
         local_index: sender_index,
         remote_index: accepted.remote_index,
     };
@@ -274,14 +267,14 @@ pub fn consume_response(
 ) -> Result<TransportKeys, HandshakeError> {
     let mut t = pending.transcript.clone();
     t.mix_ephemeral(&msg.ephemeral);
-    t.mix_key(&dh(&pending.ephemeral_private, &msg.ephemeral)?);
-    t.mix_key(&dh(&local.private, &msg.ephemeral)?);
+    t.mix_key(&*dh(&pending.ephemeral_private, &msg.ephemeral)?);
+    t.mix_key(&*dh(&local.private, &msg.ephemeral)?);
     let k = t.mix_psk(&peer.psk);
     t.open(&k, &msg.encrypted_nothing, &mut [])?;
-    let [t1, t2] = t.split();
+    let split = t.split();
     Ok(TransportKeys {
-        send: t1,
-        recv: t2,
+        send: split[0],
+        recv: split[1],
         local_index: pending.sender_index,
         remote_index: msg.sender,
     })
@@ -357,25 +350,18 @@ pub fn consume_cookie_reply(
 }
 
 /// The Noise symmetric state: chaining key C and hash H.
-#[derive(Clone)]
+#[derive(Clone, ZeroizeOnDrop)]
 struct Transcript {
     chain: Key,
     hash: Key,
 }
 
-impl Drop for Transcript {
-    fn drop(&mut self) {
-        wipe(&mut self.chain);
-        wipe(&mut self.hash);
-    }
-}
-
 impl Transcript {
     /// State after the pre-message (the responder's static key), both roles.
-    fn new(responder_public: &Key) -> Self {
+    fn new(responder_public: &PublicKey) -> Self {
         Transcript {
             chain: C0,
-            hash: hash(&[&H0, responder_public]),
+            hash: hash(&[&H0, responder_public.as_bytes()]),
         }
     }
 
@@ -383,15 +369,15 @@ impl Transcript {
         self.hash = hash(&[&self.hash, data]);
     }
 
-    fn mix_key(&mut self, input: &[u8]) {
-        [self.chain] = kdf(&self.chain, input);
+    fn mix_key(&mut self, input: &Key) {
+        self.chain = kdf::<1>(&self.chain, input)[0];
     }
 
     /// MixKey that also yields an AEAD key (KDF_2).
-    fn mix_key_and_take(&mut self, input: &[u8]) -> Key {
-        let [chain, key] = kdf(&self.chain, input);
-        self.chain = chain;
-        key
+    fn mix_key_and_take(&mut self, input: &Key) -> Zeroizing<Key> {
+        let out = kdf::<2>(&self.chain, input);
+        self.chain = out[0];
+        Zeroizing::new(out[1])
     }
 
     /// psk mode: each ephemeral key goes into both C and H.
@@ -401,11 +387,11 @@ impl Transcript {
     }
 
     /// KDF_3 with the preshared key; returns the AEAD key of message 2.
-    fn mix_psk(&mut self, psk: &Key) -> Key {
-        let [chain, tau, key] = kdf(&self.chain, psk);
-        self.chain = chain;
-        self.mix_hash(&tau);
-        key
+    fn mix_psk(&mut self, psk: &PresharedKey) -> Zeroizing<Key> {
+        let out = kdf::<3>(&self.chain, psk.as_bytes());
+        self.chain = out[0];
+        self.mix_hash(&out[1]);
+        Zeroizing::new(out[2])
     }
 
     /// AEAD with counter 0 and AD = H, then H absorbs the ciphertext.
@@ -434,7 +420,7 @@ impl Transcript {
     }
 
     /// (T1, T2) = KDF_2(C, ε).
-    fn split(&self) -> [Key; 2] {
+    fn split(&self) -> Zeroizing<[Key; 2]> {
         kdf(&self.chain, &[])
     }
 }
@@ -460,28 +446,29 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
     mac_state(key, parts).finalize().into_bytes().into()
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> Key {
+/// Every output is a key or a step towards one, so it is wiped when dropped.
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Zeroizing<Key> {
     let mut m = <SimpleHmac<Blake2s256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
     for part in parts {
         m.update(part);
     }
-    m.finalize().into_bytes().into()
+    Zeroizing::new(m.finalize().into_bytes().into())
 }
 
 /// KDF_N of §1: N outputs chained from one HMAC of the input.
-fn kdf<const N: usize>(chain: &Key, input: &[u8]) -> [Key; N] {
+fn kdf<const N: usize>(chain: &Key, input: &[u8]) -> Zeroizing<[Key; N]> {
     let prk = hmac(chain, &[input]);
-    let mut out = [[0; 32]; N];
+    let mut out = Zeroizing::new([[0; 32]; N]);
     for i in 0..N {
         let previous: &[u8] = if i == 0 { &[] } else { &out[i - 1] };
-        out[i] = hmac(&prk, &[previous, &[i as u8 + 1]]);
+        out[i] = *hmac(&prk[..], &[previous, &[i as u8 + 1]]);
     }
     out
 }
 
 /// X25519, refusing the all-zero result of a low-order public key.
-fn dh(private: &Key, public: &Key) -> Result<Key, HandshakeError> {
-    let shared = x25519_dalek::x25519(*private, *public);
+fn dh(private: &PrivateKey, public: &Key) -> Result<Zeroizing<Key>, HandshakeError> {
+    let shared = Zeroizing::new(x25519_dalek::x25519(*private.as_bytes(), *public));
     if shared.iter().fold(0, |acc, b| acc | b) == 0 {
         Err(HandshakeError::LowOrderKey)
     } else {
@@ -545,12 +532,6 @@ fn open_with<A: AeadInPlace>(
         .map_err(|_| HandshakeError::Decrypt)
 }
 
-/// Zeroes a secret; `black_box` keeps the stores from being optimised away.
-fn wipe(secret: &mut Key) {
-    secret.fill(0);
-    std::hint::black_box(secret);
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -607,10 +588,8 @@ pub(crate) mod tests {
         hex(text).try_into().unwrap()
     }
 
-    fn random_key() -> Key {
-        let mut k = [0; 32];
-        getrandom::getrandom(&mut k).unwrap();
-        keys::clamp(k)
+    fn random_key() -> PrivateKey {
+        PrivateKey::random_with(getrandom::getrandom).unwrap()
     }
 
     /// Both sides of a pair of peers that know each other.
@@ -622,22 +601,31 @@ pub(crate) mod tests {
         initiator_peer: PeerStatic,
     }
 
-    fn pair(initiator: Key, responder: Key, psk: Option<Key>) -> Pair {
+    fn pair(initiator: PrivateKey, responder: PrivateKey, psk: Option<Key>) -> Pair {
         let initiator = LocalStatic::new(initiator);
         let responder = LocalStatic::new(responder);
+        let psk = || psk.map(PresharedKey::from_bytes);
         Pair {
-            responder_peer: PeerStatic::new(&initiator, responder.public, psk).unwrap(),
-            initiator_peer: PeerStatic::new(&responder, initiator.public, psk).unwrap(),
+            responder_peer: PeerStatic::new(&initiator, responder.public, psk()).unwrap(),
+            initiator_peer: PeerStatic::new(&responder, initiator.public, psk()).unwrap(),
             initiator,
             responder,
         }
     }
 
     fn vector_pair(psk: Key) -> Pair {
-        pair([0x11; 32], [0x22; 32], Some(psk))
+        pair(
+            PrivateKey::from_bytes([0x11; 32]),
+            PrivateKey::from_bytes([0x22; 32]),
+            Some(psk),
+        )
     }
 
-    fn initiate(p: &Pair, ephemeral: Key, cookie: Option<&[u8; 16]>) -> (Initiating, [u8; 148]) {
+    fn initiate(
+        p: &Pair,
+        ephemeral: PrivateKey,
+        cookie: Option<&[u8; 16]>,
+    ) -> (Initiating, [u8; 148]) {
         let ts = tai64n(1_700_000_000, 0);
         create_initiation(&p.initiator, &p.responder_peer, ephemeral, ts, 7, cookie).unwrap()
     }
@@ -663,7 +651,7 @@ pub(crate) mod tests {
             let (pending, initiation) = create_initiation(
                 &p.initiator,
                 &p.responder_peer,
-                [0x33; 32],
+                PrivateKey::from_bytes([0x33; 32]),
                 hex(TIMESTAMP).try_into().unwrap(),
                 INITIATOR_INDEX,
                 None,
@@ -681,7 +669,7 @@ pub(crate) mod tests {
                 &p.responder,
                 &p.initiator_peer,
                 &accepted,
-                [0x44; 32],
+                PrivateKey::from_bytes([0x44; 32]),
                 RESPONDER_INDEX,
                 None,
             )
@@ -705,7 +693,7 @@ pub(crate) mod tests {
 
     #[test]
     fn random_keys_round_trip() {
-        for psk in [None, Some(random_key())] {
+        for psk in [None, Some(*random_key().as_bytes())] {
             let p = pair(random_key(), random_key(), psk);
             let (pending, initiation) = initiate(&p, random_key(), None);
             assert!(verify_mac1(&p.responder, &initiation));
@@ -734,8 +722,12 @@ pub(crate) mod tests {
     #[test]
     fn wrong_psk_fails_at_the_initiator() {
         let mut p = pair(random_key(), random_key(), Some([1; 32]));
-        p.initiator_peer =
-            PeerStatic::new(&p.responder, p.initiator.public, Some([2; 32])).unwrap();
+        p.initiator_peer = PeerStatic::new(
+            &p.responder,
+            p.initiator.public,
+            Some(PresharedKey::from_bytes([2; 32])),
+        )
+        .unwrap();
         let (pending, initiation) = initiate(&p, random_key(), None);
         // The responder cannot tell: the PSK only enters message 2.
         let accepted = accept(&p, &initiation).unwrap();
@@ -790,7 +782,7 @@ pub(crate) mod tests {
     #[test]
     fn response_must_answer_the_initiating_peer() {
         let p = pair(random_key(), random_key(), None);
-        let other = PeerStatic::new(&p.responder, keys::public_key(&random_key()), None).unwrap();
+        let other = PeerStatic::new(&p.responder, random_key().public_key(), None).unwrap();
         let (_, initiation) = initiate(&p, random_key(), None);
         let accepted = accept(&p, &initiation).unwrap();
         let result = create_response(&p.responder, &other, &accepted, random_key(), 9, None);
@@ -803,8 +795,8 @@ pub(crate) mod tests {
         let mut one = [0; 32];
         one[0] = 1;
         let order_eight = key("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800");
-        for public in [[0; 32], one, order_eight] {
-            assert!(keys::is_low_order(&public));
+        for public in [[0; 32], one, order_eight].map(PublicKey::from_bytes) {
+            assert!(public.is_low_order());
             let result = PeerStatic::new(&local, public, None);
             assert_eq!(result.err(), Some(HandshakeError::LowOrderKey));
         }
@@ -842,7 +834,7 @@ pub(crate) mod tests {
     fn mac2_follows_the_cookie() {
         let p = pair(random_key(), random_key(), None);
         let ephemeral = random_key();
-        let (_, plain) = initiate(&p, ephemeral, None);
+        let (_, plain) = initiate(&p, ephemeral.clone(), None);
         assert_eq!(plain[132..], [0; 16]);
         let cookie = [0xc0; 16];
         let (pending, with_cookie) = initiate(&p, ephemeral, Some(&cookie));
@@ -940,6 +932,20 @@ pub(crate) mod tests {
             verify_mac2(&cookie, &next),
             "the next response carries mac2"
         );
+    }
+
+    #[test]
+    fn secrets_are_zeroed_on_drop() {
+        fn zeroed_on_drop<T: ZeroizeOnDrop>() {}
+        // What LocalStatic, PeerStatic and Initiating keep: private and
+        // preshared keys and the static DH result.
+        zeroed_on_drop::<PrivateKey>();
+        zeroed_on_drop::<PresharedKey>();
+        zeroed_on_drop::<Zeroizing<Key>>();
+        zeroed_on_drop::<Transcript>();
+        zeroed_on_drop::<TransportKeys>();
+        // KDF outputs and intermediates.
+        zeroed_on_drop::<Zeroizing<[Key; 3]>>();
     }
 
     #[test]

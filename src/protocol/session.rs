@@ -5,9 +5,11 @@
 use std::net::IpAddr;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use zeroize::ZeroizeOnDrop;
 
 use super::keys::Key;
 use super::messages::{array_at, TransportHeader, HEADER_LEN, MIN_TRANSPORT_LEN};
+use crate::sys::mem::overwrite;
 
 /// Send counter at which a new handshake is started.
 pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
@@ -95,14 +97,33 @@ pub fn padded_len(len: usize, mtu: usize) -> usize {
 /// chacha20poly1305 crate on full packets and 10 times on small ones
 /// (benches/crypto.rs, README "Performance"). The handshake keeps
 /// chacha20poly1305: it runs a few times per two minutes.
+///
+/// ring does not wipe keys: `LessSafeKey` holds the ChaCha20 key as eight
+/// words inline, with neither `Drop` nor `Zeroize`. So dropping a
+/// `SessionKey` overwrites it in place with the all-zero key.
 #[derive(Clone)]
 pub struct SessionKey(LessSafeKey);
 
 impl SessionKey {
     pub fn new(key: &Key) -> Self {
-        let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key");
-        SessionKey(LessSafeKey::new(key))
+        SessionKey(less_safe_key(key))
     }
+
+    fn erase(&mut self) {
+        overwrite(&mut self.0, less_safe_key(&[0; 32]));
+    }
+}
+
+impl Drop for SessionKey {
+    fn drop(&mut self) {
+        self.erase();
+    }
+}
+
+impl ZeroizeOnDrop for SessionKey {}
+
+fn less_safe_key(key: &Key) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key"))
 }
 
 /// Transport nonce: 4 zero bytes, then the counter little-endian. Unique per
@@ -287,6 +308,22 @@ mod tests {
         }
         let mut copy = sealed;
         assert_eq!(open_in_place(&key, 3, &mut copy), Ok(16));
+    }
+
+    #[test]
+    fn dropping_a_key_overwrites_it_with_zeros() {
+        fn zeroed_on_drop<T: ZeroizeOnDrop>() {}
+        zeroed_on_drop::<SessionKey>();
+        let (mut key, mut sealed) = sealed_hello(3);
+        key.erase();
+        assert_eq!(open_in_place(&key, 3, &mut sealed), Err(()), "old key gone");
+        let zero = SessionKey::new(&[0; 32]);
+        let seal = |k: &SessionKey| {
+            let mut buf = [0; 48];
+            seal_in_place(k, 1, 3, &mut buf, 5, MTU).unwrap();
+            buf
+        };
+        assert_eq!(seal(&key), seal(&zero), "it is the all-zero key now");
     }
 
     #[test]

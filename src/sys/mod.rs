@@ -1,11 +1,13 @@
 //! The kernel boundary: the TUN device, interface and route ioctls, batched
-//! UDP, and a stop signal for blocked threads.
+//! UDP, a stop signal for blocked threads, and volatile stores for wiping
+//! secrets.
 //!
 //! This is the only place in the crate with `unsafe`. Each system call sits in
 //! a small function of its own and reports failures as [`crate::Error::Sys`]
 //! (what was done on what) or as `io::Error` on the per-packet paths.
 
 pub mod iface;
+pub mod mem;
 pub mod poll;
 pub mod route;
 pub mod tun;
