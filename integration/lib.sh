@@ -226,8 +226,9 @@ conf_get() {
 }
 
 # ---- starting and stopping peers ------------------------------------------------
-# Peers start through `env --default-signal=INT`: bash starts background jobs with
-# SIGINT ignored, and a peer must see SIGINT as it would from a terminal's Ctrl-C.
+# Peers start through `env --default-signal=INT,QUIT`: bash starts background jobs with
+# SIGINT and SIGQUIT ignored, and a peer must see them as it would from a terminal's
+# Ctrl-C and Ctrl-\.
 
 track() { # track PID IFACE NS IMPL LOG
 	STARTED_PIDS+=("$1")
@@ -261,7 +262,7 @@ start_pipevpn() { # start_pipevpn NS CONFIG IFACE
 	# Emptied here, not only by the job's own redirection, which may come after the
 	# first look below: an earlier run's "up" line must not count for this one.
 	: >"$log"
-	env --default-signal=INT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$3.stats" >"$log" 2>&1 &
+	env --default-signal=INT,QUIT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$3.stats" >"$log" 2>&1 &
 	track $! "$3" "$1" pipevpn "$log"
 	# pipevpn logs "IFACE up" once its routes are in place and its pipeline runs.
 	wait_until 10 "pipevpn to bring $3 up in $1" eval "grep -q '\] $3 up, ' $log || ! alive ${PID_OF[$3]}"
@@ -271,7 +272,7 @@ start_pipevpn() { # start_pipevpn NS CONFIG IFACE
 start_wggo() { # start_wggo NS IFACE CONFIG
 	local ns=$1 iface=$2 conf=$3 log="$TMP/$2.log" cidr
 	echo "+ [$ns] $WGGO_BIN -f $iface &" >&2
-	env --default-signal=INT ip netns exec "$ns" "$WGGO_BIN" -f "$iface" >"$log" 2>&1 &
+	env --default-signal=INT,QUIT ip netns exec "$ns" "$WGGO_BIN" -f "$iface" >"$log" 2>&1 &
 	track $! "$iface" "$ns" wggo "$log"
 	wait_until 10 "wireguard-go's control socket for $iface" test -S "/var/run/wireguard/$iface.sock"
 	# wg(8) reads only the keys, port and peer lines: drop the wg-quick additions.
@@ -338,14 +339,19 @@ start_pair() {
 	fi
 }
 
+# no_route_record IFACE: fails if the stopped peer on IFACE left its route record.
+no_route_record() {
+	local record="${RUN_DIR_OF[${NS_OF[$1]}]}/$1.routes"
+	[[ ! -e $record ]] || fail "${IMPL_OF[$1]} on $1 left its route record $record: $(cat "$record")"
+}
+
 # stop_pair: SIGTERM to both; each must exit 0, and a pipevpn must leave no route record.
 stop_pair() {
-	local iface record
+	local iface
 	for iface in "$TUN1" "$TUN2"; do
 		stop_impl "$iface"
 		[[ $STOP_RC == 0 ]] || fail "${IMPL_OF[$iface]} on $iface exited with status $STOP_RC after SIGTERM"
-		record="${RUN_DIR_OF[${NS_OF[$iface]}]}/$iface.routes"
-		[[ ! -e $record ]] || fail "${IMPL_OF[$iface]} on $iface left its route record $record: $(cat "$record")"
+		no_route_record "$iface"
 	done
 }
 

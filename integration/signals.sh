@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stopping a full-tunnel client (ns1, IMPL_A, default pipevpn) must undo its routes:
-# SIGINT and SIGTERM each exit 0 and leave `ip route` as it was before the start.
+# SIGINT, SIGTERM, SIGHUP and SIGQUIT each exit 0, leave `ip route` as it was before
+# the start and remove the route record.
 # After kill -9 the endpoint's host route is left behind; starting the same config
 # again must sweep it, and a clean stop then leaves the original table.
 # The server (ns2, IMPL_B, default pipevpn) keeps running throughout.
@@ -22,12 +23,16 @@ start_client() {
 	full_tunnel_routes_ok "$NS1" "$TUN1" "$VETH1" "$UNDER2"
 }
 
-for sig in INT TERM; do
+# wireguard-go -f (IMPL_A=wggo, which checks the harness) handles SIGINT and SIGTERM only.
+sigs=(INT TERM HUP QUIT)
+[[ $IMPL_A == pipevpn ]] || sigs=(INT TERM)
+for sig in "${sigs[@]}"; do
 	scenario "sig$sig-$IMPL_A-restores-routes"
 	start_client
 	stop_impl "$TUN1" "$sig"
 	[[ $STOP_RC == 0 ]] || fail "exit status $STOP_RC after SIG$sig, expected 0"
 	same_routes "$NS1" "$original"
+	no_route_record "$TUN1"
 	pass
 done
 

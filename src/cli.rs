@@ -24,7 +24,7 @@ pub enum Command {
     Genkey,
     /// Read a base64 private key on stdin, print its public key (like `wg pubkey`)
     Pubkey,
-    /// Bring a tunnel up in the foreground until SIGINT or SIGTERM
+    /// Bring a tunnel up in the foreground until SIGINT, SIGTERM, SIGHUP or SIGQUIT
     Up {
         /// wg-quick style configuration file (one [Interface], one [Peer])
         config: PathBuf,

@@ -24,7 +24,10 @@ use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -120,15 +123,48 @@ impl Endpoint {
     }
 }
 
+/// The largest config file [`Config::load`] accepts: far above any real one
+/// (10 000 IPv6 AllowedIPs, one line each, take about 400 KiB), and small enough that
+/// `/dev/zero` or an endless FIFO cannot fill memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 impl Config {
-    /// Reads and parses a file; a read error names the path. The text holds
-    /// the private key in base64, so it is wiped once parsed.
+    /// Reads and parses a file; a read error names the path. At most one byte
+    /// more than [`MAX_CONFIG_BYTES`] is read, so a larger or endless file is
+    /// refused without being read whole. Like wg-quick, warns when others may
+    /// access the file, which holds the private key (here group too). The
+    /// text holds that key in base64, so it is wiped once parsed.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::Input(format!("{}: cannot read: {e}", path.display())))?,
-        );
-        Config::parse(path, &text)
+        let cannot_read =
+            |e: std::io::Error| Error::Input(format!("{}: cannot read: {e}", path.display()));
+        let file = File::open(path).map_err(cannot_read)?;
+        let meta = file.metadata().map_err(cannot_read)?;
+        let mode = meta.permissions().mode();
+        // Room for the whole file up front, so that no reallocation leaves an
+        // unwiped copy of the key behind.
+        let room = meta.len().min(MAX_CONFIG_BYTES) + 1;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(room as usize));
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot_read)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(Error::Input(format!(
+                "{}: larger than {MAX_CONFIG_BYTES} bytes (1 MiB), too large for a config file",
+                path.display()
+            )));
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Error::Input(format!("{}: cannot read: not UTF-8 text", path.display()))
+        })?;
+        let config = Config::parse(path, text)?;
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "{} holds a PrivateKey and is accessible by group or others (mode {:04o}): chmod 600 it",
+                path.display(),
+                mode & 0o7777
+            );
+        }
+        Ok(config)
     }
 
     /// Parses file content; `path` is only used in errors and kept in the result.

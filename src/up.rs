@@ -1,5 +1,5 @@
 //! `pipevpn up`: config -> tun, addresses, UDP socket, routes -> pipeline;
-//! then wait for SIGINT/SIGTERM or a failed stage, and undo everything.
+//! then wait for a terminating signal or a failed stage, and undo everything.
 //!
 //! Every step that changes the system is undone by a guard's `Drop`, so a
 //! failure at any step, a signal or a failed stage leaves `ip route` as it
@@ -17,7 +17,7 @@ use crate::rundir::RUN_DIR;
 use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, select};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -31,10 +31,15 @@ pub struct UpOptions {
     pub stats_file: Option<PathBuf>,
 }
 
+/// The signals whose default action would end the process with its routes
+/// and route record left behind: Ctrl-C, `kill`, a closed terminal, Ctrl-\.
+/// Each ends in the same clean teardown.
+const STOP_SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+
 pub fn run(config: Config, opts: UpOptions) -> Result<()> {
     // Signals first: a SIGTERM during setup still ends in a clean teardown.
     let mut signals =
-        Signals::new([SIGINT, SIGTERM]).map_err(|e| Error::sys("installing signal handlers", e))?;
+        Signals::new(STOP_SIGNALS).map_err(|e| Error::sys("installing signal handlers", e))?;
     let signal_handle = signals.handle();
     let (signal_tx, signal_rx) = bounded(1);
     std::thread::Builder::new()

@@ -267,3 +267,140 @@ fn up_refuses_a_bad_interface_name() {
         "{stderr}"
     );
 }
+
+/// `up` on `path` with a bad interface name, so that even a config that
+/// loads goes no further than that check; under a 1 GiB address-space limit,
+/// so a build that reads an endless file whole fails fast instead of filling
+/// the machine's memory; killed after 60 s, so a hang fails rather than blocks.
+fn up_bounded(path: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -v 1048576 && exec \"$@\"", "sh", BIN, "up"])
+        .args(["-i", "name-longer-than-15"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run sh");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pipevpn up {} did not end within 60 s", path.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_too_large(path: &std::path::Path, code: Option<i32>, stderr: &str) {
+    assert_eq!(code, Some(2), "{}: {stderr}", path.display());
+    let expected = format!(
+        "pipevpn: {}: larger than 1048576 bytes (1 MiB)",
+        path.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "'{stderr}' should contain '{expected}'"
+    );
+}
+
+#[test]
+fn up_refuses_a_config_over_1_mib() {
+    let dir = TempDir::new();
+    let private = genkey();
+    let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
+    let good = config(private.trim(), public.trim(), "");
+    // Padded with comments to exactly the bound, the file is still read and
+    // parsed: the run gets as far as the bad interface name.
+    let bound = 1 << 20;
+    let at_bound = format!("{good}#{}\n", "x".repeat(bound - good.len() - 2));
+    assert_eq!(at_bound.len(), bound);
+    let path = dir.write("at_bound.conf", &at_bound);
+    let (code, stderr) = up_bounded(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("bad interface name"), "{stderr}");
+    // One byte more is refused, naming the file.
+    let path = dir.write("over.conf", &format!("{at_bound}#"));
+    let (code, stderr) = up_bounded(&path);
+    assert_too_large(&path, code, &stderr);
+    // Endless inputs are refused the same way, not read whole.
+    let zero = std::path::Path::new("/dev/zero");
+    let (code, stderr) = up_bounded(zero);
+    assert_too_large(zero, code, &stderr);
+}
+
+#[test]
+fn up_refuses_an_endless_fifo() {
+    let dir = TempDir::new();
+    let fifo = dir.0.join("endless.conf");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("cannot run mkfifo");
+    assert!(made.success(), "mkfifo {} failed", fifo.display());
+    // Writes comment lines until pipevpn closes its end (EPIPE).
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&writer_path)
+            .unwrap();
+        let line = [b"#".as_slice(), &[b'x'; 4094], b"\n"].concat();
+        let mut written = 0u64;
+        while w.write_all(&line).is_ok() {
+            written += line.len() as u64;
+        }
+        written
+    });
+    let (code, stderr) = up_bounded(&fifo);
+    assert_too_large(&fifo, code, &stderr);
+    let written = writer.join().unwrap();
+    assert!(written > 1 << 20, "only {written} bytes went into the FIFO");
+}
+
+/// Runs `up` on a good config with `mode`, stopped right after loading it by
+/// a bad interface name; returns stderr.
+fn up_with_mode(dir: &TempDir, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let private = genkey();
+    let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
+    let path = dir.write(
+        &format!("mode{mode:o}.conf"),
+        &config(private.trim(), public.trim(), ""),
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let out = pipevpn(
+        &["up", "-i", "name-longer-than-15", path.to_str().unwrap()],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad interface name"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn up_warns_when_group_or_others_may_read_the_private_key() {
+    let dir = TempDir::new();
+    for mode in [0o644, 0o640, 0o604, 0o620] {
+        let stderr = up_with_mode(&dir, mode);
+        let expected = format!("is accessible by group or others (mode {mode:04o}): chmod 600 it");
+        assert!(
+            stderr.contains("holds a PrivateKey") && stderr.contains(&expected),
+            "mode {mode:o}: '{stderr}' should warn with '{expected}'"
+        );
+    }
+    for mode in [0o600, 0o400] {
+        let stderr = up_with_mode(&dir, mode);
+        assert!(
+            !stderr.contains("accessible"),
+            "mode {mode:o}: no warning expected, got '{stderr}'"
+        );
+    }
+}

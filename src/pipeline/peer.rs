@@ -3,7 +3,7 @@
 //! went each way. The handshaker writes keypairs; the encryptor and decryptor
 //! take a snapshot of them once per batch.
 
-use crate::cidr::Cidr;
+use crate::cidr::{Cidr, PrefixTable};
 use crate::protocol::handshake::TransportKeys;
 use crate::protocol::session::{ReplayWindow, SessionKey, REJECT_AFTER_MESSAGES};
 use crate::protocol::timers::Timing;
@@ -144,7 +144,7 @@ impl Keypairs {
 pub struct Peer {
     pub clock: Clock,
     pub timing: Timing,
-    pub allowed_ips: Vec<Cidr>,
+    allowed_ips: PrefixTable<()>,
     pub mtu: usize,
     keypairs: RwLock<Keypairs>,
     endpoint: Mutex<Option<Endpoint>>,
@@ -166,7 +166,7 @@ impl Peer {
         Peer {
             clock: Clock::new(),
             timing,
-            allowed_ips,
+            allowed_ips: allowed_ips.into_iter().map(|c| (c, ())).collect(),
             mtu,
             keypairs: RwLock::default(),
             endpoint: Mutex::new(endpoint),
@@ -181,9 +181,11 @@ impl Peer {
         self.clock.now()
     }
 
-    /// Cryptokey routing: does `ip` belong to this peer (§14)?
+    /// Cryptokey routing: does `ip` belong to this peer (§14)? A trie
+    /// lookup, not a scan of the list: tens of nanoseconds even with 10 000
+    /// AllowedIPs (README, The AllowedIPs check).
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allowed_ips.iter().any(|c| c.contains(ip))
+        self.allowed_ips.lookup(ip).is_some()
     }
 
     pub fn keypairs(&self) -> Keypairs {
