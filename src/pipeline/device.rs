@@ -3,7 +3,7 @@
 //! device and UDP socket in `pipevpn up`.
 
 use super::offload::{Coalescer, Segments, Split, VnetHdr, VNET_HDR_LEN};
-use super::pool::{Batch, BATCH, HEADROOM, NO_ADDR};
+use super::pool::{Batch, BATCH, HEADROOM, MAX_DATAGRAM, NO_ADDR};
 use crate::sys::poll::{wait_readable, Ready, StopFd};
 use crate::sys::tun::Tun;
 use crate::sys::udp::{
@@ -41,9 +41,11 @@ pub struct Written {
 /// The UDP side: WireGuard datagrams to and from the peer.
 pub trait UdpDevice: Send + Sync {
     /// Waits for datagrams, then receives what is ready into the free slots
-    /// of `batch` (at offset 0, with source addresses). A datagram that is
-    /// empty or too big for a slot takes a slot of length 0 and is reported
-    /// in [`Unfit`] for the caller to count. Returns None once `stop` is set.
+    /// of `batch` (at offset 0, with source addresses). A datagram longer
+    /// than a slot takes several ([`Batch::push`]), and one longer than the
+    /// room left waits for the next batch. A datagram that is empty or too
+    /// big for an empty batch takes a slot of length 0 and is reported in
+    /// [`Unfit`] for the caller to count. Returns None once `stop` is set.
     fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>>;
     /// Sends the datagrams of the given slots to `dest`.
     fn send_batch(&self, batch: &Batch, dest: Endpoint) -> io::Result<()>;
@@ -291,8 +293,9 @@ impl Udp {
     }
 }
 
-/// Largest buffer one GRO receive may fill: a whole UDP datagram's worth.
-const GRO_BUFFER: usize = 1 << 16;
+/// Largest buffer one GRO receive may fill: a whole UDP datagram's worth,
+/// which an empty batch has room for.
+const GRO_BUFFER: usize = MAX_DATAGRAM;
 
 /// Where received messages wait to be cut into a batch's slots: each, a
 /// lone datagram or (with UDP GRO) a burst of equal-sized ones from one
@@ -327,18 +330,21 @@ impl RecvBuffers {
     }
 
     /// Moves received datagrams into the free slots of `batch`, in order,
-    /// until it is full or none is left.
+    /// until it is full or none is left. One longer than the room left waits
+    /// for the next batch, which has room for any (see [`super::pool`]).
     fn cut(&mut self, batch: &mut Batch, unfit: &mut Unfit) {
         while self.next.0 < self.received && !batch.is_full() {
             let (m, offset) = self.next;
             let meta = self.meta[m];
             let (start, len) = datagram_at(meta.len, meta.segment, offset);
-            let kept = unfit.check(len, meta.truncated || len > batch.slot_size());
+            let fits = len <= batch.room();
+            if !fits && batch.count() > 0 {
+                return;
+            }
+            let kept = unfit.check(len, meta.truncated || !fits);
             if kept > 0 {
                 let data = &self.bufs[m * GRO_BUFFER..][start..start + len];
-                if let Some(slot) = batch.free_slots_mut().next() {
-                    slot[..len].copy_from_slice(data);
-                }
+                batch.free_mut()[..len].copy_from_slice(data);
             }
             let from = Endpoint {
                 addr: meta.addr,
@@ -454,19 +460,49 @@ mod tests {
 
         let mut second = pool.get();
         r.cut(&mut second, &mut unfit);
-        let got: Vec<_> = (0..second.count())
-            .map(|i| (second.len(i), second.addr(i).addr.port()))
-            .collect();
-        // Each datagram keeps the local address its message reached.
+        let got: Vec<_> = (0..second.count()).map(|i| second.len(i)).collect();
+        // Each datagram keeps its source and the local address its message reached.
         for (i, port) in [(0, 2), (1, 3), (2, 4)] {
-            let addr = std::net::IpAddr::from([192, 0, 2, port]);
+            let addr = std::net::IpAddr::from([192, 0, 2, port as u8]);
+            assert_eq!(second.addr(i).addr.port(), port);
             assert_eq!(second.addr(i).local, Some(Local { addr, ifindex: 7 }));
         }
-        // The empty datagram and the one too long for a slot take empty slots.
-        assert_eq!(got, [(40, 2), (0, 3), (0, 4)]);
+        // The empty datagram takes an empty slot; the one longer than a slot
+        // fills two, the second left empty.
+        assert_eq!(got, [40, 0, 300, 0]);
         assert_eq!(second.slot(0)[..40], [10; 40]);
-        assert_eq!((unfit.empty, unfit.oversized), (1, 1));
+        assert_eq!(second.slot(2)[..300], [30; 300]);
+        assert_eq!((unfit.empty, unfit.oversized), (1, 0));
         r.cut(&mut second, &mut unfit);
-        assert_eq!(second.count(), 3, "nothing is left");
+        assert_eq!(second.count(), 4, "nothing is left");
+    }
+
+    #[test]
+    fn a_datagram_longer_than_the_room_left_waits_for_the_next_batch() {
+        let pool = Pool::new(3, 256);
+        let room = BATCH * 256;
+        let mut r = reader(&[(40, 0, 1), (room, 0, 2), (room + 1, 0, 3), (60, 0, 4)]);
+        let mut unfit = Unfit::default();
+        let mut first = pool.get();
+        r.cut(&mut first, &mut unfit);
+        assert_eq!((first.count(), first.len(0)), (1, 40));
+        let mut second = pool.get();
+        r.cut(&mut second, &mut unfit);
+        assert!(second.is_full(), "one datagram fills the whole batch");
+        assert_eq!((second.len(0), second.slot(0).len()), (room, room));
+        assert!(second.slot(0).iter().all(|&b| b == 10));
+        // Longer than any batch of this pool: dropped as oversized, and the
+        // next one follows it.
+        let mut third = pool.get();
+        r.cut(&mut third, &mut unfit);
+        assert_eq!((third.len(0), third.len(1), third.count()), (0, 60, 2));
+        assert_eq!(third.addr(1).addr.port(), 4);
+        assert_eq!(
+            unfit,
+            Unfit {
+                oversized: 1,
+                empty: 0
+            }
+        );
     }
 }

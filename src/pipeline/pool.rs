@@ -6,6 +6,13 @@
 //!
 //! Slot layout: a sealed datagram starts at offset 0; its plaintext lives at
 //! [`HEADROOM`], so the encryptor and decryptor work in place.
+//!
+//! Slots are sized for our own MTU, but a peer with a larger one (MTU 1500
+//! against our 1420, or jumbo frames) sends longer datagrams, which kernel
+//! WireGuard and wireguard-go accept up to 64 KiB. Such a datagram takes as
+//! many consecutive slots as it fills ([`Batch::push`]); the slots after its
+//! first stay empty. An inbound batch has room for the largest datagram
+//! ([`inbound_slot_size`]), so the memory stays that of the pool.
 
 use crate::sys::udp::Endpoint;
 use crossbeam_channel::{Receiver, Sender};
@@ -23,16 +30,29 @@ pub fn slot_size(mtu: usize) -> usize {
     (HEADROOM + mtu + 16 + crate::protocol::messages::TAG_LEN).next_multiple_of(64)
 }
 
+/// The largest UDP datagram, with a byte to spare.
+pub const MAX_DATAGRAM: usize = 1 << 16;
+
+/// Slot size for received datagrams: a sealed packet of our MTU, and at
+/// least a [`BATCH`]th of [`MAX_DATAGRAM`], so that an empty batch holds
+/// any datagram a peer with a larger MTU may send.
+pub fn inbound_slot_size(mtu: usize) -> usize {
+    slot_size(mtu).max(MAX_DATAGRAM / BATCH)
+}
+
 #[derive(Default)]
 struct Slots {
     data: Box<[u8]>,
     lens: Box<[usize]>,
+    /// Slots each packet fills, from its first; 1 for empty slots.
+    spans: Box<[usize]>,
     addrs: Box<[Endpoint]>,
     count: usize,
 }
 
 /// Up to [`BATCH`] packets. A slot whose length is 0 holds no packet (it was
-/// dropped by a stage); later stages skip it.
+/// dropped by a stage, or a longer packet before it fills it); later stages
+/// skip it.
 pub struct Batch {
     slots: Slots,
     slot: usize,
@@ -59,17 +79,15 @@ impl Batch {
         self.slots.count = 0;
     }
 
-    pub fn slot_size(&self) -> usize {
-        self.slot
-    }
-
-    /// The whole buffer of slot `i`.
+    /// The whole buffer of slot `i`, with the slots its packet fills.
     pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.slots.data[i * self.slot..(i + 1) * self.slot]
+        let end = i + self.slots.spans[i];
+        &mut self.slots.data[i * self.slot..end * self.slot]
     }
 
     pub fn slot(&self, i: usize) -> &[u8] {
-        &self.slots.data[i * self.slot..(i + 1) * self.slot]
+        let end = i + self.slots.spans[i];
+        &self.slots.data[i * self.slot..end * self.slot]
     }
 
     pub fn len(&self, i: usize) -> usize {
@@ -84,12 +102,24 @@ impl Batch {
         self.slots.addrs[i]
     }
 
-    /// Claims the next slot for a packet of `len` bytes from `addr`.
+    /// Claims the next slot for a packet of `len` bytes from `addr`, or the
+    /// next slots for a datagram longer than one, which must fit the
+    /// [`Batch::free_mut`] space it was written to.
     pub fn push(&mut self, len: usize, addr: Endpoint) {
         let i = self.slots.count;
+        let span = if len <= self.slot {
+            1
+        } else {
+            len.div_ceil(self.slot)
+        };
         self.slots.lens[i] = len;
+        self.slots.spans[i] = span;
         self.slots.addrs[i] = addr;
-        self.slots.count += 1;
+        for rest in i + 1..i + span {
+            self.slots.lens[rest] = 0;
+            self.slots.spans[rest] = 1;
+        }
+        self.slots.count += span;
     }
 
     /// Moves packets from `other` into the free slots here, in order, until
@@ -103,18 +133,31 @@ impl Batch {
             if self.is_full() {
                 return;
             }
+            // Plaintext of at most our MTU: one slot.
             let used = (HEADROOM + len).min(self.slot);
             let dst = self.slots.count;
-            self.slot_mut(dst)[..used].copy_from_slice(&other.slot(i)[..used]);
             self.push(len, other.addr(i));
+            self.slot_mut(dst)[..used].copy_from_slice(&other.slot(i)[..used]);
             other.set_len(i, 0);
         }
     }
 
     /// The free slots after those in use, for a device to fill.
     pub fn free_slots_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        let slot = self.slot;
+        self.free_mut().chunks_exact_mut(slot)
+    }
+
+    /// All the space after the slots in use, for a datagram that may be
+    /// longer than a slot.
+    pub fn free_mut(&mut self) -> &mut [u8] {
         let start = self.slots.count * self.slot;
-        self.slots.data[start..].chunks_exact_mut(self.slot)
+        &mut self.slots.data[start..]
+    }
+
+    /// Bytes of [`Batch::free_mut`].
+    pub fn room(&self) -> usize {
+        (self.slots.lens.len() - self.slots.count) * self.slot
     }
 
     /// Whether any slot still holds a packet.
@@ -161,6 +204,7 @@ impl Pool {
             let slots = Slots {
                 data: vec![0u8; BATCH * slot].into_boxed_slice(),
                 lens: vec![0; BATCH].into_boxed_slice(),
+                spans: vec![1; BATCH].into_boxed_slice(),
                 addrs: vec![NO_ADDR; BATCH].into_boxed_slice(),
                 count: 0,
             };
@@ -292,6 +336,40 @@ mod tests {
         let s = slot_size(1420);
         assert!(s >= 16 + 1420 + 16 + 16);
         assert_eq!(s % 64, 0);
+    }
+
+    #[test]
+    fn a_datagram_longer_than_a_slot_fills_the_slots_it_needs() {
+        let pool = Pool::new(1, 64);
+        let mut b = pool.get();
+        b.push(3, NO_ADDR);
+        assert_eq!(b.room(), (BATCH - 1) * 64);
+        b.free_mut()[..130].fill(9);
+        b.push(130, NO_ADDR);
+        assert_eq!(b.count(), 4, "one slot, then three for 130 bytes");
+        assert_eq!((b.len(1), b.len(2), b.len(3)), (130, 0, 0));
+        assert_eq!(b.slot(1).len(), 192, "slot 1 spans three");
+        assert_eq!(b.slot(1)[..130], [9; 130]);
+        assert_eq!(b.packets(), 2);
+        assert_eq!(b.room(), (BATCH - 4) * 64);
+        b.push(5, NO_ADDR);
+        assert_eq!(b.slot(4).len(), 64);
+        // A batch reused for short packets has no spans left over.
+        drop(b);
+        let mut again = pool.get();
+        for _ in 0..BATCH {
+            again.push(1, NO_ADDR);
+        }
+        assert!(again.is_full());
+        assert!((0..BATCH).all(|i| again.slot(i).len() == 64));
+    }
+
+    #[test]
+    fn an_inbound_batch_holds_the_largest_datagram() {
+        for mtu in [576, 1420, 9000] {
+            assert!(BATCH * inbound_slot_size(mtu) >= MAX_DATAGRAM, "MTU {mtu}");
+            assert!(inbound_slot_size(mtu) >= slot_size(mtu));
+        }
     }
 
     #[test]
