@@ -329,11 +329,16 @@ impl RecvBuffers {
         Ok(())
     }
 
+    /// Whether every datagram received has been moved into a batch.
+    fn all_cut(&self) -> bool {
+        self.next.0 >= self.received
+    }
+
     /// Moves received datagrams into the free slots of `batch`, in order,
     /// until it is full or none is left. One longer than the room left waits
     /// for the next batch, which has room for any (see [`super::pool`]).
     fn cut(&mut self, batch: &mut Batch, unfit: &mut Unfit) {
-        while self.next.0 < self.received && !batch.is_full() {
+        while !self.all_cut() && !batch.is_full() {
             let (m, offset) = self.next;
             let meta = self.meta[m];
             let (start, len) = datagram_at(meta.len, meta.segment, offset);
@@ -376,6 +381,13 @@ impl UdpDevice for Udp {
         let mut unfit = Unfit::default();
         received.cut(batch, &mut unfit);
         if batch.count() > 0 {
+            // The rest of the last receive may fill only part of the batch
+            // (datagrams longer than a slot, or a GRO run cut in two): top it
+            // up with what is ready, so batches stay full under load. An
+            // error is met again by the next receive.
+            if received.all_cut() && !batch.is_full() && received.receive(&self.sock).is_ok() {
+                received.cut(batch, &mut unfit);
+            }
             return Ok(Some(unfit));
         }
         read_when_ready(self.sock.as_raw_fd(), stop, || {
@@ -475,6 +487,39 @@ mod tests {
         assert_eq!((unfit.empty, unfit.oversized), (1, 0));
         r.cut(&mut second, &mut unfit);
         assert_eq!(second.count(), 4, "nothing is left");
+    }
+
+    /// Over loopback: the rest of a receive that leaves a batch part empty
+    /// is topped up from the socket, so batches stay full under load.
+    #[test]
+    fn a_batch_left_part_empty_by_the_last_receive_is_topped_up() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let to = sock.local_addr().unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // 48 datagrams of two slots each, then 64 of one slot.
+        for len in [300; 48].into_iter().chain([10; 64]) {
+            sender.send_to(&vec![len as u8; len], to).unwrap();
+        }
+        let (udp, stop) = (Udp::new(sock), StopFd::new().unwrap());
+        let pool = Pool::new(3, 256);
+        let lens = |b: &Batch| -> Vec<usize> {
+            (0..b.count())
+                .map(|i| b.len(i))
+                .filter(|&l| l > 0)
+                .collect()
+        };
+        let mut first = pool.get();
+        udp.recv_batch(&mut first, &stop).unwrap().unwrap();
+        assert_eq!(lens(&first), [300; 32]);
+        // 16 long and 16 short ones are left of that receive: 48 slots.
+        let mut second = pool.get();
+        udp.recv_batch(&mut second, &stop).unwrap().unwrap();
+        assert!(second.is_full());
+        assert_eq!(lens(&second), [[300; 16].as_slice(), &[10; 32]].concat());
+        let mut third = pool.get();
+        udp.recv_batch(&mut third, &stop).unwrap().unwrap();
+        assert_eq!(lens(&third), [10; 32]);
     }
 
     #[test]
