@@ -165,7 +165,7 @@ impl UdpDevice for FakeUdp {
                     ifindex: 0,
                 }),
             };
-            b.push(unfit.check(len, truncated), from);
+            b.push_datagram(unfit.check(len, truncated), from);
             true
         };
         let got = match earlier {

@@ -1,4 +1,4 @@
-//! Reusable packet buffers. A [`Batch`] is up to [`BATCH`] packet slots in one
+//! Reusable packet buffers. A [`Batch`] is up to [`BATCH`] packets in one
 //! allocation; all batches of a direction are made up front by a [`Pool`],
 //! travel through the stages, and go back to the pool when dropped. So the
 //! data path allocates nothing, and the memory a direction can hold is fixed
@@ -7,12 +7,13 @@
 //! Slot layout: a sealed datagram starts at offset 0; its plaintext lives at
 //! [`HEADROOM`], so the encryptor and decryptor work in place.
 //!
-//! Slots are sized for our own MTU, but a peer with a larger one (MTU 1500
-//! against our 1420, or jumbo frames) sends longer datagrams, which kernel
-//! WireGuard and wireguard-go accept up to 64 KiB. Such a datagram takes as
-//! many consecutive slots as it fills ([`Batch::push`]); the slots after its
-//! first stay empty. An inbound batch has room for the largest datagram
-//! ([`inbound_slot_size`]), so the memory stays that of the pool.
+//! A packet read from the tun takes a slot sized for our MTU
+//! ([`Batch::push`]), with room to be sealed in place. A received datagram
+//! takes only the space it fills ([`Batch::push_datagram`]), so it may be
+//! longer than a slot: a peer with a larger MTU than ours (1500 against our
+//! 1420, or jumbo frames) sends such datagrams, and kernel WireGuard and
+//! wireguard-go accept them up to 64 KiB. An inbound batch has room for the
+//! largest ([`inbound_slot_size`]), so the memory stays that of the pool.
 
 use crate::sys::udp::Endpoint;
 use crossbeam_channel::{Receiver, Sender};
@@ -33,9 +34,9 @@ pub fn slot_size(mtu: usize) -> usize {
 /// The largest UDP datagram, with a byte to spare.
 pub const MAX_DATAGRAM: usize = 1 << 16;
 
-/// Slot size for received datagrams: a sealed packet of our MTU, and at
-/// least a [`BATCH`]th of [`MAX_DATAGRAM`], so that an empty batch holds
-/// any datagram a peer with a larger MTU may send.
+/// Slot size for the inbound pool: a sealed packet of our MTU, and at least
+/// a [`BATCH`]th of [`MAX_DATAGRAM`], so that an empty batch holds any
+/// datagram a peer with a larger MTU may send.
 pub fn inbound_slot_size(mtu: usize) -> usize {
     slot_size(mtu).max(MAX_DATAGRAM / BATCH)
 }
@@ -44,15 +45,15 @@ pub fn inbound_slot_size(mtu: usize) -> usize {
 struct Slots {
     data: Box<[u8]>,
     lens: Box<[usize]>,
-    /// Slots each packet fills, from its first; 1 for empty slots.
-    spans: Box<[usize]>,
+    /// Where the buffer of each packet starts in `data`; the entry after the
+    /// last packet's is where the free space starts.
+    starts: Box<[usize]>,
     addrs: Box<[Endpoint]>,
     count: usize,
 }
 
 /// Up to [`BATCH`] packets. A slot whose length is 0 holds no packet (it was
-/// dropped by a stage, or a longer packet before it fills it); later stages
-/// skip it.
+/// dropped by a stage); later stages skip it.
 pub struct Batch {
     slots: Slots,
     slot: usize,
@@ -71,23 +72,24 @@ impl Batch {
         self.slots.count
     }
 
+    /// No slot or no byte is left.
     pub fn is_full(&self) -> bool {
-        self.slots.count == self.slots.lens.len()
+        self.slots.count == self.slots.lens.len() || self.room() == 0
     }
 
     pub fn clear(&mut self) {
         self.slots.count = 0;
     }
 
-    /// The whole buffer of slot `i`, with the slots its packet fills.
+    /// The whole buffer of slot `i`.
     pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
-        let end = i + self.slots.spans[i];
-        &mut self.slots.data[i * self.slot..end * self.slot]
+        let (start, end) = (self.slots.starts[i], self.slots.starts[i + 1]);
+        &mut self.slots.data[start..end]
     }
 
     pub fn slot(&self, i: usize) -> &[u8] {
-        let end = i + self.slots.spans[i];
-        &self.slots.data[i * self.slot..end * self.slot]
+        let (start, end) = (self.slots.starts[i], self.slots.starts[i + 1]);
+        &self.slots.data[start..end]
     }
 
     pub fn len(&self, i: usize) -> usize {
@@ -102,24 +104,27 @@ impl Batch {
         self.slots.addrs[i]
     }
 
-    /// Claims the next slot for a packet of `len` bytes from `addr`, or the
-    /// next slots for a datagram longer than one, which must fit the
-    /// [`Batch::free_mut`] space it was written to.
+    /// Claims the next slot, the first of [`Batch::free_slots_mut`], for a
+    /// packet of `len` bytes from `addr`.
     pub fn push(&mut self, len: usize, addr: Endpoint) {
+        self.claim(len, self.slot, addr);
+    }
+
+    /// Claims the start of [`Batch::free_mut`] for a received datagram of
+    /// `len` bytes from `addr`, which must fit [`Batch::room`]: only the
+    /// space it fills, rounded up to 64 bytes, so an empty one too has the
+    /// [`HEADROOM`] that later stages slice past.
+    pub fn push_datagram(&mut self, len: usize, addr: Endpoint) {
+        let size = len.max(1).next_multiple_of(64);
+        self.claim(len, size.min(self.room()), addr);
+    }
+
+    fn claim(&mut self, len: usize, size: usize, addr: Endpoint) {
         let i = self.slots.count;
-        let span = if len <= self.slot {
-            1
-        } else {
-            len.div_ceil(self.slot)
-        };
         self.slots.lens[i] = len;
-        self.slots.spans[i] = span;
         self.slots.addrs[i] = addr;
-        for rest in i + 1..i + span {
-            self.slots.lens[rest] = 0;
-            self.slots.spans[rest] = 1;
-        }
-        self.slots.count += span;
+        self.slots.starts[i + 1] = self.slots.starts[i] + size;
+        self.slots.count += 1;
     }
 
     /// Moves packets from `other` into the free slots here, in order, until
@@ -133,7 +138,6 @@ impl Batch {
             if self.is_full() {
                 return;
             }
-            // Plaintext of at most our MTU: one slot.
             let used = (HEADROOM + len).min(self.slot);
             let dst = self.slots.count;
             self.push(len, other.addr(i));
@@ -151,13 +155,13 @@ impl Batch {
     /// All the space after the slots in use, for a datagram that may be
     /// longer than a slot.
     pub fn free_mut(&mut self) -> &mut [u8] {
-        let start = self.slots.count * self.slot;
+        let start = self.slots.starts[self.slots.count];
         &mut self.slots.data[start..]
     }
 
     /// Bytes of [`Batch::free_mut`].
     pub fn room(&self) -> usize {
-        (self.slots.lens.len() - self.slots.count) * self.slot
+        self.slots.data.len() - self.slots.starts[self.slots.count]
     }
 
     /// Whether any slot still holds a packet.
@@ -204,7 +208,7 @@ impl Pool {
             let slots = Slots {
                 data: vec![0u8; BATCH * slot].into_boxed_slice(),
                 lens: vec![0; BATCH].into_boxed_slice(),
-                spans: vec![1; BATCH].into_boxed_slice(),
+                starts: vec![0; BATCH + 1].into_boxed_slice(),
                 addrs: vec![NO_ADDR; BATCH].into_boxed_slice(),
                 count: 0,
             };
@@ -339,29 +343,36 @@ mod tests {
     }
 
     #[test]
-    fn a_datagram_longer_than_a_slot_fills_the_slots_it_needs() {
-        let pool = Pool::new(1, 64);
+    fn a_datagram_takes_the_room_it_fills_a_tun_packet_a_slot() {
+        let pool = Pool::new(1, 128);
         let mut b = pool.get();
         b.push(3, NO_ADDR);
-        assert_eq!(b.room(), (BATCH - 1) * 64);
+        assert_eq!(b.room(), (BATCH - 1) * 128);
         b.free_mut()[..130].fill(9);
-        b.push(130, NO_ADDR);
-        assert_eq!(b.count(), 4, "one slot, then three for 130 bytes");
-        assert_eq!((b.len(1), b.len(2), b.len(3)), (130, 0, 0));
-        assert_eq!(b.slot(1).len(), 192, "slot 1 spans three");
+        b.push_datagram(130, NO_ADDR);
+        b.push_datagram(0, NO_ADDR);
+        b.push_datagram(10, NO_ADDR);
+        let sizes: Vec<_> = (0..b.count()).map(|i| b.slot(i).len()).collect();
+        assert_eq!(sizes, [128, 192, 64, 64], "rounded up to 64 bytes");
         assert_eq!(b.slot(1)[..130], [9; 130]);
-        assert_eq!(b.packets(), 2);
-        assert_eq!(b.room(), (BATCH - 4) * 64);
+        assert_eq!(b.packets(), 3);
+        assert_eq!(b.room(), BATCH * 128 - 448);
+        b.free_slots_mut().next().unwrap()[0] = 7;
         b.push(5, NO_ADDR);
-        assert_eq!(b.slot(4).len(), 64);
-        // A batch reused for short packets has no spans left over.
+        assert_eq!((b.slot(4).len(), b.slot(4)[0]), (128, 7));
+        // Fills the rest of the batch exactly: no room for another packet.
+        let rest = b.room();
+        b.push_datagram(rest, NO_ADDR);
+        assert!(b.is_full());
+        // A batch back from the pool starts empty, with all its room.
         drop(b);
         let mut again = pool.get();
+        assert_eq!(again.room(), BATCH * 128);
         for _ in 0..BATCH {
             again.push(1, NO_ADDR);
         }
         assert!(again.is_full());
-        assert!((0..BATCH).all(|i| again.slot(i).len() == 64));
+        assert!((0..BATCH).all(|i| again.slot(i).len() == 128));
     }
 
     #[test]
@@ -379,6 +390,7 @@ mod tests {
         b.push(3, NO_ADDR);
         assert_eq!(b.free_slots_mut().count(), BATCH - 1);
         b.free_slots_mut().next().unwrap()[0] = 7;
+        b.push(1, NO_ADDR);
         assert_eq!(b.slot(1)[0], 7);
     }
 }
