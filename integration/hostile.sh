@@ -92,8 +92,8 @@ tunnel_still_up
 pass
 
 # Every message type cut short and made long, reserved bytes set, unknown types,
-# bad tags under fresh counters, oversized datagrams, bad mac1, nonsense behind a
-# valid mac1.
+# bad tags under fresh counters (also in datagrams longer than B's MTU), bad mac1,
+# nonsense behind a valid mac1.
 scenario malformed
 expected=$(wire craft "$TMP/captured.hex" "${PUB[b]}" "$TMP/malformed.hex")
 send_and_expect malformed "$TMP/malformed.hex" "$expected" 0.06

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # pipevpn (A, ns1, the initiator) against wireguard-go (B, ns2) beyond the first
 # handshake: pipevpn rekeying every few seconds (short timers on its side only;
-# wireguard-go keeps its own) under traffic, each side restarting, and pipevpn's
-# underlay address changing mid-transfer.
+# wireguard-go keeps its own) under traffic, each side restarting, pipevpn's
+# underlay address changing mid-transfer, and wireguard-go with a larger tunnel MTU.
 # shellcheck source=integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -79,4 +79,40 @@ info "10 s TCP: $IPERF_MBPS Mbit/s, Mbit/s per second (the change at ~4 s): $IPE
 ping_ok "$NS1" "$INNER2"
 ping_ok "$NS2" "$INNER1"
 stop_pair
+pass
+
+# wireguard-go with tunnel MTU 1500 over a jumbo underlay (veth MTU 9000), pipevpn with
+# 1420. A 1480-byte packet from wireguard-go is a 1512-byte transport datagram, more
+# than pipevpn's own MTU needs: pipevpn must take it and write the packet to its tun,
+# as kernel WireGuard and wireguard-go do. Its answer, larger than its MTU, leaves in
+# fragments (no DF). Then a flood of such pings, with pipevpn's peak RSS.
+scenario interop-mixed-mtu
+n1 ip link set "$VETH1" mtu 9000
+n2 ip link set "$VETH2" mtu 9000
+setup_pair a no
+set_conf "$TMP/b.conf" MTU 1500
+start_pair pipevpn wggo a
+wait_for_handshake "$NS1" "$INNER2"
+for size in 1452 1472; do
+	n2 ping -c3 -i0.2 -W2 -q -s "$size" -M dont "$INNER1" >&2 ||
+		fail "ping $INNER1 (payload $size, no DF) from wireguard-go's side with MTU 1500 lost packets"
+done
+n2 ping -q -f -c 5000 -W 1 -s 1452 -M dont "$INNER1" >"$TMP/mixed.ping" 2>&1 || true
+summary=$(grep -E 'packets transmitted' "$TMP/mixed.ping" || true)
+fresh_stats "$TUN1" "$TMP/mixed.stats"
+rss=$(awk '/^VmHWM/ {print $2}' "/proc/${PID_OF[$TUN1]}/status")
+info "flood of 5000 pings of 1480 bytes from MTU 1500 to pipevpn at 1420: $summary; pipevpn peak RSS ${rss} KiB; A: $(tr '\n' ' ' <"$TMP/mixed.stats")"
+for stage in udp_receiver decryptor tun_writer; do
+	drops=$(stat_value "$TMP/mixed.stats" "$stage" drops)
+	((drops == 0)) || fail "pipevpn's $stage dropped $drops packets: $(grep "^$stage " "$TMP/mixed.stats")"
+done
+[[ $summary =~ ([0-9]+)\ received ]] || fail "the ping flood printed no summary: $(tail -n 3 "$TMP/mixed.ping" | tr '\n' ' ')"
+answered=${BASH_REMATCH[1]}
+((answered > 0)) || fail "none of the flood's pings was answered"
+# Each answered ping was written to pipevpn's tun, as were the six before the flood.
+written=$(stat_value "$TMP/mixed.stats" tun_writer packets)
+((written >= answered + 6)) || fail "pipevpn wrote $written packets to its tun, fewer than the $((answered + 6)) pings answered"
+stop_pair
+n1 ip link set "$VETH1" mtu 1500
+n2 ip link set "$VETH2" mtu 1500
 pass

@@ -193,7 +193,7 @@ def captured(path):
 
 def craft(captured_path, pubkey_b64, out):
     """Every type cut short and made long, reserved bytes set, unknown types,
-    fresh transport counters under bad tags, oversized datagrams. Writes hex
+    fresh transport counters under bad tags, datagrams past the MTU. Writes hex
     lines to OUT and prints the drop reasons they must be counted under."""
     pub = base64.b64decode(pubkey_b64)
     got = captured(captured_path)
@@ -226,8 +226,9 @@ def craft(captured_path, pubkey_b64, out):
         add(m[:r] + b"\x01" + m[r + 1:], "unknown_type", f"{msg_type(m)} with reserved byte {r} set")
     for t in (0, 5, 255, 0x01000000):
         add(struct.pack("<I", t) + os.urandom(60), "unknown_type", f"type {t:#x}")
+    # Longer than B's MTU: a peer's MTU may be larger, so B opens them (and fails).
     for size in (1500, 9000, 65000):
-        add(fresh[:16] + os.urandom(size - 16), "oversized", f"transport of {size} bytes")
+        add(fresh[:16] + os.urandom(size - 16), "decrypt", f"transport of {size} bytes (fresh counter)")
     # Right length and mac1, nonsense inside: the full handshake check fails.
     add(with_mac1(pub, init[:8] + os.urandom(108) + bytes(32)), "handshake_failed",
         "initiation with valid mac1, random contents")

@@ -45,29 +45,35 @@ struct Side {
 
 /// Two tunnels joined by a fake UDP link; A knows B's endpoint and initiates.
 fn pair(tun_capacity: usize) -> (Side, Side) {
-    pair_with(tun_capacity, false)
+    pair_with(tun_capacity, false, [1420, 1420])
 }
 
-/// As [`pair`]; with `both_know`, B also knows A's endpoint.
-fn pair_with(tun_capacity: usize, both_know: bool) -> (Side, Side) {
-    pair_starting(tun_capacity, both_know, false)
+/// As [`pair`]; with `both_know`, B also knows A's endpoint; `mtus` are A's
+/// and B's tunnel MTUs.
+fn pair_with(tun_capacity: usize, both_know: bool, mtus: [usize; 2]) -> (Side, Side) {
+    pair_starting(tun_capacity, both_know, false, mtus)
 }
 
 /// As [`pair_with`]; with `b_initiates`, B starts a handshake with A's
 /// endpoint at once, as a restarted `up` does with a remembered one.
-fn pair_starting(tun_capacity: usize, both_know: bool, b_initiates: bool) -> (Side, Side) {
+fn pair_starting(
+    tun_capacity: usize,
+    both_know: bool,
+    b_initiates: bool,
+    mtus: [usize; 2],
+) -> (Side, Side) {
     let (a_key, b_key) = ([0x11u8; 32], [0x22u8; 32]);
     let a_addr: SocketAddr = A_ADDR.parse().unwrap();
     let b_addr: SocketAddr = B_ADDR.parse().unwrap();
     let (a_udp, b_udp) = FakeUdp::pair(a_addr, b_addr, 256);
-    let cfg = |private, peer_private, endpoint, allowed: Ipv4Addr| TunnelConfig {
+    let cfg = |private, peer_private, endpoint, allowed: Ipv4Addr, mtu| TunnelConfig {
         private_key: PrivateKey::from_bytes(private),
         peer_public_key: PrivateKey::from_bytes(peer_private).public_key(),
         preshared_key: Some(PresharedKey::from_bytes([0x55; 32])),
         endpoint,
         initiate_at_start: false,
         allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
-        mtu: 1420,
+        mtu,
         persistent_keepalive: None,
         timing: Timing::default(),
     };
@@ -77,11 +83,11 @@ fn pair_starting(tun_capacity: usize, both_know: bool, b_initiates: bool) -> (Si
         Side { handle, tun: ends }
     };
     (
-        side(cfg(a_key, b_key, Some(b_addr), B_TUN), a_udp),
+        side(cfg(a_key, b_key, Some(b_addr), B_TUN, mtus[0]), a_udp),
         side(
             TunnelConfig {
                 initiate_at_start: b_initiates,
-                ..cfg(b_key, a_key, both_know.then_some(a_addr), A_TUN)
+                ..cfg(b_key, a_key, both_know.then_some(a_addr), A_TUN, mtus[1])
             },
             b_udp,
         ),
@@ -172,16 +178,49 @@ fn a_lone_packet_never_overtakes_a_backlog() {
     shutdown_within_a_second(b);
 }
 
+/// A peer whose tunnel MTU is above ours (wireguard-go or kernel WireGuard
+/// with MTU 1500, or jumbo frames) sends transport datagrams longer than a
+/// slot of ours: as those implementations do, we deliver them whole and in
+/// order among the others, and drop none.
+#[test]
+fn packets_above_our_mtu_from_a_peer_with_a_larger_one_are_delivered() {
+    for b_mtu in [1420, 576] {
+        let (a, b) = pair_with(64, false, [9000, b_mtu]);
+        // What `ping -M dont -s 1452` sends from a peer with MTU 1500.
+        let first = ipv4(A_TUN, B_TUN, 1480, 0);
+        a.tun.inject.send(first.clone()).unwrap();
+        expect_delivery(&b, &first);
+        // Large packets among small ones, more than one batch of B's holds.
+        let burst: Vec<_> = (0..300)
+            .map(|i| ipv4(A_TUN, B_TUN, [60, b_mtu + 1, 9000, 4000][i % 4], i as u8))
+            .collect();
+        let feeder = {
+            let inject = a.tun.inject.clone();
+            let burst = burst.clone();
+            std::thread::spawn(move || burst.into_iter().for_each(|p| inject.send(p).unwrap()))
+        };
+        for p in &burst {
+            expect_delivery(&b, p);
+        }
+        feeder.join().unwrap();
+        let receiver = b.handle.stats.stage(Stage::UdpReceiver);
+        assert_eq!(receiver.dropped(DropReason::Oversized), 0, "MTU {b_mtu}");
+        assert_eq!(b.handle.stats.stage(Stage::TunWriter).packets(), 301);
+        shutdown_within_a_second(a);
+        shutdown_within_a_second(b);
+    }
+}
+
 #[test]
 fn a_remembered_endpoint_gets_a_handshake_at_start() {
     // Without the flag B waits for traffic, as before.
-    let (a, b) = pair_starting(64, true, false);
+    let (a, b) = pair_starting(64, true, false, [1420, 1420]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(b.handle.stats.handshakes(), 0);
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
 
-    let (a, b) = pair_starting(64, true, true);
+    let (a, b) = pair_starting(64, true, true, [1420, 1420]);
     let deadline = Instant::now() + Duration::from_secs(5);
     // B's keepalive after the handshake confirms the session to A.
     while a.handle.peer.sending_session().is_none() {
@@ -205,7 +244,7 @@ fn a_remembered_endpoint_gets_a_handshake_at_start() {
 
 #[test]
 fn simultaneous_initiation_converges() {
-    let (a, b) = pair_with(64, true);
+    let (a, b) = pair_with(64, true, [1420, 1420]);
     // Both sides have a packet waiting at once, so both initiate.
     let (pa, pb) = (ipv4(A_TUN, B_TUN, 84, 1), ipv4(B_TUN, A_TUN, 84, 2));
     a.tun.inject.send(pa.clone()).unwrap();

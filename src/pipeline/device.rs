@@ -3,7 +3,7 @@
 //! device and UDP socket in `pipevpn up`.
 
 use super::offload::{Coalescer, Segments, Split, VnetHdr, VNET_HDR_LEN};
-use super::pool::{Batch, BATCH, HEADROOM, NO_ADDR};
+use super::pool::{Batch, BATCH, HEADROOM, MAX_DATAGRAM, NO_ADDR};
 use crate::sys::poll::{wait_readable, Ready, StopFd};
 use crate::sys::tun::Tun;
 use crate::sys::udp::{
@@ -40,10 +40,12 @@ pub struct Written {
 
 /// The UDP side: WireGuard datagrams to and from the peer.
 pub trait UdpDevice: Send + Sync {
-    /// Waits for datagrams, then receives what is ready into the free slots
-    /// of `batch` (at offset 0, with source addresses). A datagram that is
-    /// empty or too big for a slot takes a slot of length 0 and is reported
-    /// in [`Unfit`] for the caller to count. Returns None once `stop` is set.
+    /// Waits for datagrams, then receives what is ready into the free space
+    /// of `batch` (one slot each, [`Batch::push_datagram`], at offset 0, with
+    /// source addresses); one longer than the room left waits for the next
+    /// batch. A datagram that is empty or too big for an empty batch takes
+    /// a slot of length 0 and is reported in [`Unfit`] for the caller to
+    /// count. Returns None once `stop` is set.
     fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>>;
     /// Sends the datagrams of the given slots to `dest`.
     fn send_batch(&self, batch: &Batch, dest: Endpoint) -> io::Result<()>;
@@ -291,8 +293,9 @@ impl Udp {
     }
 }
 
-/// Largest buffer one GRO receive may fill: a whole UDP datagram's worth.
-const GRO_BUFFER: usize = 1 << 16;
+/// Largest buffer one GRO receive may fill: a whole UDP datagram's worth,
+/// which an empty batch has room for.
+const GRO_BUFFER: usize = MAX_DATAGRAM;
 
 /// Where received messages wait to be cut into a batch's slots: each, a
 /// lone datagram or (with UDP GRO) a burst of equal-sized ones from one
@@ -326,25 +329,33 @@ impl RecvBuffers {
         Ok(())
     }
 
-    /// Moves received datagrams into the free slots of `batch`, in order,
-    /// until it is full or none is left.
+    /// Whether every datagram received has been moved into a batch.
+    fn all_cut(&self) -> bool {
+        self.next.0 >= self.received
+    }
+
+    /// Moves received datagrams into the free space of `batch`, in order,
+    /// until it is full or none is left. One longer than the room left waits
+    /// for the next batch, which has room for any (see [`super::pool`]).
     fn cut(&mut self, batch: &mut Batch, unfit: &mut Unfit) {
-        while self.next.0 < self.received && !batch.is_full() {
+        while !self.all_cut() && !batch.is_full() {
             let (m, offset) = self.next;
             let meta = self.meta[m];
             let (start, len) = datagram_at(meta.len, meta.segment, offset);
-            let kept = unfit.check(len, meta.truncated || len > batch.slot_size());
+            let fits = len <= batch.room();
+            if !fits && batch.count() > 0 {
+                return;
+            }
+            let kept = unfit.check(len, meta.truncated || !fits);
             if kept > 0 {
                 let data = &self.bufs[m * GRO_BUFFER..][start..start + len];
-                if let Some(slot) = batch.free_slots_mut().next() {
-                    slot[..len].copy_from_slice(data);
-                }
+                batch.free_mut()[..len].copy_from_slice(data);
             }
             let from = Endpoint {
                 addr: meta.addr,
                 local: meta.local,
             };
-            batch.push(kept, from);
+            batch.push_datagram(kept, from);
             self.next = match start + len {
                 end if end < meta.len && !meta.truncated => (m, end),
                 _ => (m + 1, 0),
@@ -370,6 +381,13 @@ impl UdpDevice for Udp {
         let mut unfit = Unfit::default();
         received.cut(batch, &mut unfit);
         if batch.count() > 0 {
+            // The rest of the last receive may fill only part of the batch
+            // (long datagrams took the room of more, or a GRO run was cut in
+            // two): top it up with what is ready, so batches stay full under
+            // load. An error is met again by the next receive.
+            if received.all_cut() && !batch.is_full() && received.receive(&self.sock).is_ok() {
+                received.cut(batch, &mut unfit);
+            }
             return Ok(Some(unfit));
         }
         read_when_ready(self.sock.as_raw_fd(), stop, || {
@@ -454,19 +472,78 @@ mod tests {
 
         let mut second = pool.get();
         r.cut(&mut second, &mut unfit);
-        let got: Vec<_> = (0..second.count())
-            .map(|i| (second.len(i), second.addr(i).addr.port()))
-            .collect();
-        // Each datagram keeps the local address its message reached.
+        let got: Vec<_> = (0..second.count()).map(|i| second.len(i)).collect();
+        // Each datagram keeps its source and the local address its message reached.
         for (i, port) in [(0, 2), (1, 3), (2, 4)] {
-            let addr = std::net::IpAddr::from([192, 0, 2, port]);
+            let addr = std::net::IpAddr::from([192, 0, 2, port as u8]);
+            assert_eq!(second.addr(i).addr.port(), port);
             assert_eq!(second.addr(i).local, Some(Local { addr, ifindex: 7 }));
         }
-        // The empty datagram and the one too long for a slot take empty slots.
-        assert_eq!(got, [(40, 2), (0, 3), (0, 4)]);
+        // The empty datagram takes an empty slot; the one longer than a
+        // slot, only the room it fills.
+        assert_eq!(got, [40, 0, 300]);
         assert_eq!(second.slot(0)[..40], [10; 40]);
-        assert_eq!((unfit.empty, unfit.oversized), (1, 1));
+        assert_eq!(second.slot(2).len(), 320);
+        assert_eq!(second.slot(2)[..300], [30; 300]);
+        assert_eq!((unfit.empty, unfit.oversized), (1, 0));
         r.cut(&mut second, &mut unfit);
         assert_eq!(second.count(), 3, "nothing is left");
+    }
+
+    /// Over loopback: the rest of a receive that leaves a batch part empty
+    /// is topped up from the socket, so batches stay full under load.
+    #[test]
+    fn a_batch_left_part_empty_by_the_last_receive_is_topped_up() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let to = sock.local_addr().unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // 51 of the long ones fill a batch of 64 256-byte slots (320 bytes
+        // each); one receive takes 64 datagrams.
+        for len in [300; 60].into_iter().chain([10; 64]) {
+            sender.send_to(&vec![len as u8; len], to).unwrap();
+        }
+        let (udp, stop) = (Udp::new(sock), StopFd::new().unwrap());
+        let pool = Pool::new(3, 256);
+        let lens = |b: &Batch| -> Vec<usize> { (0..b.count()).map(|i| b.len(i)).collect() };
+        let mut first = pool.get();
+        udp.recv_batch(&mut first, &stop).unwrap().unwrap();
+        assert_eq!(lens(&first), [300; 51]);
+        // 9 long and 4 short ones are left of that receive.
+        let mut second = pool.get();
+        udp.recv_batch(&mut second, &stop).unwrap().unwrap();
+        assert_eq!(lens(&second), [[300; 9].as_slice(), &[10; 55]].concat());
+        let mut third = pool.get();
+        udp.recv_batch(&mut third, &stop).unwrap().unwrap();
+        assert_eq!(lens(&third), [10; 9]);
+    }
+
+    #[test]
+    fn a_datagram_longer_than_the_room_left_waits_for_the_next_batch() {
+        let pool = Pool::new(3, 256);
+        let room = BATCH * 256;
+        let mut r = reader(&[(40, 0, 1), (room, 0, 2), (room + 1, 0, 3), (60, 0, 4)]);
+        let mut unfit = Unfit::default();
+        let mut first = pool.get();
+        r.cut(&mut first, &mut unfit);
+        assert_eq!((first.count(), first.len(0)), (1, 40));
+        let mut second = pool.get();
+        r.cut(&mut second, &mut unfit);
+        assert!(second.is_full(), "one datagram fills the whole batch");
+        assert_eq!((second.len(0), second.slot(0).len()), (room, room));
+        assert!(second.slot(0).iter().all(|&b| b == 10));
+        // Longer than any batch of this pool: dropped as oversized, and the
+        // next one follows it.
+        let mut third = pool.get();
+        r.cut(&mut third, &mut unfit);
+        assert_eq!((third.len(0), third.len(1), third.count()), (0, 60, 2));
+        assert_eq!(third.addr(1).addr.port(), 4);
+        assert_eq!(
+            unfit,
+            Unfit {
+                oversized: 1,
+                empty: 0
+            }
+        );
     }
 }

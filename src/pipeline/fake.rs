@@ -9,17 +9,19 @@ use crate::sys::udp::{Endpoint, Local};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// How often a blocked fake read looks at the stop flag.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Waits for a first item (or stop), then takes whatever else is ready.
+/// Waits for a first item (or stop), then takes whatever else is ready,
+/// until `put` says the batch can take no more.
 fn recv_ready<T>(
     rx: &Receiver<T>,
     stop: &StopFd,
     batch: &mut Batch,
-    mut put: impl FnMut(&mut Batch, T),
+    mut put: impl FnMut(&mut Batch, T) -> bool,
 ) -> Option<()> {
     let first = loop {
         if stop.is_set() {
@@ -31,10 +33,10 @@ fn recv_ready<T>(
             Err(RecvTimeoutError::Disconnected) => return None,
         }
     };
-    put(batch, first);
-    while !batch.is_full() {
+    let mut more = put(batch, first);
+    while more && !batch.is_full() {
         match rx.try_recv() {
-            Ok(item) => put(batch, item),
+            Ok(item) => more = put(batch, item),
             Err(_) => break,
         }
     }
@@ -77,6 +79,7 @@ impl TunDevice for FakeTun {
             let n = pkt.len().min(slot.len() - HEADROOM);
             slot[HEADROOM..HEADROOM + n].copy_from_slice(&pkt[..n]);
             b.push(n, NO_ADDR);
+            true
         });
         Ok(got.map(|()| 0))
     }
@@ -103,12 +106,16 @@ impl TunDevice for FakeTun {
     }
 }
 
+type Datagram = (Vec<u8>, SocketAddr);
+
 /// One end of an in-memory UDP link between two pipelines.
 pub struct FakeUdp {
     addr: SocketAddr,
-    rx: Receiver<(Vec<u8>, SocketAddr)>,
+    rx: Receiver<Datagram>,
+    /// A datagram longer than the room left in the last batch, for the next.
+    held: Mutex<Option<Datagram>>,
     peer_addr: SocketAddr,
-    peer_tx: Sender<(Vec<u8>, SocketAddr)>,
+    peer_tx: Sender<Datagram>,
 }
 
 impl FakeUdp {
@@ -121,12 +128,14 @@ impl FakeUdp {
             FakeUdp {
                 addr: a,
                 rx: a_rx,
+                held: Mutex::default(),
                 peer_addr: b,
                 peer_tx: b_tx,
             },
             FakeUdp {
                 addr: b,
                 rx: b_rx,
+                held: Mutex::default(),
                 peer_addr: a,
                 peer_tx: a_tx,
             },
@@ -137,11 +146,18 @@ impl FakeUdp {
 impl UdpDevice for FakeUdp {
     fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>> {
         let mut unfit = Unfit::default();
-        let got = recv_ready(&self.rx, stop, batch, |b, (dgram, from)| {
-            let slot = b.free_slots_mut().next().expect("batch not full");
-            let truncated = dgram.len() > slot.len();
-            let len = dgram.len().min(slot.len());
-            slot[..len].copy_from_slice(&dgram[..len]);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let earlier = held.take();
+        // As the real socket's: a datagram goes whole into the space left, or
+        // waits for an empty batch; one longer than that is oversized.
+        let mut put = |b: &mut Batch, (dgram, from): Datagram| {
+            let truncated = dgram.len() > b.room();
+            if truncated && b.count() > 0 {
+                *held = Some((dgram, from));
+                return false;
+            }
+            let len = dgram.len().min(b.room());
+            b.free_mut()[..len].copy_from_slice(&dgram[..len]);
             let from = Endpoint {
                 addr: from,
                 local: Some(Local {
@@ -149,8 +165,16 @@ impl UdpDevice for FakeUdp {
                     ifindex: 0,
                 }),
             };
-            b.push(unfit.check(len, truncated), from);
-        });
+            b.push_datagram(unfit.check(len, truncated), from);
+            true
+        };
+        let got = match earlier {
+            Some(d) => {
+                put(batch, d);
+                Some(())
+            }
+            None => recv_ready(&self.rx, stop, batch, put),
+        };
         Ok(got.map(|()| unfit))
     }
 

@@ -127,9 +127,9 @@ pub fn spawn(
         cfg.mtu,
         cfg.timing,
     ));
-    let slot = pool::slot_size(cfg.mtu);
-    let outbound_pool = Pool::new(POOL_BATCHES, slot);
-    let inbound_pool = Pool::new(POOL_BATCHES, slot);
+    let outbound_pool = Pool::new(POOL_BATCHES, pool::slot_size(cfg.mtu));
+    // A peer's MTU may be larger than ours: see `pool`.
+    let inbound_pool = Pool::new(POOL_BATCHES, pool::inbound_slot_size(cfg.mtu));
 
     let (outbound_plain_tx, outbound_plain) = bounded(CHANNEL_BATCHES);
     let (outbound_sealed_tx, outbound_sealed) = bounded(CHANNEL_BATCHES);

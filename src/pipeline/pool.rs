@@ -1,4 +1,4 @@
-//! Reusable packet buffers. A [`Batch`] is up to [`BATCH`] packet slots in one
+//! Reusable packet buffers. A [`Batch`] is up to [`BATCH`] packets in one
 //! allocation; all batches of a direction are made up front by a [`Pool`],
 //! travel through the stages, and go back to the pool when dropped. So the
 //! data path allocates nothing, and the memory a direction can hold is fixed
@@ -6,6 +6,14 @@
 //!
 //! Slot layout: a sealed datagram starts at offset 0; its plaintext lives at
 //! [`HEADROOM`], so the encryptor and decryptor work in place.
+//!
+//! A packet read from the tun takes a slot sized for our MTU
+//! ([`Batch::push`]), with room to be sealed in place. A received datagram
+//! takes only the space it fills ([`Batch::push_datagram`]), so it may be
+//! longer than a slot: a peer with a larger MTU than ours (1500 against our
+//! 1420, or jumbo frames) sends such datagrams, and kernel WireGuard and
+//! wireguard-go accept them up to 64 KiB. An inbound batch has room for the
+//! largest ([`inbound_slot_size`]), so the memory stays that of the pool.
 
 use crate::sys::udp::Endpoint;
 use crossbeam_channel::{Receiver, Sender};
@@ -23,10 +31,23 @@ pub fn slot_size(mtu: usize) -> usize {
     (HEADROOM + mtu + 16 + crate::protocol::messages::TAG_LEN).next_multiple_of(64)
 }
 
+/// The largest UDP datagram, with a byte to spare.
+pub const MAX_DATAGRAM: usize = 1 << 16;
+
+/// Slot size for the inbound pool: a sealed packet of our MTU, and at least
+/// a [`BATCH`]th of [`MAX_DATAGRAM`], so that an empty batch holds any
+/// datagram a peer with a larger MTU may send.
+pub fn inbound_slot_size(mtu: usize) -> usize {
+    slot_size(mtu).max(MAX_DATAGRAM / BATCH)
+}
+
 #[derive(Default)]
 struct Slots {
     data: Box<[u8]>,
     lens: Box<[usize]>,
+    /// Where the buffer of each packet starts in `data`; the entry after the
+    /// last packet's is where the free space starts.
+    starts: Box<[usize]>,
     addrs: Box<[Endpoint]>,
     count: usize,
 }
@@ -51,25 +72,24 @@ impl Batch {
         self.slots.count
     }
 
+    /// No slot or no byte is left.
     pub fn is_full(&self) -> bool {
-        self.slots.count == self.slots.lens.len()
+        self.slots.count == self.slots.lens.len() || self.room() == 0
     }
 
     pub fn clear(&mut self) {
         self.slots.count = 0;
     }
 
-    pub fn slot_size(&self) -> usize {
-        self.slot
-    }
-
     /// The whole buffer of slot `i`.
     pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.slots.data[i * self.slot..(i + 1) * self.slot]
+        let (start, end) = (self.slots.starts[i], self.slots.starts[i + 1]);
+        &mut self.slots.data[start..end]
     }
 
     pub fn slot(&self, i: usize) -> &[u8] {
-        &self.slots.data[i * self.slot..(i + 1) * self.slot]
+        let (start, end) = (self.slots.starts[i], self.slots.starts[i + 1]);
+        &self.slots.data[start..end]
     }
 
     pub fn len(&self, i: usize) -> usize {
@@ -84,11 +104,26 @@ impl Batch {
         self.slots.addrs[i]
     }
 
-    /// Claims the next slot for a packet of `len` bytes from `addr`.
+    /// Claims the next slot, the first of [`Batch::free_slots_mut`], for a
+    /// packet of `len` bytes from `addr`.
     pub fn push(&mut self, len: usize, addr: Endpoint) {
+        self.claim(len, self.slot, addr);
+    }
+
+    /// Claims the start of [`Batch::free_mut`] for a received datagram of
+    /// `len` bytes from `addr`, which must fit [`Batch::room`]: only the
+    /// space it fills, rounded up to 64 bytes, so an empty one too has the
+    /// [`HEADROOM`] that later stages slice past.
+    pub fn push_datagram(&mut self, len: usize, addr: Endpoint) {
+        let size = len.max(1).next_multiple_of(64);
+        self.claim(len, size.min(self.room()), addr);
+    }
+
+    fn claim(&mut self, len: usize, size: usize, addr: Endpoint) {
         let i = self.slots.count;
         self.slots.lens[i] = len;
         self.slots.addrs[i] = addr;
+        self.slots.starts[i + 1] = self.slots.starts[i] + size;
         self.slots.count += 1;
     }
 
@@ -105,16 +140,28 @@ impl Batch {
             }
             let used = (HEADROOM + len).min(self.slot);
             let dst = self.slots.count;
-            self.slot_mut(dst)[..used].copy_from_slice(&other.slot(i)[..used]);
             self.push(len, other.addr(i));
+            self.slot_mut(dst)[..used].copy_from_slice(&other.slot(i)[..used]);
             other.set_len(i, 0);
         }
     }
 
     /// The free slots after those in use, for a device to fill.
     pub fn free_slots_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
-        let start = self.slots.count * self.slot;
-        self.slots.data[start..].chunks_exact_mut(self.slot)
+        let slot = self.slot;
+        self.free_mut().chunks_exact_mut(slot)
+    }
+
+    /// All the space after the slots in use, for a datagram that may be
+    /// longer than a slot.
+    pub fn free_mut(&mut self) -> &mut [u8] {
+        let start = self.slots.starts[self.slots.count];
+        &mut self.slots.data[start..]
+    }
+
+    /// Bytes of [`Batch::free_mut`].
+    pub fn room(&self) -> usize {
+        self.slots.data.len() - self.slots.starts[self.slots.count]
     }
 
     /// Whether any slot still holds a packet.
@@ -161,6 +208,7 @@ impl Pool {
             let slots = Slots {
                 data: vec![0u8; BATCH * slot].into_boxed_slice(),
                 lens: vec![0; BATCH].into_boxed_slice(),
+                starts: vec![0; BATCH + 1].into_boxed_slice(),
                 addrs: vec![NO_ADDR; BATCH].into_boxed_slice(),
                 count: 0,
             };
@@ -295,12 +343,54 @@ mod tests {
     }
 
     #[test]
+    fn a_datagram_takes_the_room_it_fills_a_tun_packet_a_slot() {
+        let pool = Pool::new(1, 128);
+        let mut b = pool.get();
+        b.push(3, NO_ADDR);
+        assert_eq!(b.room(), (BATCH - 1) * 128);
+        b.free_mut()[..130].fill(9);
+        b.push_datagram(130, NO_ADDR);
+        b.push_datagram(0, NO_ADDR);
+        b.push_datagram(10, NO_ADDR);
+        let sizes: Vec<_> = (0..b.count()).map(|i| b.slot(i).len()).collect();
+        assert_eq!(sizes, [128, 192, 64, 64], "rounded up to 64 bytes");
+        assert_eq!(b.slot(1)[..130], [9; 130]);
+        assert_eq!(b.packets(), 3);
+        assert_eq!(b.room(), BATCH * 128 - 448);
+        b.free_slots_mut().next().unwrap()[0] = 7;
+        b.push(5, NO_ADDR);
+        assert_eq!((b.slot(4).len(), b.slot(4)[0]), (128, 7));
+        // Fills the rest of the batch exactly: no room for another packet.
+        let rest = b.room();
+        b.push_datagram(rest, NO_ADDR);
+        assert!(b.is_full());
+        // A batch back from the pool starts empty, with all its room.
+        drop(b);
+        let mut again = pool.get();
+        assert_eq!(again.room(), BATCH * 128);
+        for _ in 0..BATCH {
+            again.push(1, NO_ADDR);
+        }
+        assert!(again.is_full());
+        assert!((0..BATCH).all(|i| again.slot(i).len() == 128));
+    }
+
+    #[test]
+    fn an_inbound_batch_holds_the_largest_datagram() {
+        for mtu in [576, 1420, 9000] {
+            assert!(BATCH * inbound_slot_size(mtu) >= MAX_DATAGRAM, "MTU {mtu}");
+            assert!(inbound_slot_size(mtu) >= slot_size(mtu));
+        }
+    }
+
+    #[test]
     fn free_slots_follow_the_used_ones() {
         let pool = Pool::new(1, 64);
         let mut b = pool.get();
         b.push(3, NO_ADDR);
         assert_eq!(b.free_slots_mut().count(), BATCH - 1);
         b.free_slots_mut().next().unwrap()[0] = 7;
+        b.push(1, NO_ADDR);
         assert_eq!(b.slot(1)[0], 7);
     }
 }
