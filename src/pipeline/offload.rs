@@ -31,7 +31,6 @@ const FIN: u8 = 0x01;
 const PSH: u8 = 0x08;
 const ACK: u8 = 0x10;
 const CWR: u8 = 0x80;
-const IPV4_DF: u8 = 0x40;
 
 /// The virtio_net_hdr, in the legacy layout and host byte order the tun
 /// device uses unless told otherwise (TUNSETVNETLE/BE).
@@ -387,24 +386,30 @@ impl Group {
             && self.same_headers(head, h, p)
     }
 
-    /// The fields the super-segment keeps from its head agree with `p`'s.
+    /// Every header field of `p` is what cutting the super-segment would
+    /// give it back (the fields Linux's TCP GRO compares, and more): all but
+    /// the lengths, checksums, sequence number and PSH (which the
+    /// super-segment takes from its last segment) must equal the head's.
     fn same_headers(&self, head: &[u8], h: &Tcp, p: &[u8]) -> bool {
         let ip_same = if h.v6 {
             // Traffic class, flow label; hop limit.
             head[..4] == p[..4] && head[7] == p[7]
         } else {
-            // Without DF the kernel's segments count the id up from the head's.
-            let id_ok = head[6] & IPV4_DF != 0
-                || u16_at(p, 4) == u16_at(head, 4).wrapping_add(self.count as u16);
-            // TOS, flags (DF), TTL.
-            head[1] == p[1] && head[6] == p[6] && head[8] == p[8] && id_ok
+            // TOS; flags (DF, reserved); TTL. The id must count up from the
+            // head's even under DF, where Linux's GRO also takes a fixed id:
+            // the virtio_net_hdr cannot say "fixed", so the kernel's cutting
+            // would count it up anyway.
+            let id = u16_at(head, 4).wrapping_add(self.count as u16);
+            head[1] == p[1] && head[6] == p[6] && head[8] == p[8] && u16_at(p, 4) == id
         };
         let tcp = h.ip_len;
-        // Acknowledgment number, flags but PSH, and options.
+        // Acknowledgment number; header length, reserved bits and AE; flags
+        // but PSH; window; urgent pointer; options.
         ip_same
-            && head[tcp + 8..tcp + 12] == p[tcp + 8..tcp + 12]
+            && head[tcp + 8..tcp + 13] == p[tcp + 8..tcp + 13]
             && head[tcp + 13] & !PSH == p[tcp + 13] & !PSH
-            && head[tcp + 20..h.headers] == p[tcp + 20..h.headers]
+            && head[tcp + 14..tcp + 16] == p[tcp + 14..tcp + 16]
+            && head[tcp + 18..h.headers] == p[tcp + 18..h.headers]
     }
 
     fn append(&mut self, i: usize, t: &Tcp) {
@@ -516,6 +521,8 @@ fn set_ipv4_header_checksum(p: &mut [u8]) {
 mod tests {
     use super::*;
 
+    const IPV4_DF: u8 = 0x40;
+
     /// The Internet checksum the slow, obvious way: 16-bit words, folded at
     /// every step. Independent of `sum`/`fold`.
     fn reference_checksum(parts: &[&[u8]]) -> u16 {
@@ -571,6 +578,10 @@ mod tests {
         tos: u8,
         df: bool,
         sport: u16,
+        /// The low half of TCP byte 12: reserved bits and AE (RFC 9768).
+        reserved: u8,
+        window: u16,
+        urgent: u16,
         options: Vec<u8>,
         ip_options: Vec<u8>,
     }
@@ -584,11 +595,15 @@ mod tests {
             payload: (0..payload_len)
                 .map(|i| (i * 7 + seq as usize) as u8)
                 .collect(),
-            id: 100,
+            // Counting up with the segments, as Linux sends them.
+            id: (seq as usize / payload_len.max(1)) as u16,
             ttl: 64,
             tos: 0,
             df: true,
             sport: 40000,
+            reserved: 0,
+            window: 501,
+            urgent: 0,
             // NOP, NOP, timestamp: as Linux sends them.
             options: vec![1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 2, 0],
             ip_options: vec![],
@@ -609,9 +624,11 @@ mod tests {
             tcp.extend_from_slice(&5201u16.to_be_bytes());
             tcp.extend_from_slice(&self.seq.to_be_bytes());
             tcp.extend_from_slice(&self.ack.to_be_bytes());
-            tcp.push((((20 + self.options.len()) / 4) << 4) as u8);
+            tcp.push((((20 + self.options.len()) / 4) << 4) as u8 | self.reserved);
             tcp.push(self.flags);
-            tcp.extend_from_slice(&[0x01, 0xf5, 0, 0, 0, 0]);
+            tcp.extend_from_slice(&self.window.to_be_bytes());
+            tcp.extend_from_slice(&[0, 0]);
+            tcp.extend_from_slice(&self.urgent.to_be_bytes());
             tcp.extend_from_slice(&self.options);
             tcp.extend_from_slice(&self.payload);
             let mut p = if self.v6 {
@@ -963,7 +980,7 @@ mod tests {
     #[test]
     fn segments_that_must_not_be_joined_are_not() {
         type Change = fn(&mut Seg);
-        let cases: [(&str, Change); 16] = [
+        let cases: [(&str, Change); 19] = [
             ("out of order", |s| s.seq += 1),
             ("other flow", |s| s.sport += 1),
             ("FIN", |s| s.flags |= FIN),
@@ -974,6 +991,9 @@ mod tests {
             ("CWR", |s| s.flags |= CWR),
             ("no ACK", |s| s.flags = PSH),
             ("other ack", |s| s.ack += 1),
+            ("other window", |s| s.window += 1),
+            ("other urgent pointer", |s| s.urgent = 1),
+            ("AE", |s| s.reserved = 1),
             ("other TCP options", |s| s.options[11] = 9),
             ("IP options", |s| s.ip_options = vec![1, 1, 1, 0]),
             ("other TTL", |s| s.ttl = 63),
@@ -990,7 +1010,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_ids_must_count_up_without_df() {
+    fn ipv4_ids_must_count_up() {
         let build = |seq, id, df| {
             let mut s = seg(seq, 1000);
             (s.id, s.df) = (id, df);
@@ -998,7 +1018,10 @@ mod tests {
         };
         assert_eq!(plan(&[build(0, 9, false), build(1000, 10, false)]).len(), 1);
         assert_eq!(plan(&[build(0, 9, false), build(1000, 9, false)]).len(), 2);
-        assert_eq!(plan(&[build(0, 9, true), build(1000, 9, true)]).len(), 1);
+        assert_eq!(plan(&[build(0, 9, true), build(1000, 10, true)]).len(), 1);
+        // Fixed or random ids under DF: cutting again would count them up.
+        assert_eq!(plan(&[build(0, 9, true), build(1000, 9, true)]).len(), 2);
+        assert_eq!(plan(&[build(0, 9, true), build(1000, 4711, true)]).len(), 2);
     }
 
     #[test]
@@ -1031,10 +1054,15 @@ mod tests {
     #[test]
     fn a_short_or_pushed_segment_ends_its_group() {
         // Short in the middle: the next one starts a new group.
+        let with_id = |seq, len, id| {
+            let mut s = seg(seq, len);
+            s.id = id;
+            s.build()
+        };
         let short = [
-            seg(0, 1000).build(),
-            seg(1000, 500).build(),
-            seg(1500, 1000).build(),
+            with_id(0, 1000, 0),
+            with_id(1000, 500, 1),
+            with_id(1500, 1000, 2),
         ];
         assert_eq!(plan(&short), [vec![0, 1], vec![2]]);
         let mut pushed = seg(1000, 1000);
