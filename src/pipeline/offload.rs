@@ -136,18 +136,19 @@ pub struct Segments {
 impl Segments {
     fn new(hdr: &VnetHdr, packet: &[u8]) -> Result<Segments, BadOffload> {
         let v6 = hdr.gso_type == GSO_TCPV6;
+        // csum_start is where the TCP header starts: past the IPv4 options
+        // or the IPv6 extension headers. The kernel's hdr_len may cover
+        // payload too: the TCP header's length is read from the packet.
         let ip_len = usize::from(hdr.csum_start);
-        // The kernel's hdr_len may cover payload too: the headers are found
-        // from the packet instead.
         let fits = |n: usize| packet.len() >= n;
         let ip_ok = match (v6, packet.first().map(|b| b >> 4)) {
-            (false, Some(4)) => fits(20) && usize::from(packet[0] & 0xf) * 4 == ip_len,
-            (true, Some(6)) => fits(40) && ip_len == 40,
+            (false, Some(4)) => {
+                fits(20) && usize::from(packet[0] & 0xf) * 4 == ip_len && packet[9] == PROTO_TCP
+            }
+            (true, Some(6)) => fits(40) && ipv6_upper_layer(packet) == Some((ip_len, PROTO_TCP)),
             _ => false,
         };
-        let protocol = if v6 { 6 } else { 9 };
         if !ip_ok
-            || packet[protocol] != PROTO_TCP
             || usize::from(hdr.csum_offset) != TCP_CSUM_OFFSET
             || !fits(ip_len + 20)
             || hdr.gso_size == 0
@@ -203,6 +204,31 @@ impl Segments {
         let csum = !fold(pseudo_header_sum(seg, self.v6, len - tcp) + sum(&seg[tcp..]));
         put_u16(seg, tcp + TCP_CSUM_OFFSET, csum);
         Some(len)
+    }
+}
+
+/// Where the upper-layer header of IPv6 packet `p` starts, and its
+/// protocol, past the extension headers a super-segment may carry and be cut
+/// with (hop-by-hop and destination options, a routing header with no
+/// segments left); `None` when the chain runs off the packet. A routing
+/// header with segments left ends the walk: the TCP checksum is then over
+/// the final destination (RFC 8200 §8.1), which the IPv6 header does not
+/// hold, so cutting could not compute it.
+fn ipv6_upper_layer(p: &[u8]) -> Option<(usize, u8)> {
+    const HOP_BY_HOP: u8 = 0;
+    const ROUTING: u8 = 43;
+    const DESTINATION: u8 = 60;
+    let (mut next, mut at) = (*p.get(6)?, 40);
+    loop {
+        match next {
+            HOP_BY_HOP | DESTINATION => {}
+            ROUTING if *p.get(at + 3)? == 0 => {}
+            _ => return Some((at, next)),
+        }
+        // Each header is at least 8 bytes: the walk ends.
+        let len = (usize::from(*p.get(at + 1)?) + 1) * 8;
+        next = p[at];
+        at += len;
     }
 }
 
@@ -537,23 +563,31 @@ mod tests {
     }
 
     fn pseudo(p: &[u8]) -> Vec<u8> {
+        let l = ip_len(p);
         if p[0] >> 4 == 6 {
             let mut v = p[8..40].to_vec();
-            v.extend_from_slice(&((p.len() - 40) as u32).to_be_bytes());
-            v.extend_from_slice(&[0, 0, 0, p[6]]);
+            v.extend_from_slice(&((p.len() - l) as u32).to_be_bytes());
+            let next = if l == 40 { p[6] } else { PROTO_TCP };
+            v.extend_from_slice(&[0, 0, 0, next]);
             v
         } else {
-            let ihl = usize::from(p[0] & 0xf) * 4;
             let mut v = p[12..20].to_vec();
             v.extend_from_slice(&[0, p[9]]);
-            v.extend_from_slice(&((p.len() - ihl) as u16).to_be_bytes());
+            v.extend_from_slice(&((p.len() - l) as u16).to_be_bytes());
             v
         }
     }
 
+    /// The IP header's length, with IPv6 extension headers (the types the
+    /// tests build) if any.
     fn ip_len(p: &[u8]) -> usize {
         if p[0] >> 4 == 6 {
-            40
+            let (mut next, mut l) = (p[6], 40);
+            while [0, 43, 44, 60].contains(&next) {
+                next = p[l];
+                l += (usize::from(p[l + 1]) + 1) * 8;
+            }
+            l
         } else {
             usize::from(p[0] & 0xf) * 4
         }
@@ -584,6 +618,8 @@ mod tests {
         urgent: u16,
         options: Vec<u8>,
         ip_options: Vec<u8>,
+        /// IPv6 extension headers: type and what follows its first two bytes.
+        ext: Vec<(u8, Vec<u8>)>,
     }
 
     fn seg(seq: u32, payload_len: usize) -> Seg {
@@ -607,6 +643,7 @@ mod tests {
             // NOP, NOP, timestamp: as Linux sends them.
             options: vec![1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 2, 0],
             ip_options: vec![],
+            ext: vec![],
         }
     }
 
@@ -632,11 +669,19 @@ mod tests {
             tcp.extend_from_slice(&self.options);
             tcp.extend_from_slice(&self.payload);
             let mut p = if self.v6 {
+                let ext_len: usize = self.ext.iter().map(|(_, b)| 2 + b.len()).sum();
+                let first = self.ext.first().map_or(PROTO_TCP, |e| e.0);
                 let mut ip = vec![0x60, 0, 0, 0];
-                ip.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-                ip.extend_from_slice(&[PROTO_TCP, self.ttl]);
+                ip.extend_from_slice(&((ext_len + tcp.len()) as u16).to_be_bytes());
+                ip.extend_from_slice(&[first, self.ttl]);
                 ip.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
                 ip.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+                for (k, (_, body)) in self.ext.iter().enumerate() {
+                    assert_eq!((2 + body.len()) % 8, 0, "extension header length");
+                    let next = self.ext.get(k + 1).map_or(PROTO_TCP, |e| e.0);
+                    ip.extend_from_slice(&[next, ((2 + body.len()) / 8 - 1) as u8]);
+                    ip.extend_from_slice(body);
+                }
                 ip
             } else {
                 let ihl = 20 + self.ip_options.len();
@@ -762,6 +807,65 @@ mod tests {
                 }
                 assert_eq!(payload, s.payload);
             }
+        }
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_copied_into_every_segment() {
+        // Destination options (PadN), a routing header with no segments
+        // left, both: csum_start is past them, and they stay in each packet.
+        let dest_opts = (60, vec![1, 4, 0, 0, 0, 0]);
+        let routing = (43, vec![0, 0, 0, 0, 0, 0]);
+        for ext in [vec![dest_opts.clone()], vec![routing, dest_opts]] {
+            let mut s = seg6(0xffff_ff00, 3000);
+            s.flags = ACK | PSH;
+            s.ext = ext;
+            let (hdr, mut packet) = super_segment(&s, 1000);
+            let l = ip_len(&packet);
+            assert_eq!(usize::from(hdr.csum_start), l);
+            let original = packet.clone();
+            let segs = cut(&hdr, &mut packet);
+            assert_eq!(segs.len(), 3);
+            let mut payload = Vec::new();
+            for (i, p) in segs.iter().enumerate() {
+                assert!(checksums_hold(p), "segment {i}");
+                assert_eq!(usize::from(u16_at(p, 4)), p.len() - 40);
+                assert_eq!(p[..4], original[..4]);
+                assert_eq!(p[6..l], original[6..l], "extension headers");
+                let seq = 0xffff_ff00_u32.wrapping_add(i as u32 * 1000);
+                assert_eq!(u32_at(p, l + 4), seq);
+                payload.extend_from_slice(&p[headers_of(p)..]);
+            }
+            assert_eq!(payload, s.payload);
+        }
+    }
+
+    #[test]
+    fn ipv6_headers_a_super_segment_cannot_carry_are_refused() {
+        // A routing header with segments left: the TCP checksum is over the
+        // final destination, which is not in the IPv6 header.
+        let mut s = seg6(0, 3000);
+        s.ext = vec![(43, vec![0, 1, 0, 0, 0, 0])];
+        let (hdr, mut packet) = super_segment(&s, 1000);
+        assert_eq!(split(&hdr, &mut packet), Err(BadOffload));
+        // A fragment header, and csum_start off the end of the chain.
+        let mut s = seg6(0, 3000);
+        s.ext = vec![(44, vec![0, 0, 0, 0, 0, 0])];
+        let (hdr, mut packet) = super_segment(&s, 1000);
+        let at_48 = VnetHdr {
+            csum_start: 48,
+            ..hdr
+        };
+        assert_eq!(split(&at_48, &mut packet), Err(BadOffload));
+        let mut s = seg6(0, 3000);
+        s.ext = vec![(60, vec![1, 4, 0, 0, 0, 0])];
+        let (hdr, packet) = super_segment(&s, 1000);
+        for start in [40, 56] {
+            let h = VnetHdr {
+                csum_start: start,
+                ..hdr
+            };
+            assert_eq!(split(&h, &mut packet.clone()), Err(BadOffload), "{start}");
         }
     }
 
