@@ -218,7 +218,10 @@ fn ipv6_upper_layer(p: &[u8]) -> Option<(usize, u8)> {
     const HOP_BY_HOP: u8 = 0;
     const ROUTING: u8 = 43;
     const DESTINATION: u8 = 60;
-    let (mut next, mut at) = (*p.get(6)?, 40);
+    if p.len() < 40 {
+        return None;
+    }
+    let (mut next, mut at) = (p[6], 40);
     loop {
         match next {
             HOP_BY_HOP | DESTINATION => {}
@@ -260,10 +263,13 @@ fn parse_tcp(p: &[u8]) -> Option<Tcp> {
             (false, ihl, ihl == 20)
         }
         6 if p.len() >= 40 => {
-            if p[6] != PROTO_TCP || usize::from(u16_at(p, 4)) + 40 != p.len() {
+            // Past extension headers too, so that the segment is seen as
+            // its flow's (and ends its group) though it is never joined.
+            let (ip_len, next) = ipv6_upper_layer(p)?;
+            if next != PROTO_TCP || usize::from(u16_at(p, 4)) + 40 != p.len() {
                 return None;
             }
-            (true, 40, true)
+            (true, ip_len, ip_len == 40)
         }
         _ => return None,
     };
@@ -290,12 +296,29 @@ fn parse_tcp(p: &[u8]) -> Option<Tcp> {
     })
 }
 
+/// Whether `p`, which [`parse_tcp`] could not read, may still be a TCP
+/// segment: an IPv4 fragment or one whose length is wrong, an IPv6 packet
+/// whose extension headers hide what follows. It may belong to any flow
+/// between its addresses.
+fn may_be_tcp(p: &[u8]) -> bool {
+    const UDP: u8 = 17;
+    const ICMPV6: u8 = 58;
+    match p.first().map(|b| b >> 4) {
+        Some(4) => p.len() >= 20 && p[9] == PROTO_TCP,
+        Some(6) => !matches!(ipv6_upper_layer(p), Some((_, UDP | ICMPV6)) | None),
+        _ => false,
+    }
+}
+
+/// Same IP version and addresses (`p` at least an IP header long).
+fn same_addresses(a: &[u8], b: &[u8], v6: bool) -> bool {
+    let addrs = if v6 { 8..40 } else { 12..20 };
+    a[0] >> 4 == b[0] >> 4 && a[addrs.clone()] == b[addrs]
+}
+
 /// Same addresses and ports.
 fn same_flow(a: &[u8], ta: &Tcp, b: &[u8], tb: &Tcp) -> bool {
-    let addrs = if ta.v6 { 8..40 } else { 12..20 };
-    ta.v6 == tb.v6
-        && a[addrs.clone()] == b[addrs]
-        && a[ta.ip_len..ta.ip_len + 4] == b[tb.ip_len..tb.ip_len + 4]
+    same_addresses(a, b, ta.v6) && a[ta.ip_len..ta.ip_len + 4] == b[tb.ip_len..tb.ip_len + 4]
 }
 
 /// Packets of one write: one packet, or TCP segments of one flow to be
@@ -357,6 +380,13 @@ impl Coalescer {
                         continue;
                     }
                     g.open = false;
+                }
+            } else if may_be_tcp(p) {
+                // It might be any of these flows' next segment: joining
+                // their later ones would write them before it.
+                for g in self.groups.iter_mut().filter(|g| g.open) {
+                    let v6 = g.tcp.is_some_and(|t| t.v6);
+                    g.open = !same_addresses(packets[g.head], p, v6);
                 }
             }
             self.groups.push(Group::new(i, p.len(), tcp));
@@ -601,6 +631,7 @@ mod tests {
     }
 
     /// A TCP segment with correct checksums.
+    #[derive(Clone)]
     struct Seg {
         v6: bool,
         seq: u32,
@@ -609,7 +640,10 @@ mod tests {
         payload: Vec<u8>,
         id: u16,
         ttl: u8,
+        /// TOS, or the IPv6 traffic class.
         tos: u8,
+        /// The IPv6 flow label.
+        label: u32,
         df: bool,
         sport: u16,
         /// The low half of TCP byte 12: reserved bits and AE (RFC 9768).
@@ -635,6 +669,7 @@ mod tests {
             id: (seq as usize / payload_len.max(1)) as u16,
             ttl: 64,
             tos: 0,
+            label: 0,
             df: true,
             sport: 40000,
             reserved: 0,
@@ -671,7 +706,9 @@ mod tests {
             let mut p = if self.v6 {
                 let ext_len: usize = self.ext.iter().map(|(_, b)| 2 + b.len()).sum();
                 let first = self.ext.first().map_or(PROTO_TCP, |e| e.0);
-                let mut ip = vec![0x60, 0, 0, 0];
+                let mut ip = (6 << 28 | u32::from(self.tos) << 20 | self.label & 0xf_ffff)
+                    .to_be_bytes()
+                    .to_vec();
                 ip.extend_from_slice(&((ext_len + tcp.len()) as u16).to_be_bytes());
                 ip.extend_from_slice(&[first, self.ttl]);
                 ip.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
@@ -1143,6 +1180,41 @@ mod tests {
             plan(&[seg6(0, 1000).build(), seg(1000, 1000).build()]).len(),
             2
         );
+    }
+
+    #[test]
+    fn a_segment_that_cannot_be_read_ends_its_flows_group() {
+        // Behind IPv6 extension headers (a pure ACK), or an IPv4 fragment (a
+        // retransmission): the segment after it must not join the group
+        // before it, or it would be written first.
+        let mut hidden6 = seg6(1000, 0);
+        hidden6.ext = vec![(60, vec![1, 4, 0, 0, 0, 0])];
+        let six = [
+            seg6(0, 1000).build(),
+            hidden6.build(),
+            seg6(1000, 1000).build(),
+        ];
+        assert_eq!(plan(&six), [vec![0], vec![1], vec![2]]);
+        let mut fragment = seg(0, 1000).build();
+        fragment[6] |= 0x20; // more fragments
+        set_ipv4_header_checksum(&mut fragment);
+        let mut other_host = seg(2000, 1000).build();
+        other_host[19] = 3; // another destination: not the flow's
+        set_ipv4_header_checksum(&mut other_host);
+        let four = [
+            seg(0, 1000).build(),
+            fragment,
+            seg(1000, 1000).build(),
+            other_host,
+            seg(2000, 1000).build(),
+        ];
+        assert_eq!(plan(&four), [vec![0], vec![1], vec![2, 4], vec![3]]);
+        // UDP between the same hosts is no TCP segment: the group goes on.
+        let mut udp = seg(0, 100).build();
+        udp[9] = 17;
+        set_ipv4_header_checksum(&mut udp);
+        let packets = [seg(0, 1000).build(), udp, seg(1000, 1000).build()];
+        assert_eq!(plan(&packets), [vec![0, 2], vec![1]]);
     }
 
     #[test]
