@@ -31,6 +31,7 @@ const FIN: u8 = 0x01;
 const PSH: u8 = 0x08;
 const ACK: u8 = 0x10;
 const CWR: u8 = 0x80;
+const IPV4_DF: u8 = 0x40;
 
 /// The virtio_net_hdr, in the legacy layout and host byte order the tun
 /// device uses unless told otherwise (TUNSETVNETLE/BE).
@@ -339,6 +340,8 @@ pub struct Group {
     /// Whether the last segment has the head's payload length (only the
     /// final segment of a super-segment may be shorter).
     last_full: bool,
+    /// Under DF, the second segment had the head's IPv4 id: so must all.
+    fixed_id: bool,
 }
 
 /// No next packet in a group.
@@ -376,7 +379,7 @@ impl Coalescer {
                     let g = &mut self.groups[gi];
                     if g.accepts(packets[g.head], p, t) {
                         self.next[g.last] = i;
-                        g.append(i, t);
+                        g.append(packets[g.head], p, i, t);
                         continue;
                     }
                     g.open = false;
@@ -424,6 +427,7 @@ impl Group {
             total: len,
             psh,
             last_full: true,
+            fixed_id: false,
         }
     }
 
@@ -444,19 +448,23 @@ impl Group {
 
     /// Every header field of `p` is what cutting the super-segment would
     /// give it back (the fields Linux's TCP GRO compares, and more): all but
-    /// the lengths, checksums, sequence number and PSH (which the
+    /// the lengths, checksums, sequence number, IPv4 id and PSH (which the
     /// super-segment takes from its last segment) must equal the head's.
     fn same_headers(&self, head: &[u8], h: &Tcp, p: &[u8]) -> bool {
         let ip_same = if h.v6 {
             // Traffic class, flow label; hop limit.
             head[..4] == p[..4] && head[7] == p[7]
         } else {
-            // TOS; flags (DF, reserved); TTL. The id must count up from the
-            // head's even under DF, where Linux's GRO also takes a fixed id:
-            // the virtio_net_hdr cannot say "fixed", so the kernel's cutting
-            // would count it up anyway.
-            let id = u16_at(head, 4).wrapping_add(self.count as u16);
-            head[1] == p[1] && head[6] == p[6] && head[8] == p[8] && u16_at(p, 4) == id
+            // TOS; flags (DF, reserved); TTL. The id counts up from the
+            // head's, or under DF stays the head's if the second segment's
+            // did (Linux's GRO rule): stacks that follow RFC 6864 send
+            // atomic datagrams with id 0. The kernel's cutting counts such
+            // ids up, which RFC 6864 §4.1 allows: the one field that changes.
+            let (head_id, id) = (u16_at(head, 4), u16_at(p, 4));
+            let counted = !self.fixed_id && id == head_id.wrapping_add(self.count as u16);
+            let fixed =
+                head[6] & IPV4_DF != 0 && (self.count == 1 || self.fixed_id) && id == head_id;
+            head[1] == p[1] && head[6] == p[6] && head[8] == p[8] && (counted || fixed)
         };
         let tcp = h.ip_len;
         // Acknowledgment number; header length, reserved bits and AE; flags
@@ -468,8 +476,11 @@ impl Group {
             && head[tcp + 18..h.headers] == p[tcp + 18..h.headers]
     }
 
-    fn append(&mut self, i: usize, t: &Tcp) {
+    fn append(&mut self, head: &[u8], p: &[u8], i: usize, t: &Tcp) {
         let mss = self.tcp.map_or(0, |h| h.payload);
+        if self.count == 1 && !t.v6 {
+            self.fixed_id = u16_at(p, 4) == u16_at(head, 4);
+        }
         self.last = i;
         self.count += 1;
         self.next_seq = self.next_seq.wrapping_add(t.payload as u32);
@@ -576,8 +587,6 @@ fn set_ipv4_header_checksum(p: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const IPV4_DF: u8 = 0x40;
 
     /// The Internet checksum the slow, obvious way: 16-bit words, folded at
     /// every step. Independent of `sum`/`fold`.
@@ -1151,18 +1160,36 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_ids_must_count_up() {
+    fn ipv4_ids_count_up_or_stay_fixed_under_df() {
         let build = |seq, id, df| {
             let mut s = seg(seq, 1000);
             (s.id, s.df) = (id, df);
             s.build()
         };
-        assert_eq!(plan(&[build(0, 9, false), build(1000, 10, false)]).len(), 1);
-        assert_eq!(plan(&[build(0, 9, false), build(1000, 9, false)]).len(), 2);
-        assert_eq!(plan(&[build(0, 9, true), build(1000, 10, true)]).len(), 1);
-        // Fixed or random ids under DF: cutting again would count them up.
-        assert_eq!(plan(&[build(0, 9, true), build(1000, 9, true)]).len(), 2);
-        assert_eq!(plan(&[build(0, 9, true), build(1000, 4711, true)]).len(), 2);
+        let run = |ids: &[u16], df| {
+            let packets: Vec<Vec<u8>> = (0..ids.len())
+                .map(|k| build(k as u32 * 1000, ids[k], df))
+                .collect();
+            plan(&packets)
+        };
+        assert_eq!(run(&[9, 10, 11], false), [vec![0, 1, 2]]);
+        assert_eq!(run(&[9, 9], false), [vec![0], vec![1]]);
+        assert_eq!(run(&[9, 10, 11], true), [vec![0, 1, 2]]);
+        // Under DF a fixed id (RFC 6864), as Linux's GRO takes it; not a
+        // random one, nor a run that switches.
+        assert_eq!(run(&[0, 0, 0], true), [vec![0, 1, 2]]);
+        assert_eq!(run(&[9, 4711], true), [vec![0], vec![1]]);
+        assert_eq!(run(&[9, 9, 10], true), [vec![0, 1], vec![2]]);
+        assert_eq!(run(&[9, 10, 10], true), [vec![0, 1], vec![2]]);
+        // Cut again, a fixed run comes back counted up, all else unchanged.
+        let fixed: Vec<Vec<u8>> = (0..3).map(|k| build(k * 1000, 0, true)).collect();
+        let (_, _, again) = coalesce_and_cut(&fixed);
+        for (k, (got, want)) in again.iter().zip(&fixed).enumerate() {
+            let mut want = want.clone();
+            put_u16(&mut want, 4, k as u16);
+            set_ipv4_header_checksum(&mut want);
+            assert_eq!(*got, want, "segment {k}");
+        }
     }
 
     #[test]
@@ -1288,6 +1315,8 @@ mod tests {
     struct Flow {
         template: Seg,
         mss: usize,
+        /// Sends every packet with the same IPv4 id.
+        fixed_id: bool,
     }
 
     impl Flow {
@@ -1304,7 +1333,12 @@ mod tests {
                 template.options.clear(); // no timestamps
             }
             let mss = [1, 7, 100, 536, 1000, 1368, 1380][rng.below(7) as usize];
-            Flow { template, mss }
+            let fixed_id = rng.one_in(4);
+            Flow {
+                template,
+                mss,
+                fixed_id,
+            }
         }
 
         /// The next packet the flow's sender sends: mostly a full in-order
@@ -1319,6 +1353,7 @@ mod tests {
                 let mut once = Flow {
                     template: s,
                     mss: self.mss,
+                    fixed_id: self.fixed_id,
                 };
                 once.change(rng);
                 s = once.template;
@@ -1335,7 +1370,9 @@ mod tests {
             // The sender's next sequence number and id, unless it changed
             // them itself (a gap, a retransmission, a fixed id).
             self.template.seq = self.template.seq.wrapping_add(len as u32);
-            self.template.id = self.template.id.wrapping_add(1);
+            if !self.fixed_id {
+                self.template.id = self.template.id.wrapping_add(1);
+            }
             p
         }
 
@@ -1442,16 +1479,26 @@ mod tests {
                 cut(&hdr, &mut joined)
             };
             assert_eq!(back.len(), members.len(), "seed {seed}: {members:?}");
-            for (got, &i) in back.iter().zip(&members) {
-                let want = &packets[i];
+            // A run of one IPv4 id under DF comes back counted up.
+            let head = &packets[g.head()];
+            let fixed_id = head[0] >> 4 == 4
+                && members.len() > 1
+                && members.iter().all(|&m| packets[m][4..6] == head[4..6]);
+            for (k, (got, &i)) in back.iter().zip(&members).enumerate() {
+                let mut want = packets[i].clone();
+                if fixed_id {
+                    assert_ne!(head[6] & IPV4_DF, 0, "seed {seed}: a fixed id without DF");
+                    put_u16(&mut want, 4, u16_at(head, 4).wrapping_add(k as u16));
+                    set_ipv4_header_checksum(&mut want);
+                }
                 if let Some(at) =
-                    (0..want.len().max(got.len())).find(|&k| got.get(k) != want.get(k))
+                    (0..want.len().max(got.len())).find(|&b| got.get(b) != want.get(b))
                 {
                     panic!(
                         "seed {seed}: packet {i} of group {members:?} came back changed at \
                          byte {at} (IP header {} bytes, TCP header {} bytes)",
-                        ip_len(want),
-                        headers_of(want) - ip_len(want)
+                        ip_len(&want),
+                        headers_of(&want) - ip_len(&want)
                     );
                 }
             }
@@ -1476,11 +1523,13 @@ mod tests {
         joined_groups
     }
 
-    /// The fields cutting must change are those of the super-segment: its
-    /// IP length, IPv4 header checksum, TCP checksum (the pseudo-header sum)
-    /// and PSH (the last segment's). Cutting gives each packet back its own,
-    /// and its own sequence number, IPv4 id and FIN/PSH/CWR from the head's.
-    /// So no field of a packet may come back changed: every byte is compared.
+    /// The fields joining must change are those of the super-segment: its IP
+    /// length, IPv4 header checksum, TCP checksum (the pseudo-header sum) and
+    /// PSH (the last segment's). Cutting gives each packet back its own, and
+    /// its own sequence number, IPv4 id and FIN/PSH/CWR from the head's. The
+    /// one field that comes back changed is the IPv4 id (and so the header
+    /// checksum) of a run under DF with one fixed id, as RFC 6864 §4.1 allows:
+    /// it is counted up. Every other byte is compared.
     #[test]
     fn random_flows_come_back_from_plan_join_and_cut_unchanged() {
         let (mut joined, mut batches) = (0, 0);
