@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzes pipevpn's parsers of untrusted input with AFL++ (cargo-afl): the
 # datagram decoders (fuzz/fuzz_targets/messages.rs), the responder fed
-# initiations with a valid mac1 (fuzz/fuzz_targets/responder.rs), the config
-# parser (fuzz/fuzz_targets/config.rs) and the route-record parser
-# (fuzz/fuzz_targets/routes.rs), FUZZ_SECONDS (default 60) each, from the seeds
-# in fuzz/seeds/. One line per target, `PASS fuzz-NAME` or `FAIL fuzz-NAME: why`;
+# initiations with a valid mac1 (responder.rs), the config parser (config.rs),
+# the route-record parser (routes.rs), the cutting and joining of TCP
+# super-segments on the tun (tun_offload.rs) and the cutting of a UDP GRO
+# receive buffer into slots (udp_gro.rs), FUZZ_SECONDS (default 60) each, from
+# the seeds in fuzz/seeds/. One line per target, `PASS fuzz-NAME` or `FAIL fuzz-NAME: why`;
 # any crash fails, and the crashing inputs stay in fuzz/target/afl/NAME/.
 # Needs cargo-afl with AFL++ built (`cargo install cargo-afl --locked`, then
 # `cargo afl config --build`); no root, no network.
@@ -12,7 +13,7 @@ set -Eeuo pipefail
 
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz" && pwd)
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
-TARGETS=(messages responder config routes)
+TARGETS=(messages responder config routes tun_offload udp_gro)
 
 fail() {
 	echo "FAIL $1: $2"

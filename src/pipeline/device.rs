@@ -341,7 +341,7 @@ impl RecvBuffers {
         while !self.all_cut() && !batch.is_full() {
             let (m, offset) = self.next;
             let meta = self.meta[m];
-            let (start, len) = datagram_at(meta.len, meta.segment, offset);
+            let (start, len, next) = datagram_at(&meta, offset);
             let fits = len <= batch.room();
             if !fits && batch.count() > 0 {
                 return;
@@ -356,22 +356,25 @@ impl RecvBuffers {
                 local: meta.local,
             };
             batch.push_datagram(kept, from);
-            self.next = match start + len {
-                end if end < meta.len && !meta.truncated => (m, end),
-                _ => (m + 1, 0),
-            };
+            self.next = next.map_or((m + 1, 0), |o| (m, o));
         }
     }
 }
 
-/// Where the datagram at `offset` of a received buffer of `len` bytes lies:
-/// its start and length. A buffer holds one datagram, or with a GRO
-/// `segment` size datagrams of that size, the last maybe shorter.
-fn datagram_at(len: usize, segment: usize, offset: usize) -> (usize, usize) {
-    match segment {
-        0 => (0, len),
-        s => (offset, s.min(len - offset)),
-    }
+/// Where the datagram at `offset` (0, or an offset this returned) of a
+/// received message lies: its start and length, and the offset of the next
+/// one in the same buffer (`None`: the message is done). A buffer holds one
+/// datagram, or with a GRO segment size datagrams of that size, the last
+/// maybe shorter; of a truncated one only the first is taken (to be counted
+/// as unfit). Public for the fuzz target (fuzz/fuzz_targets/udp_gro.rs).
+pub fn datagram_at(meta: &RecvMeta, offset: usize) -> (usize, usize, Option<usize>) {
+    let (start, len) = match meta.segment {
+        0 => (0, meta.len),
+        s => (offset, s.min(meta.len - offset)),
+    };
+    let end = start + len;
+    let next = (end < meta.len && !meta.truncated).then_some(end);
+    (start, len, next)
 }
 
 impl UdpDevice for Udp {
@@ -423,9 +426,17 @@ mod tests {
 
     #[test]
     fn a_buffer_holds_one_datagram_or_a_run_of_segments() {
-        assert_eq!(datagram_at(300, 0, 0), (0, 300));
-        assert_eq!(datagram_at(250, 100, 0), (0, 100));
-        assert_eq!(datagram_at(250, 100, 200), (200, 50));
+        let meta = |len, segment, truncated| RecvMeta {
+            len,
+            segment,
+            truncated,
+            ..RecvMeta::default()
+        };
+        assert_eq!(datagram_at(&meta(300, 0, false), 0), (0, 300, None));
+        assert_eq!(datagram_at(&meta(250, 100, false), 0), (0, 100, Some(100)));
+        assert_eq!(datagram_at(&meta(250, 100, false), 200), (200, 50, None));
+        assert_eq!(datagram_at(&meta(250, 100, true), 0), (0, 100, None));
+        assert_eq!(datagram_at(&meta(0, 100, false), 0), (0, 0, None));
     }
 
     /// A reader holding `messages` (length, segment size, source port),
