@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Denial-of-service defences (PROTOCOL.md §7, whitepaper §5.3) against a
+# Denial-of-service defences (whitepaper §5.3) against a
 # running server B (ns2, the waiting side), attacked from ns3 with initiations
 # that carry a valid mac1 for B's public key and random contents:
 #   not-under-load   100/s from one source: no per-source limit, every one

@@ -1,5 +1,5 @@
 //! The control thread: answers and makes handshakes, runs the timers of
-//! PROTOCOL.md §10, installs keypairs, and sends keepalives. It is the only
+//! whitepaper §6, installs keypairs, and sends keepalives. It is the only
 //! stage that draws random numbers or reads the wall clock (for TAI64N).
 
 use super::device::UdpDevice;

@@ -70,7 +70,7 @@ impl Shortcut<'_> {
 
 /// Opens transport packets in place and hands handshake messages to the
 /// handshaker. Everything that fails a check is counted and dropped, without
-/// any reply (PROTOCOL.md §12).
+/// any reply (whitepaper §5.1).
 pub struct Decryptor<'a> {
     pub peer: &'a Peer,
     pub stats: &'a Stats,

@@ -1,5 +1,5 @@
 //! What the stages share about the one peer: its keypairs (previous, current,
-//! next; PROTOCOL.md §9), its endpoint, its allowed IPs, and when packets last
+//! next; whitepaper §6.3), its endpoint, its allowed IPs, and when packets last
 //! went each way. The handshaker writes keypairs; the encryptor and decryptor
 //! take a snapshot of them once per batch.
 

@@ -59,7 +59,7 @@ macro_rules! drop_reasons {
 }
 
 drop_reasons! {
-    // Outer datagram checks (PROTOCOL.md §2).
+    // Outer datagram checks (whitepaper §5.4).
     TooShort => "too_short",
     UnknownType => "unknown_type",
     BadLength => "bad_length",

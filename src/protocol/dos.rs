@@ -1,5 +1,5 @@
-//! The responder's defences against handshake floods (PROTOCOL.md §7.2,
-//! whitepaper §5.3): knowing when we are under load, the rotating cookie
+//! The responder's defences against handshake floods (whitepaper §5.3,
+//! §5.4.7): knowing when we are under load, the rotating cookie
 //! secret, a per-source token bucket, and [`Gate`], which puts them together.
 //! Time and random bytes are passed in.
 

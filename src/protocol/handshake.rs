@@ -1,4 +1,4 @@
-//! The WireGuard handshake: Noise_IKpsk2 written out (PROTOCOL.md §5), mac1
+//! The WireGuard handshake: Noise_IKpsk2 written out (whitepaper §5.4.2–§5.4.5), mac1
 //! and mac2 (§7), cookie replies (§7.2) and TAI64N timestamps (§6).
 //!
 //! Callers supply ephemeral private keys, indices, timestamps and nonces, and

@@ -1,4 +1,4 @@
-//! Wire layouts of the four message types (PROTOCOL.md §2, §4): sizes and
+//! Wire layouts of the four message types (whitepaper §5.4): sizes and
 //! types are checked here, cryptography lives in `handshake` and `session`.
 //! Integers are little-endian; the first 4 bytes are one u32 type, so the
 //! three "reserved" bytes must be zero.

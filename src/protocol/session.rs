@@ -1,4 +1,4 @@
-//! Transport data (PROTOCOL.md §8): sealing and opening type-4 messages in
+//! Transport data (whitepaper §5.4.6): sealing and opening type-4 messages in
 //! place, the replay window, and the inner IP packet check. Nothing here
 //! allocates; these functions run once per packet.
 

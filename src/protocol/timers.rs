@@ -1,4 +1,4 @@
-//! WireGuard's per-peer timer rules (PROTOCOL.md §10) as a pure function of
+//! WireGuard's per-peer timer rules (whitepaper §6) as a pure function of
 //! what happened when. The handshaker calls [`due`] on every tick with the
 //! times of the last events; nothing here reads a clock.
 //!
