@@ -113,6 +113,20 @@ fn expect_delivery(to: &Side, want: &[u8]) {
     assert_eq!(got, want);
 }
 
+/// Feeds `burst` into `from`'s tun on a thread of its own (more than the
+/// channels hold) and expects it out of `to`'s tun, whole and in order.
+fn expect_burst_in_order(from: &Side, to: &Side, burst: Vec<Vec<u8>>) {
+    let feeder = {
+        let inject = from.tun.inject.clone();
+        let burst = burst.clone();
+        std::thread::spawn(move || burst.into_iter().for_each(|p| inject.send(p).unwrap()))
+    };
+    for p in &burst {
+        expect_delivery(to, p);
+    }
+    feeder.join().unwrap();
+}
+
 #[test]
 fn packets_cross_both_ways_and_threads_join() {
     let (a, b) = pair(64);
@@ -128,15 +142,7 @@ fn packets_cross_both_ways_and_threads_join() {
     let burst: Vec<_> = (0..500)
         .map(|i| ipv4(A_TUN, B_TUN, 60 + i % 1000, i as u8))
         .collect();
-    let feeder = {
-        let inject = a.tun.inject.clone();
-        let burst = burst.clone();
-        std::thread::spawn(move || burst.into_iter().for_each(|p| inject.send(p).unwrap()))
-    };
-    for p in &burst {
-        expect_delivery(&b, p);
-    }
-    feeder.join().unwrap();
+    expect_burst_in_order(&a, &b, burst);
 
     assert_eq!(
         a.handle.stats.handshakes(),
@@ -194,15 +200,7 @@ fn packets_above_our_mtu_from_a_peer_with_a_larger_one_are_delivered() {
         let burst: Vec<_> = (0..300)
             .map(|i| ipv4(A_TUN, B_TUN, [60, b_mtu + 1, 9000, 4000][i % 4], i as u8))
             .collect();
-        let feeder = {
-            let inject = a.tun.inject.clone();
-            let burst = burst.clone();
-            std::thread::spawn(move || burst.into_iter().for_each(|p| inject.send(p).unwrap()))
-        };
-        for p in &burst {
-            expect_delivery(&b, p);
-        }
-        feeder.join().unwrap();
+        expect_burst_in_order(&a, &b, burst);
         let receiver = b.handle.stats.stage(Stage::UdpReceiver);
         assert_eq!(receiver.dropped(DropReason::Oversized), 0, "MTU {b_mtu}");
         assert_eq!(b.handle.stats.stage(Stage::TunWriter).packets(), 301);
