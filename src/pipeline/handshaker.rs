@@ -27,11 +27,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often the timers are evaluated when nothing else wakes the thread.
 const TICK: Duration = Duration::from_millis(100);
-/// Minimum time between two accepted initiations from the peer (§5.2).
+/// Minimum time between two accepted initiations from the peer: the limit
+/// kernel WireGuard and wireguard-go apply.
 const INITIATION_FLOOD: Duration = Duration::from_millis(20);
-/// A cookie is used for mac2 this long after it arrived (§7.2).
+/// A cookie is used for mac2 this long after it arrived (whitepaper §5.4.7).
 const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
-/// Upper bound of the random extra wait before a retransmission (§10.1).
+/// Upper bound of the random extra wait before a retransmission
+/// (whitepaper §6.4); 334 ms as in wireguard-go.
 const MAX_JITTER_MS: u64 = 334;
 /// Handshake messages waiting in the queue that mean "under load" (1/8 of
 /// the queue, as wireguard-go does).
@@ -99,7 +101,7 @@ impl State {
 
     /// The mac1 of our handshake message whose sender index is `receiver`,
     /// the pending initiation or the last response: the associated data of a
-    /// cookie reply to it (§7.2).
+    /// cookie reply to it (whitepaper §5.4.7).
     fn mac1_sent_with(&self, receiver: u32) -> Result<[u8; 16], DropReason> {
         match self.attempt_answered_by(receiver) {
             Ok(a) => Ok(a.state.mac1),
@@ -252,7 +254,7 @@ impl Handshaker<'_> {
         }
     }
 
-    /// Responder side (§5.2, §5.3).
+    /// Responder side (whitepaper §5.4.2, §5.4.3).
     fn on_initiation(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
         let msg = Initiation::parse(p.bytes()).map_err(parse_drop)?;
         self.admit(p, msg.sender, &msg.mac1)?;
@@ -300,7 +302,7 @@ impl Handshaker<'_> {
         Ok(())
     }
 
-    /// Initiator side (§5.4).
+    /// Initiator side (whitepaper §5.4.3).
     fn on_response(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
         let msg = Response::parse(p.bytes()).map_err(parse_drop)?;
         self.admit(p, msg.sender, &msg.mac1)?;
@@ -322,7 +324,7 @@ impl Handshaker<'_> {
             took.as_millis()
         );
         // Waiting packets go out now; the keepalive confirms the session to
-        // the responder even when nothing waits (§10.4).
+        // the responder even when nothing waits (whitepaper §5.4.6).
         let _ = self.session_events.try_send(SessionEvent::Ready);
         self.send_keepalive();
         Ok(())
@@ -330,7 +332,8 @@ impl Handshaker<'_> {
 
     /// The cheap checks before any Diffie-Hellman work: mac1 always; under
     /// load also mac2, answering a missing one with a cookie reply, and then
-    /// the per-source limit (§7, [`Gate`]).
+    /// the per-source limit (whitepaper §5.3, §5.4.4,
+    /// [`Gate`]).
     fn admit(
         &mut self,
         p: &HandshakePacket,

@@ -131,7 +131,8 @@ impl Decryptor<'_> {
         }
         if let Some(src) = authenticated_from {
             self.peer.received(now, packets > 0);
-            // Roaming: follow the newest authenticated source (§11).
+            // Roaming: follow the newest authenticated source
+            // (whitepaper §2.1).
             if let Some(old) = self.peer.update_endpoint(src) {
                 log::info!("peer endpoint changed: {} -> {src}", show(old));
             }
@@ -194,7 +195,8 @@ impl Decryptor<'_> {
             InnerError::Empty | InnerError::BadVersion => DropReason::NotIp,
             _ => DropReason::InnerTruncated,
         })?;
-        // Cryptokey routing: the inner source must belong to this peer (§8 step 9).
+        // Cryptokey routing: the inner source must belong to this peer
+        // (whitepaper §2).
         if !self.peer.allows(inner.src) {
             return Err(DropReason::SourceNotAllowed);
         }

@@ -126,7 +126,7 @@ impl Sealer<'_> {
     }
 
     /// Drops what must never be sent: non-IP data, oversized packets, and
-    /// packets for destinations outside the peer's AllowedIPs (§14).
+    /// packets for destinations outside the peer's AllowedIPs (whitepaper §2).
     fn check_packets(&self, batch: &mut Batch) {
         for i in 0..batch.count() {
             let len = batch.len(i);

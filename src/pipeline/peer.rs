@@ -181,7 +181,7 @@ impl Peer {
         self.clock.now()
     }
 
-    /// Cryptokey routing: does `ip` belong to this peer (§14)? A trie
+    /// Cryptokey routing: does `ip` belong to this peer (whitepaper §2)? A trie
     /// lookup, not a scan of the list: tens of nanoseconds even with 10 000
     /// AllowedIPs (README, The AllowedIPs check).
     pub fn allows(&self, ip: IpAddr) -> bool {
@@ -201,7 +201,8 @@ impl Peer {
         (fresh && current.counter() < REJECT_AFTER_MESSAGES).then_some(current)
     }
 
-    /// Initiator side: the new keypair becomes current at once (§9).
+    /// Initiator side: the new keypair becomes current at once
+    /// (whitepaper §5.4.6).
     pub fn install_initiated(&self, session: Session) {
         self.with_keypairs(|k| {
             k.previous = match k.next.take() {
@@ -212,8 +213,8 @@ impl Peer {
         });
     }
 
-    /// Responder side: the new keypair waits in "next" until the initiator
-    /// uses it, so we never send on a key the peer may not have (§9).
+    /// Responder side: the new keypair waits in "next" until the initiator uses
+    /// it, so we never send on a key the peer may not have (whitepaper §5.4.6).
     pub fn install_responded(&self, session: Session) {
         self.with_keypairs(|k| {
             k.next = Some(Arc::new(session));
@@ -256,9 +257,9 @@ impl Peer {
         self.endpoint.lock().ok().and_then(|e| *e)
     }
 
-    /// Moves the endpoint to where an authenticated packet came from (§11),
-    /// and our side of it to the local address that packet reached; returns
-    /// the old endpoint if the peer's address changed.
+    /// Moves the endpoint to where an authenticated packet came from
+    /// (whitepaper §2.1), and our side of it to the local address that packet
+    /// reached; returns the old endpoint if the peer's address changed.
     pub fn update_endpoint(&self, to: Endpoint) -> Option<Option<Endpoint>> {
         let mut e = self.endpoint.lock().ok()?;
         let moved = e.map(|old| old.addr) != Some(to.addr);

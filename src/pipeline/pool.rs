@@ -77,10 +77,6 @@ impl Batch {
         self.slots.count == self.slots.lens.len() || self.room() == 0
     }
 
-    pub fn clear(&mut self) {
-        self.slots.count = 0;
-    }
-
     /// The whole buffer of slot `i`.
     pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
         let (start, end) = (self.slots.starts[i], self.slots.starts[i + 1]);

@@ -64,7 +64,7 @@ drop_reasons! {
     UnknownType => "unknown_type",
     BadLength => "bad_length",
     Oversized => "oversized",
-    // Transport data (§8).
+    // Transport data (whitepaper §5.4.6).
     UnknownIndex => "unknown_index",
     ExpiredKey => "expired_key",
     Replay => "replay",
@@ -83,7 +83,7 @@ drop_reasons! {
     SendError => "send_error",
     WriteError => "write_error",
     BadTunPacket => "bad_tun_packet",
-    // Handshake messages (§5, §7).
+    // Handshake messages (whitepaper §5.4.2–§5.4.4, §5.4.7).
     HandshakeQueueFull => "handshake_queue_full",
     BadMac1 => "bad_mac1",
     HandshakeFailed => "handshake_failed",

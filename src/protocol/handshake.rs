@@ -1,5 +1,6 @@
-//! The WireGuard handshake: Noise_IKpsk2 written out (whitepaper §5.4.2–§5.4.5), mac1
-//! and mac2 (§7), cookie replies (§7.2) and TAI64N timestamps (§6).
+//! The WireGuard handshake: Noise_IKpsk2 written out (whitepaper §5.4.2–§5.4.5),
+//! mac1 and mac2 (whitepaper §5.4.4), cookie replies (whitepaper §5.4.7) and
+//! TAI64N timestamps (whitepaper §5.4.2).
 //!
 //! Callers supply ephemeral private keys, indices, timestamps and nonces, and
 //! do the checks that need state: mac1 before `consume_*`, peer lookup,
@@ -34,7 +35,8 @@ const MACS_LEN: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeError {
-    /// A public key whose DH result is all zeros (§1).
+    /// A public key whose DH result is all zeros, refused as kernel WireGuard
+    /// and wireguard-go refuse it.
     LowOrderKey,
     Decrypt,
     BadMac,
@@ -125,7 +127,7 @@ pub struct AcceptedInitiation {
 }
 
 /// Keys of a finished handshake: the initiator sends with T1, the
-/// responder with T2 (§5.5).
+/// responder with T2 (whitepaper §5.4.5).
 #[derive(ZeroizeOnDrop)]
 pub struct TransportKeys {
     pub send: Key,
@@ -134,8 +136,8 @@ pub struct TransportKeys {
     pub remote_index: u32,
 }
 
-/// Builds message 1 (§5.1). mac2 is MAC(cookie, bytes 0..132) when a cookie
-/// is held, else zeros.
+/// Builds message 1 (whitepaper §5.4.2). mac2 is MAC(cookie, bytes 0..132) when
+/// a cookie is held, else zeros.
 pub fn create_initiation(
     local: &LocalStatic,
     peer: &PeerStatic,
@@ -184,7 +186,8 @@ pub fn verify_mac2(cookie: &[u8; 16], msg: &[u8]) -> bool {
     verify_mac(cookie, msg, TAG_LEN)
 }
 
-/// Responder side of §5.2 step 3 to 5; mac1 must have been checked already.
+/// Responder side of whitepaper §5.4.2: opens the static key and the
+/// timestamp; mac1 must have been checked already.
 pub fn consume_initiation(
     local: &LocalStatic,
     msg: &Initiation,
@@ -206,9 +209,9 @@ pub fn consume_initiation(
     })
 }
 
-/// Builds message 2 (§5.3) for the peer that sent `accepted`. Our static
-/// key already went into `accepted`; `_local` keeps the call shaped like the
-/// other three.
+/// Builds message 2 (whitepaper §5.4.3) for the peer that sent `accepted`. Our
+/// static key already went into `accepted`; `_local` keeps the call shaped like
+/// the other three.
 pub fn create_response(
     _local: &LocalStatic,
     peer: &PeerStatic,
@@ -249,15 +252,16 @@ pub fn create_response(
     Ok((keys, bytes))
 }
 
-/// The mac1 of a response we built: a cookie reply to it is sealed with it
-/// as associated data (§7.2), so it is kept as [`Initiating::mac1`] is.
+/// The mac1 of a response we built: a cookie reply to it is sealed with it as
+/// associated data (whitepaper §5.4.7), so it is kept as [`Initiating::mac1`]
+/// is.
 pub fn response_mac1(response: &[u8; RESPONSE_LEN]) -> [u8; 16] {
     let mut mac1 = [0; 16];
     mac1.copy_from_slice(&response[RESPONSE_LEN - MACS_LEN..RESPONSE_LEN - TAG_LEN]);
     mac1
 }
 
-/// Initiator side of §5.4 step 3 to 6; mac1 and the receiver index must have
+/// Initiator side of whitepaper §5.4.3; mac1 and the receiver index must have
 /// been checked already. A PSK mismatch shows up here as `Decrypt`.
 pub fn consume_response(
     local: &LocalStatic,
@@ -280,7 +284,8 @@ pub fn consume_response(
     })
 }
 
-/// TAI64N label (§6): 2^62 + 10 + seconds, then nanoseconds rounded down to
+/// TAI64N label (whitepaper §5.4.2), as kernel WireGuard and wireguard-go
+/// write it: 2^62 + 10 + seconds, then nanoseconds rounded down to
 /// a multiple of 2^24 so that the exact clock reading is not revealed.
 pub fn tai64n(unix_secs: u64, nanos: u32) -> [u8; 12] {
     let mut out = [0; 12];
@@ -455,7 +460,7 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> Zeroizing<Key> {
     Zeroizing::new(m.finalize().into_bytes().into())
 }
 
-/// KDF_N of §1: N outputs chained from one HMAC of the input.
+/// KDF_N of whitepaper §5.4: N outputs chained from one HMAC of the input.
 fn kdf<const N: usize>(chain: &Key, input: &[u8]) -> Zeroizing<[Key; N]> {
     let prk = hmac(chain, &[input]);
     let mut out = Zeroizing::new([[0; 32]; N]);
@@ -537,7 +542,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::protocol::messages::hex;
 
-    /// One §17 vector: the parts that depend on the PSK.
+    /// One of the fixed-key vectors (computed twice independently and
+    /// cross-checked against wireguard-go): the parts that depend on the PSK.
     pub(crate) struct Vector {
         pub psk: Key,
         pub response: &'static str,

@@ -22,8 +22,8 @@ const RING_WORDS: usize = 128;
 /// less the word being filled.
 const WINDOW: u64 = (RING_WORDS as u64 - 1) * 64;
 
-/// Which counters were seen (§8.1): a ring of 128 bit words following the
-/// largest counter accepted so far.
+/// Which counters were seen (whitepaper §5.4.6): a ring of 128 bit words
+/// following the largest counter accepted so far.
 #[derive(Clone)]
 pub struct ReplayWindow {
     last: u64,
@@ -206,7 +206,8 @@ pub struct InnerPacket {
     pub dst: IpAddr,
 }
 
-/// Validates the IP header of a decrypted, non-empty plaintext (§8 step 8).
+/// Validates the IP header of a decrypted, non-empty plaintext; its length
+/// field tells where the padding starts (whitepaper §5.4.6).
 pub fn inner_packet(plain: &[u8]) -> Result<InnerPacket, InnerError> {
     let first = plain.first().ok_or(InnerError::Empty)?;
     let (header_len, len, src, dst) = match first >> 4 {

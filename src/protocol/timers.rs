@@ -220,7 +220,8 @@ fn usable(t: &Timing, ev: &Events) -> bool {
         .is_some_and(|s| !t.expired(ev.now.saturating_sub(s.created)))
 }
 
-/// The rules that start a fresh handshake (§10.3), when none is pending.
+/// The rules that start a fresh handshake (whitepaper §6.2), when none is
+/// pending.
 fn wants_new_handshake(t: &Timing, ev: &Events, d: &mut Due) -> bool {
     let now = ev.now;
     if ev.want_session {
