@@ -70,6 +70,39 @@ impl<T> PrefixTable<T> {
         old.flatten()
     }
 
+    /// The value stored for exactly `cidr` (its host bits do not count).
+    pub fn get(&self, cidr: Cidr) -> Option<&T> {
+        match cidr.addr {
+            IpAddr::V4(a) => Ipv4Prefix::new(a, cidr.prefix)
+                .ok()
+                .and_then(|p| self.v4.get(&p)),
+            IpAddr::V6(a) => Ipv6Prefix::new(a, cidr.prefix)
+                .ok()
+                .and_then(|p| self.v6.get(&p)),
+        }
+        .and_then(Option::as_ref)
+    }
+
+    /// Removes exactly `cidr`; returns its value. iptrie panics when asked to
+    /// remove its root, so a /0 is emptied in place instead.
+    pub fn remove(&mut self, cidr: Cidr) -> Option<T> {
+        let old = match cidr.addr {
+            IpAddr::V4(a) => Ipv4Prefix::new(a, cidr.prefix)
+                .ok()
+                .and_then(|p| match cidr.prefix {
+                    0 => self.v4.insert(p, None),
+                    _ => self.v4.remove(&p),
+                }),
+            IpAddr::V6(a) => Ipv6Prefix::new(a, cidr.prefix)
+                .ok()
+                .and_then(|p| match cidr.prefix {
+                    0 => self.v6.insert(p, None),
+                    _ => self.v6.remove(&p),
+                }),
+        };
+        old.flatten()
+    }
+
     /// The value of the longest prefix that holds `ip`, if any does.
     pub fn lookup(&self, ip: IpAddr) -> Option<&T> {
         match ip {
@@ -273,6 +306,37 @@ mod tests {
         }
         // Not vacuous: many addresses are found, and many under nested prefixes.
         assert!(found > 10_000 && shadowed > 2_000, "{found} {shadowed}");
+    }
+
+    #[test]
+    fn removing_a_prefix_uncovers_the_shorter_ones() {
+        let mut table: PrefixTable<&str> = [
+            ("0.0.0.0/0", "all"),
+            ("10.0.0.0/8", "a"),
+            ("10.1.0.0/16", "b"),
+            ("::/0", "all6"),
+            ("fd00::/8", "e"),
+        ]
+        .into_iter()
+        .map(|(c, v)| (cidr(c), v))
+        .collect();
+        assert_eq!(table.get(cidr("10.1.0.0/16")), Some(&"b"));
+        assert_eq!(table.get(cidr("10.1.0.0/17")), None, "exact match only");
+        assert_eq!(table.remove(cidr("10.1.9.9/16")), Some("b"), "host bits");
+        assert_eq!(table.remove(cidr("10.1.0.0/16")), None, "already gone");
+        assert_eq!(table.lookup(ip("10.1.2.3")), Some(&"a"));
+        assert_eq!(table.remove(cidr("10.0.0.0/8")), Some("a"));
+        assert_eq!(table.lookup(ip("10.1.2.3")), Some(&"all"));
+        // The root is emptied, not removed: iptrie would panic.
+        assert_eq!(table.remove(cidr("0.0.0.0/0")), Some("all"));
+        assert_eq!(table.remove(cidr("0.0.0.0/0")), None);
+        assert_eq!(table.lookup(ip("10.1.2.3")), None);
+        assert_eq!(table.get(cidr("0.0.0.0/0")), None);
+        assert_eq!(table.remove(cidr("::/0")), Some("all6"));
+        assert_eq!(table.lookup(ip("fd00::1")), Some(&"e"));
+        assert_eq!(table.lookup(ip("2001:db8::1")), None);
+        table.insert(cidr("0.0.0.0/0"), "again");
+        assert_eq!(table.lookup(ip("10.1.2.3")), Some(&"again"));
     }
 
     #[test]
