@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pipevpn::cidr::Cidr;
 use pipevpn::pipeline::fake::{FakeTun, FakeTunEnds, FakeUdp};
-use pipevpn::pipeline::{spawn, TunnelConfig, TunnelHandle};
+use pipevpn::pipeline::{spawn, PeerSpec, TunnelConfig, TunnelHandle};
 use pipevpn::protocol::keys::PrivateKey;
 use pipevpn::protocol::timers::Timing;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -39,14 +39,16 @@ fn pair() -> [(TunnelHandle, FakeTunEnds); 2] {
     let side = |private, peer_private, endpoint, allowed: Ipv4Addr, udp| {
         let cfg = TunnelConfig {
             private_key: PrivateKey::from_bytes(private),
-            peer_public_key: PrivateKey::from_bytes(peer_private).public_key(),
-            preshared_key: None,
-            endpoint,
-            initiate_at_start: false,
-            allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
             mtu: 1420,
-            persistent_keepalive: None,
             timing: Timing::default(),
+            peers: vec![PeerSpec {
+                public_key: PrivateKey::from_bytes(peer_private).public_key(),
+                preshared_key: None,
+                endpoint,
+                initiate_at_start: false,
+                allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
+                persistent_keepalive: None,
+            }],
         };
         let (tun, ends) = FakeTun::new(QUEUE);
         (spawn(cfg, Arc::new(tun), Arc::new(udp)).unwrap(), ends)

@@ -10,7 +10,7 @@ use crate::cidr::Cidr;
 use crate::config::Config;
 use crate::last_endpoint;
 use crate::pipeline::device::{OffloadTun, Udp};
-use crate::pipeline::{self, TunnelConfig};
+use crate::pipeline::{self, PeerSpec, TunnelConfig};
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes};
 use crate::rundir::RUN_DIR;
@@ -111,18 +111,20 @@ fn run_tunnel(
     let handle = pipeline::spawn(
         TunnelConfig {
             private_key: config.interface.private_key.clone(),
-            peer_public_key: config.peer.public_key,
-            preshared_key: config.peer.preshared_key.clone(),
-            endpoint: endpoint.or(remembered),
-            initiate_at_start: remembered.is_some(),
-            allowed_ips: config.peer.allowed_ips.clone(),
             mtu: usize::from(config.interface.mtu),
-            persistent_keepalive: config
-                .peer
-                .persistent_keepalive
-                .filter(|&s| s > 0)
-                .map(|s| Duration::from_secs(u64::from(s))),
             timing,
+            peers: vec![PeerSpec {
+                public_key: config.peer.public_key,
+                preshared_key: config.peer.preshared_key.clone(),
+                endpoint: endpoint.or(remembered),
+                initiate_at_start: remembered.is_some(),
+                allowed_ips: config.peer.allowed_ips.clone(),
+                persistent_keepalive: config
+                    .peer
+                    .persistent_keepalive
+                    .filter(|&s| s > 0)
+                    .map(|s| Duration::from_secs(u64::from(s))),
+            }],
         },
         Arc::new(OffloadTun::new(tun)),
         Arc::new(Udp::new(udp)),
@@ -138,7 +140,11 @@ fn run_tunnel(
     let mut saved = remembered;
     let mut remember = || {
         let Some(path) = &memory else { return };
-        let now = handle.peer.endpoint().map(|e| e.addr);
+        let now = handle
+            .interface
+            .peer(&config.peer.public_key)
+            .and_then(|p| p.endpoint())
+            .map(|e| e.addr);
         if let Some(addr) = now.filter(|_| now != saved) {
             match last_endpoint::save(path, &config.peer.public_key, addr) {
                 Ok(()) => saved = now,

@@ -4,9 +4,10 @@
 use pipevpn::cidr::Cidr;
 use pipevpn::pipeline::device::UdpDevice;
 use pipevpn::pipeline::fake::{FakeTun, FakeTunEnds, FakeUdp};
+use pipevpn::pipeline::peer::Peer;
 use pipevpn::pipeline::pool::{slot_size, Pool};
 use pipevpn::pipeline::stats::{DropReason, Stage};
-use pipevpn::pipeline::{spawn, TunnelConfig, TunnelHandle};
+use pipevpn::pipeline::{spawn, PeerSpec, TunnelConfig, TunnelHandle};
 use pipevpn::protocol::handshake::{
     create_cookie_reply, create_initiation, make_cookie, tai64n, verify_mac1, verify_mac2,
     LocalStatic, PeerStatic,
@@ -38,9 +39,42 @@ fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, len: usize, tag: u8) -> Vec<u8> {
     p
 }
 
+/// A tunnel with the one peer `spec`.
+fn one_peer(private: [u8; 32], mtu: usize, spec: PeerSpec) -> TunnelConfig {
+    TunnelConfig {
+        private_key: PrivateKey::from_bytes(private),
+        mtu,
+        timing: Timing::default(),
+        peers: vec![spec],
+    }
+}
+
+/// A peer with key `private`'s public key, routed `allowed`.
+fn peer_spec(private: [u8; 32], endpoint: Option<SocketAddr>, allowed: &[Cidr]) -> PeerSpec {
+    PeerSpec {
+        public_key: PrivateKey::from_bytes(private).public_key(),
+        preshared_key: None,
+        endpoint,
+        initiate_at_start: false,
+        allowed_ips: allowed.to_vec(),
+        persistent_keepalive: None,
+    }
+}
+
+fn host(ip: Ipv4Addr) -> Cidr {
+    Cidr::new(ip.into(), 32).unwrap()
+}
+
 struct Side {
     handle: TunnelHandle,
     tun: FakeTunEnds,
+}
+
+impl Side {
+    /// The one peer of a two-sided test.
+    fn peer(&self) -> Arc<Peer> {
+        self.handle.interface.peers()[0].clone()
+    }
 }
 
 /// Two tunnels joined by a fake UDP link; A knows B's endpoint and initiates.
@@ -66,16 +100,16 @@ fn pair_starting(
     let a_addr: SocketAddr = A_ADDR.parse().unwrap();
     let b_addr: SocketAddr = B_ADDR.parse().unwrap();
     let (a_udp, b_udp) = FakeUdp::pair(a_addr, b_addr, 256);
-    let cfg = |private, peer_private, endpoint, allowed: Ipv4Addr, mtu| TunnelConfig {
-        private_key: PrivateKey::from_bytes(private),
-        peer_public_key: PrivateKey::from_bytes(peer_private).public_key(),
-        preshared_key: Some(PresharedKey::from_bytes([0x55; 32])),
-        endpoint,
-        initiate_at_start: false,
-        allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
-        mtu,
-        persistent_keepalive: None,
-        timing: Timing::default(),
+    let cfg = |private, peer_private, endpoint, allowed: Ipv4Addr, mtu, initiate| {
+        one_peer(
+            private,
+            mtu,
+            PeerSpec {
+                preshared_key: Some(PresharedKey::from_bytes([0x55; 32])),
+                initiate_at_start: initiate,
+                ..peer_spec(peer_private, endpoint, &[host(allowed)])
+            },
+        )
     };
     let side = |c: TunnelConfig, udp: FakeUdp| {
         let (tun, ends) = FakeTun::new(tun_capacity);
@@ -83,12 +117,19 @@ fn pair_starting(
         Side { handle, tun: ends }
     };
     (
-        side(cfg(a_key, b_key, Some(b_addr), B_TUN, mtus[0]), a_udp),
         side(
-            TunnelConfig {
-                initiate_at_start: b_initiates,
-                ..cfg(b_key, a_key, both_know.then_some(a_addr), A_TUN, mtus[1])
-            },
+            cfg(a_key, b_key, Some(b_addr), B_TUN, mtus[0], false),
+            a_udp,
+        ),
+        side(
+            cfg(
+                b_key,
+                a_key,
+                both_know.then_some(a_addr),
+                A_TUN,
+                mtus[1],
+                b_initiates,
+            ),
             b_udp,
         ),
     )
@@ -221,7 +262,7 @@ fn a_remembered_endpoint_gets_a_handshake_at_start() {
     let (a, b) = pair_starting(64, true, true, [1420, 1420]);
     let deadline = Instant::now() + Duration::from_secs(5);
     // B's keepalive after the handshake confirms the session to A.
-    while a.handle.peer.sending_session().is_none() {
+    while a.peer().sending_session().is_none() {
         assert!(
             Instant::now() < deadline,
             "B started no handshake by itself"
@@ -229,12 +270,12 @@ fn a_remembered_endpoint_gets_a_handshake_at_start() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // A only answered, and its first packet goes out on B's session.
-    let current = a.handle.peer.keypairs().current.expect("A has a session");
+    let current = a.peer().keypairs().current.expect("A has a session");
     assert!(!current.we_initiated);
     let pa = ipv4(A_TUN, B_TUN, 84, 1);
     a.tun.inject.send(pa.clone()).unwrap();
     expect_delivery(&b, &pa);
-    let after = a.handle.peer.keypairs().current.expect("A has a session");
+    let after = a.peer().keypairs().current.expect("A has a session");
     assert_eq!(after.local_index, current.local_index);
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
@@ -372,17 +413,7 @@ impl pipevpn::pipeline::device::TunDevice for BrokenTun {
 fn a_failing_stage_is_reported_and_everything_still_joins() {
     let (udp, _other) = FakeUdp::pair(A_ADDR.parse().unwrap(), B_ADDR.parse().unwrap(), 4);
     let handle = spawn(
-        TunnelConfig {
-            private_key: PrivateKey::from_bytes([0x11; 32]),
-            peer_public_key: PrivateKey::from_bytes([0x22; 32]).public_key(),
-            preshared_key: None,
-            endpoint: None,
-            initiate_at_start: false,
-            allowed_ips: vec![],
-            mtu: 1420,
-            persistent_keepalive: None,
-            timing: Timing::default(),
-        },
+        one_peer([0x11; 32], 1420, peer_spec([0x22; 32], None, &[])),
         Arc::new(BrokenTun),
         Arc::new(udp),
     )
@@ -439,17 +470,7 @@ fn a_cookie_reply_to_our_response_gives_the_next_one_mac2() {
     let (a_udp, b_udp) = FakeUdp::pair(a_addr, B_ADDR.parse().unwrap(), 64);
     let (tun, ends) = FakeTun::new(16);
     let b = spawn(
-        TunnelConfig {
-            private_key: PrivateKey::from_bytes(b_key),
-            peer_public_key: PrivateKey::from_bytes(a_key).public_key(),
-            preshared_key: None,
-            endpoint: None,
-            initiate_at_start: false,
-            allowed_ips: vec![Cidr::new(A_TUN.into(), 32).unwrap()],
-            mtu: 1420,
-            persistent_keepalive: None,
-            timing: Timing::default(),
-        },
+        one_peer(b_key, 1420, peer_spec(a_key, None, &[host(A_TUN)])),
         Arc::new(tun),
         Arc::new(b_udp),
     )
@@ -497,4 +518,226 @@ fn a_cookie_reply_to_our_response_gives_the_next_one_mac2() {
         handle: b,
         tun: ends,
     });
+}
+
+const HUB_KEY: [u8; 32] = [0x10; 32];
+const HUB_ADDR: &str = "192.0.2.100:51820";
+const HUB_TUN: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+
+fn spoke_key(k: usize) -> [u8; 32] {
+    [0x20 + k as u8; 32]
+}
+
+fn spoke_addr(k: usize) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 10 + k as u8], 51820))
+}
+
+/// Spoke `k`'s tunnel address, inside the /24 the hub routes to it.
+fn spoke_tun(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 96, k as u8, 2)
+}
+
+/// A hub with three peers, the spokes, each on its own fake UDP link and
+/// routed its own /24; the hub knows their endpoints. Spoke `k` runs once
+/// [`Star::start`] is called for it.
+struct Star {
+    hub: Side,
+    hub_udp: Arc<FakeUdp>,
+    spokes: Vec<Option<Side>>,
+    links: Vec<Option<FakeUdp>>,
+}
+
+fn star() -> Star {
+    let addrs: Vec<_> = (0..3).map(spoke_addr).collect();
+    let (hub_udp, links) = FakeUdp::star(HUB_ADDR.parse().unwrap(), &addrs, 512);
+    let hub_udp = Arc::new(hub_udp);
+    let peers = (0..3)
+        .map(|k| {
+            let net = Cidr::new(spoke_tun(k).into(), 24).unwrap();
+            peer_spec(spoke_key(k), Some(spoke_addr(k)), &[net])
+        })
+        .collect();
+    let (tun, ends) = FakeTun::new(1024);
+    let cfg = TunnelConfig {
+        peers,
+        ..one_peer(HUB_KEY, 1420, peer_spec(HUB_KEY, None, &[]))
+    };
+    let handle = spawn(cfg, Arc::new(tun), hub_udp.clone()).expect("hub starts");
+    Star {
+        hub: Side { handle, tun: ends },
+        hub_udp,
+        spokes: (0..3).map(|_| None).collect(),
+        links: links.into_iter().map(Some).collect(),
+    }
+}
+
+impl Star {
+    fn start(&mut self, k: usize) {
+        let udp = self.links[k].take().expect("spoke not started yet");
+        let cfg = one_peer(
+            spoke_key(k),
+            1420,
+            peer_spec(HUB_KEY, None, &[host(HUB_TUN)]),
+        );
+        let (tun, ends) = FakeTun::new(1024);
+        let handle = spawn(cfg, Arc::new(tun), Arc::new(udp)).expect("spoke starts");
+        self.spokes[k] = Some(Side { handle, tun: ends });
+    }
+
+    fn spoke(&self, k: usize) -> &Side {
+        self.spokes[k].as_ref().expect("spoke started")
+    }
+
+    fn shutdown(self) {
+        shutdown_within_a_second(self.hub);
+        self.spokes
+            .into_iter()
+            .flatten()
+            .for_each(shutdown_within_a_second);
+    }
+}
+
+fn to_spoke(k: usize, tag: u8) -> Vec<u8> {
+    ipv4(HUB_TUN, spoke_tun(k), 100 + k, tag)
+}
+
+/// One pipeline serves three peers: packets for all three, mixed in the
+/// same batches, each reach their own peer, in order, sent to its endpoint.
+#[test]
+fn a_hub_sends_each_peer_its_own_packets() {
+    let mut s = star();
+    (0..3).for_each(|k| s.start(k));
+    // Three handshakes at once, the first packets waiting in three queues.
+    for k in 0..3 {
+        s.hub.tun.inject.send(to_spoke(k, 0)).unwrap();
+    }
+    for k in 0..3 {
+        expect_delivery(s.spoke(k), &to_spoke(k, 0));
+    }
+    // An interleaved burst: the tun_reader's batches hold all three peers.
+    let burst: Vec<_> = (1..=200u8)
+        .flat_map(|i| (0..3).map(move |k| to_spoke(k, i)))
+        .collect();
+    let feeder = {
+        let inject = s.hub.tun.inject.clone();
+        thread::spawn(move || burst.into_iter().for_each(|p| inject.send(p).unwrap()))
+    };
+    for i in 1..=200u8 {
+        for k in 0..3 {
+            expect_delivery(s.spoke(k), &to_spoke(k, i));
+        }
+    }
+    feeder.join().unwrap();
+    for k in 0..3 {
+        // 201 data packets, plus the initiation (and maybe a keepalive).
+        let sent = s.hub_udp.sent_to(spoke_addr(k));
+        assert!((202..=204).contains(&sent), "spoke {k}: {sent} datagrams");
+        assert!(s.spoke(k).tun.delivered.try_recv().is_err(), "nothing more");
+        let peer = s.hub.handle.interface.peers()[k].clone();
+        assert!(peer.tx_bytes.load(std::sync::atomic::Ordering::Relaxed) > 201 * 100);
+    }
+    assert_eq!(s.hub.handle.stats.handshakes(), 3);
+    let sender = s.hub.handle.stats.stage(Stage::UdpSender);
+    assert_eq!((sender.packets(), sender.total_drops()), (603, 0));
+    s.shutdown();
+}
+
+/// A peer without a session: its packets wait in its own bounded queue
+/// while the other peers' go out, and follow once its handshake is done.
+#[test]
+fn a_peer_without_a_session_does_not_hold_up_the_others() {
+    let mut s = star();
+    s.start(0);
+    s.start(1);
+    // Spoke 2 is not running: the hub's initiation to it waits unanswered.
+    let waiting: Vec<_> = (0..200).map(|i| to_spoke(2, i as u8)).collect();
+    for p in &waiting {
+        s.hub.tun.inject.send(p.clone()).unwrap();
+    }
+    for i in 0..20u8 {
+        s.hub.tun.inject.send(to_spoke(0, i)).unwrap();
+        s.hub.tun.inject.send(to_spoke(1, i)).unwrap();
+    }
+    for i in 0..20u8 {
+        expect_delivery(s.spoke(0), &to_spoke(0, i));
+        expect_delivery(s.spoke(1), &to_spoke(1, i));
+    }
+    let stats = s.hub.handle.stats.clone();
+    let enc = stats.stage(Stage::Encryptor);
+    assert_eq!(enc.dropped(DropReason::NoSessionQueueFull), 200 - 128);
+    // Spoke 2 comes up and answers: the 128 that waited go out, in order.
+    s.start(2);
+    for p in &waiting[..128] {
+        expect_delivery(s.spoke(2), p);
+    }
+    assert_eq!(enc.total_drops(), 200 - 128);
+    s.shutdown();
+}
+
+/// Removing a peer while a burst for it is in the pipeline: every packet is
+/// delivered or counted as dropped, no stage fails, the others go on.
+#[test]
+fn a_peer_removed_while_its_packets_are_in_flight() {
+    let mut s = star();
+    (0..2).for_each(|k| s.start(k));
+    for k in 0..2 {
+        s.hub.tun.inject.send(to_spoke(k, 0)).unwrap();
+        expect_delivery(s.spoke(k), &to_spoke(k, 0));
+    }
+    const BURST: usize = 3000;
+    let feeder = {
+        let inject = s.hub.tun.inject.clone();
+        thread::spawn(move || (0..BURST).for_each(|i| inject.send(to_spoke(1, i as u8)).unwrap()))
+    };
+    // Somewhere in the burst.
+    while s.spoke(1).tun.delivered.len() < 50 {
+        thread::sleep(Duration::from_micros(200));
+    }
+    let key = PrivateKey::from_bytes(spoke_key(1)).public_key();
+    let removed = s.hub.handle.interface.remove_peer(&key).expect("was there");
+    assert!(removed.is_removed());
+    feeder.join().unwrap();
+
+    let stats = &s.hub.handle.stats;
+    let (enc, sender) = (stats.stage(Stage::Encryptor), stats.stage(Stage::UdpSender));
+    let accounted = || {
+        sender.packets()
+            + sender.dropped(DropReason::PeerRemoved)
+            + enc.dropped(DropReason::NoRoute)
+            + enc.dropped(DropReason::PeerRemoved)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while accounted() < 2 + BURST as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {BURST} accounted for",
+            accounted()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(accounted(), 2 + BURST as u64, "nothing counted twice");
+    assert!(
+        enc.dropped(DropReason::NoRoute) > 0,
+        "the route went with the peer"
+    );
+    assert!(s.hub.handle.exits().try_recv().is_err(), "no stage ended");
+    // Its session is gone too: what it still sends is an unknown index.
+    s.spoke(1)
+        .tun
+        .inject
+        .send(ipv4(spoke_tun(1), HUB_TUN, 60, 1))
+        .unwrap();
+    let dec = stats.stage(Stage::Decryptor);
+    while dec.dropped(DropReason::UnknownIndex) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the removed peer's packet was counted"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The other peer is served as before.
+    s.hub.tun.inject.send(to_spoke(0, 9)).unwrap();
+    expect_delivery(s.spoke(0), &to_spoke(0, 9));
+    assert_eq!(s.hub.handle.interface.peers().len(), 2);
+    s.shutdown();
 }

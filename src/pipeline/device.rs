@@ -47,9 +47,39 @@ pub trait UdpDevice: Send + Sync {
     /// a slot of length 0 and is reported in [`Unfit`] for the caller to
     /// count. Returns None once `stop` is set.
     fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>>;
-    /// Sends the datagrams of the given slots to `dest`.
-    fn send_batch(&self, batch: &Batch, dest: Endpoint) -> io::Result<()>;
+    /// Sends the datagrams of `batch`, each to its slot's address: one send
+    /// per run of slots for the same address ([`Batch::runs`]), so a GSO run
+    /// ends where the destination changes. Returns what was really sent.
+    fn send_batch(&self, batch: &Batch) -> Sent;
     fn send_to(&self, datagram: &[u8], dest: Endpoint) -> io::Result<()>;
+}
+
+/// What became of the datagrams of a batch sent.
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub datagrams: usize,
+    pub bytes: usize,
+    /// The last send error; the datagrams not counted were lost to it.
+    pub error: Option<io::Error>,
+}
+
+impl Sent {
+    /// Counts `datagrams` as sent.
+    pub fn add<'a>(&mut self, datagrams: impl Iterator<Item = &'a [u8]>) {
+        for d in datagrams {
+            self.datagrams += 1;
+            self.bytes += d.len();
+        }
+    }
+}
+
+/// The datagrams of the slots in `run` that hold one.
+pub fn run_datagrams(
+    batch: &Batch,
+    run: std::ops::Range<usize>,
+) -> impl Iterator<Item = &[u8]> + Clone {
+    run.filter(|&i| batch.len(i) > 0)
+        .map(|i| &batch.slot(i)[..batch.len(i)])
 }
 
 /// Datagrams a receive took off the socket but could not keep.
@@ -406,11 +436,16 @@ impl UdpDevice for Udp {
         })
     }
 
-    fn send_batch(&self, batch: &Batch, dest: Endpoint) -> io::Result<()> {
-        let datagrams = (0..batch.count())
-            .filter(|&i| batch.len(i) > 0)
-            .map(|i| &batch.slot(i)[..batch.len(i)]);
-        send_many(&self.sock, datagrams, dest, &self.gso).map(|_| ())
+    fn send_batch(&self, batch: &Batch) -> Sent {
+        let mut sent = Sent::default();
+        for (dest, run) in batch.runs() {
+            let datagrams = run_datagrams(batch, run);
+            match send_many(&self.sock, datagrams.clone(), dest, &self.gso) {
+                Ok(n) => sent.add(datagrams.take(n)),
+                Err(e) => sent.error = Some(e),
+            }
+        }
+        sent
     }
 
     fn send_to(&self, datagram: &[u8], dest: Endpoint) -> io::Result<()> {

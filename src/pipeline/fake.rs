@@ -2,11 +2,12 @@
 //! the criterion benchmark) without root. Their channels are bounded, so a
 //! slow consumer pushes back exactly as a full kernel queue would.
 
-use super::device::{TunDevice, UdpDevice, Unfit, Written};
+use super::device::{run_datagrams, Sent, TunDevice, UdpDevice, Unfit, Written};
 use super::pool::{Batch, HEADROOM, NO_ADDR};
 use crate::sys::poll::StopFd;
 use crate::sys::udp::{Endpoint, Local};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
@@ -108,38 +109,83 @@ impl TunDevice for FakeTun {
 
 type Datagram = (Vec<u8>, SocketAddr);
 
-/// One end of an in-memory UDP link between two pipelines.
+/// One end of an in-memory UDP network between pipelines.
 pub struct FakeUdp {
     addr: SocketAddr,
     rx: Receiver<Datagram>,
     /// A datagram longer than the room left in the last batch, for the next.
     held: Mutex<Option<Datagram>>,
-    peer_addr: SocketAddr,
-    peer_tx: Sender<Datagram>,
+    /// The ends this one reaches, by address.
+    links: Vec<(SocketAddr, Sender<Datagram>)>,
+    /// Datagrams sent to each destination, reached or not, for tests.
+    sent_to: Mutex<HashMap<SocketAddr, usize>>,
 }
 
 impl FakeUdp {
+    fn new(addr: SocketAddr, rx: Receiver<Datagram>) -> FakeUdp {
+        FakeUdp {
+            addr,
+            rx,
+            held: Mutex::default(),
+            links: Vec::new(),
+            sent_to: Mutex::default(),
+        }
+    }
+
     /// Two ends joined to each other; `capacity` datagrams may be in flight
     /// each way. A datagram to any other address is lost, as on a network.
     pub fn pair(a: SocketAddr, b: SocketAddr, capacity: usize) -> (FakeUdp, FakeUdp) {
-        let (a_tx, a_rx) = bounded(capacity);
-        let (b_tx, b_rx) = bounded(capacity);
-        (
-            FakeUdp {
-                addr: a,
-                rx: a_rx,
-                held: Mutex::default(),
-                peer_addr: b,
-                peer_tx: b_tx,
-            },
-            FakeUdp {
-                addr: b,
-                rx: b_rx,
-                held: Mutex::default(),
-                peer_addr: a,
-                peer_tx: a_tx,
-            },
-        )
+        let (hub, mut spokes) = FakeUdp::star(a, &[b], capacity);
+        (hub, spokes.remove(0))
+    }
+
+    /// A hub joined to each of the `spokes` (which reach only the hub), as
+    /// a server with its clients; `capacity` datagrams may wait at each end.
+    pub fn star(
+        hub: SocketAddr,
+        spokes: &[SocketAddr],
+        capacity: usize,
+    ) -> (FakeUdp, Vec<FakeUdp>) {
+        let (hub_tx, hub_rx) = bounded(capacity);
+        let mut center = FakeUdp::new(hub, hub_rx);
+        let ends = spokes
+            .iter()
+            .map(|&addr| {
+                let (tx, rx) = bounded(capacity);
+                center.links.push((addr, tx));
+                let mut end = FakeUdp::new(addr, rx);
+                end.links.push((hub, hub_tx.clone()));
+                end
+            })
+            .collect();
+        (center, ends)
+    }
+
+    /// Counted once per run, not per datagram, to keep the benchmark's
+    /// fake cheap.
+    fn record(&self, dest: Endpoint, datagrams: usize) {
+        let mut sent = self.sent_to.lock().unwrap_or_else(PoisonError::into_inner);
+        *sent.entry(dest.addr).or_default() += datagrams;
+    }
+
+    /// A datagram to an address no link reaches is lost, as on a network.
+    fn deliver(&self, datagram: &[u8], dest: Endpoint) -> io::Result<()> {
+        match self.links.iter().find(|(addr, _)| *addr == dest.addr) {
+            Some((_, tx)) => tx
+                .send((datagram.to_vec(), self.addr))
+                .map_err(|_| closed()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many datagrams were sent to `dest` so far.
+    pub fn sent_to(&self, dest: SocketAddr) -> usize {
+        let sent = self.sent_to.lock().unwrap_or_else(PoisonError::into_inner);
+        sent.get(&dest).copied().unwrap_or(0)
     }
 }
 
@@ -178,19 +224,24 @@ impl UdpDevice for FakeUdp {
         Ok(got.map(|()| unfit))
     }
 
-    fn send_batch(&self, batch: &Batch, dest: Endpoint) -> io::Result<()> {
-        for i in (0..batch.count()).filter(|&i| batch.len(i) > 0) {
-            self.send_to(&batch.slot(i)[..batch.len(i)], dest)?;
+    fn send_batch(&self, batch: &Batch) -> Sent {
+        let mut sent = Sent::default();
+        for (dest, run) in batch.runs() {
+            let before = sent.datagrams;
+            for d in run_datagrams(batch, run) {
+                match self.deliver(d, dest) {
+                    Ok(()) => sent.add(std::iter::once(d)),
+                    Err(e) => sent.error = Some(e),
+                }
+            }
+            self.record(dest, sent.datagrams - before);
         }
-        Ok(())
+        sent
     }
 
     fn send_to(&self, datagram: &[u8], dest: Endpoint) -> io::Result<()> {
-        if dest.addr != self.peer_addr {
-            return Ok(());
-        }
-        self.peer_tx
-            .send((datagram.to_vec(), self.addr))
-            .map_err(|_| closed())
+        self.deliver(datagram, dest)?;
+        self.record(dest, 1);
+        Ok(())
     }
 }

@@ -1,9 +1,17 @@
-//! The control thread: answers and makes handshakes, runs the timers of
-//! whitepaper §6, installs keypairs, and sends keepalives. It is the only
-//! stage that draws random numbers or reads the wall clock (for TAI64N).
+//! The control thread: answers and makes handshakes with every peer, runs
+//! the timers of whitepaper §6, installs keypairs, and sends keepalives. It
+//! is the only stage that draws random numbers or reads the wall clock (for
+//! TAI64N).
+//!
+//! The DoS gate (per-source limiter, cookie secret, load) is one for the
+//! interface; the rest of the state is per peer. Each tick evaluates only
+//! the *active* peers, those with something a timer may act on (see
+//! [`State::active`]); a peer joins that set on a handshake message or a
+//! request for a session, so idle peers cost nothing however many there are.
 
 use super::device::UdpDevice;
 use super::inbound::parse_drop;
+use super::interface::Interface;
 use super::peer::{Peer, Session};
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
@@ -11,7 +19,6 @@ use crate::protocol::dos::{Admission, Gate};
 use crate::protocol::handshake::{
     consume_cookie_reply, consume_initiation, consume_response, create_cookie_reply,
     create_initiation, create_response, response_mac1, tai64n, verify_mac1, Initiating,
-    LocalStatic, PeerStatic,
 };
 use crate::protocol::keys::{Key, PrivateKey};
 use crate::protocol::messages::{
@@ -22,10 +29,12 @@ use crate::protocol::timers::{self, Events, Initiate, Pending, SessionInfo};
 use crate::sys::poll::StopFd;
 use crate::sys::udp::Endpoint;
 use crossbeam_channel::{select, Receiver, Sender};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How often the timers are evaluated when nothing else wakes the thread.
+/// How often the active peers' timers are evaluated.
 const TICK: Duration = Duration::from_millis(100);
 /// Minimum time between two accepted initiations from the peer: the limit
 /// kernel WireGuard and wireguard-go apply.
@@ -69,26 +78,61 @@ struct Attempt {
     jitter: Duration,
 }
 
-/// The handshaker's wiring, set up by [`super::spawn`].
+/// The handshaker's wiring and state, set up by [`super::spawn`].
 pub struct Handshaker<'a> {
-    pub local: LocalStatic,
-    pub remote: PeerStatic,
-    pub peer: &'a Peer,
-    pub udp: &'a dyn UdpDevice,
-    pub stats: &'a Stats,
-    pub session_events: &'a Sender<SessionEvent>,
-    pub persistent_keepalive: Option<Duration>,
-    pub state: State,
+    iface: &'a Interface,
+    udp: &'a dyn UdpDevice,
+    stats: &'a Stats,
+    session_events: &'a Sender<SessionEvent>,
+    gate: Gate,
+    /// By peer id.
+    states: HashMap<u64, State>,
+    /// Peers the timers may act on: the only ones a tick evaluates.
+    active: HashSet<u64>,
+}
+
+/// What the handshaker remembers of one peer between messages and ticks.
+struct State {
+    peer: Arc<Peer>,
+    attempt: Option<Attempt>,
+    /// Greatest TAI64N accepted from the peer: older initiations are replays.
+    last_timestamp: Option<[u8; 12]>,
+    last_initiation_at: Option<Duration>,
+    handshake_sent: Option<Duration>,
+    session_derived: Option<Duration>,
+    cookie: Option<([u8; 16], Duration)>,
+    /// Sender index and mac1 of our last response: a peer under load answers
+    /// it with a cookie reply, as it would our initiation.
+    response_sent: Option<(u32, [u8; 16])>,
+    want_session: bool,
 }
 
 impl State {
-    /// The state at start; with `initiate`, a handshake is wanted at once,
-    /// as if data were waiting, and given up after the usual attempts.
-    pub fn new(initiate: bool) -> State {
+    /// The state at start; with `initiate_at_start`, a handshake is wanted at
+    /// once, as if data were waiting, and given up after the usual attempts.
+    fn new(peer: Arc<Peer>) -> State {
         State {
-            want_session: initiate,
-            ..State::default()
+            want_session: peer.initiate_at_start,
+            peer,
+            attempt: None,
+            last_timestamp: None,
+            last_initiation_at: None,
+            handshake_sent: None,
+            session_derived: None,
+            cookie: None,
+            response_sent: None,
         }
+    }
+
+    /// Whether a timer may act on this peer: a handshake pending or wanted,
+    /// keys not yet erased, or keepalives to send. Otherwise nothing happens
+    /// until a packet or a handshake message for it arrives.
+    fn active(&self) -> bool {
+        self.attempt.is_some()
+            || self.want_session
+            || self.session_derived.is_some()
+            || self.peer.keypairs().indices().next().is_some()
+            || self.peer.persistent_keepalive.is_some()
     }
 
     /// Our pending attempt, if `receiver` is its index.
@@ -112,26 +156,40 @@ impl State {
                 .ok_or(reason),
         }
     }
+
+    fn cookie(&self, now: Duration) -> Option<[u8; 16]> {
+        self.cookie
+            .filter(|(_, at)| now.saturating_sub(*at) < COOKIE_LIFETIME)
+            .map(|(c, _)| c)
+    }
 }
 
-/// What the handshaker remembers between messages and ticks.
-#[derive(Default)]
-pub struct State {
-    attempt: Option<Attempt>,
-    /// Greatest TAI64N accepted from the peer: older initiations are replays.
-    last_timestamp: Option<[u8; 12]>,
-    last_initiation_at: Option<Duration>,
-    handshake_sent: Option<Duration>,
-    session_derived: Option<Duration>,
-    cookie: Option<([u8; 16], Duration)>,
-    /// Sender index and mac1 of our last response: a peer under load answers
-    /// it with a cookie reply, as it would our initiation.
-    response_sent: Option<(u32, [u8; 16])>,
-    want_session: bool,
-    gate: Gate,
-}
+impl<'a> Handshaker<'a> {
+    pub fn new(
+        iface: &'a Interface,
+        udp: &'a dyn UdpDevice,
+        stats: &'a Stats,
+        session_events: &'a Sender<SessionEvent>,
+    ) -> Self {
+        let mut hs = Handshaker {
+            iface,
+            udp,
+            stats,
+            session_events,
+            gate: Gate::default(),
+            states: HashMap::new(),
+            active: HashSet::new(),
+        };
+        for peer in iface.peers() {
+            let st = State::new(peer);
+            if st.active() {
+                hs.active.insert(st.peer.id);
+            }
+            hs.states.insert(st.peer.id, st);
+        }
+        hs
+    }
 
-impl Handshaker<'_> {
     fn counters(&self) -> &StageStats {
         self.stats.stage(Stage::Handshaker)
     }
@@ -139,58 +197,99 @@ impl Handshaker<'_> {
     pub fn run(
         mut self,
         handshake_in: &Receiver<HandshakePacket>,
-        want_session: &Receiver<()>,
+        want_session: &Receiver<Arc<Peer>>,
         stop: &StopFd,
     ) {
+        let mut next_tick = self.iface.now();
         while !stop.is_set() {
+            let wait = next_tick.saturating_sub(self.iface.now());
             select! {
                 recv(handshake_in) -> p => if let Ok(p) = p {
                     let waiting = handshake_in.len();
                     self.counters().queue(waiting);
-                    self.state.gate.load.observe(waiting >= BUSY_QUEUE, self.peer.now());
-                    self.handle(&p);
+                    self.gate.load.observe(waiting >= BUSY_QUEUE, self.iface.now());
+                    if let Some(id) = self.handle(&p) {
+                        self.evaluate(id);
+                    }
                 },
-                recv(want_session) -> w => if w.is_ok() {
-                    self.state.want_session = true;
+                recv(want_session) -> w => if let Ok(peer) = w {
+                    peer.session_asked.store(false, Relaxed);
+                    let id = peer.id;
+                    self.state_of(peer).want_session = true;
+                    self.evaluate(id);
                 },
-                default(TICK) => {},
+                default(wait) => {},
             }
-            self.tick();
+            let now = self.iface.now();
+            if now >= next_tick {
+                self.gate.forget_idle(now);
+                let active: Vec<u64> = self.active.iter().copied().collect();
+                active.into_iter().for_each(|id| self.evaluate(id));
+                next_tick = now + TICK;
+            }
         }
     }
 
-    /// Applies the timer rules to the current state.
-    fn tick(&mut self) {
-        let now = self.peer.now();
-        self.state.gate.forget_idle(now);
-        if self.peer.sending_session().is_some() {
-            self.state.want_session = false;
+    /// The state of `peer`, made on first use.
+    fn state_of(&mut self, peer: Arc<Peer>) -> &mut State {
+        self.states
+            .entry(peer.id)
+            .or_insert_with(|| State::new(peer))
+    }
+
+    /// Applies the timer rules to one peer, and keeps it in the active set
+    /// only while they may act on it.
+    fn evaluate(&mut self, id: u64) {
+        let Some(mut st) = self.states.remove(&id) else {
+            self.active.remove(&id);
+            return;
+        };
+        if st.peer.is_removed() {
+            // Its indices went with it; the attempt's keys go now.
+            self.active.remove(&id);
+            return;
         }
-        let current = self.peer.keypairs().current;
+        self.tick(&mut st);
+        if st.active() {
+            self.active.insert(id);
+        } else {
+            self.active.remove(&id);
+        }
+        self.states.insert(id, st);
+    }
+
+    /// Applies the timer rules to the state of one peer.
+    fn tick(&self, st: &mut State) {
+        let peer = st.peer.clone();
+        let now = self.iface.now();
+        if peer.sending_session().is_some() {
+            st.want_session = false;
+        }
+        let current = peer.keypairs().current;
         let ev = Events {
             now,
-            sent_any: self.peer.sent_any.get(),
-            sent_data_unanswered: self.peer.sent_data_unanswered.get(),
-            recv_any: self.peer.recv_any.get(),
-            recv_data: self.peer.recv_data.get(),
+            sent_any: peer.sent_any.get(),
+            sent_data_unanswered: peer.sent_data_unanswered.get(),
+            recv_any: peer.recv_any.get(),
+            recv_data: peer.recv_data.get(),
             session: current.as_ref().map(|s| SessionInfo {
                 created: s.created,
                 we_initiated: s.we_initiated,
                 last_minute_done: s.last_minute_done.load(Relaxed),
                 sent_messages: s.counter(),
             }),
-            pending: self.state.attempt.as_ref().map(|a| Pending {
+            pending: st.attempt.as_ref().map(|a| Pending {
                 sent: a.sent,
                 retries: a.retries,
                 jitter: a.jitter,
             }),
-            handshake_sent: self.state.handshake_sent,
-            session_derived: self.state.session_derived,
-            persistent_keepalive: self.persistent_keepalive,
-            want_session: self.state.want_session,
-            have_endpoint: self.peer.endpoint().is_some(),
+            handshake_sent: st.handshake_sent,
+            session_derived: st.session_derived,
+            persistent_keepalive: peer.persistent_keepalive,
+            want_session: st.want_session,
+            have_endpoint: peer.endpoint().is_some(),
         };
-        let due = timers::due(&self.peer.timing, &ev);
+        let due = timers::due(&self.iface.timing, &ev);
         if due.last_minute {
             if let Some(s) = &current {
                 s.last_minute_done.store(true, Relaxed);
@@ -198,42 +297,55 @@ impl Handshaker<'_> {
         }
         if due.give_up {
             log::warn!(
-                "no handshake after {} s: giving up until there is traffic again",
-                self.peer.timing.rekey_attempt_time.as_secs()
+                "no handshake with peer {} after {} s: giving up until there is traffic again",
+                peer.public_key,
+                self.iface.timing.rekey_attempt_time.as_secs()
             );
-            self.state.attempt = None;
-            self.state.want_session = false;
+            self.forget_attempt(st);
+            st.want_session = false;
             // Only new traffic starts the next attempt.
-            self.peer.sent_data_unanswered.clear();
-            let _ = self.session_events.try_send(SessionEvent::GaveUp);
+            peer.sent_data_unanswered.clear();
+            let _ = self
+                .session_events
+                .try_send(SessionEvent::GaveUp(peer.clone()));
         }
         match due.initiate {
             Some(Initiate::Retry) => {
-                let retries = self.state.attempt.as_ref().map_or(0, |a| a.retries) + 1;
-                log::debug!("handshake retry {retries}");
-                self.send_initiation(retries);
+                let retries = st.attempt.as_ref().map_or(0, |a| a.retries) + 1;
+                log::debug!("handshake retry {retries} with peer {}", peer.public_key);
+                self.send_initiation(st, retries);
             }
-            Some(Initiate::New) => self.send_initiation(0),
+            Some(Initiate::New) => self.send_initiation(st, 0),
             None => {}
         }
         if due.keepalive {
-            self.send_keepalive();
+            self.send_keepalive(&peer);
         }
         if due.zero_keys {
             // Dropping the sessions and the attempt overwrites their keys
             // (SessionKey, PrivateKey); a stage holding a snapshot of the
             // keypairs lets go of it when its batch is done.
             log::info!(
-                "erasing session keys and handshake state after 3 x REJECT_AFTER_TIME without a new session"
+                "erasing session keys and handshake state of peer {} after 3 x REJECT_AFTER_TIME without a new session",
+                peer.public_key
             );
-            self.peer.clear_keypairs();
-            self.state.attempt = None;
-            self.state.response_sent = None;
-            self.state.session_derived = None;
+            self.iface.clear_keypairs(&peer);
+            self.forget_attempt(st);
+            st.response_sent = None;
+            st.session_derived = None;
         }
     }
 
-    fn handle(&mut self, p: &HandshakePacket) {
+    /// Drops the pending attempt and frees its index.
+    fn forget_attempt(&self, st: &mut State) {
+        if let Some(a) = st.attempt.take() {
+            self.iface
+                .release_indices(&st.peer, &[a.state.sender_index]);
+        }
+    }
+
+    /// Handles one message; returns the id of the peer it concerned.
+    fn handle(&mut self, p: &HandshakePacket) -> Option<u64> {
         let result = match message_type(p.bytes()).map_err(parse_drop) {
             Ok(MessageType::Initiation) => self.on_initiation(p),
             Ok(MessageType::Response) => self.on_response(p),
@@ -242,7 +354,10 @@ impl Handshaker<'_> {
             Err(r) => Err(r),
         };
         match result {
-            Ok(()) => self.counters().pass(1, p.bytes().len()),
+            Ok(id) => {
+                self.counters().pass(1, p.bytes().len());
+                Some(id)
+            }
             Err(reason) => {
                 log::debug!(
                     "dropped handshake message from {}: {}",
@@ -250,84 +365,125 @@ impl Handshaker<'_> {
                     reason.name()
                 );
                 self.counters().drop(reason);
+                None
             }
         }
     }
 
+    /// Runs `f` on the state of `peer`.
+    fn with_state<T>(
+        &mut self,
+        peer: Arc<Peer>,
+        f: impl FnOnce(&Self, &mut State) -> Result<T, DropReason>,
+    ) -> Result<T, DropReason> {
+        let id = peer.id;
+        let mut st = match self.states.remove(&id) {
+            Some(st) => st,
+            None => State::new(peer),
+        };
+        let result = f(self, &mut st);
+        self.states.insert(id, st);
+        result
+    }
+
+    /// The peer we gave receiver index `receiver` to.
+    fn peer_by_index(&self, receiver: u32) -> Result<Arc<Peer>, DropReason> {
+        self.iface
+            .peer_by_index(receiver)
+            .filter(|p| !p.is_removed())
+            .ok_or(DropReason::UnexpectedMessage)
+    }
+
     /// Responder side (whitepaper §5.4.2, §5.4.3).
-    fn on_initiation(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
+    fn on_initiation(&mut self, p: &HandshakePacket) -> Result<u64, DropReason> {
         let msg = Initiation::parse(p.bytes()).map_err(parse_drop)?;
         self.admit(p, msg.sender, &msg.mac1)?;
         let accepted =
-            consume_initiation(&self.local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
-        if accepted.peer_public != self.remote.public {
-            return Err(DropReason::UnknownPeer);
-        }
-        if self
-            .state
-            .last_timestamp
-            .is_some_and(|t| accepted.timestamp <= t)
-        {
-            return Err(DropReason::StaleTimestamp);
-        }
-        let now = self.peer.now();
-        if self
-            .state
-            .last_initiation_at
-            .is_some_and(|t| now.saturating_sub(t) < INITIATION_FLOOD)
-        {
-            return Err(DropReason::InitiationFlood);
-        }
-        self.state.last_timestamp = Some(accepted.timestamp);
-        self.state.last_initiation_at = Some(now);
-        self.note_endpoint(p.src);
+            consume_initiation(&self.iface.local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
+        let peer = self
+            .iface
+            .peer(&accepted.peer_public)
+            .ok_or(DropReason::UnknownPeer)?;
+        self.with_state(peer, |hs, st| {
+            if st.last_timestamp.is_some_and(|t| accepted.timestamp <= t) {
+                return Err(DropReason::StaleTimestamp);
+            }
+            let now = hs.iface.now();
+            if st
+                .last_initiation_at
+                .is_some_and(|t| now.saturating_sub(t) < INITIATION_FLOOD)
+            {
+                return Err(DropReason::InitiationFlood);
+            }
+            st.last_timestamp = Some(accepted.timestamp);
+            st.last_initiation_at = Some(now);
+            let peer = st.peer.clone();
+            note_endpoint(&peer, p.src);
 
-        let index = self.new_index();
-        let cookie = self.cookie(now);
-        let (keys, response) = create_response(
-            &self.local,
-            &self.remote,
-            &accepted,
-            random_private(),
-            index,
-            cookie.as_ref(),
-        )
-        .map_err(|_| DropReason::HandshakeFailed)?;
-        self.peer.install_responded(Session::new(&keys, now, false));
-        self.state.session_derived = Some(now);
-        self.state.response_sent = Some((index, response_mac1(&response)));
-        self.peer.received(now, false);
-        self.send(&response, p.src, now);
-        log::debug!("answered a handshake initiation from {}", p.src);
-        Ok(())
+            let index = hs.iface.new_index(&peer, || random_u64() as u32);
+            let (keys, response) = create_response(
+                &hs.iface.local,
+                &peer.remote,
+                &accepted,
+                random_private(),
+                index,
+                st.cookie(now).as_ref(),
+            )
+            .map_err(|_| {
+                hs.iface.release_indices(&peer, &[index]);
+                DropReason::HandshakeFailed
+            })?;
+            hs.iface
+                .install_responded(&peer, Session::new(&keys, now, false));
+            st.session_derived = Some(now);
+            st.response_sent = Some((index, response_mac1(&response)));
+            peer.received(now, false);
+            hs.send(st, &response, p.src, now);
+            log::debug!(
+                "answered a handshake initiation from peer {} at {}",
+                peer.public_key,
+                p.src
+            );
+            Ok(peer.id)
+        })
     }
 
     /// Initiator side (whitepaper §5.4.3).
-    fn on_response(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
+    fn on_response(&mut self, p: &HandshakePacket) -> Result<u64, DropReason> {
         let msg = Response::parse(p.bytes()).map_err(parse_drop)?;
         self.admit(p, msg.sender, &msg.mac1)?;
-        let attempt = self.state.attempt_answered_by(msg.receiver)?;
-        let keys = consume_response(&self.local, &self.remote, &attempt.state, &msg)
-            .map_err(|_| DropReason::HandshakeFailed)?;
-        let now = self.peer.now();
-        let took = now.saturating_sub(attempt.sent);
-        self.state.attempt = None;
-        self.state.want_session = false;
-        self.peer.install_initiated(Session::new(&keys, now, true));
-        self.state.session_derived = Some(now);
-        self.peer.received(now, false);
-        self.note_endpoint(p.src);
-        self.stats.handshake_completed(took.as_millis() as u64);
-        log::info!(
-            "handshake completed with {} in {} ms (initiator)",
-            p.src,
-            took.as_millis()
-        );
-        // Waiting packets go out now; the keepalive confirms the session to
-        // the responder even when nothing waits (whitepaper §5.4.6).
-        let _ = self.session_events.try_send(SessionEvent::Ready);
-        self.send_keepalive();
-        Ok(())
+        let peer = self.peer_by_index(msg.receiver)?;
+        self.with_state(peer, |hs, st| {
+            let attempt = st.attempt_answered_by(msg.receiver)?;
+            let peer = st.peer.clone();
+            let keys = consume_response(&hs.iface.local, &peer.remote, &attempt.state, &msg)
+                .map_err(|_| DropReason::HandshakeFailed)?;
+            let now = hs.iface.now();
+            let took = now.saturating_sub(attempt.sent);
+            // The attempt's index lives on as the new keypair's.
+            st.attempt = None;
+            st.want_session = false;
+            hs.iface
+                .install_initiated(&peer, Session::new(&keys, now, true));
+            st.session_derived = Some(now);
+            peer.received(now, false);
+            peer.last_handshake.set(now);
+            note_endpoint(&peer, p.src);
+            hs.stats.handshake_completed(took.as_millis() as u64);
+            log::info!(
+                "handshake completed with peer {} at {} in {} ms (initiator)",
+                peer.public_key,
+                p.src,
+                took.as_millis()
+            );
+            // Waiting packets go out now; the keepalive confirms the session
+            // to the responder even when nothing waits (whitepaper §5.4.6).
+            let _ = hs
+                .session_events
+                .try_send(SessionEvent::Ready(peer.clone()));
+            hs.send_keepalive(&peer);
+            Ok(peer.id)
+        })
     }
 
     /// The cheap checks before any Diffie-Hellman work: mac1 always; under
@@ -340,77 +496,79 @@ impl Handshaker<'_> {
         sender: u32,
         mac1: &[u8; 16],
     ) -> Result<(), DropReason> {
-        if !verify_mac1(&self.local, p.bytes()) {
+        if !verify_mac1(&self.iface.local, p.bytes()) {
             return Err(DropReason::BadMac1);
         }
-        let now = self.peer.now();
-        let cookie = match self
-            .state
-            .gate
-            .admit(p.bytes(), p.src.addr, now, random_key)
-        {
+        let now = self.iface.now();
+        let cookie = match self.gate.admit(p.bytes(), p.src.addr, now, random_key) {
             Admission::Process => return Ok(()),
             Admission::RateLimited => return Err(DropReason::RateLimited),
             Admission::SendCookie(cookie) => cookie,
         };
         let mut nonce = [0u8; 24];
         getrandom::getrandom(&mut nonce).expect("the OS random source is available");
-        let reply = create_cookie_reply(&self.local, sender, mac1, &cookie, nonce);
+        let reply = create_cookie_reply(&self.iface.local, sender, mac1, &cookie, nonce);
         if let Err(e) = self.udp.send_to(&reply, p.src) {
             log::debug!("sending a cookie reply to {}: {e}", p.src);
         }
         Err(DropReason::UnderLoad)
     }
 
-    fn on_cookie_reply(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
+    fn on_cookie_reply(&mut self, p: &HandshakePacket) -> Result<u64, DropReason> {
         let msg = CookieReply::parse(p.bytes()).map_err(parse_drop)?;
-        let mac1 = self.state.mac1_sent_with(msg.receiver)?;
-        let cookie =
-            consume_cookie_reply(&self.remote, &msg, &mac1).map_err(|_| DropReason::BadCookie)?;
-        self.state.cookie = Some((cookie, self.peer.now()));
-        log::debug!("received a cookie: the peer is under load");
-        Ok(())
+        let peer = self.peer_by_index(msg.receiver)?;
+        self.with_state(peer, |hs, st| {
+            let mac1 = st.mac1_sent_with(msg.receiver)?;
+            let cookie = consume_cookie_reply(&st.peer.remote, &msg, &mac1)
+                .map_err(|_| DropReason::BadCookie)?;
+            st.cookie = Some((cookie, hs.iface.now()));
+            log::debug!(
+                "received a cookie: peer {} is under load",
+                st.peer.public_key
+            );
+            Ok(st.peer.id)
+        })
     }
 
-    fn cookie(&self, now: Duration) -> Option<[u8; 16]> {
-        self.state
-            .cookie
-            .filter(|(_, at)| now.saturating_sub(*at) < COOKIE_LIFETIME)
-            .map(|(c, _)| c)
-    }
-
-    fn send_initiation(&mut self, retries: u32) {
-        let Some(dest) = self.peer.endpoint() else {
+    fn send_initiation(&self, st: &mut State, retries: u32) {
+        let peer = st.peer.clone();
+        let Some(dest) = peer.endpoint() else {
             return;
         };
-        let now = self.peer.now();
-        let index = self.new_index();
-        let cookie = self.cookie(now);
+        let now = self.iface.now();
+        // A retry replaces the attempt: its index is freed.
+        self.forget_attempt(st);
+        let index = self.iface.new_index(&peer, || random_u64() as u32);
         match create_initiation(
-            &self.local,
-            &self.remote,
+            &self.iface.local,
+            &peer.remote,
             random_private(),
             wall_clock_tai64n(),
             index,
-            cookie.as_ref(),
+            st.cookie(now).as_ref(),
         ) {
             Ok((state, msg)) => {
-                self.state.attempt = Some(Attempt {
+                st.attempt = Some(Attempt {
                     state,
                     sent: now,
                     retries,
                     jitter: Duration::from_millis(random_u64() % MAX_JITTER_MS),
                 });
-                self.send(&msg, dest, now);
-                log::debug!("sent a handshake initiation to {dest}");
+                self.send(st, &msg, dest, now);
+                log::debug!(
+                    "sent a handshake initiation to peer {} at {dest}",
+                    peer.public_key
+                );
             }
-            Err(e) => log::warn!("cannot create a handshake initiation: {e:?}"),
+            Err(e) => {
+                self.iface.release_indices(&peer, &[index]);
+                log::warn!("cannot create a handshake initiation: {e:?}");
+            }
         }
     }
 
-    fn send_keepalive(&self) {
-        let (Some(session), Some(dest)) = (self.peer.sending_session(), self.peer.endpoint())
-        else {
+    fn send_keepalive(&self, peer: &Peer) {
+        let (Some(session), Some(dest)) = (peer.sending_session(), peer.endpoint()) else {
             return;
         };
         let Some(counter) = session.next_counter() else {
@@ -423,21 +581,21 @@ impl Handshaker<'_> {
             counter,
             &mut buf,
             0,
-            self.peer.mtu,
+            self.iface.mtu,
         ) else {
             return;
         };
-        let now = self.peer.now();
+        let now = self.iface.now();
         if self.udp.send_to(&buf[..n], dest).is_ok() {
-            self.peer.sent(now, false);
+            peer.sent(now, false);
         }
     }
 
-    fn send(&mut self, msg: &[u8], dest: Endpoint, now: Duration) {
+    fn send(&self, st: &mut State, msg: &[u8], dest: Endpoint, now: Duration) {
         match self.udp.send_to(msg, dest) {
             Ok(()) => {
-                self.state.handshake_sent = Some(now);
-                self.peer.sent(now, false);
+                st.handshake_sent = Some(now);
+                st.peer.sent(now, false);
             }
             Err(e) => {
                 log::debug!("sending a handshake message to {dest}: {e}");
@@ -445,25 +603,13 @@ impl Handshaker<'_> {
             }
         }
     }
+}
 
-    fn note_endpoint(&self, src: Endpoint) {
-        if let Some(old) = self.peer.update_endpoint(src) {
-            match old {
-                Some(old) => log::info!("peer endpoint changed: {old} -> {src}"),
-                None => log::info!("peer endpoint learned: {src}"),
-            }
-        }
-    }
-
-    /// A random index not used by any of our keypairs or our pending attempt.
-    fn new_index(&self) -> u32 {
-        let keypairs = self.peer.keypairs();
-        loop {
-            let i = random_u64() as u32;
-            let pending = self.state.attempt.as_ref().map(|a| a.state.sender_index);
-            if pending != Some(i) && keypairs.indices().all(|used| used != i) {
-                return i;
-            }
+fn note_endpoint(peer: &Peer, src: Endpoint) {
+    if let Some(old) = peer.update_endpoint(src) {
+        match old {
+            Some(old) => log::info!("peer {} endpoint changed: {old} -> {src}", peer.public_key),
+            None => log::info!("peer {} endpoint learned: {src}", peer.public_key),
         }
     }
 }

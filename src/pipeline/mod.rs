@@ -1,4 +1,5 @@
-//! The packet pipeline: seven named threads joined by bounded channels.
+//! The packet pipeline: seven named threads joined by bounded channels,
+//! serving every peer of the interface ([`interface`]).
 //!
 //! ```text
 //!            outbound_plain        outbound_sealed
@@ -12,6 +13,11 @@
 //!            inbound_plain         inbound_sealed
 //! ```
 //!
+//! - Cryptokey routing (whitepaper §2): the encryptor gives each packet the
+//!   peer its destination routes to, the udp_sender sends it to that peer's
+//!   endpoint; the decryptor finds the peer by receiver index and checks the
+//!   inner source routes back to it. Packets for a peer without a session
+//!   wait in that peer's queue, so they never hold up the other peers.
 //! - Channels carry [`pool::Batch`]es of up to 64 packets, so a thread
 //!   wake-up is paid per batch, not per packet. A reader takes whatever is
 //!   ready (at least one packet) and sends it on at once: a lone packet never
@@ -31,32 +37,30 @@ pub mod device;
 pub mod fake;
 pub mod handshaker;
 pub mod inbound;
+pub mod interface;
 pub mod offload;
 pub mod outbound;
 pub mod peer;
 pub mod pool;
 pub mod stats;
 
-use crate::cidr::Cidr;
-use crate::protocol::handshake::{LocalStatic, PeerStatic};
-use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::protocol::keys::PrivateKey;
 use crate::protocol::timers::Timing;
 use crate::sys::poll::StopFd;
-use crate::sys::udp::Endpoint;
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use device::{TunDevice, UdpDevice};
 use handshaker::Handshaker;
 use inbound::Decryptor;
+use interface::Interface;
 use outbound::{Encryptor, Sealer};
 use peer::Peer;
+pub use peer::PeerSpec;
 use pool::Pool;
 use stats::{Stage, Stats};
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// Batches that may wait in each data channel.
 const CHANNEL_BATCHES: usize = 4;
@@ -65,31 +69,28 @@ const CHANNEL_BATCHES: usize = 4;
 const POOL_BATCHES: usize = 3 * CHANNEL_BATCHES + 4;
 /// Handshake messages that may wait for the handshaker.
 pub const HANDSHAKE_QUEUE: usize = 128;
+/// Session requests and events that may wait: one per peer in a burst of
+/// handshakes; one lost to a full queue is made up for (see
+/// [`outbound::Encryptor`], [`Peer::session_asked`]).
+const SESSION_QUEUE: usize = 1024;
 
-/// The handshaker (or decryptor) telling the encryptor about sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The handshaker (or decryptor) telling the encryptor about a peer's
+/// sessions.
+#[derive(Clone)]
 pub enum SessionEvent {
     /// A usable session exists: send what waited for it.
-    Ready,
+    Ready(Arc<Peer>),
     /// Handshake attempts gave up: drop what waited.
-    GaveUp,
+    GaveUp(Arc<Peer>),
 }
 
 /// Everything the pipeline needs to know, already validated.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
     pub private_key: PrivateKey,
-    pub peer_public_key: PublicKey,
-    pub preshared_key: Option<PresharedKey>,
-    pub endpoint: Option<SocketAddr>,
-    /// Start a handshake with `endpoint` at once, without waiting for
-    /// traffic: it is where the peer last was before we restarted, and the
-    /// peer's session with the previous run is dead.
-    pub initiate_at_start: bool,
-    pub allowed_ips: Vec<Cidr>,
     pub mtu: usize,
-    pub persistent_keepalive: Option<Duration>,
     pub timing: Timing,
+    pub peers: Vec<PeerSpec>,
 }
 
 /// How a stage thread ended.
@@ -107,7 +108,8 @@ pub struct TunnelHandle {
     exits: Receiver<StageExit>,
     first_failure: Arc<Mutex<Option<Error>>>,
     pub stats: Arc<Stats>,
-    pub peer: Arc<Peer>,
+    /// The peers and their tables, for reading their state or changing them.
+    pub interface: Arc<Interface>,
 }
 
 /// Starts the pipeline over the given devices.
@@ -116,17 +118,13 @@ pub fn spawn(
     tun: Arc<dyn TunDevice>,
     udp: Arc<dyn UdpDevice>,
 ) -> Result<TunnelHandle> {
-    let local = LocalStatic::new(cfg.private_key);
-    let remote = PeerStatic::new(&local, cfg.peer_public_key, cfg.preshared_key)
-        .map_err(|_| Error::Input("the peer's public key is of low order".into()))?;
+    let iface = Interface::new(cfg.private_key, cfg.mtu, cfg.timing);
+    for spec in cfg.peers {
+        iface.add_peer(spec)?;
+    }
+    let iface = Arc::new(iface);
     let stop = Arc::new(StopFd::new()?);
     let stats = Arc::new(Stats::default());
-    let peer = Arc::new(Peer::new(
-        cfg.allowed_ips,
-        cfg.endpoint.map(Endpoint::from),
-        cfg.mtu,
-        cfg.timing,
-    ));
     let outbound_pool = Pool::new(POOL_BATCHES, pool::slot_size(cfg.mtu));
     // A peer's MTU may be larger than ours: see `pool`.
     let inbound_pool = Pool::new(POOL_BATCHES, pool::inbound_slot_size(cfg.mtu));
@@ -136,8 +134,8 @@ pub fn spawn(
     let (inbound_sealed_tx, inbound_sealed) = bounded(CHANNEL_BATCHES);
     let (inbound_plain_tx, inbound_plain) = bounded(CHANNEL_BATCHES);
     let (handshake_in_tx, handshake_in) = bounded(HANDSHAKE_QUEUE);
-    let (want_session_tx, want_session) = bounded(1);
-    let (session_events_tx, session_events) = bounded(4);
+    let (want_session_tx, want_session) = bounded(SESSION_QUEUE);
+    let (session_events_tx, session_events) = bounded(SESSION_QUEUE);
     let (exits_tx, exits) = crossbeam_channel::unbounded();
 
     let mut threads = Vec::new();
@@ -167,64 +165,52 @@ pub fn spawn(
     };
 
     {
-        let (tun, udp, peer) = (tun.clone(), udp.clone(), peer.clone());
-        let (stop, stats) = (stop.clone(), stats.clone());
+        let (tun, udp, iface) = (tun.clone(), udp.clone(), iface.clone());
+        let (stop, stats, pool) = (stop.clone(), stats.clone(), outbound_pool.clone());
         start(
             Stage::TunReader,
             Box::new(move || {
                 let shortcut = outbound::Shortcut {
                     sealer: Sealer {
-                        peer: &peer,
+                        iface: &iface,
                         stats: stats.stage(Stage::Encryptor),
                     },
                     udp: &*udp,
                     sender_stats: stats.stage(Stage::UdpSender),
                 };
                 let s = stats.stage(Stage::TunReader);
-                outbound::tun_reader(
-                    &*tun,
-                    &outbound_pool,
-                    &outbound_plain_tx,
-                    &shortcut,
-                    &stop,
-                    s,
-                )
-                .map_err(|e| Error::sys("reading from the tun device", e))
+                outbound::tun_reader(&*tun, &pool, &outbound_plain_tx, &shortcut, &stop, s)
+                    .map_err(|e| Error::sys("reading from the tun device", e))
             }),
         )?;
     }
     {
-        let (peer, stats) = (peer.clone(), stats.clone());
+        let (iface, stats) = (iface.clone(), stats.clone());
         start(
             Stage::Encryptor,
             Box::new(move || {
                 let sealer = Sealer {
-                    peer: &peer,
+                    iface: &iface,
                     stats: stats.stage(Stage::Encryptor),
                 };
-                let enc = Encryptor::new(sealer, &want_session_tx);
+                let enc = Encryptor::new(sealer, &want_session_tx, &outbound_pool);
                 enc.run(&outbound_plain, &session_events, &outbound_sealed_tx);
                 Ok(())
             }),
         )?;
     }
     {
-        let (udp, peer, stats) = (udp.clone(), peer.clone(), stats.clone());
+        let (udp, stats) = (udp.clone(), stats.clone());
         start(
             Stage::UdpSender,
             Box::new(move || {
-                outbound::udp_sender(
-                    &*udp,
-                    &peer,
-                    &outbound_sealed,
-                    stats.stage(Stage::UdpSender),
-                );
+                outbound::udp_sender(&*udp, &outbound_sealed, stats.stage(Stage::UdpSender));
                 Ok(())
             }),
         )?;
     }
     {
-        let (udp, tun, peer) = (udp.clone(), tun.clone(), peer.clone());
+        let (udp, tun, iface) = (udp.clone(), tun.clone(), iface.clone());
         let (stop, stats) = (stop.clone(), stats.clone());
         let (handshake_in_tx, events) = (handshake_in_tx.clone(), session_events_tx.clone());
         start(
@@ -232,7 +218,7 @@ pub fn spawn(
             Box::new(move || {
                 let shortcut = inbound::Shortcut {
                     decryptor: Decryptor {
-                        peer: &peer,
+                        iface: &iface,
                         stats: &stats,
                         handshake_in: &handshake_in_tx,
                         session_events: &events,
@@ -254,12 +240,12 @@ pub fn spawn(
         )?;
     }
     {
-        let (peer, stats, events) = (peer.clone(), stats.clone(), session_events_tx.clone());
+        let (iface, stats, events) = (iface.clone(), stats.clone(), session_events_tx.clone());
         start(
             Stage::Decryptor,
             Box::new(move || {
                 let dec = Decryptor {
-                    peer: &peer,
+                    iface: &iface,
                     stats: &stats,
                     handshake_in: &handshake_in_tx,
                     session_events: &events,
@@ -280,22 +266,11 @@ pub fn spawn(
         )?;
     }
     {
-        let (udp, peer, stats, stop) = (udp.clone(), peer.clone(), stats.clone(), stop.clone());
-        let keepalive = cfg.persistent_keepalive;
-        let initiate_at_start = cfg.initiate_at_start && cfg.endpoint.is_some();
+        let (udp, iface, stats, stop) = (udp.clone(), iface.clone(), stats.clone(), stop.clone());
         start(
             Stage::Handshaker,
             Box::new(move || {
-                let hs = Handshaker {
-                    local,
-                    remote,
-                    peer: &peer,
-                    udp: &*udp,
-                    stats: &stats,
-                    session_events: &session_events_tx,
-                    persistent_keepalive: keepalive,
-                    state: handshaker::State::new(initiate_at_start),
-                };
+                let hs = Handshaker::new(&iface, &*udp, &stats, &session_events_tx);
                 hs.run(&handshake_in, &want_session, &stop);
                 Ok(())
             }),
@@ -308,7 +283,7 @@ pub fn spawn(
         exits,
         first_failure,
         stats,
-        peer,
+        interface: iface,
     })
 }
 
@@ -343,6 +318,7 @@ impl TunnelHandle {
 mod tests {
     use super::*;
     use crate::protocol::keys::tests::assert_hidden;
+    use crate::protocol::keys::PresharedKey;
 
     #[test]
     fn debug_of_a_tunnel_config_hides_its_secrets() {
@@ -350,18 +326,23 @@ mod tests {
         let psk = [0xa7; 32];
         let cfg = TunnelConfig {
             private_key: private.clone(),
-            peer_public_key: PrivateKey::from_bytes([0x22; 32]).public_key(),
-            preshared_key: Some(PresharedKey::from_bytes(psk)),
-            endpoint: None,
-            initiate_at_start: false,
-            allowed_ips: vec![],
             mtu: 1420,
-            persistent_keepalive: None,
             timing: Timing::default(),
+            peers: vec![PeerSpec {
+                public_key: PrivateKey::from_bytes([0x22; 32]).public_key(),
+                preshared_key: Some(PresharedKey::from_bytes(psk)),
+                endpoint: None,
+                initiate_at_start: false,
+                allowed_ips: vec![],
+                persistent_keepalive: None,
+            }],
         };
         let text = format!("{cfg:?}");
         assert_hidden(&text, private.as_bytes());
         assert_hidden(&text, &psk);
-        assert!(text.contains(&cfg.peer_public_key.to_string()), "{text}");
+        assert!(
+            text.contains(&cfg.peers[0].public_key.to_string()),
+            "{text}"
+        );
     }
 }

@@ -1,14 +1,22 @@
 //! Outbound, in flow order: tun_reader -> encryptor -> udp_sender.
 
 use super::device::{TunDevice, UdpDevice};
+use super::interface::{Interface, Routes};
 use super::peer::{Peer, Session};
-use super::pool::{Batch, Lone, Plain, Pool, Sealed, HEADROOM};
+use super::pool::{Batch, Lone, Plain, Pool, Sealed, HEADROOM, NO_ADDR};
 use super::stats::{DropReason, StageStats};
 use super::SessionEvent;
 use crate::protocol::session::{inner_packet, seal_in_place, InnerError};
 use crate::sys::poll::StopFd;
 use crossbeam_channel::{select, Receiver, Sender};
+use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Packets that may wait for one peer's session, as wireguard-go's staged
+/// queue; the overflow is dropped and counted.
+pub const WAITING_PACKETS: usize = 128;
 
 /// Reads IP packets from the tun, a batch of whatever is ready at a time.
 /// Blocks on the pool when every batch is in flight: that is the
@@ -60,12 +68,15 @@ impl Shortcut<'_> {
     /// Seals and sends `batch`, or hands it back when it must take the
     /// long way: without a session, the encryptor keeps it waiting.
     fn take(&self, mut batch: Batch) -> Option<Batch> {
-        let Some(session) = self.sealer.peer.sending_session() else {
+        self.sealer
+            .check_packets(&mut batch, &self.sealer.iface.routes());
+        // Dropped by the checks: nothing to send.
+        let peer = batch.peers().first()?.clone();
+        let Some(session) = peer.sending_session() else {
             return Some(batch);
         };
-        self.sealer.check_packets(&mut batch);
-        if self.sealer.seal(&mut batch, &session) {
-            send_sealed(self.udp, self.sealer.peer, &batch, self.sender_stats);
+        if self.sealer.seal(&mut batch, 0, &peer, &session) {
+            send_sealed(self.udp, &mut batch, self.sender_stats);
         }
         None
     }
@@ -75,19 +86,20 @@ impl Shortcut<'_> {
 /// batch, without the waiting for a session.
 #[derive(Clone, Copy)]
 pub struct Sealer<'a> {
-    pub peer: &'a Peer,
+    pub iface: &'a Interface,
     pub stats: &'a StageStats,
 }
 
 impl Sealer<'_> {
-    /// Seals the packets of `batch` in place with `session`; returns whether
-    /// any is left to send.
-    fn seal(&self, batch: &mut Batch, session: &Session) -> bool {
-        let mtu = self.peer.mtu;
-        let (mut packets, mut bytes) = (0, 0);
+    /// Seals the packets of `batch` for `peer` (the `k`th of
+    /// [`Batch::peers`]) in place with `session`; returns whether any is
+    /// left to send.
+    fn seal(&self, batch: &mut Batch, k: usize, peer: &Peer, session: &Session) -> bool {
+        let mtu = self.iface.mtu;
+        let (mut packets, mut bytes, mut sealed) = (0, 0, 0);
         for i in 0..batch.count() {
             let len = batch.len(i);
-            if len == 0 {
+            if len == 0 || usize::from(batch.peer_index(i)) != k {
                 continue;
             }
             let Some(counter) = session.next_counter() else {
@@ -110,6 +122,7 @@ impl Sealer<'_> {
                     batch.set_len(i, n);
                     packets += 1;
                     bytes += len;
+                    sealed += n;
                 }
                 None => {
                     self.stats.drop(DropReason::TooBig);
@@ -121,52 +134,74 @@ impl Sealer<'_> {
             return false;
         }
         self.stats.pass(packets, bytes);
-        self.peer.sent(self.peer.now(), true);
+        peer.tx_bytes.fetch_add(sealed as u64, Relaxed);
+        peer.sent(peer.now(), true);
         true
     }
 
     /// Drops what must never be sent: non-IP data, oversized packets, and
-    /// packets for destinations outside the peer's AllowedIPs (whitepaper §2).
-    fn check_packets(&self, batch: &mut Batch) {
+    /// packets for destinations outside every peer's AllowedIPs; gives each
+    /// other packet the peer its destination routes to (whitepaper §2).
+    fn check_packets(&self, batch: &mut Batch, routes: &Routes) {
         for i in 0..batch.count() {
             let len = batch.len(i);
             if len == 0 {
                 continue;
             }
-            let reason = if len > self.peer.mtu {
-                Some(DropReason::TooBig)
+            let reason = if len > self.iface.mtu {
+                DropReason::TooBig
             } else {
                 match inner_packet(&batch.slot(i)[HEADROOM..HEADROOM + len]) {
-                    Err(InnerError::Empty | InnerError::BadVersion) => Some(DropReason::NotIp),
-                    Err(_) => Some(DropReason::InnerTruncated),
-                    Ok(p) if !self.peer.allows(p.dst) => Some(DropReason::NoRoute),
-                    Ok(_) => None,
+                    Err(InnerError::Empty | InnerError::BadVersion) => DropReason::NotIp,
+                    Err(_) => DropReason::InnerTruncated,
+                    Ok(p) => match routes.lookup(p.dst) {
+                        Some(peer) => {
+                            batch.set_peer(i, peer);
+                            continue;
+                        }
+                        None => DropReason::NoRoute,
+                    },
                 }
             };
-            if let Some(r) = reason {
-                self.stats.drop(r);
-                batch.set_len(i, 0);
-            }
+            self.stats.drop(reason);
+            batch.set_len(i, 0);
         }
     }
 }
 
-/// Seals plaintext packets with the current keypair. Packets that arrive
-/// before there is one wait in a single batch (bounded; the overflow is
-/// counted) and the handshaker is asked for a session.
+/// Plaintext packets waiting for their peer's session: copies, so that no
+/// pool batch is held per waiting peer (the pool serves all of them).
+struct Waiting {
+    peer: Arc<Peer>,
+    data: Vec<u8>,
+    lens: Vec<usize>,
+}
+
+/// Seals plaintext packets with each peer's current keypair. Packets for a
+/// peer without one wait in that peer's queue (bounded; the overflow is
+/// counted) and the handshaker is asked for a session for that peer; the
+/// other peers' packets go on meanwhile.
 pub struct Encryptor<'a> {
     sealer: Sealer<'a>,
-    /// Asks the handshaker for a session.
-    want_session: &'a Sender<()>,
-    waiting: Option<Batch>,
+    /// Asks the handshaker for a session with a peer.
+    want_session: &'a Sender<Arc<Peer>>,
+    pool: &'a Pool,
+    /// By peer id.
+    waiting: HashMap<u64, Waiting>,
+    /// A batch held while any packet waits: the first flush goes into it, and
+    /// holding it keeps the lone-packet [`Shortcut`] from overtaking the
+    /// waiting packets (it needs every other batch back in the pool).
+    reserve: Option<Batch>,
 }
 
 impl<'a> Encryptor<'a> {
-    pub fn new(sealer: Sealer<'a>, want_session: &'a Sender<()>) -> Self {
+    pub fn new(sealer: Sealer<'a>, want_session: &'a Sender<Arc<Peer>>, pool: &'a Pool) -> Self {
         Encryptor {
             sealer,
             want_session,
-            waiting: None,
+            pool,
+            waiting: HashMap::new(),
+            reserve: None,
         }
     }
 
@@ -187,12 +222,11 @@ impl<'a> Encryptor<'a> {
                     Err(_) => false,
                 },
                 recv(session_events) -> ev => match ev {
-                    Ok(SessionEvent::Ready) => match self.waiting.take() {
-                        Some(waiting) => self.process(waiting, outbound_sealed),
-                        None => true,
-                    },
-                    Ok(SessionEvent::GaveUp) => {
-                        self.drop_waiting(DropReason::GaveUp);
+                    // Any peer that has a session by now goes, in case the
+                    // event of another was lost to a full channel.
+                    Ok(SessionEvent::Ready(_)) => self.flush_ready(outbound_sealed),
+                    Ok(SessionEvent::GaveUp(peer)) => {
+                        self.drop_waiting(peer.id, DropReason::GaveUp);
                         true
                     }
                     Err(_) => {
@@ -208,84 +242,177 @@ impl<'a> Encryptor<'a> {
         }
     }
 
-    /// Checks, seals and forwards a batch, or keeps it until a session
-    /// exists. Returns false once the udp_sender has ended.
+    /// Checks, seals and forwards a batch; the packets of a peer without a
+    /// session wait for one. Returns false once the udp_sender has ended.
     fn process(&mut self, mut batch: Batch, outbound_sealed: &Sender<Sealed>) -> bool {
-        self.sealer.check_packets(&mut batch);
-        let Some(session) = self.sealer.peer.sending_session() else {
-            self.wait(batch);
-            return true;
-        };
-        // Packets that waited for this session go out first, in order.
-        if let Some(waiting) = self.waiting.take() {
-            if !self.seal_and_send(waiting, &session, outbound_sealed) {
+        self.sealer
+            .check_packets(&mut batch, &self.sealer.iface.routes());
+        for k in 0..batch.peers().len() {
+            let peer = batch.peers()[k].clone();
+            let Some(session) = peer.sending_session() else {
+                self.wait(&mut batch, k, &peer);
+                continue;
+            };
+            // Packets that waited for this session go out first, in order.
+            if self.waiting.contains_key(&peer.id) && !self.flush(peer.id, outbound_sealed) {
                 return false;
             }
+            self.sealer.seal(&mut batch, k, &peer, &session);
         }
-        self.seal_and_send(batch, &session, outbound_sealed)
+        !batch.has_packets() || outbound_sealed.send(Sealed(batch)).is_ok()
+    }
+
+    /// Copies the packets of the `k`th peer of `batch` into its queue, and
+    /// asks for a session.
+    fn wait(&mut self, batch: &mut Batch, k: usize, peer: &Arc<Peer>) {
+        let w = self.waiting.entry(peer.id).or_insert_with(|| Waiting {
+            peer: peer.clone(),
+            data: Vec::new(),
+            lens: Vec::new(),
+        });
+        for i in 0..batch.count() {
+            let len = batch.len(i);
+            if len == 0 || usize::from(batch.peer_index(i)) != k {
+                continue;
+            }
+            if w.lens.len() < WAITING_PACKETS {
+                w.data
+                    .extend_from_slice(&batch.slot(i)[HEADROOM..HEADROOM + len]);
+                w.lens.push(len);
+            } else {
+                self.sealer.stats.drop(DropReason::NoSessionQueueFull);
+            }
+            batch.set_len(i, 0);
+        }
+        if self.reserve.is_none() {
+            self.reserve = Some(self.pool.get());
+        }
+        // One request per peer in the queue; a full queue: the next packet
+        // asks again.
+        if !peer.session_asked.swap(true, Relaxed)
+            && self.want_session.try_send(peer.clone()).is_err()
+        {
+            peer.session_asked.store(false, Relaxed);
+        }
+    }
+
+    /// Sends the waiting packets of every peer that has a session now.
+    fn flush_ready(&mut self, outbound_sealed: &Sender<Sealed>) -> bool {
+        let ready: Vec<u64> = self
+            .waiting
+            .values()
+            .filter(|w| w.peer.is_removed() || w.peer.sending_session().is_some())
+            .map(|w| w.peer.id)
+            .collect();
+        ready.into_iter().all(|id| self.flush(id, outbound_sealed))
+    }
+
+    /// Seals and sends peer `id`'s waiting packets, if it has a session.
+    /// Returns false once the udp_sender has ended.
+    fn flush(&mut self, id: u64, outbound_sealed: &Sender<Sealed>) -> bool {
+        let Some(w) = self.waiting.get(&id) else {
+            return true;
+        };
+        if w.peer.is_removed() {
+            self.drop_waiting(id, DropReason::PeerRemoved);
+            return true;
+        }
+        let Some(session) = w.peer.sending_session() else {
+            return true;
+        };
+        let Some(w) = self.waiting.remove(&id) else {
+            return true;
+        };
+        let mut offset = 0;
+        let mut batch = self.reserve.take().unwrap_or_else(|| self.pool.get());
+        for &len in &w.lens {
+            if batch.is_full() {
+                let full = std::mem::replace(&mut batch, self.pool.get());
+                if !self.seal_and_send(full, &w.peer, &session, outbound_sealed) {
+                    return false;
+                }
+            }
+            let slot = batch
+                .free_slots_mut()
+                .next()
+                .expect("the batch is not full");
+            slot[HEADROOM..HEADROOM + len].copy_from_slice(&w.data[offset..offset + len]);
+            offset += len;
+            let i = batch.count();
+            batch.push(len, NO_ADDR);
+            batch.set_peer(i, &w.peer);
+        }
+        if !self.seal_and_send(batch, &w.peer, &session, outbound_sealed) {
+            return false;
+        }
+        if !self.waiting.is_empty() && self.reserve.is_none() {
+            self.reserve = Some(self.pool.get());
+        }
+        true
     }
 
     fn seal_and_send(
         &self,
         mut batch: Batch,
+        peer: &Peer,
         session: &Session,
         outbound_sealed: &Sender<Sealed>,
     ) -> bool {
-        !self.sealer.seal(&mut batch, session) || outbound_sealed.send(Sealed(batch)).is_ok()
+        !self.sealer.seal(&mut batch, 0, peer, session)
+            || outbound_sealed.send(Sealed(batch)).is_ok()
     }
 
-    /// Keeps packets until a session exists, and asks for one.
-    fn wait(&mut self, mut batch: Batch) {
-        if !batch.has_packets() {
-            return;
-        }
-        match &mut self.waiting {
-            None => self.waiting = Some(batch),
-            Some(waiting) => {
-                waiting.append_from(&mut batch);
-                for _ in 0..batch.packets() {
-                    self.sealer.stats.drop(DropReason::NoSessionQueueFull);
-                }
-            }
-        }
-        // Full means a request is already queued.
-        let _ = self.want_session.try_send(());
-    }
-
-    fn drop_waiting(&mut self, reason: DropReason) {
-        if let Some(b) = self.waiting.take() {
-            for _ in 0..b.packets() {
+    fn drop_waiting(&mut self, id: u64, reason: DropReason) {
+        if let Some(w) = self.waiting.remove(&id) {
+            for _ in 0..w.lens.len() {
                 self.sealer.stats.drop(reason);
             }
         }
+        if self.waiting.is_empty() {
+            self.reserve = None;
+        }
     }
 }
 
-/// Sends sealed batches to the peer's current endpoint.
-pub fn udp_sender(
-    udp: &dyn UdpDevice,
-    peer: &Peer,
-    outbound_sealed: &Receiver<Sealed>,
-    stats: &StageStats,
-) {
-    for Sealed(batch) in outbound_sealed.iter() {
+/// Sends sealed batches, each packet to its peer's current endpoint.
+pub fn udp_sender(udp: &dyn UdpDevice, outbound_sealed: &Receiver<Sealed>, stats: &StageStats) {
+    for Sealed(mut batch) in outbound_sealed.iter() {
         stats.queue(outbound_sealed.len());
-        send_sealed(udp, peer, &batch, stats);
+        send_sealed(udp, &mut batch, stats);
     }
 }
 
-/// Sends one sealed batch: the udp_sender's work on it.
-fn send_sealed(udp: &dyn UdpDevice, peer: &Peer, batch: &Batch, stats: &StageStats) {
-    let packets = batch.packets();
-    let result = match peer.endpoint() {
-        Some(dest) => udp.send_batch(batch, dest).map_err(|e| {
-            log::debug!("udp_sender: sending to {dest}: {e}");
-            DropReason::SendError
-        }),
-        None => Err(DropReason::NoEndpoint),
-    };
-    match result {
-        Ok(()) => stats.pass(packets, batch.bytes()),
-        Err(reason) => (0..packets).for_each(|_| stats.drop(reason)),
+/// Sends one sealed batch: the udp_sender's work on it. Each slot goes to
+/// its peer's endpoint, read once per peer of the batch.
+fn send_sealed(udp: &dyn UdpDevice, batch: &mut Batch, stats: &StageStats) {
+    for k in 0..batch.peers().len() {
+        let peer = &batch.peers()[k];
+        let dest = match (peer.is_removed(), peer.endpoint()) {
+            (true, _) => Err(DropReason::PeerRemoved),
+            (false, Some(dest)) => Ok(dest),
+            (false, None) => Err(DropReason::NoEndpoint),
+        };
+        for i in 0..batch.count() {
+            if batch.len(i) == 0 || usize::from(batch.peer_index(i)) != k {
+                continue;
+            }
+            match dest {
+                Ok(dest) => batch.set_addr(i, dest),
+                Err(reason) => {
+                    stats.drop(reason);
+                    batch.set_len(i, 0);
+                }
+            }
+        }
     }
+    let packets = batch.packets();
+    if packets == 0 {
+        return;
+    }
+    let sent = udp.send_batch(batch);
+    stats.pass(sent.datagrams, sent.bytes);
+    if let Some(e) = &sent.error {
+        log::debug!("udp_sender: {e}");
+    }
+    (sent.datagrams..packets).for_each(|_| stats.drop(DropReason::SendError));
 }

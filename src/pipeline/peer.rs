@@ -1,14 +1,16 @@
-//! What the stages share about the one peer: its keypairs (previous, current,
-//! next; whitepaper §6.3), its endpoint, its allowed IPs, and when packets last
-//! went each way. The handshaker writes keypairs; the encryptor and decryptor
-//! take a snapshot of them once per batch.
+//! What the stages share about one peer: its keys, its keypairs (previous,
+//! current, next; whitepaper §6.3), its endpoint, its allowed IPs, and when
+//! packets last went each way. The handshaker writes keypairs (through
+//! [`super::interface::Interface`], which keeps the index table in step);
+//! the encryptor and decryptor take a snapshot of them once per batch.
 
-use crate::cidr::{Cidr, PrefixTable};
-use crate::protocol::handshake::TransportKeys;
+use crate::cidr::Cidr;
+use crate::protocol::handshake::{PeerStatic, TransportKeys};
+use crate::protocol::keys::{PresharedKey, PublicKey};
 use crate::protocol::session::{ReplayWindow, SessionKey, REJECT_AFTER_MESSAGES};
 use crate::protocol::timers::Timing;
 use crate::sys::udp::Endpoint;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -140,11 +142,33 @@ impl Keypairs {
     }
 }
 
+/// One `[Peer]` of the interface, already validated.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    pub public_key: PublicKey,
+    pub preshared_key: Option<PresharedKey>,
+    pub endpoint: Option<SocketAddr>,
+    /// Start a handshake with `endpoint` at once, without waiting for
+    /// traffic: it is where the peer last was before we restarted, and the
+    /// peer's session with the previous run is dead.
+    pub initiate_at_start: bool,
+    pub allowed_ips: Vec<Cidr>,
+    pub persistent_keepalive: Option<Duration>,
+}
+
 /// The peer as every stage sees it.
 pub struct Peer {
+    /// Unique within the interface, never reused: the handshaker's key for
+    /// its state of this peer.
+    pub id: u64,
+    pub public_key: PublicKey,
+    /// The peer's key with what the handshake precomputes from it.
+    pub remote: PeerStatic,
+    pub allowed_ips: Vec<Cidr>,
+    pub persistent_keepalive: Option<Duration>,
+    pub initiate_at_start: bool,
     pub clock: Clock,
     pub timing: Timing,
-    allowed_ips: PrefixTable<()>,
     pub mtu: usize,
     keypairs: RwLock<Keypairs>,
     endpoint: Mutex<Option<Endpoint>>,
@@ -154,26 +178,50 @@ pub struct Peer {
     pub recv_data: Stamp,
     /// First data packet sent since the last authenticated receive.
     pub sent_data_unanswered: Stamp,
+    /// When the last handshake with this peer completed.
+    pub last_handshake: Stamp,
+    /// Bytes of authenticated datagrams received, and of datagrams sealed.
+    pub rx_bytes: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// Set by the encryptor when it asks the handshaker for a session and
+    /// cleared by the handshaker when it takes the request: one request in
+    /// the queue per peer at most.
+    pub session_asked: AtomicBool,
+    /// Taken out of the interface: packets still in flight for it are
+    /// dropped.
+    removed: AtomicBool,
 }
 
 impl Peer {
     pub fn new(
-        allowed_ips: Vec<Cidr>,
-        endpoint: Option<Endpoint>,
+        id: u64,
+        remote: PeerStatic,
+        spec: PeerSpec,
+        clock: Clock,
         mtu: usize,
         timing: Timing,
     ) -> Peer {
         Peer {
-            clock: Clock::new(),
+            id,
+            public_key: spec.public_key,
+            remote,
+            allowed_ips: spec.allowed_ips,
+            persistent_keepalive: spec.persistent_keepalive,
+            initiate_at_start: spec.initiate_at_start && spec.endpoint.is_some(),
+            clock,
             timing,
-            allowed_ips: allowed_ips.into_iter().map(|c| (c, ())).collect(),
             mtu,
             keypairs: RwLock::default(),
-            endpoint: Mutex::new(endpoint),
+            endpoint: Mutex::new(spec.endpoint.map(Endpoint::from)),
             sent_any: Stamp::default(),
             recv_any: Stamp::default(),
             recv_data: Stamp::default(),
             sent_data_unanswered: Stamp::default(),
+            last_handshake: Stamp::default(),
+            rx_bytes: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+            session_asked: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
         }
     }
 
@@ -181,11 +229,12 @@ impl Peer {
         self.clock.now()
     }
 
-    /// Cryptokey routing: does `ip` belong to this peer (whitepaper §2)? A trie
-    /// lookup, not a scan of the list: tens of nanoseconds even with 10 000
-    /// AllowedIPs (README, The AllowedIPs check).
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allowed_ips.lookup(ip).is_some()
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Relaxed)
+    }
+
+    pub(super) fn mark_removed(&self) {
+        self.removed.store(true, Relaxed);
     }
 
     pub fn keypairs(&self) -> Keypairs {
@@ -202,31 +251,33 @@ impl Peer {
     }
 
     /// Initiator side: the new keypair becomes current at once
-    /// (whitepaper §5.4.6).
-    pub fn install_initiated(&self, session: Session) {
+    /// (whitepaper §5.4.6). Returns the local indices of the keypairs this
+    /// dropped.
+    pub(super) fn install_initiated(&self, session: Session) -> Vec<u32> {
         self.with_keypairs(|k| {
             k.previous = match k.next.take() {
                 Some(next) => Some(next),
                 None => k.current.take(),
             };
             k.current = Some(Arc::new(session));
-        });
+        })
     }
 
     /// Responder side: the new keypair waits in "next" until the initiator uses
     /// it, so we never send on a key the peer may not have (whitepaper §5.4.6).
-    pub fn install_responded(&self, session: Session) {
+    pub(super) fn install_responded(&self, session: Session) -> Vec<u32> {
         self.with_keypairs(|k| {
             k.next = Some(Arc::new(session));
             k.previous = None;
-        });
+        })
     }
 
     /// A packet arrived on the "next" keypair: rotate it in. Returns whether
-    /// this call did the rotation (another batch may have done it first).
-    pub fn promote(&self, local_index: u32) -> bool {
+    /// this call did the rotation (another batch may have done it first),
+    /// and the indices of the keypairs it dropped.
+    pub(super) fn promote(&self, local_index: u32) -> (bool, Vec<u32>) {
         let mut promoted = false;
-        self.with_keypairs(|k| {
+        let dropped = self.with_keypairs(|k| {
             if k.next
                 .as_ref()
                 .is_some_and(|n| n.local_index == local_index)
@@ -236,21 +287,28 @@ impl Peer {
                 promoted = true;
             }
         });
-        promoted
+        (promoted, dropped)
     }
 
-    pub fn clear_keypairs(&self) {
-        self.with_keypairs(|k| *k = Keypairs::default());
+    pub(super) fn clear_keypairs(&self) -> Vec<u32> {
+        self.with_keypairs(|k| *k = Keypairs::default())
     }
 
-    fn with_keypairs(&self, f: impl FnOnce(&mut Keypairs)) {
+    /// Changes the keypairs; returns the indices of those it dropped, for the
+    /// interface's index table.
+    fn with_keypairs(&self, f: impl FnOnce(&mut Keypairs)) -> Vec<u32> {
         // A poisoned lock means a stage panicked; the process is going down
         // and the keys must not be used, so start from empty slots.
         let mut k = self
             .keypairs
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before: Vec<u32> = k.indices().collect();
         f(&mut k);
+        before
+            .into_iter()
+            .filter(|i| k.indices().all(|kept| kept != *i))
+            .collect()
     }
 
     pub fn endpoint(&self) -> Option<Endpoint> {

@@ -14,10 +14,17 @@
 //! 1420, or jumbo frames) sends such datagrams, and kernel WireGuard and
 //! wireguard-go accept them up to 64 KiB. An inbound batch has room for the
 //! largest ([`inbound_slot_size`]), so the memory stays that of the pool.
+//!
+//! An outbound slot also knows its peer: a small index into the batch's own
+//! list of the peers it holds (usually one), so a packet costs no reference
+//! count of its own.
 
+use super::peer::Peer;
 use crate::sys::udp::Endpoint;
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Packets per batch: one recvmmsg/sendmmsg and one channel hand-off.
@@ -49,8 +56,14 @@ struct Slots {
     /// last packet's is where the free space starts.
     starts: Box<[usize]>,
     addrs: Box<[Endpoint]>,
+    /// Index of each slot's peer in `peers`, or [`NO_PEER`].
+    peer: Box<[u8]>,
+    peers: Vec<Arc<Peer>>,
     count: usize,
 }
+
+const NO_PEER: u8 = u8::MAX;
+const _: () = assert!(BATCH < NO_PEER as usize, "a peer index per slot fits a u8");
 
 /// Up to [`BATCH`] packets. A slot whose length is 0 holds no packet (it was
 /// dropped by a stage); later stages skip it.
@@ -100,6 +113,70 @@ impl Batch {
         self.slots.addrs[i]
     }
 
+    /// Sets where slot `i` comes from or goes to.
+    pub fn set_addr(&mut self, i: usize, addr: Endpoint) {
+        self.slots.addrs[i] = addr;
+    }
+
+    /// The peer of slot `i`, if one was set.
+    pub fn peer(&self, i: usize) -> Option<&Arc<Peer>> {
+        self.slots.peers.get(usize::from(self.slots.peer[i]))
+    }
+
+    /// Index of slot `i`'s peer in [`Batch::peers`] ([`NO_PEER`] for none).
+    pub fn peer_index(&self, i: usize) -> u8 {
+        self.slots.peer[i]
+    }
+
+    /// The distinct peers of the slots, in order of first appearance.
+    pub fn peers(&self) -> &[Arc<Peer>] {
+        &self.slots.peers
+    }
+
+    /// Sets slot `i`'s peer. Looks at the previous slot's first: a batch
+    /// mostly holds runs of packets for one peer.
+    pub fn set_peer(&mut self, i: usize, peer: &Arc<Peer>) {
+        let peers = &mut self.slots.peers;
+        let last = i.checked_sub(1).map(|j| self.slots.peer[j]).filter(|&k| {
+            peers
+                .get(usize::from(k))
+                .is_some_and(|p| Arc::ptr_eq(p, peer))
+        });
+        let k = match last.or_else(|| {
+            peers
+                .iter()
+                .position(|p| Arc::ptr_eq(p, peer))
+                .map(|k| k as u8)
+        }) {
+            Some(k) => k,
+            None => {
+                peers.push(peer.clone());
+                (peers.len() - 1) as u8
+            }
+        };
+        self.slots.peer[i] = k;
+    }
+
+    /// Runs of consecutive slots holding packets for the same address:
+    /// each is one send, empty slots inside a run are skipped by the sender.
+    pub fn runs(&self) -> impl Iterator<Item = (Endpoint, Range<usize>)> + '_ {
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            while i < self.count() && self.len(i) == 0 {
+                i += 1;
+            }
+            if i == self.count() {
+                return None;
+            }
+            let (start, addr) = (i, self.addr(i));
+            i += 1;
+            while i < self.count() && (self.len(i) == 0 || self.addr(i) == addr) {
+                i += 1;
+            }
+            Some((addr, start..i))
+        })
+    }
+
     /// Claims the next slot, the first of [`Batch::free_slots_mut`], for a
     /// packet of `len` bytes from `addr`.
     pub fn push(&mut self, len: usize, addr: Endpoint) {
@@ -119,27 +196,9 @@ impl Batch {
         let i = self.slots.count;
         self.slots.lens[i] = len;
         self.slots.addrs[i] = addr;
+        self.slots.peer[i] = NO_PEER;
         self.slots.starts[i + 1] = self.slots.starts[i] + size;
         self.slots.count += 1;
-    }
-
-    /// Moves packets from `other` into the free slots here, in order, until
-    /// this batch is full; moved slots are emptied in `other`.
-    pub fn append_from(&mut self, other: &mut Batch) {
-        for i in 0..other.count() {
-            let len = other.len(i);
-            if len == 0 {
-                continue;
-            }
-            if self.is_full() {
-                return;
-            }
-            let used = (HEADROOM + len).min(self.slot);
-            let dst = self.slots.count;
-            self.push(len, other.addr(i));
-            self.slot_mut(dst)[..used].copy_from_slice(&other.slot(i)[..used]);
-            other.set_len(i, 0);
-        }
     }
 
     /// The free slots after those in use, for a device to fill.
@@ -183,6 +242,7 @@ impl Drop for Batch {
     fn drop(&mut self) {
         let mut slots = std::mem::take(&mut self.slots);
         slots.count = 0;
+        slots.peers.clear();
         // The pool may be gone at shutdown; then the memory is simply freed.
         let _ = self.home.try_send(slots);
     }
@@ -206,6 +266,8 @@ impl Pool {
                 lens: vec![0; BATCH].into_boxed_slice(),
                 starts: vec![0; BATCH + 1].into_boxed_slice(),
                 addrs: vec![NO_ADDR; BATCH].into_boxed_slice(),
+                peer: vec![NO_PEER; BATCH].into_boxed_slice(),
+                peers: Vec::with_capacity(1),
                 count: 0,
             };
             home.send(slots)
@@ -377,6 +439,34 @@ mod tests {
             assert!(BATCH * inbound_slot_size(mtu) >= MAX_DATAGRAM, "MTU {mtu}");
             assert!(inbound_slot_size(mtu) >= slot_size(mtu));
         }
+    }
+
+    fn to(port: u16) -> Endpoint {
+        Endpoint::from(SocketAddr::from(([192, 0, 2, 1], port)))
+    }
+
+    #[test]
+    fn runs_end_where_the_address_changes_and_skip_empty_slots() {
+        let pool = Pool::new(1, 64);
+        let mut b = pool.get();
+        for (len, port) in [
+            (0, 9),
+            (5, 1),
+            (5, 1),
+            (0, 2),
+            (5, 1),
+            (5, 2),
+            (0, 3),
+            (5, 1),
+        ] {
+            b.push(len, to(port));
+        }
+        let runs: Vec<_> = b.runs().map(|(a, r)| (a.addr.port(), r)).collect();
+        assert_eq!(runs, [(1, 1..5), (2, 5..7), (1, 7..8)]);
+        drop(b);
+        let mut empty = pool.get();
+        empty.push(0, to(1));
+        assert_eq!(empty.runs().count(), 0);
     }
 
     #[test]

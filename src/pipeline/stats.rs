@@ -79,6 +79,8 @@ drop_reasons! {
     NoSessionQueueFull => "no_session_queue_full",
     GaveUp => "handshake_gave_up",
     NoEndpoint => "no_endpoint",
+    // In flight for a peer taken out of the interface.
+    PeerRemoved => "peer_removed",
     // Device errors.
     SendError => "send_error",
     WriteError => "write_error",

@@ -1,0 +1,350 @@
+//! The interface: our own key and every peer, with the tables all stages
+//! share to find a peer (cryptokey routing, whitepaper §2):
+//!
+//! - `routes`: every peer's AllowedIPs in one longest-prefix table whose
+//!   value is the peer itself, so the encryptor's destination lookup and the
+//!   decryptor's source check each cost one trie lookup, whatever the number
+//!   of peers;
+//! - `by_key`: the peer of a static public key, for initiations;
+//! - `indices`: the peer of each receiver index we handed out (session
+//!   keypairs, our pending initiation), for transport packets, responses and
+//!   cookie replies. Indices are random and unique across all peers
+//!   (whitepaper §5.4.1).
+//!
+//! The tables sit behind locks so the peer set can change while the stages
+//! run ([`Interface::add_peer`], [`Interface::remove_peer`]); readers take
+//! them once per batch or per handshake message, and writers only on
+//! handshakes and peer changes.
+
+use super::peer::{Clock, Peer, PeerSpec, Session};
+use crate::cidr::PrefixTable;
+use crate::protocol::handshake::{LocalStatic, PeerStatic};
+use crate::protocol::keys::{PrivateKey, PublicKey};
+use crate::protocol::timers::Timing;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub struct Interface {
+    pub local: LocalStatic,
+    pub clock: Clock,
+    pub timing: Timing,
+    pub mtu: usize,
+    next_id: AtomicU64,
+    peers: RwLock<Vec<Arc<Peer>>>,
+    by_key: RwLock<HashMap<PublicKey, Arc<Peer>>>,
+    routes: RwLock<PrefixTable<Arc<Peer>>>,
+    indices: RwLock<HashMap<u32, Arc<Peer>>>,
+}
+
+/// The AllowedIPs of all peers, as the data stages hold it for a batch.
+pub type Routes<'a> = RwLockReadGuard<'a, PrefixTable<Arc<Peer>>>;
+
+// A poisoned lock means a stage panicked while changing a table; each
+// change leaves the table whole, so the others go on with it.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Interface {
+    /// An interface without peers.
+    pub fn new(private_key: PrivateKey, mtu: usize, timing: Timing) -> Interface {
+        Interface {
+            local: LocalStatic::new(private_key),
+            clock: Clock::new(),
+            timing,
+            mtu,
+            next_id: AtomicU64::new(0),
+            peers: RwLock::default(),
+            by_key: RwLock::default(),
+            routes: RwLock::default(),
+            indices: RwLock::default(),
+        }
+    }
+
+    pub fn now(&self) -> std::time::Duration {
+        self.clock.now()
+    }
+
+    /// Adds a peer. An AllowedIP another peer has already is moved to this
+    /// one, as `wg set` does.
+    pub fn add_peer(&self, spec: PeerSpec) -> Result<Arc<Peer>> {
+        let key = spec.public_key;
+        let remote = PeerStatic::new(&self.local, key, spec.preshared_key.clone())
+            .map_err(|_| Error::Input(format!("peer {key}: the public key is of low order")))?;
+        let mut by_key = write(&self.by_key);
+        if by_key.contains_key(&key) {
+            return Err(Error::Input(format!(
+                "peer {key} is listed twice: each peer needs its own public key"
+            )));
+        }
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let peer = Arc::new(Peer::new(
+            id,
+            remote,
+            spec,
+            self.clock,
+            self.mtu,
+            self.timing,
+        ));
+        by_key.insert(key, peer.clone());
+        drop(by_key);
+        write(&self.peers).push(peer.clone());
+        let mut routes = write(&self.routes);
+        for &cidr in &peer.allowed_ips {
+            routes.insert(cidr, peer.clone());
+        }
+        Ok(peer)
+    }
+
+    /// Takes a peer out of every table and erases its keys; packets already
+    /// in flight for it are dropped where they meet its `removed` mark.
+    pub fn remove_peer(&self, key: &PublicKey) -> Option<Arc<Peer>> {
+        let peer = write(&self.by_key).remove(key)?;
+        peer.mark_removed();
+        write(&self.peers).retain(|p| !Arc::ptr_eq(p, &peer));
+        {
+            let mut routes = write(&self.routes);
+            for &cidr in &peer.allowed_ips {
+                if routes.get(cidr).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
+                    routes.remove(cidr);
+                }
+            }
+        }
+        write(&self.indices).retain(|_, p| !Arc::ptr_eq(p, &peer));
+        peer.clear_keypairs();
+        Some(peer)
+    }
+
+    /// The peers, in the order they were added.
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
+        read(&self.peers).clone()
+    }
+
+    pub fn peer(&self, key: &PublicKey) -> Option<Arc<Peer>> {
+        read(&self.by_key).get(key).cloned()
+    }
+
+    /// The AllowedIPs table, to hold for the packets of one batch (a writer
+    /// waits for at most that long).
+    pub fn routes(&self) -> Routes<'_> {
+        read(&self.routes)
+    }
+
+    /// The peer `ip` is routed to (longest prefix over all peers).
+    pub fn route(&self, ip: IpAddr) -> Option<Arc<Peer>> {
+        self.routes().lookup(ip).cloned()
+    }
+
+    /// The peer we gave receiver index `index` to.
+    pub fn peer_by_index(&self, index: u32) -> Option<Arc<Peer>> {
+        read(&self.indices).get(&index).cloned()
+    }
+
+    /// A fresh receiver index for `peer`, drawn from `random` until it is
+    /// unused by every peer.
+    pub fn new_index(&self, peer: &Arc<Peer>, mut random: impl FnMut() -> u32) -> u32 {
+        let mut indices = write(&self.indices);
+        loop {
+            let i = random();
+            if let std::collections::hash_map::Entry::Vacant(e) = indices.entry(i) {
+                e.insert(peer.clone());
+                return i;
+            }
+        }
+    }
+
+    /// Frees indices `peer` no longer uses.
+    pub fn release_indices(&self, peer: &Peer, released: &[u32]) {
+        if released.is_empty() {
+            return;
+        }
+        let mut indices = write(&self.indices);
+        for i in released {
+            if indices.get(i).is_some_and(|p| std::ptr::eq(&**p, peer)) {
+                indices.remove(i);
+            }
+        }
+    }
+
+    /// Installs the keypair of a handshake we initiated (see
+    /// [`Peer::install_initiated`]).
+    pub fn install_initiated(&self, peer: &Peer, session: Session) {
+        self.release_indices(peer, &peer.install_initiated(session));
+    }
+
+    /// Installs the keypair of a handshake we answered (see
+    /// [`Peer::install_responded`]).
+    pub fn install_responded(&self, peer: &Peer, session: Session) {
+        self.release_indices(peer, &peer.install_responded(session));
+    }
+
+    /// Rotates `peer`'s "next" keypair in (see [`Peer::promote`]).
+    pub fn promote(&self, peer: &Peer, local_index: u32) -> bool {
+        let (promoted, dropped) = peer.promote(local_index);
+        self.release_indices(peer, &dropped);
+        promoted
+    }
+
+    pub fn clear_keypairs(&self, peer: &Peer) {
+        self.release_indices(peer, &peer.clear_keypairs());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::handshake::TransportKeys;
+
+    fn spec(key: u8, allowed: &[&str]) -> PeerSpec {
+        PeerSpec {
+            public_key: PrivateKey::from_bytes([key; 32]).public_key(),
+            preshared_key: None,
+            endpoint: None,
+            initiate_at_start: false,
+            allowed_ips: allowed.iter().map(|c| c.parse().unwrap()).collect(),
+            persistent_keepalive: None,
+        }
+    }
+
+    fn iface() -> Interface {
+        Interface::new(PrivateKey::from_bytes([0x11; 32]), 1420, Timing::default())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn routed(i: &Interface, addr: &str) -> Option<u64> {
+        i.route(ip(addr)).map(|p| p.id)
+    }
+
+    #[test]
+    fn the_longest_prefix_over_all_peers_picks_the_peer() {
+        let i = iface();
+        let a = i.add_peer(spec(1, &["10.0.0.0/8", "fd00::/8"])).unwrap();
+        let b = i
+            .add_peer(spec(2, &["10.1.0.0/16", "fd00:1::/32", "0.0.0.0/0"]))
+            .unwrap();
+        let c = i.add_peer(spec(3, &["10.1.2.3/32", "::/0"])).unwrap();
+        for (addr, want) in [
+            ("10.9.9.9", a.id),
+            ("10.1.9.9", b.id),
+            ("10.1.2.3", c.id),
+            ("10.1.2.4", b.id),
+            ("192.0.2.1", b.id),
+            ("fd00::1", a.id),
+            ("fd00:1::1", b.id),
+            ("2001:db8::1", c.id),
+        ] {
+            assert_eq!(routed(&i, addr), Some(want), "{addr}");
+        }
+        // Removing B uncovers A's shorter prefix and nothing else of B's.
+        assert!(Arc::ptr_eq(&i.remove_peer(&b.public_key).unwrap(), &b));
+        assert!(b.is_removed());
+        for (addr, want) in [
+            ("10.1.9.9", Some(a.id)),
+            ("10.1.2.3", Some(c.id)),
+            ("192.0.2.1", None),
+            ("fd00:1::1", Some(a.id)),
+        ] {
+            assert_eq!(routed(&i, addr), want, "{addr}");
+        }
+        assert!(i.peer(&b.public_key).is_none());
+        assert_eq!(i.peers().len(), 2);
+        assert!(i.remove_peer(&b.public_key).is_none(), "already gone");
+    }
+
+    #[test]
+    fn an_allowed_ip_moves_to_the_peer_added_last_and_stays_on_removal_of_the_first() {
+        let i = iface();
+        let a = i.add_peer(spec(1, &["10.0.0.0/24"])).unwrap();
+        let b = i.add_peer(spec(2, &["10.0.0.0/24"])).unwrap();
+        assert_eq!(routed(&i, "10.0.0.9"), Some(b.id));
+        i.remove_peer(&a.public_key);
+        assert_eq!(routed(&i, "10.0.0.9"), Some(b.id), "A no longer had it");
+    }
+
+    #[test]
+    fn a_public_key_listed_twice_is_an_error() {
+        let i = iface();
+        i.add_peer(spec(1, &[])).unwrap();
+        let Err(err) = i.add_peer(spec(1, &["10.0.0.0/8"])) else {
+            panic!("a second peer with the same key was added");
+        };
+        assert!(err.to_string().contains("listed twice"), "{err}");
+        assert_eq!(i.peers().len(), 1);
+        assert_eq!(routed(&i, "10.0.0.1"), None, "nothing of it was added");
+    }
+
+    fn session(local_index: u32) -> Session {
+        let keys = TransportKeys {
+            send: [1; 32],
+            recv: [2; 32],
+            local_index,
+            remote_index: 7,
+        };
+        Session::new(&keys, std::time::Duration::ZERO, true)
+    }
+
+    #[test]
+    fn indices_are_unique_across_peers_and_freed_with_their_keypairs() {
+        let i = iface();
+        let a = i.add_peer(spec(1, &[])).unwrap();
+        let b = i.add_peer(spec(2, &[])).unwrap();
+        // A random source that repeats itself: taken indices are skipped.
+        let mut draws = [5u32, 5, 5, 6, 6, 5, 6, 7].into_iter();
+        let mut random = || draws.next().unwrap();
+        assert_eq!(i.new_index(&a, &mut random), 5);
+        assert_eq!(i.new_index(&b, &mut random), 6);
+        assert_eq!(i.new_index(&a, &mut random), 7);
+        let owner = |index| i.peer_by_index(index).map(|p| p.id);
+        assert_eq!(
+            (owner(5), owner(6), owner(7)),
+            (Some(a.id), Some(b.id), Some(a.id))
+        );
+        assert_eq!(owner(8), None);
+
+        // Keypairs 5 then 7 for A: 5 stays as "previous", until a third.
+        i.install_initiated(&a, session(5));
+        i.install_initiated(&a, session(7));
+        assert_eq!(owner(5), Some(a.id));
+        let nine = i.new_index(&a, || 9);
+        i.install_initiated(&a, session(nine));
+        assert_eq!(owner(5), None, "rotated out: freed");
+        assert_eq!((owner(7), owner(9)), (Some(a.id), Some(a.id)));
+        // Another peer's index is never freed by A.
+        i.release_indices(&a, &[6]);
+        assert_eq!(owner(6), Some(b.id));
+        i.clear_keypairs(&a);
+        assert_eq!((owner(7), owner(9)), (None, None));
+        // Removing B frees all of its indices.
+        i.remove_peer(&b.public_key);
+        assert_eq!(owner(6), None);
+    }
+
+    #[test]
+    fn a_promoted_keypair_frees_the_one_it_pushes_out() {
+        let i = iface();
+        let a = i.add_peer(spec(1, &[])).unwrap();
+        for index in [1, 2, 3] {
+            i.new_index(&a, || index);
+        }
+        i.install_initiated(&a, session(1));
+        i.install_initiated(&a, session(2));
+        i.install_responded(&a, session(3));
+        // Responding drops "previous" (1) and keeps "current" (2).
+        assert!(i.peer_by_index(1).is_none());
+        assert!(i.promote(&a, 3));
+        assert!(!i.promote(&a, 3), "done once");
+        let k = a.keypairs();
+        assert_eq!(k.indices().collect::<Vec<_>>(), [2, 3]);
+        assert!(i.peer_by_index(2).is_some() && i.peer_by_index(3).is_some());
+    }
+}
