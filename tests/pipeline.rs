@@ -635,6 +635,7 @@ fn a_hub_sends_each_peer_its_own_packets() {
         assert!(s.spoke(k).tun.delivered.try_recv().is_err(), "nothing more");
         let peer = s.hub.handle.interface.peers()[k].clone();
         assert!(peer.tx_bytes.load(std::sync::atomic::Ordering::Relaxed) > 201 * 100);
+        assert!(peer.last_handshake.get().is_some(), "spoke {k}");
     }
     assert_eq!(s.hub.handle.stats.handshakes(), 3);
     let sender = s.hub.handle.stats.stage(Stage::UdpSender);

@@ -178,10 +178,6 @@ impl FakeUdp {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// How many datagrams were sent to `dest` so far.
     pub fn sent_to(&self, dest: SocketAddr) -> usize {
         let sent = self.sent_to.lock().unwrap_or_else(PoisonError::into_inner);

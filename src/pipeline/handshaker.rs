@@ -637,3 +637,93 @@ fn wall_clock_tai64n() -> [u8; 12] {
         .unwrap_or_default();
     tai64n(t.as_secs(), t.subsec_nanos())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::fake::FakeUdp;
+    use crate::pipeline::peer::PeerSpec;
+    use crate::protocol::timers::Timing;
+    use std::net::SocketAddr;
+
+    fn spec(n: u32) -> PeerSpec {
+        let mut key = [7u8; 32];
+        key[4..8].copy_from_slice(&n.to_le_bytes());
+        PeerSpec {
+            public_key: PrivateKey::from_bytes(key).public_key(),
+            preshared_key: None,
+            endpoint: Some(SocketAddr::from(([192, 0, 2, 2], 51820))),
+            initiate_at_start: false,
+            allowed_ips: vec![],
+            persistent_keepalive: None,
+        }
+    }
+
+    /// Idle peers are not in the active set, so a tick does not look at
+    /// them; a peer joins it when something may be due, and leaves it when
+    /// nothing is, or when it is removed.
+    #[test]
+    fn a_tick_evaluates_only_peers_with_something_due() {
+        let iface = Interface::new(PrivateKey::from_bytes([0x11; 32]), 1420, Timing::default());
+        for n in 0..1000 {
+            iface.add_peer(spec(n)).unwrap();
+        }
+        let keepalive = iface
+            .add_peer(PeerSpec {
+                persistent_keepalive: Some(Duration::from_secs(25)),
+                ..spec(1000)
+            })
+            .unwrap();
+        let starting = iface
+            .add_peer(PeerSpec {
+                initiate_at_start: true,
+                ..spec(1001)
+            })
+            .unwrap();
+        let (udp, _other) = FakeUdp::pair(
+            "192.0.2.1:51820".parse().unwrap(),
+            "192.0.2.2:51820".parse().unwrap(),
+            16,
+        );
+        let stats = Stats::default();
+        let (events, _e) = crossbeam_channel::bounded(4);
+        let mut hs = Handshaker::new(&iface, &udp, &stats, &events);
+        let active = |hs: &Handshaker| {
+            let mut ids: Vec<_> = hs.active.iter().copied().collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(active(&hs), [keepalive.id, starting.id]);
+
+        hs.evaluate(starting.id);
+        let index = hs.states[&starting.id]
+            .attempt
+            .as_ref()
+            .expect("the initiation at start went out")
+            .state
+            .sender_index;
+        assert!(iface
+            .peer_by_index(index)
+            .is_some_and(|p| p.id == starting.id));
+        assert_eq!(udp.sent_to("192.0.2.2:51820".parse().unwrap()), 1);
+
+        // Data waiting for an idle peer makes it active...
+        let idle = iface.peers()[5].clone();
+        hs.state_of(idle.clone()).want_session = true;
+        hs.evaluate(idle.id);
+        assert_eq!(active(&hs), [idle.id, keepalive.id, starting.id]);
+        // ...until there is nothing left for a timer to do.
+        if let Some(st) = hs.states.get_mut(&idle.id) {
+            (st.attempt, st.want_session) = (None, false);
+        }
+        hs.evaluate(idle.id);
+        assert_eq!(active(&hs), [keepalive.id, starting.id]);
+
+        // A removed peer leaves the set and its state goes.
+        iface.remove_peer(&starting.public_key);
+        hs.evaluate(starting.id);
+        assert_eq!(active(&hs), [keepalive.id]);
+        assert!(!hs.states.contains_key(&starting.id));
+        assert!(iface.peer_by_index(index).is_none());
+    }
+}

@@ -23,7 +23,6 @@ use crate::protocol::keys::{PrivateKey, PublicKey};
 use crate::protocol::timers::Timing;
 use crate::{Error, Result};
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -137,11 +136,6 @@ impl Interface {
         read(&self.routes)
     }
 
-    /// The peer `ip` is routed to (longest prefix over all peers).
-    pub fn route(&self, ip: IpAddr) -> Option<Arc<Peer>> {
-        self.routes().lookup(ip).cloned()
-    }
-
     /// The peer we gave receiver index `index` to.
     pub fn peer_by_index(&self, index: u32) -> Option<Arc<Peer>> {
         read(&self.indices).get(&index).cloned()
@@ -201,6 +195,7 @@ impl Interface {
 mod tests {
     use super::*;
     use crate::protocol::handshake::TransportKeys;
+    use std::net::IpAddr;
 
     fn spec(key: u8, allowed: &[&str]) -> PeerSpec {
         PeerSpec {
@@ -222,7 +217,7 @@ mod tests {
     }
 
     fn routed(i: &Interface, addr: &str) -> Option<u64> {
-        i.route(ip(addr)).map(|p| p.id)
+        i.routes().lookup(ip(addr)).map(|p| p.id)
     }
 
     #[test]

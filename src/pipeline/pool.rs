@@ -118,11 +118,6 @@ impl Batch {
         self.slots.addrs[i] = addr;
     }
 
-    /// The peer of slot `i`, if one was set.
-    pub fn peer(&self, i: usize) -> Option<&Arc<Peer>> {
-        self.slots.peers.get(usize::from(self.slots.peer[i]))
-    }
-
     /// Index of slot `i`'s peer in [`Batch::peers`] ([`NO_PEER`] for none).
     pub fn peer_index(&self, i: usize) -> u8 {
         self.slots.peer[i]
