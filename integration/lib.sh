@@ -563,13 +563,22 @@ set_conf() {
 # 208 KiB UDP receive buffer at a slow peer whatever the average rate.
 declare -A IPERF_PID=()
 iperf_start() {
-	local sns=$NS2 saddr=$INNER2 cns=$NS1 port=5201
-	[[ ${4:-a2b} == a2b ]] || sns=$NS1 saddr=$INNER1 cns=$NS2 port=5202
+	if [[ ${4:-a2b} == a2b ]]; then
+		iperf_between "$1" "$2" "$NS2" "$INNER2" "$NS1" 5201 "${3:-}"
+	else
+		iperf_between "$1" "$2" "$NS1" "$INNER1" "$NS2" 5202 "${3:-}"
+	fi
+}
+
+# iperf_between NAME SECONDS SERVER_NS SERVER_ADDR CLIENT_NS PORT [RATE]: what
+# iperf_start does, between any two namespaces; iperf_wait NAME.
+iperf_between() {
+	local sns=$3 saddr=$4 cns=$5 port=$6 rate=${7:-}
 	ip netns exec "$sns" iperf3 -s -1 -B "$saddr" -p "$port" >"$TMP/$1.server" 2>&1 &
 	STARTED_PIDS+=("$!")
 	wait_until 10 "iperf3 server on $saddr:$port" eval "ip netns exec $sns ss -Htln 'sport = :$port' | grep -q ."
-	echo "+ [$cns] iperf3 -c $saddr -p $port -t $2 -i 1 -J ${3:+--fq-rate $3} > $1.json &" >&2
-	ip netns exec "$cns" timeout --foreground $(($2 + 30)) iperf3 -c "$saddr" -p "$port" -t "$2" -i 1 -J --connect-timeout 5000 ${3:+--fq-rate "$3"} >"$TMP/$1.json" 2>&1 &
+	echo "+ [$cns] iperf3 -c $saddr -p $port -t $2 -i 1 -J ${rate:+--fq-rate $rate} > $1.json &" >&2
+	ip netns exec "$cns" timeout --foreground $(($2 + 30)) iperf3 -c "$saddr" -p "$port" -t "$2" -i 1 -J --connect-timeout 5000 ${rate:+--fq-rate "$rate"} >"$TMP/$1.json" 2>&1 &
 	IPERF_PID[$1]=$!
 	STARTED_PIDS+=("$!")
 }
