@@ -103,9 +103,9 @@ fn run_tunnel(
     }
 
     let tables = routes::read_route_tables()?;
-    let plan = routes::plan(&config.peer.allowed_ips, name, endpoint, &tables)?;
-    let installed =
-        InstalledRoutes::install(state, &plan, endpoint.map(|e| e.ip().to_canonical()))?;
+    let endpoints: Vec<IpAddr> = endpoint.iter().map(|e| e.ip()).collect();
+    let plan = routes::plan(&config.peer.allowed_ips, name, &endpoints, &tables)?;
+    let installed = InstalledRoutes::install(state, name, &plan, &endpoints)?;
     tun.set_nonblocking()?;
 
     let handle = pipeline::spawn(

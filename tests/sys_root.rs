@@ -451,7 +451,7 @@ fn installed_routes_are_recorded_and_undone() {
         assert!(add_route(&foreign).unwrap());
 
         let wanted = [route("10.70.0.0/16 dev pvt2"), foreign.clone()];
-        let installed = InstalledRoutes::install(state.clone(), &wanted, None).unwrap();
+        let installed = InstalledRoutes::install(state.clone(), "pvt2", &wanted, &[]).unwrap();
         assert_eq!(installed.routes(), &wanted[..1]);
         assert_eq!(state_text(&state), record_text(None, &[&wanted[0]]));
         let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
@@ -469,7 +469,7 @@ fn installed_routes_are_recorded_and_undone() {
             route("10.72.0.0/16 dev pvt2"),
             route("10.73.0.0/16 dev nosuchdev0"),
         ];
-        let err = InstalledRoutes::install(state.clone(), &failing, None).unwrap_err();
+        let err = InstalledRoutes::install(state.clone(), "pvt2", &failing, &[]).unwrap_err();
         assert!(err.to_string().contains("nosuchdev0"), "{err}");
         assert!(!has_route("10.72.0.0/16 dev pvt2"));
         assert!(!state.parent().unwrap().exists());
@@ -489,7 +489,7 @@ fn many_routes_are_recorded_and_removed_exactly() {
             .collect();
         let foreign = &wanted[1000];
         assert!(add_route(foreign).unwrap());
-        let installed = InstalledRoutes::install(state.clone(), &wanted, None).unwrap();
+        let installed = InstalledRoutes::install(state.clone(), "pvt9", &wanted, &[]).unwrap();
         let ours: Vec<&Route> = wanted.iter().filter(|r| *r != foreign).collect();
         assert_eq!(installed.routes().len(), 1999);
         assert_eq!(state_text(&state), record_text(None, &ours));
@@ -521,7 +521,7 @@ fn stale_records_are_swept_unless_their_owner_lives() {
         let record = |pid: u32| RouteRecord {
             pid,
             netns: Netns::current().unwrap().cookie,
-            endpoint: Some("192.0.2.7".parse().unwrap()),
+            endpoints: vec!["192.0.2.7".parse().unwrap()],
             routes: routes.clone(),
         };
 
@@ -577,7 +577,7 @@ fn untrusted_or_foreign_records_delete_nothing() {
             RouteRecord {
                 pid: gone.id(),
                 netns,
-                endpoint: Some("203.0.113.7".parse().unwrap()),
+                endpoints: vec!["203.0.113.7".parse().unwrap()],
                 routes: routes.iter().map(|r| (*r).clone()).collect(),
             }
             .render()
@@ -616,7 +616,7 @@ fn untrusted_or_foreign_records_delete_nothing() {
         let foreign = RouteRecord {
             pid: gone.id(),
             netns: netns.map(|c| c + 1),
-            endpoint: None,
+            endpoints: vec![],
             routes: vec![tunnel.clone()],
         };
         rundir::write(&state, &foreign.render()).unwrap();
@@ -641,7 +641,13 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
 
         let endpoint: SocketAddr = "203.0.113.7:51820".parse().unwrap();
         let all = ["0.0.0.0/0".parse().unwrap()];
-        let routes = plan(&all, "pvt4", Some(endpoint), &read_route_tables().unwrap()).unwrap();
+        let routes = plan(
+            &all,
+            "pvt4",
+            &[endpoint.ip()],
+            &read_route_tables().unwrap(),
+        )
+        .unwrap();
         let shown: Vec<String> = routes.iter().map(Route::to_string).collect();
         assert_eq!(
             shown,
@@ -654,8 +660,9 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         let dir = run_dir("full");
         let installed = InstalledRoutes::install(
             state_path(&dir, "pvt4").unwrap(),
+            "pvt4",
             &routes,
-            Some(endpoint.ip()),
+            &[endpoint.ip()],
         )
         .unwrap();
         for r in &shown {
@@ -671,6 +678,70 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         drop(installed);
         assert!(shown.iter().all(|r| !has_route(r)), "{:?}", table());
         assert!(has_route("0.0.0.0/0 via 192.0.2.254 dev pvv0"));
+    });
+}
+
+/// Two peers' endpoints both captured by a full tunnel; one moves, and its
+/// host route follows: the new one is recorded and added, the old one removed,
+/// and the other peer's stays.
+#[test]
+fn a_moved_endpoint_takes_its_host_route_along() {
+    in_netns(|| {
+        ip("link add pvv0 type veth peer name pvv1");
+        ip("addr add 192.0.2.1/24 dev pvv0");
+        ip("link set pvv1 up");
+        ip("link set pvv0 up");
+        ip("route add default via 192.0.2.254 dev pvv0");
+        let _tun = tun_up("pvt5", Ipv4Addr::new(10, 99, 5, 1));
+        let (one, two, moved): (IpAddr, IpAddr, IpAddr) = (
+            "203.0.113.7".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+            "198.51.100.9".parse().unwrap(),
+        );
+        let all = ["0.0.0.0/0".parse().unwrap()];
+        let routes = plan(&all, "pvt5", &[one, two], &read_route_tables().unwrap()).unwrap();
+        let dir = run_dir("follow");
+        let state = state_path(&dir, "pvt5").unwrap();
+        let mut installed =
+            InstalledRoutes::install(state.clone(), "pvt5", &routes, &[one, two]).unwrap();
+        let host = |ip: IpAddr| format!("{ip}/32 via 192.0.2.254 dev pvv0");
+        assert!(
+            has_route(&host(one)) && has_route(&host(two)),
+            "{:?}",
+            table()
+        );
+
+        installed
+            .follow_endpoint(Some(two), moved, false, &read_route_tables().unwrap())
+            .unwrap();
+        assert!(has_route(&host(moved)), "{:?}", table());
+        assert!(!has_route(&host(two)), "{:?}", table());
+        assert!(has_route(&host(one)), "{:?}", table());
+        let via = ip("-4 route get 198.51.100.9");
+        assert!(via.contains("via 192.0.2.254 dev pvv0"), "{via}");
+        let text = state_text(&state);
+        assert!(
+            text.contains("\nendpoint 203.0.113.7 198.51.100.9\n")
+                && text.contains(&host(moved))
+                && !text.contains(&host(two)),
+            "{text}"
+        );
+        // Another peer still at the old address keeps its host route.
+        installed
+            .follow_endpoint(Some(one), two, true, &read_route_tables().unwrap())
+            .unwrap();
+        assert!(
+            has_route(&host(one)) && has_route(&host(two)),
+            "{:?}",
+            table()
+        );
+
+        drop(installed);
+        for gone in [one, two, moved] {
+            assert!(!has_route(&host(gone)), "{:?}", table());
+        }
+        assert!(!has_route("0.0.0.0/1 dev pvt5"));
+        assert!(!state.exists());
     });
 }
 
@@ -1006,7 +1077,13 @@ fn ipv6_full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
 
         let endpoint: SocketAddr = "[2001:db8::7]:51820".parse().unwrap();
         let all = ["::/0".parse().unwrap(), "0.0.0.0/0".parse().unwrap()];
-        let routes = plan(&all, "pvt7", Some(endpoint), &read_route_tables().unwrap()).unwrap();
+        let routes = plan(
+            &all,
+            "pvt7",
+            &[endpoint.ip()],
+            &read_route_tables().unwrap(),
+        )
+        .unwrap();
         let shown: Vec<String> = routes.iter().map(Route::to_string).collect();
         assert_eq!(
             shown,
@@ -1021,7 +1098,7 @@ fn ipv6_full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         let dir = run_dir("full6");
         let state = state_path(&dir, "pvt7").unwrap();
         let installed =
-            InstalledRoutes::install(state.clone(), &routes, Some(endpoint.ip())).unwrap();
+            InstalledRoutes::install(state.clone(), "pvt7", &routes, &[endpoint.ip()]).unwrap();
         for r in &shown {
             assert!(has_route(r), "{r} missing: {:?} {:?}", table6(), table());
         }
