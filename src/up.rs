@@ -80,7 +80,9 @@ fn run_tunnel(
         None => Some(last_endpoint::path(Path::new(RUN_DIR), name)?),
     };
     let remembered = match &memory {
-        Some(path) => last_endpoint::load(path, &config.peer.public_key)?,
+        Some(path) => last_endpoint::load(path)?
+            .get(&config.peer.public_key)
+            .copied(),
         None => None,
     };
 
@@ -140,7 +142,7 @@ fn run_tunnel(
         let Some(path) = &memory else { return };
         let now = handle.peer.endpoint().map(|e| e.addr);
         if let Some(addr) = now.filter(|_| now != saved) {
-            match last_endpoint::save(path, &config.peer.public_key, addr) {
+            match last_endpoint::save(path, &[(config.peer.public_key, addr)]) {
                 Ok(()) => saved = now,
                 Err(e) => log::warn!("remembering the peer's endpoint: {e}"),
             }

@@ -21,7 +21,7 @@ pub type Key = [u8; 32];
 pub struct PrivateKey(Key);
 
 /// A static X25519 public key.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(Key);
 
 /// The symmetric key mixed into the second handshake message; all zeros
