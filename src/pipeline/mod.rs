@@ -29,6 +29,7 @@
 
 pub mod device;
 pub mod fake;
+pub mod handshake_queue;
 pub mod handshaker;
 pub mod inbound;
 pub mod offload;

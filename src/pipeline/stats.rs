@@ -2,6 +2,7 @@
 //! depth of the queue feeding the stage. Relaxed atomics: each counter has one
 //! writer, and readers only want a recent value.
 
+use crate::protocol::messages::ParseError;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -94,6 +95,17 @@ drop_reasons! {
     BadCookie => "bad_cookie",
     UnderLoad => "under_load_cookie_sent",
     RateLimited => "rate_limited",
+}
+
+/// A datagram the outer checks refuse, counted under the check it failed.
+impl From<ParseError> for DropReason {
+    fn from(e: ParseError) -> DropReason {
+        match e {
+            ParseError::TooShort => DropReason::TooShort,
+            ParseError::UnknownType => DropReason::UnknownType,
+            ParseError::BadLength => DropReason::BadLength,
+        }
+    }
 }
 
 const REASONS: usize = DropReason::ALL.len();
@@ -197,6 +209,19 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outer_parse_errors_have_their_own_reasons() {
+        assert_eq!(DropReason::from(ParseError::TooShort), DropReason::TooShort);
+        assert_eq!(
+            DropReason::from(ParseError::UnknownType),
+            DropReason::UnknownType
+        );
+        assert_eq!(
+            DropReason::from(ParseError::BadLength),
+            DropReason::BadLength
+        );
+    }
 
     #[test]
     fn render_lists_every_stage_and_nonzero_drops() {
