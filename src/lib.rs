@@ -27,6 +27,7 @@ pub mod protocol;
 pub mod routes;
 pub mod rundir;
 pub mod sys;
+pub mod tun;
 pub mod up;
 
 pub use error::{Error, Result};

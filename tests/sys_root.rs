@@ -7,8 +7,7 @@
 //! Commands such as `ip` are spawned from that thread and so inherit its
 //! namespace.
 
-use pipevpn::pipeline::device::{OffloadTun, TunDevice};
-use pipevpn::pipeline::offload::{VnetHdr, VNET_HDR_LEN};
+use pipevpn::pipeline::device::TunDevice;
 use pipevpn::pipeline::pool::{slot_size, Pool};
 use pipevpn::routes::{
     plan, read_route_tables, state_path, sweep_stale, InstalledRoutes, Route, RouteRecord,
@@ -26,6 +25,8 @@ use pipevpn::sys::udp::{
     bind_udp, bind_udp_any, enable_gro, enable_pktinfo, recv_many, send_many, Endpoint, Local,
     RecvMeta, MAX_BATCH,
 };
+use pipevpn::tun::offload::{VnetHdr, VNET_HDR_LEN};
+use pipevpn::tun::OffloadTun;
 use pipevpn::Error;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
