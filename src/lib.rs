@@ -28,6 +28,7 @@ pub mod routes;
 pub mod rundir;
 pub mod sys;
 pub mod tun;
+pub mod udp;
 pub mod up;
 
 pub use error::{Error, Result};
