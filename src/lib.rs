@@ -13,13 +13,11 @@
 //! - [`sys`] holds every `unsafe` block and ioctl; [`routes`] plans, records
 //!   and undoes the routes a tunnel adds; [`rundir`] keeps the records root
 //!   trusts across runs, [`last_endpoint`] among them.
-//! - [`up`] wires a [`config::Config`] to real devices; [`demo`] runs two peers
-//!   in throw-away network namespaces.
+//! - [`up`] wires a [`config::Config`] to real devices. The `pipevpn`
+//!   command itself (command line, `pipevpn demo`) lives in `src/bin/pipevpn/`.
 
 pub mod cidr;
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod error;
 pub mod last_endpoint;
 pub mod pipeline;

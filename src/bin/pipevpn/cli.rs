@@ -1,7 +1,7 @@
 //! Command line. The doc comments below are the `--help` text.
 
-use crate::{Error, Result};
 use clap::{ArgAction, Parser, Subcommand};
+use pipevpn::{Error, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]

@@ -13,8 +13,8 @@
 //! the namespaces, so nothing but `ip` and `ping` is needed. Everything the demo creates is owned by a guard and undone on any
 //! exit: error, Ctrl-C (SIGINT) or SIGTERM.
 
-use crate::error::{Error, Result};
-use crate::protocol::keys::PrivateKey;
+use pipevpn::protocol::keys::PrivateKey;
+use pipevpn::{Error, Result};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
