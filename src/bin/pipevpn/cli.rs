@@ -37,6 +37,13 @@ pub enum Command {
     },
     /// Run two peers in throw-away network namespaces and show live figures (root)
     Demo(crate::demo::DemoArgs),
+    /// Check a --stats-file and print it back, one line per stage (used by
+    /// the integration harness, so that it lists no stages itself)
+    #[command(hide = true)]
+    Stats {
+        /// A file written by `up --stats-file`
+        file: PathBuf,
+    },
 }
 
 /// Longest interface name the kernel takes (IFNAMSIZ - 1).

@@ -9,6 +9,7 @@ mod demo;
 use clap::Parser;
 use cli::{Cli, Command};
 use pipevpn::config::Config;
+use pipevpn::pipeline::stats::Snapshot;
 use pipevpn::protocol::keys::PrivateKey;
 use pipevpn::{up, Error, Result};
 use std::io::{self, Read, Write};
@@ -70,6 +71,12 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Demo(args) => demo::run(&args),
+        Command::Stats { file } => {
+            let snapshot = Snapshot::read(&file)?
+                .ok_or_else(|| Error::Input(format!("{}: no such file", file.display())))?;
+            write!(io::stdout(), "{}", snapshot.render())
+                .map_err(|e| Error::sys("writing to stdout", e))
+        }
     }
 }
 
