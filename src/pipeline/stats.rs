@@ -147,10 +147,6 @@ impl StageStats {
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Relaxed)
     }
-
-    pub fn total_drops(&self) -> u64 {
-        self.drops.iter().map(|d| d.load(Relaxed)).sum()
-    }
 }
 
 /// Counters of the whole tunnel.
