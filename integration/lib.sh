@@ -437,23 +437,22 @@ stat_value() {
 }
 
 # check_stats IFACE: the stats file of a pipevpn peer that has carried traffic both
-# ways has every stage, packets through each, and a completed handshake.
+# ways is whole (`pipevpn stats` checks it has every stage, in the one codec of
+# src/pipeline/stats.rs), has packets through every stage but the handshaker, and
+# a completed handshake. The stages are the lines it prints: none are listed here.
 check_stats() {
-	local file="$TMP/$1.stats" stage n
+	local file="$TMP/$1.stats" text stage n
 	[[ -s $file ]] || fail "no stats file $file from pipevpn on $1"
 	log "stats of $1:"$'\n'"$(cat "$file")"
-	for stage in tun_reader encryptor udp_sender udp_receiver decryptor tun_writer; do
+	text=$("$PIPEVPN" stats "$file") || fail "pipevpn stats refuses the stats file of $1 (see above)"
+	while read -r stage _; do
+		# The handshaker counts handshake messages, not traffic.
+		[[ $stage != handshake && $stage != handshaker ]] || continue
 		n=$(stat_value "$file" "$stage" packets)
-		[[ $n =~ ^[0-9]+$ ]] || fail "stats file of $1 has no '$stage packets=N' line"
 		((n > 0)) || fail "stats of $1: $stage moved no packets"
-	done
-	n=$(stat_value "$file" handshaker packets)
-	[[ $n =~ ^[0-9]+$ ]] || fail "stats file of $1 has no 'handshaker packets=N' line"
+	done <<<"$text"
 	n=$(stat_value "$file" handshake completed)
-	if ! [[ $n =~ ^[0-9]+$ ]] || ((n < 1)); then
-		fail "stats of $1: no completed handshake (handshake completed=$n)"
-	fi
-	[[ $(stat_value "$file" handshake last_ms) =~ ^[0-9]+$ ]] || fail "stats of $1: no 'handshake last_ms=N'"
+	((n >= 1)) || fail "stats of $1: no completed handshake (handshake completed=$n)"
 }
 
 # ---- hostile-network helpers (hostile.sh, resilience.sh, interop_more.sh) ----------

@@ -27,7 +27,7 @@
 
 use crate::cidr::Cidr;
 use crate::rundir::{self, Netns};
-use crate::sys::route::{add_route, del_route};
+use crate::sys::route::{add_route, del_route, RouteSpec};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::fmt;
@@ -53,6 +53,16 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route as the kernel calls take it.
+    pub fn spec(&self) -> RouteSpec<'_> {
+        RouteSpec {
+            dest: self.net.addr,
+            prefix: self.net.prefix,
+            gateway: self.gateway,
+            dev: self.dev.as_deref(),
+        }
+    }
+
     fn via_dev(net: Cidr, dev: &str) -> Route {
         Route {
             net,
@@ -66,14 +76,7 @@ impl Route {
 /// `ip route` uses, and the form of the record's lines.
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.net)?;
-        if let Some(gw) = self.gateway {
-            write!(f, " via {gw}")?;
-        }
-        if let Some(dev) = &self.dev {
-            write!(f, " dev {dev}")?;
-        }
-        Ok(())
+        self.spec().fmt(f)
     }
 }
 
@@ -452,7 +455,7 @@ impl InstalledRoutes {
             iface: iface.to_string(),
         };
         for r in routes {
-            if add_route(r)? {
+            if add_route(r.spec())? {
                 installed.record.routes.push(r.clone());
             } else {
                 log::info!("route {r} already exists; leaving it alone");
@@ -493,7 +496,7 @@ impl InstalledRoutes {
                 Some(h) => {
                     self.record.routes.push(h.clone());
                     self.write()?;
-                    let added = add_route(&h);
+                    let added = add_route(h.spec());
                     if !matches!(added, Ok(true)) {
                         // Someone else's route, or none: not ours to delete.
                         self.record.routes.retain(|r| *r != h);
@@ -513,7 +516,7 @@ impl InstalledRoutes {
         let iface = self.iface.as_str();
         let host = |r: &Route| r.net == Cidr::host(from) && r.dev.as_deref() != Some(iface);
         if let Some(old) = self.record.routes.iter().find(|r| host(r)).cloned() {
-            del_route(&old)?;
+            del_route(old.spec())?;
             self.record.routes.retain(|r| *r != old);
         }
         self.record.endpoints.retain(|e| *e != from);
@@ -530,7 +533,7 @@ impl Drop for InstalledRoutes {
     fn drop(&mut self) {
         let mut left = Vec::new();
         for r in self.record.routes.iter().rev() {
-            if let Err(e) = del_route(r) {
+            if let Err(e) = del_route(r.spec()) {
                 log::warn!("could not remove route: {e}");
                 left.insert(0, r.clone());
             }
@@ -603,7 +606,7 @@ pub fn sweep_stale(state: &Path) -> Result<SweepOutcome> {
         )));
     }
     for r in record.routes.iter().rev() {
-        del_route(r)?;
+        del_route(r.spec())?;
     }
     if !record.routes.is_empty() {
         let list: Vec<String> = record.routes.iter().map(Route::to_string).collect();

@@ -9,12 +9,13 @@
 use crate::cidr::Cidr;
 use crate::config::Config;
 use crate::last_endpoint;
-use crate::pipeline::device::{OffloadTun, Udp};
 use crate::pipeline::{self, TunnelConfig};
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes};
 use crate::rundir::RUN_DIR;
 use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
+use crate::tun::OffloadTun;
+use crate::udp::Udp;
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, select};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};

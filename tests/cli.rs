@@ -1,6 +1,7 @@
 //! The built binary from the outside: key commands against `wg`, and
 //! `up` refusing bad config files before touching any device.
 
+use pipevpn::pipeline::stats::{DropReason, Stage, Stats};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -403,4 +404,50 @@ fn up_warns_when_group_or_others_may_read_the_private_key() {
             "mode {mode:o}: no warning expected, got '{stderr}'"
         );
     }
+}
+
+/// The harness's view of a stats file: printed back whole when it is one
+/// `up` wrote, refused with the file and line when it is not.
+#[test]
+fn stats_checks_a_stats_file_and_prints_it_back() {
+    let dir = TempDir::new();
+    let stats = Stats::default();
+    for stage in Stage::ALL {
+        stats.stage(stage).pass(4, 400);
+    }
+    stats.stage(Stage::Decryptor).drop(DropReason::Replay);
+    stats.handshake_completed(2);
+    let good = stats.render();
+    let path = dir.write("good.stats", &good);
+    let out = pipevpn(&["stats", path.to_str().unwrap()], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), good);
+
+    let bad = dir.write(
+        "bad.stats",
+        &good.replace("decryptor packets=4", "decryptor packets=x"),
+    );
+    let out = pipevpn(&["stats", bad.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(
+        stderr.contains(&format!(
+            "{}: line 5: 'packets=x': not a count",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+
+    let missing = dir.0.join("missing.stats");
+    let out = pipevpn(&["stats", missing.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{}: no such file", missing.display())),
+        "{stderr}"
+    );
 }

@@ -7,8 +7,7 @@
 //! Commands such as `ip` are spawned from that thread and so inherit its
 //! namespace.
 
-use pipevpn::pipeline::device::{OffloadTun, TunDevice};
-use pipevpn::pipeline::offload::{VnetHdr, VNET_HDR_LEN};
+use pipevpn::pipeline::device::TunDevice;
 use pipevpn::pipeline::pool::{slot_size, Pool};
 use pipevpn::routes::{
     plan, read_route_tables, state_path, sweep_stale, InstalledRoutes, Route, RouteRecord,
@@ -26,6 +25,8 @@ use pipevpn::sys::udp::{
     bind_udp, bind_udp_any, enable_gro, enable_pktinfo, recv_many, send_many, Endpoint, Local,
     RecvMeta, MAX_BATCH,
 };
+use pipevpn::tun::offload::{VnetHdr, VNET_HDR_LEN};
+use pipevpn::tun::OffloadTun;
 use pipevpn::Error;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -398,18 +399,18 @@ fn routes_are_added_and_deleted() {
             "203.0.113.7/32 dev pvt1",
         ] {
             let r = route(text);
-            assert!(add_route(&r).unwrap(), "{text} not added");
+            assert!(add_route(r.spec()).unwrap(), "{text} not added");
             assert!(has_route(text), "{text} missing: {:?}", table());
-            assert!(!add_route(&r).unwrap(), "{text} added twice");
-            del_route(&r).unwrap();
+            assert!(!add_route(r.spec()).unwrap(), "{text} added twice");
+            del_route(r.spec()).unwrap();
             assert!(!has_route(text), "{text} still there");
             // Already gone is fine.
-            del_route(&r).unwrap();
+            del_route(r.spec()).unwrap();
         }
         let no_dev = route("10.51.0.0/16 dev nosuchdev0");
         // Deleting through a device that is gone is fine: so are its routes.
-        del_route(&no_dev).unwrap();
-        let err = add_route(&no_dev).unwrap_err();
+        del_route(no_dev.spec()).unwrap();
+        let err = add_route(no_dev.spec()).unwrap_err();
         assert!(matches!(err, Error::Sys { .. }), "{err:?}");
         assert!(
             err.to_string()
@@ -448,7 +449,7 @@ fn installed_routes_are_recorded_and_undone() {
         let state = state_path(&dir, "pvt2").unwrap();
         // Someone else's route: install must leave it out of the record and in place.
         let foreign = route("10.71.0.0/16 dev pvt2");
-        assert!(add_route(&foreign).unwrap());
+        assert!(add_route(foreign.spec()).unwrap());
 
         let wanted = [route("10.70.0.0/16 dev pvt2"), foreign.clone()];
         let installed = InstalledRoutes::install(state.clone(), "pvt2", &wanted, &[]).unwrap();
@@ -488,7 +489,7 @@ fn many_routes_are_recorded_and_removed_exactly() {
             .map(|i| route(&format!("10.{}.{}.0/24 dev pvt9", 100 + i / 256, i % 256)))
             .collect();
         let foreign = &wanted[1000];
-        assert!(add_route(foreign).unwrap());
+        assert!(add_route(foreign.spec()).unwrap());
         let installed = InstalledRoutes::install(state.clone(), "pvt9", &wanted, &[]).unwrap();
         let ours: Vec<&Route> = wanted.iter().filter(|r| *r != foreign).collect();
         assert_eq!(installed.routes().len(), 1999);
@@ -510,7 +511,7 @@ fn stale_records_are_swept_unless_their_owner_lives() {
         let dir = run_dir("sweep");
         let state = state_path(&dir, "pvt3").unwrap();
         let left = route("10.80.0.0/16 dev pvt3");
-        assert!(add_route(&left).unwrap());
+        assert!(add_route(left.spec()).unwrap());
         // 10.81.0.0/16 is listed but already gone, and so is the host route
         // to the endpoint (its device went, as a crashed run's TUN does).
         let routes = vec![
@@ -565,7 +566,7 @@ fn untrusted_or_foreign_records_delete_nothing() {
         ip("link set pvv8 up");
         let _tun = tun_up("pvt8", Ipv4Addr::new(10, 99, 8, 1));
         let unrelated = route("10.88.0.0/16 via 192.0.2.254 dev pvv8");
-        assert!(add_route(&unrelated).unwrap());
+        assert!(add_route(unrelated.spec()).unwrap());
         let tunnel = route("10.89.0.0/16 dev pvt8");
         let dir = run_dir("untrusted");
         let state = state_path(&dir, "pvt8").unwrap();
@@ -583,12 +584,12 @@ fn untrusted_or_foreign_records_delete_nothing() {
             .render()
         };
         let expect_refused = |why: &str| {
-            assert!(add_route(&tunnel).unwrap());
+            assert!(add_route(tunnel.spec()).unwrap());
             let err = sweep_stale(&state).unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
             assert!(has_route(&unrelated.to_string()), "{why}: {:?}", table());
             assert!(has_route(&tunnel.to_string()), "{why}: {:?}", table());
-            del_route(&tunnel).unwrap();
+            del_route(tunnel.spec()).unwrap();
         };
 
         // A symbolic link to a record that nobody's user owns.
@@ -612,7 +613,7 @@ fn untrusted_or_foreign_records_delete_nothing() {
 
         // A record from an earlier namespace with this inode: discarded, and
         // not even the routes through pvt8 are touched.
-        assert!(add_route(&tunnel).unwrap());
+        assert!(add_route(tunnel.spec()).unwrap());
         let foreign = RouteRecord {
             pid: gone.id(),
             netns: netns.map(|c| c + 1),
@@ -1030,23 +1031,23 @@ fn ipv6_routes_are_added_and_deleted() {
             "8000::/1 dev pvt6",
         ] {
             let r = route(text);
-            assert!(add_route(&r).unwrap(), "{text} not added");
+            assert!(add_route(r.spec()).unwrap(), "{text} not added");
             assert!(has_route(text), "{text} missing: {:?}", table6());
-            assert!(!add_route(&r).unwrap(), "{text} added twice");
-            del_route(&r).unwrap();
+            assert!(!add_route(r.spec()).unwrap(), "{text} added twice");
+            del_route(r.spec()).unwrap();
             assert!(!has_route_any(text), "{text} still there");
-            del_route(&r).unwrap();
+            del_route(r.spec()).unwrap();
         }
         // Deleting takes only our metric: the kernel's own prefix route of
         // the same destination stays.
         let prefix = route("fd00:99:6::/64 dev pvt6");
-        assert!(add_route(&prefix).unwrap());
-        del_route(&prefix).unwrap();
+        assert!(add_route(prefix.spec()).unwrap());
+        del_route(prefix.spec()).unwrap();
         assert!(has_route_any("fd00:99:6::/64 dev pvt6"), "{:?}", table6());
 
         let no_dev = route("fd00:51::/32 dev nosuchdev0");
-        del_route(&no_dev).unwrap();
-        let err = add_route(&no_dev).unwrap_err();
+        del_route(no_dev.spec()).unwrap();
+        let err = add_route(no_dev.spec()).unwrap_err();
         assert!(matches!(err, Error::Sys { .. }), "{err:?}");
         assert!(
             err.to_string()
@@ -1057,7 +1058,7 @@ fn ipv6_routes_are_added_and_deleted() {
             gateway: Some(Ipv4Addr::new(10, 0, 0, 1).into()),
             ..route("fd00:52::/32 dev pvt6")
         };
-        assert!(matches!(add_route(&mixed), Err(Error::Input(_))));
+        assert!(matches!(add_route(mixed.spec()), Err(Error::Input(_))));
     });
 }
 

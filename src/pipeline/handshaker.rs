@@ -3,7 +3,7 @@
 //! stage that draws random numbers or reads the wall clock (for TAI64N).
 
 use super::device::UdpDevice;
-use super::inbound::parse_drop;
+use super::handshake_queue::HandshakePacket;
 use super::peer::{Peer, Session};
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
@@ -14,9 +14,7 @@ use crate::protocol::handshake::{
     LocalStatic, PeerStatic,
 };
 use crate::protocol::keys::{Key, PrivateKey};
-use crate::protocol::messages::{
-    message_type, CookieReply, Initiation, MessageType, Response, INITIATION_LEN,
-};
+use crate::protocol::messages::{message_type, CookieReply, Initiation, MessageType, Response};
 use crate::protocol::session::seal_in_place;
 use crate::protocol::timers::{self, Events, Initiate, Pending, SessionInfo};
 use crate::sys::poll::StopFd;
@@ -38,28 +36,6 @@ const MAX_JITTER_MS: u64 = 334;
 /// Handshake messages waiting in the queue that mean "under load" (1/8 of
 /// the queue, as wireguard-go does).
 const BUSY_QUEUE: usize = super::HANDSHAKE_QUEUE / 8;
-
-/// A handshake message copied out of a receive batch, so the batch can move
-/// on at once; sized for the largest one (an initiation).
-pub struct HandshakePacket {
-    bytes: [u8; INITIATION_LEN],
-    len: usize,
-    pub src: Endpoint,
-}
-
-impl HandshakePacket {
-    /// `datagram` is a type 1, 2 or 3 message (already length-checked).
-    pub fn new(datagram: &[u8], src: Endpoint) -> HandshakePacket {
-        let mut bytes = [0u8; INITIATION_LEN];
-        let len = datagram.len().min(INITIATION_LEN);
-        bytes[..len].copy_from_slice(&datagram[..len]);
-        HandshakePacket { bytes, len, src }
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
 
 /// Our own initiation, waiting for its response.
 struct Attempt {
@@ -234,7 +210,7 @@ impl Handshaker<'_> {
     }
 
     fn handle(&mut self, p: &HandshakePacket) {
-        let result = match message_type(p.bytes()).map_err(parse_drop) {
+        let result = match message_type(p.bytes()).map_err(DropReason::from) {
             Ok(MessageType::Initiation) => self.on_initiation(p),
             Ok(MessageType::Response) => self.on_response(p),
             Ok(MessageType::CookieReply) => self.on_cookie_reply(p),
@@ -256,7 +232,7 @@ impl Handshaker<'_> {
 
     /// Responder side (whitepaper §5.4.2, §5.4.3).
     fn on_initiation(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
-        let msg = Initiation::parse(p.bytes()).map_err(parse_drop)?;
+        let msg = Initiation::parse(p.bytes()).map_err(DropReason::from)?;
         self.admit(p, msg.sender, &msg.mac1)?;
         let accepted =
             consume_initiation(&self.local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
@@ -304,7 +280,7 @@ impl Handshaker<'_> {
 
     /// Initiator side (whitepaper §5.4.3).
     fn on_response(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
-        let msg = Response::parse(p.bytes()).map_err(parse_drop)?;
+        let msg = Response::parse(p.bytes()).map_err(DropReason::from)?;
         self.admit(p, msg.sender, &msg.mac1)?;
         let attempt = self.state.attempt_answered_by(msg.receiver)?;
         let keys = consume_response(&self.local, &self.remote, &attempt.state, &msg)
@@ -363,7 +339,7 @@ impl Handshaker<'_> {
     }
 
     fn on_cookie_reply(&mut self, p: &HandshakePacket) -> Result<(), DropReason> {
-        let msg = CookieReply::parse(p.bytes()).map_err(parse_drop)?;
+        let msg = CookieReply::parse(p.bytes()).map_err(DropReason::from)?;
         let mac1 = self.state.mac1_sent_with(msg.receiver)?;
         let cookie =
             consume_cookie_reply(&self.remote, &msg, &mac1).map_err(|_| DropReason::BadCookie)?;
