@@ -7,7 +7,7 @@
 //! run killed with SIGKILL is cleaned up by the next start.
 
 use crate::cidr::Cidr;
-use crate::config::Config;
+use crate::config::{Config, PeerConfig, Table};
 use crate::last_endpoint;
 use crate::pipeline::device::{OffloadTun, Udp};
 use crate::pipeline::{self, TunnelConfig};
@@ -62,10 +62,11 @@ fn run_tunnel(
     signals: &crossbeam_channel::Receiver<i32>,
 ) -> Result<()> {
     let name = opts.interface.as_str();
+    let peer = single_peer(config)?;
+    not_applied_yet(config)?;
     let timing = test_timing()?;
-    let ipv6 = inner_ipv6(config)?;
-    let endpoint = config
-        .peer
+    let ipv6 = inner_ipv6(config, peer)?;
+    let endpoint = peer
         .endpoint
         .as_ref()
         .map(|e| e.resolve(&config.path))
@@ -80,7 +81,7 @@ fn run_tunnel(
         None => Some(last_endpoint::path(Path::new(RUN_DIR), name)?),
     };
     let remembered = match &memory {
-        Some(path) => last_endpoint::load(path, &config.peer.public_key)?,
+        Some(path) => last_endpoint::load(path, &peer.public_key)?,
         None => None,
     };
 
@@ -103,7 +104,7 @@ fn run_tunnel(
     }
 
     let tables = routes::read_route_tables()?;
-    let plan = routes::plan(&config.peer.allowed_ips, name, endpoint, &tables)?;
+    let plan = routes::plan(&peer.allowed_ips, name, endpoint, &tables)?;
     let installed =
         InstalledRoutes::install(state, &plan, endpoint.map(|e| e.ip().to_canonical()))?;
     tun.set_nonblocking()?;
@@ -111,14 +112,13 @@ fn run_tunnel(
     let handle = pipeline::spawn(
         TunnelConfig {
             private_key: config.interface.private_key.clone(),
-            peer_public_key: config.peer.public_key,
-            preshared_key: config.peer.preshared_key.clone(),
+            peer_public_key: peer.public_key,
+            preshared_key: peer.preshared_key.clone(),
             endpoint: endpoint.or(remembered),
             initiate_at_start: remembered.is_some(),
-            allowed_ips: config.peer.allowed_ips.clone(),
+            allowed_ips: peer.allowed_ips.clone(),
             mtu: usize::from(config.interface.mtu),
-            persistent_keepalive: config
-                .peer
+            persistent_keepalive: peer
                 .persistent_keepalive
                 .filter(|&s| s > 0)
                 .map(|s| Duration::from_secs(u64::from(s))),
@@ -140,7 +140,7 @@ fn run_tunnel(
         let Some(path) = &memory else { return };
         let now = handle.peer.endpoint().map(|e| e.addr);
         if let Some(addr) = now.filter(|_| now != saved) {
-            match last_endpoint::save(path, &config.peer.public_key, addr) {
+            match last_endpoint::save(path, &peer.public_key, addr) {
                 Ok(()) => saved = now,
                 Err(e) => log::warn!("remembering the peer's endpoint: {e}"),
             }
@@ -171,6 +171,48 @@ fn run_tunnel(
     result
 }
 
+/// The one peer this build serves: several `[Peer]` sections need the
+/// many-peers pipeline, and the pipeline needs a peer. Checked before
+/// anything is changed.
+fn single_peer(config: &Config) -> Result<&PeerConfig> {
+    match config.peers.as_slice() {
+        [peer] => Ok(peer),
+        [] => Err(Error::Input(format!(
+            "{}: no [Peer] section: this build serves exactly one peer per interface",
+            config.path.display()
+        ))),
+        [_, second, ..] => Err(Error::Config {
+            file: config.path.clone(),
+            line: second.line,
+            msg: "this build serves one peer per interface; several [Peer] sections come \
+                  with the many-peers pipeline"
+                .into(),
+        }),
+    }
+}
+
+/// The wg-quick keys the parser knows and `up` does not apply yet.
+fn not_applied_yet(config: &Config) -> Result<()> {
+    let i = &config.interface;
+    let set = [
+        ("DNS", i.dns.is_some()),
+        ("Table", i.table != Table::Auto),
+        ("PreUp", !i.pre_up.is_empty()),
+        ("PostUp", !i.post_up.is_empty()),
+        ("PreDown", !i.pre_down.is_empty()),
+        ("PostDown", !i.post_down.is_empty()),
+        ("SaveConfig", i.save_config),
+        ("FwMark", i.fw_mark.is_some()),
+    ];
+    match set.iter().find(|(_, on)| *on) {
+        Some((key, _)) => Err(Error::Input(format!(
+            "{}: '{key}' is not applied by this build yet",
+            config.path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Protocol timers, shortened only by the integration tests through
 /// `PIPEVPN_TEST_TIMING` (e.g. `rekey_after=10`) so a rekey can be watched
 /// in seconds; deliberately not a documented option.
@@ -191,13 +233,13 @@ fn test_timing() -> Result<Timing> {
 /// Whether the tunnel carries IPv6: an IPv6 Address or AllowedIPs prefix.
 /// IPv6 needs an MTU of at least 1280 (the kernel turns it off below), which
 /// is checked here, before anything is made.
-fn inner_ipv6(config: &Config) -> Result<bool> {
+fn inner_ipv6(config: &Config, peer: &PeerConfig) -> Result<bool> {
     const IPV6_MIN_MTU: u16 = 1280;
     let ipv6 = config
         .interface
         .addresses
         .iter()
-        .chain(&config.peer.allowed_ips)
+        .chain(&peer.allowed_ips)
         .any(|c| c.addr.is_ipv6());
     if ipv6 && config.interface.mtu < IPV6_MIN_MTU {
         return Err(Error::Input(format!(
