@@ -1,5 +1,6 @@
-//! `pipevpn up`: config -> tun, addresses, UDP socket, routes -> pipeline;
-//! then wait for a terminating signal or a failed stage, and undo everything.
+//! `pipevpn up`: config -> tun, PreUp hooks, addresses, UDP socket, routes
+//! -> pipeline, PostUp hooks; then wait for a terminating signal or a failed
+//! stage, run the PreDown hooks, undo everything, run the PostDown hooks.
 //!
 //! Every step that changes the system is undone by a guard's `Drop`, so a
 //! failure at any step, a signal or a failed stage leaves `ip route` as it
@@ -7,20 +8,27 @@
 //! run killed with SIGKILL is cleaned up by the next start.
 
 use crate::cidr::Cidr;
-use crate::config::{Config, PeerConfig, Table};
+use crate::config::{Config, Hook, PeerConfig, Table};
 use crate::last_endpoint;
 use crate::pipeline::device::{OffloadTun, Udp};
 use crate::pipeline::{self, TunnelConfig};
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes};
 use crate::rundir::RUN_DIR;
-use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
+use crate::sys::{
+    iface,
+    tun::Tun,
+    udp::{bind_udp_any, set_mark},
+};
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, select};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::io;
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,8 +70,10 @@ fn run_tunnel(
     signals: &crossbeam_channel::Receiver<i32>,
 ) -> Result<()> {
     let name = opts.interface.as_str();
+    // Everything that can be refused is, before anything is changed.
     let peer = single_peer(config)?;
     not_applied_yet(config)?;
+    let routed = wants_routes(config)?;
     let timing = test_timing()?;
     let ipv6 = inner_ipv6(config, peer)?;
     let endpoint = peer
@@ -85,7 +95,15 @@ fn run_tunnel(
         None => None,
     };
 
+    // From here on, in wg-quick's order (wg-quick(8), cmd_up): the
+    // interface, PreUp, addresses and MTU, routes, PostUp. A failure drops
+    // what was made so far, in reverse: routes, then the interface.
     let tun = Tun::open(name)?;
+    let hooks = Hooks {
+        file: &config.path,
+        interface: name,
+    };
+    hooks.run("PreUp", &config.interface.pre_up)?;
     configure_interface(
         name,
         &config.interface.addresses,
@@ -93,6 +111,9 @@ fn run_tunnel(
         ipv6,
     )?;
     let udp = bind_udp_any(config.interface.listen_port.unwrap_or(0))?;
+    if let Some(mark) = config.interface.fw_mark {
+        set_mark(&udp, mark)?;
+    }
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
@@ -103,10 +124,15 @@ fn run_tunnel(
         )));
     }
 
-    let tables = routes::read_route_tables()?;
-    let plan = routes::plan(&peer.allowed_ips, name, endpoint, &tables)?;
-    let installed =
-        InstalledRoutes::install(state, &plan, endpoint.map(|e| e.ip().to_canonical()))?;
+    let installed = match routed {
+        true => {
+            let tables = routes::read_route_tables()?;
+            let plan = routes::plan(&peer.allowed_ips, name, endpoint, &tables)?;
+            let endpoint_ip = endpoint.map(|e| e.ip().to_canonical());
+            Some(InstalledRoutes::install(state, &plan, endpoint_ip)?)
+        }
+        false => None,
+    };
     tun.set_nonblocking()?;
 
     let handle = pipeline::spawn(
@@ -127,6 +153,13 @@ fn run_tunnel(
         Arc::new(OffloadTun::new(tun)),
         Arc::new(Udp::new(udp)),
     )?;
+    if let Err(e) = hooks.run("PostUp", &config.interface.post_up) {
+        // As wg-quick: no down hooks, everything made is undone.
+        if let Err(stage) = handle.shutdown() {
+            log::error!("{stage}");
+        }
+        return Err(e);
+    }
     match (endpoint, remembered) {
         (Some(e), _) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
         (None, Some(e)) => log::info!(
@@ -164,11 +197,87 @@ fn run_tunnel(
     if let Some(exit) = &failure {
         log::error!("stage {} ended: shutting down", exit.stage.name());
     }
+    // wg-quick's cmd_down: PreDown, the teardown, PostDown. A failed hook
+    // does not stop the teardown; the first failure is the exit's error.
+    let pre_down = hooks.run("PreDown", &config.interface.pre_down);
     let stats = handle.stats.clone();
     let result = handle.shutdown();
     write_stats(opts, &stats.render());
-    installed.remove();
-    result
+    if let Some(installed) = installed {
+        installed.remove();
+    }
+    let post_down = hooks.run("PostDown", &config.interface.post_down);
+    first_error([result, pre_down, post_down])
+}
+
+/// The first error of `results`, in order; later ones are logged.
+fn first_error(results: impl IntoIterator<Item = Result<()>>) -> Result<()> {
+    let mut first = Ok(());
+    for result in results {
+        match (&first, result) {
+            (Ok(()), Err(e)) => first = Err(e),
+            (Err(_), Err(e)) => log::error!("{e}"),
+            (_, Ok(())) => {}
+        }
+    }
+    first
+}
+
+/// Runs the hooks of one phase (wg-quick's PreUp, PostUp, PreDown,
+/// PostDown) as wg-quick does: each with bash, `%i` replaced by the
+/// interface name, in file order, stopping at the first that fails. Their
+/// output goes to our stderr, beside the log.
+struct Hooks<'a> {
+    file: &'a Path,
+    interface: &'a str,
+}
+
+impl Hooks<'_> {
+    fn run(&self, key: &str, hooks: &[Hook]) -> Result<()> {
+        for hook in hooks {
+            let command = hook.command.replace("%i", self.interface);
+            let fail = |msg: String| Error::Config {
+                file: self.file.to_path_buf(),
+                line: hook.line,
+                msg: format!("{key} hook '{command}' {msg}"),
+            };
+            log::info!("[#] {command}");
+            let stdout = io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| fail(format!("cannot be given our stderr: {e}")))?;
+            let status = Command::new("bash")
+                .arg("-c")
+                .arg(&command)
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .status()
+                .map_err(|e| fail(format!("cannot be run by bash: {e}")))?;
+            if !status.success() {
+                return Err(fail(format!("failed ({status})")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether to add routes for AllowedIPs: `Table = off` adds none.
+/// `SIOCADDRT` carries no table (the kernel puts the route in the main
+/// table, or the device's VRF table), so a table number is refused until
+/// routes go through netlink.
+fn wants_routes(config: &Config) -> Result<bool> {
+    match config.interface.table {
+        Table::Auto => Ok(true),
+        Table::Off => Ok(false),
+        Table::Id { id, line } => Err(Error::Config {
+            file: config.path.clone(),
+            line,
+            msg: format!(
+                "Table = {id} is not supported yet (routes go into the main table): use auto, \
+                 or off and add the routes in a PostUp hook"
+            ),
+        }),
+    }
 }
 
 /// The one peer this build serves: several `[Peer]` sections need the
@@ -194,16 +303,7 @@ fn single_peer(config: &Config) -> Result<&PeerConfig> {
 /// The wg-quick keys the parser knows and `up` does not apply yet.
 fn not_applied_yet(config: &Config) -> Result<()> {
     let i = &config.interface;
-    let set = [
-        ("DNS", i.dns.is_some()),
-        ("Table", i.table != Table::Auto),
-        ("PreUp", !i.pre_up.is_empty()),
-        ("PostUp", !i.post_up.is_empty()),
-        ("PreDown", !i.pre_down.is_empty()),
-        ("PostDown", !i.post_down.is_empty()),
-        ("SaveConfig", i.save_config),
-        ("FwMark", i.fw_mark.is_some()),
-    ];
+    let set = [("DNS", i.dns.is_some()), ("SaveConfig", i.save_config)];
     match set.iter().find(|(_, on)| *on) {
         Some((key, _)) => Err(Error::Input(format!(
             "{}: '{key}' is not applied by this build yet",

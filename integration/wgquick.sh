@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# wg-quick's [Interface] keys in `pipevpn up`, on B (ns2, the side without an Endpoint):
+# - PreUp, PostUp, PreDown, PostDown: each hook appends "%i <hook>" to a file, so the
+#   file shows the order and that %i became the interface name; PreUp runs once the
+#   interface exists but before it has an address, PostDown once it is gone; a hook
+#   keeps a `#` of its line; a hook's stdout lands in pipevpn's log;
+# - Table = off: B's Address is a /32, so B has no route back to A but the one its
+#   PostUp hook adds (metric 7); the tunnel carries pings, and `ip route` differs from
+#   before only by that route, with no route record;
+# - FwMark: B's UDP socket carries the mark (ss -e);
+# - a failing PostUp hook (exit 3) or PreUp hook (exit 4): exit status 2, the message
+#   names the file, the hook's line and its exit status, no PreDown/PostDown hook runs
+#   (as in wg-quick), and no interface, route or route record is left.
+# shellcheck source=integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_tools pipevpn
+
+scenario topology
+make_topology
+setup_pair a no
+HOOKS="$TMP/hooks"
+before=$(route_snapshot "$NS2")
+pass
+
+# b_conf FILE LINES...: B's config, Address a /32, with LINES added to [Interface].
+b_conf() {
+	local file=$1
+	shift
+	sed -e "s|^Address = .*|Address = $INNER2/32|" "$TMP/b.conf" >"$file"
+	printf '%s\n' "$@" | sed -i "/^MTU = /r /dev/stdin" "$file"
+	chmod 600 "$file"
+}
+
+# line_of FILE TEXT: the number of the first line of FILE holding TEXT.
+line_of() { grep -nF -- "$2" "$1" | head -n1 | cut -d: -f1; }
+
+# up_fails CONF: `pipevpn up` on B must fail; its output is in UP_OUT, exit status in UP_RC.
+up_fails() {
+	UP_RC=0
+	echo "+ [$NS2] $PIPEVPN up $1 --interface $TUN2" >&2
+	ip netns exec "$NS2" timeout --foreground 20 "$PIPEVPN" up "$1" --interface "$TUN2" >"$TMP/up.out" 2>&1 || UP_RC=$?
+	UP_OUT=$(cat "$TMP/up.out")
+	log "exit $UP_RC: $UP_OUT"
+	((UP_RC == 2)) || fail "exit status $UP_RC, expected 2: $UP_OUT"
+}
+
+# nothing_left: no interface, the routes of before, no route record on B.
+nothing_left() {
+	! iface_exists "$NS2" "$TUN2" || fail "$TUN2 is left behind"
+	same_routes "$NS2" "$before"
+	[[ ! -e ${RUN_DIR_OF[$NS2]}/$TUN2.routes ]] || fail "a route record is left behind"
+}
+
+scenario hooks-table-off-fwmark
+b_conf "$TMP/b-hooks.conf" \
+	"Table = off" \
+	"FwMark = 0x51820" \
+	"PreUp = echo \"%i preup, addresses: \$(ip -o addr show dev %i | wc -l)\" >>$HOOKS" \
+	"PostUp = ip route add $INNER1/32 dev %i metric 7" \
+	"PostUp = echo \"%i postup #2\" >>$HOOKS; echo hello from %i" \
+	"PreDown = echo \"%i predown, \$(ip link show dev %i >/dev/null 2>&1 && echo present || echo gone)\" >>$HOOKS" \
+	"PostDown = echo \"%i postdown, \$(ip link show dev %i >/dev/null 2>&1 && echo present || echo gone)\" >>$HOOKS"
+start_pipevpn "$NS2" "$TMP/b-hooks.conf" "$TUN2"
+start_pipevpn "$NS1" "$TMP/a.conf" "$TUN1"
+wait_for_handshake "$NS1" "$INNER2"
+ping_ok "$NS1" "$INNER2"
+ping_ok "$NS2" "$INNER1"
+added=$(diff <(echo "$before") <(route_snapshot "$NS2") | sed -n 's/^> //p' || true)
+[[ $added == "$INNER1 dev $TUN2 scope link metric 7" ]] ||
+	fail "with Table = off, the routes added are not just the PostUp hook's: '$added'"
+[[ ! -e ${RUN_DIR_OF[$NS2]}/$TUN2.routes ]] || fail "a route record exists with Table = off"
+sockets=$(ip netns exec "$NS2" ss -u -a -e -n "sport = :$PORT")
+log "$sockets"
+[[ $sockets == *"fwmark:0x51820"* ]] || fail "B's UDP socket does not carry fwmark 0x51820: $sockets"
+grep -q "hello from $TUN2" "$TMP/$TUN2.log" || fail "the PostUp hook's output is not in pipevpn's log"
+stop_impl "$TUN2"
+[[ $STOP_RC == 0 ]] || fail "exit status $STOP_RC after SIGTERM, expected 0"
+expected="$TUN2 preup, addresses: 0
+$TUN2 postup #2
+$TUN2 predown, present
+$TUN2 postdown, gone"
+[[ $(cat "$HOOKS") == "$expected" ]] || fail "the hooks wrote:
+$(cat "$HOOKS")
+expected:
+$expected"
+nothing_left
+stop_impl "$TUN1"
+pass
+
+scenario failing-postup-undoes-everything
+rm -f "$HOOKS"
+b_conf "$TMP/b-postup.conf" \
+	"PostUp = ip route add 10.55.0.0/16 dev %i" \
+	"PostUp = exit 3" \
+	"PreDown = echo \"%i predown\" >>$HOOKS" \
+	"PostDown = echo \"%i postdown\" >>$HOOKS"
+up_fails "$TMP/b-postup.conf"
+line=$(line_of "$TMP/b-postup.conf" "exit 3")
+[[ $UP_OUT == *"pipevpn: $TMP/b-postup.conf:$line: PostUp hook 'exit 3' failed (exit status: 3)"* ]] ||
+	fail "the message does not name the file, line $line and the exit status: $UP_OUT"
+[[ ! -e $HOOKS ]] || fail "down hooks ran after a failed PostUp: $(cat "$HOOKS")"
+nothing_left
+pass
+
+scenario failing-preup-undoes-everything
+b_conf "$TMP/b-preup.conf" "PreUp = exit 4" "PostDown = echo \"%i postdown\" >>$HOOKS"
+up_fails "$TMP/b-preup.conf"
+line=$(line_of "$TMP/b-preup.conf" "exit 4")
+[[ $UP_OUT == *"pipevpn: $TMP/b-preup.conf:$line: PreUp hook 'exit 4' failed (exit status: 4)"* ]] ||
+	fail "the message does not name the file, line $line and the exit status: $UP_OUT"
+[[ ! -e $HOOKS ]] || fail "a down hook ran after a failed PreUp: $(cat "$HOOKS")"
+nothing_left
+pass
