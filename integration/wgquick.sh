@@ -8,9 +8,15 @@
 #   PostUp hook adds (metric 7); the tunnel carries pings, and `ip route` differs from
 #   before only by that route, with no route record;
 # - FwMark: B's UDP socket carries the mark (ss -e);
+# - DNS, through a fake resolvconf first in PATH that appends its arguments and stdin
+#   to the same file (the machine's resolver is never touched): `-a IFACE -m 0 -x` with
+#   wg-quick's nameserver and search lines after the addresses are set, `-d IFACE -f`
+#   after the interface is gone and before PostDown; a resolvconf that fails, and one
+#   missing from PATH, fail `up` naming the DNS line;
 # - a failing PostUp hook (exit 3) or PreUp hook (exit 4): exit status 2, the message
 #   names the file, the hook's line and its exit status, no PreDown/PostDown hook runs
-#   (as in wg-quick), and no interface, route or route record is left.
+#   (as in wg-quick), the DNS settings are taken back, and no interface, route or route
+#   record is left.
 # shellcheck source=integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -21,6 +27,15 @@ make_topology
 setup_pair a no
 HOOKS="$TMP/hooks"
 before=$(route_snapshot "$NS2")
+# The fake resolvconf: `resolvconf ARGS` and, for -a, its stdin indented; FAIL_ADD=N
+# makes -a exit N.
+mkdir "$TMP/bin"
+cat >"$TMP/bin/resolvconf" <<FAKE
+#!/bin/bash
+{ echo "resolvconf \$*"; [[ \$1 != -a ]] || sed 's/^/  /'; } >>$HOOKS
+[[ \$1 != -a || -z \${FAIL_ADD:-} ]] || exit \$FAIL_ADD
+FAKE
+chmod 755 "$TMP/bin/resolvconf"
 pass
 
 # b_conf FILE LINES...: B's config, Address a /32, with LINES added to [Interface].
@@ -56,12 +71,14 @@ scenario hooks-table-off-fwmark
 b_conf "$TMP/b-hooks.conf" \
 	"Table = off" \
 	"FwMark = 0x51820" \
+	"DNS = 10.99.0.53, fd99::53 vpn.test" \
+	"DNS = corp.test" \
 	"PreUp = echo \"%i preup, addresses: \$(ip -o addr show dev %i | wc -l)\" >>$HOOKS" \
 	"PostUp = ip route add $INNER1/32 dev %i metric 7" \
 	"PostUp = echo \"%i postup #2\" >>$HOOKS; echo hello from %i" \
 	"PreDown = echo \"%i predown, \$(ip link show dev %i >/dev/null 2>&1 && echo present || echo gone)\" >>$HOOKS" \
 	"PostDown = echo \"%i postdown, \$(ip link show dev %i >/dev/null 2>&1 && echo present || echo gone)\" >>$HOOKS"
-start_pipevpn "$NS2" "$TMP/b-hooks.conf" "$TUN2"
+PATH="$TMP/bin:$PATH" start_pipevpn "$NS2" "$TMP/b-hooks.conf" "$TUN2"
 start_pipevpn "$NS1" "$TMP/a.conf" "$TUN1"
 wait_for_handshake "$NS1" "$INNER2"
 ping_ok "$NS1" "$INNER2"
@@ -77,8 +94,13 @@ grep -q "hello from $TUN2" "$TMP/$TUN2.log" || fail "the PostUp hook's output is
 stop_impl "$TUN2"
 [[ $STOP_RC == 0 ]] || fail "exit status $STOP_RC after SIGTERM, expected 0"
 expected="$TUN2 preup, addresses: 0
+resolvconf -a $TUN2 -m 0 -x
+  nameserver 10.99.0.53
+  nameserver fd99::53
+  search vpn.test corp.test
 $TUN2 postup #2
 $TUN2 predown, present
+resolvconf -d $TUN2 -f
 $TUN2 postdown, gone"
 [[ $(cat "$HOOKS") == "$expected" ]] || fail "the hooks wrote:
 $(cat "$HOOKS")
@@ -91,24 +113,56 @@ pass
 scenario failing-postup-undoes-everything
 rm -f "$HOOKS"
 b_conf "$TMP/b-postup.conf" \
+	"DNS = 10.99.0.53" \
 	"PostUp = ip route add 10.55.0.0/16 dev %i" \
 	"PostUp = exit 3" \
 	"PreDown = echo \"%i predown\" >>$HOOKS" \
 	"PostDown = echo \"%i postdown\" >>$HOOKS"
-up_fails "$TMP/b-postup.conf"
+PATH="$TMP/bin:$PATH" up_fails "$TMP/b-postup.conf"
 line=$(line_of "$TMP/b-postup.conf" "exit 3")
 [[ $UP_OUT == *"pipevpn: $TMP/b-postup.conf:$line: PostUp hook 'exit 3' failed (exit status: 3)"* ]] ||
 	fail "the message does not name the file, line $line and the exit status: $UP_OUT"
-[[ ! -e $HOOKS ]] || fail "down hooks ran after a failed PostUp: $(cat "$HOOKS")"
+expected="resolvconf -a $TUN2 -m 0 -x
+  nameserver 10.99.0.53
+resolvconf -d $TUN2 -f"
+[[ $(cat "$HOOKS") == "$expected" ]] || fail "after a failed PostUp the hooks and resolvconf wrote:
+$(cat "$HOOKS")
+expected (no down hooks, DNS taken back):
+$expected"
 nothing_left
 pass
 
 scenario failing-preup-undoes-everything
+rm -f "$HOOKS"
 b_conf "$TMP/b-preup.conf" "PreUp = exit 4" "PostDown = echo \"%i postdown\" >>$HOOKS"
 up_fails "$TMP/b-preup.conf"
 line=$(line_of "$TMP/b-preup.conf" "exit 4")
 [[ $UP_OUT == *"pipevpn: $TMP/b-preup.conf:$line: PreUp hook 'exit 4' failed (exit status: 4)"* ]] ||
 	fail "the message does not name the file, line $line and the exit status: $UP_OUT"
 [[ ! -e $HOOKS ]] || fail "a down hook ran after a failed PreUp: $(cat "$HOOKS")"
+nothing_left
+pass
+
+scenario failing-resolvconf-undoes-everything
+rm -f "$HOOKS"
+b_conf "$TMP/b-dns.conf" "DNS = 10.99.0.53" "PostDown = echo \"%i postdown\" >>$HOOKS"
+FAIL_ADD=5 PATH="$TMP/bin:$PATH" up_fails "$TMP/b-dns.conf"
+line=$(line_of "$TMP/b-dns.conf" "DNS =")
+[[ $UP_OUT == *"pipevpn: $TMP/b-dns.conf:$line: DNS: $TMP/bin/resolvconf -a $TUN2 -m 0 -x failed (exit status: 5)"* ]] ||
+	fail "the message does not name the file, the DNS line $line and resolvconf's exit status: $UP_OUT"
+[[ $(head -n1 "$HOOKS") == "resolvconf -a $TUN2 -m 0 -x" ]] || fail "resolvconf was not run: $(cat "$HOOKS")"
+! grep -q postdown "$HOOKS" || fail "a down hook ran after a failed up"
+nothing_left
+pass
+
+scenario missing-resolvconf
+rm -f "$HOOKS"
+mkdir "$TMP/empty"
+ip netns exec "$NS2" env PATH="$TMP/empty" "$PIPEVPN" up "$TMP/b-dns.conf" --interface "$TUN2" >"$TMP/up.out" 2>&1 && rc=0 || rc=$?
+UP_OUT=$(cat "$TMP/up.out")
+((rc == 2)) || fail "exit status $rc without resolvconf, expected 2: $UP_OUT"
+[[ $UP_OUT == "pipevpn: $TMP/b-dns.conf:$line: DNS needs resolvconf, which is not in PATH"* ]] ||
+	fail "the message does not name the DNS line $line and the missing resolvconf: $UP_OUT"
+[[ ! -e $HOOKS ]] || fail "something ran without resolvconf: $(cat "$HOOKS")"
 nothing_left
 pass

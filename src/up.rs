@@ -8,7 +8,7 @@
 //! run killed with SIGKILL is cleaned up by the next start.
 
 use crate::cidr::Cidr;
-use crate::config::{Config, Hook, PeerConfig, Table};
+use crate::config::{Config, Dns, Hook, PeerConfig, Table};
 use crate::last_endpoint;
 use crate::pipeline::device::{OffloadTun, Udp};
 use crate::pipeline::{self, TunnelConfig};
@@ -24,9 +24,11 @@ use crate::{Error, Result};
 use crossbeam_channel::{bounded, select};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::io;
+use std::fs;
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -74,6 +76,10 @@ fn run_tunnel(
     let peer = single_peer(config)?;
     not_applied_yet(config)?;
     let routed = wants_routes(config)?;
+    let resolvconf = match &config.interface.dns {
+        Some(dns) => Some(find_resolvconf(&config.path, dns)?),
+        None => None,
+    };
     let timing = test_timing()?;
     let ipv6 = inner_ipv6(config, peer)?;
     let endpoint = peer
@@ -96,8 +102,8 @@ fn run_tunnel(
     };
 
     // From here on, in wg-quick's order (wg-quick(8), cmd_up): the
-    // interface, PreUp, addresses and MTU, routes, PostUp. A failure drops
-    // what was made so far, in reverse: routes, then the interface.
+    // interface, PreUp, addresses and MTU, DNS, routes, PostUp. A failure
+    // drops what was made so far, in reverse: routes, DNS, the interface.
     let tun = Tun::open(name)?;
     let hooks = Hooks {
         file: &config.path,
@@ -110,6 +116,10 @@ fn run_tunnel(
         config.interface.mtu,
         ipv6,
     )?;
+    let dns = match (&config.interface.dns, resolvconf) {
+        (Some(dns), Some(program)) => Some(Resolver::set(program, name, dns, &config.path)?),
+        _ => None,
+    };
     let udp = bind_udp_any(config.interface.listen_port.unwrap_or(0))?;
     if let Some(mark) = config.interface.fw_mark {
         set_mark(&udp, mark)?;
@@ -206,6 +216,7 @@ fn run_tunnel(
     if let Some(installed) = installed {
         installed.remove();
     }
+    drop(dns);
     let post_down = hooks.run("PostDown", &config.interface.post_down);
     first_error([result, pre_down, post_down])
 }
@@ -261,6 +272,112 @@ impl Hooks<'_> {
     }
 }
 
+/// The `resolvconf` that `DNS` needs (wg-quick's way of setting the
+/// resolver), from PATH: its absence is an error at the `DNS` line.
+fn find_resolvconf(file: &Path, dns: &Dns) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("resolvconf"))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .ok_or_else(|| Error::Config {
+            file: file.to_path_buf(),
+            line: dns.line,
+            msg: "DNS needs resolvconf, which is not in PATH: install resolvconf or \
+                  openresolv, or remove DNS"
+                .into(),
+        })
+}
+
+/// The name servers and search domains given to resolvconf for the
+/// interface, taken back when dropped (wg-quick's set_dns and unset_dns).
+struct Resolver {
+    program: PathBuf,
+    /// The interface's name in resolvconf's records.
+    record: String,
+}
+
+impl Resolver {
+    fn set(program: PathBuf, interface: &str, dns: &Dns, file: &Path) -> Result<Resolver> {
+        let order = fs::read_to_string(INTERFACE_ORDER).ok();
+        // A resolvconf that is a link (e.g. to resolvectl) has no such order.
+        let linked = fs::symlink_metadata(&program).is_ok_and(|m| m.file_type().is_symlink());
+        let prefix = match (order, linked) {
+            (Some(order), false) => resolvconf_prefix(&order),
+            _ => String::new(),
+        };
+        let record = format!("{prefix}{interface}");
+        let mut text = String::new();
+        for server in &dns.servers {
+            text.push_str(&format!("nameserver {server}\n"));
+        }
+        if !dns.search.is_empty() {
+            text.push_str(&format!("search {}\n", dns.search.join(" ")));
+        }
+        run_resolvconf(&program, &["-a", &record, "-m", "0", "-x"], &text).map_err(|msg| {
+            Error::Config {
+                file: file.to_path_buf(),
+                line: dns.line,
+                msg: format!("DNS: {msg}"),
+            }
+        })?;
+        Ok(Resolver { program, record })
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        if let Err(msg) = run_resolvconf(&self.program, &["-d", &self.record, "-f"], "") {
+            log::warn!("removing the DNS settings: {msg}");
+        }
+    }
+}
+
+/// Debian's resolvconf orders its records by this file's patterns.
+const INTERFACE_ORDER: &str = "/etc/resolvconf/interface-order";
+
+/// What wg-quick puts before the interface name for Debian's resolvconf:
+/// the first pattern of interface-order that is a name and a `*` (`tun*`
+/// gives `tun.`), so the tunnel's servers rank where tunnels rank.
+fn resolvconf_prefix(order: &str) -> String {
+    order
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_suffix('*'))
+        .find(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(|name| format!("{name}."))
+        .unwrap_or_default()
+}
+
+/// Runs resolvconf with `args`, `input` on its stdin and its stdout on our
+/// stderr; the error says which command failed and how.
+fn run_resolvconf(program: &Path, args: &[&str], input: &str) -> std::result::Result<(), String> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    log::info!("[#] {command}");
+    let stdout = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot give {command} our stderr: {e}"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .spawn()
+        .map_err(|e| format!("cannot run {command}: {e}"))?;
+    // A resolvconf that exits without reading is judged by its status.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {command}: {e}"))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(format!("{command} failed ({status})")),
+    }
+}
+
 /// Whether to add routes for AllowedIPs: `Table = off` adds none.
 /// `SIOCADDRT` carries no table (the kernel puts the route in the main
 /// table, or the device's VRF table), so a table number is refused until
@@ -303,7 +420,7 @@ fn single_peer(config: &Config) -> Result<&PeerConfig> {
 /// The wg-quick keys the parser knows and `up` does not apply yet.
 fn not_applied_yet(config: &Config) -> Result<()> {
     let i = &config.interface;
-    let set = [("DNS", i.dns.is_some()), ("SaveConfig", i.save_config)];
+    let set = [("SaveConfig", i.save_config)];
     match set.iter().find(|(_, on)| *on) {
         Some((key, _)) => Err(Error::Input(format!(
             "{}: '{key}' is not applied by this build yet",
@@ -390,5 +507,20 @@ fn write_stats(opts: &UpOptions, text: &str) {
     let tmp = path.with_extension("tmp");
     if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
         log::warn!("writing stats to {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolvconf_prefix_as_wg_quick_finds_it() {
+        // Debian's default interface-order, shortened.
+        let debian = "lo.inet6\nlo.inet\nlo.@(dnsmasq|pdnsd)\nlo\n  tun*\ntap*\nhso*\neth*\n*\n";
+        assert_eq!(resolvconf_prefix(debian), "tun.");
+        assert_eq!(resolvconf_prefix("wg-x*\ntun*\n"), "wg-x.");
+        assert_eq!(resolvconf_prefix("lo\n*\nen+([0-9])*\n"), "");
+        assert_eq!(resolvconf_prefix(""), "");
     }
 }
