@@ -13,6 +13,9 @@
 #   wg-quick's nameserver and search lines after the addresses are set, `-d IFACE -f`
 #   after the interface is gone and before PostDown; a resolvconf that fails, and one
 #   missing from PATH, fail `up` naming the DNS line;
+# - SaveConfig: on exit B's file (mode 0644 before) is rewritten, mode 0600, with every
+#   key it had, no comment, and A's Endpoint that B learned; B starts again from it and
+#   now initiates;
 # - a failing PostUp hook (exit 3) or PreUp hook (exit 4): exit status 2, the message
 #   names the file, the hook's line and its exit status, no PreDown/PostDown hook runs
 #   (as in wg-quick), the DNS settings are taken back, and no interface, route or route
@@ -73,12 +76,14 @@ b_conf "$TMP/b-hooks.conf" \
 	"FwMark = 0x51820" \
 	"DNS = 10.99.0.53, fd99::53 vpn.test" \
 	"DNS = corp.test" \
+	"SaveConfig = true # and a comment" \
 	"PreUp = echo \"%i preup, addresses: \$(ip -o addr show dev %i | wc -l)\" >>$HOOKS" \
 	"PostUp = ip route add $INNER1/32 dev %i metric 7" \
 	"PostUp = echo \"%i postup #2\" >>$HOOKS; echo hello from %i" \
 	"PreDown = echo \"%i predown, \$(ip link show dev %i >/dev/null 2>&1 && echo present || echo gone)\" >>$HOOKS" \
 	"PostDown = echo \"%i postdown, \$(ip link show dev %i >/dev/null 2>&1 && echo present || echo gone)\" >>$HOOKS"
 PATH="$TMP/bin:$PATH" start_pipevpn "$NS2" "$TMP/b-hooks.conf" "$TUN2"
+chmod 644 "$TMP/b-hooks.conf"
 start_pipevpn "$NS1" "$TMP/a.conf" "$TUN1"
 wait_for_handshake "$NS1" "$INNER2"
 ping_ok "$NS1" "$INNER2"
@@ -107,6 +112,29 @@ $(cat "$HOOKS")
 expected:
 $expected"
 nothing_left
+pass
+
+scenario saveconfig
+conf="$TMP/b-hooks.conf"
+log "saved config:"$'\n'"$(grep -v PrivateKey "$conf")"
+[[ $(stat -c %a "$conf") == 600 ]] || fail "the saved config has mode $(stat -c %a "$conf"), expected 600"
+grep -qx "Endpoint = $UNDER1:$PORT" "$conf" || fail "the saved config lacks the learned 'Endpoint = $UNDER1:$PORT'"
+! grep -q 'and a comment' "$conf" || fail "the saved config kept a comment"
+for want in "PrivateKey = ${PRIV[b]}" "Address = $INNER2/32" "ListenPort = $PORT" "MTU = 1420" \
+	"FwMark = 0x51820" "DNS = 10.99.0.53, fd99::53, vpn.test, corp.test" "Table = off" \
+	"PostUp = echo \"%i postup #2\" >>$HOOKS; echo hello from %i" "SaveConfig = true" \
+	"PublicKey = ${PUB[a]}" "AllowedIPs = $INNER1/32"; do
+	grep -qxF -- "$want" "$conf" || fail "the saved config lacks '$want'"
+done
+[[ $(grep -c '^P[a-z]*\(Up\|Down\) = ' "$conf") == 5 ]] || fail "the saved config does not have the 5 hooks"
+[[ ! -e $conf.tmp ]] || fail "$conf.tmp is left behind"
+rm -f "$HOOKS"
+PATH="$TMP/bin:$PATH" start_pipevpn "$NS2" "$conf" "$TUN2"
+grep -q "peer at $UNDER1:$PORT" "$TMP/$TUN2.log" || fail "B did not start from the saved Endpoint"
+wait_for_handshake "$NS2" "$INNER1"
+ping_ok "$NS1" "$INNER2"
+stop_impl "$TUN2"
+[[ $STOP_RC == 0 ]] || fail "exit status $STOP_RC after SIGTERM, expected 0"
 stop_impl "$TUN1"
 pass
 

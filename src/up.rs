@@ -8,13 +8,13 @@
 //! run killed with SIGKILL is cleaned up by the next start.
 
 use crate::cidr::Cidr;
-use crate::config::{Config, Dns, Hook, PeerConfig, Table};
+use crate::config::{Config, Dns, Endpoint, Hook, PeerConfig, Table};
 use crate::last_endpoint;
 use crate::pipeline::device::{OffloadTun, Udp};
 use crate::pipeline::{self, TunnelConfig};
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes};
-use crate::rundir::RUN_DIR;
+use crate::rundir::{self, RUN_DIR};
 use crate::sys::{
     iface,
     tun::Tun,
@@ -26,7 +26,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::fs;
 use std::io::{self, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -74,7 +74,6 @@ fn run_tunnel(
     let name = opts.interface.as_str();
     // Everything that can be refused is, before anything is changed.
     let peer = single_peer(config)?;
-    not_applied_yet(config)?;
     let routed = wants_routes(config)?;
     let resolvconf = match &config.interface.dns {
         Some(dns) => Some(find_resolvconf(&config.path, dns)?),
@@ -210,6 +209,11 @@ fn run_tunnel(
     // wg-quick's cmd_down: PreDown, the teardown, PostDown. A failed hook
     // does not stop the teardown; the first failure is the exit's error.
     let pre_down = hooks.run("PreDown", &config.interface.pre_down);
+    // Then, as wg-quick, the config is saved while the tunnel still runs.
+    let saved_config = match config.interface.save_config {
+        true => save_config(config, endpoint, handle.peer.endpoint().map(|e| e.addr)),
+        false => Ok(()),
+    };
     let stats = handle.stats.clone();
     let result = handle.shutdown();
     write_stats(opts, &stats.render());
@@ -218,7 +222,34 @@ fn run_tunnel(
     }
     drop(dns);
     let post_down = hooks.run("PostDown", &config.interface.post_down);
-    first_error([result, pre_down, post_down])
+    first_error([result, pre_down, saved_config, post_down])
+}
+
+/// SaveConfig: writes the config back over its file (through a symbolic
+/// link to it, as wg-quick does), mode 0600, as [`Config::render`] writes
+/// it: the keys as read, comments gone, and the peer's Endpoint where the
+/// peer is now if that is not where the file's Endpoint resolved to.
+fn save_config(
+    config: &Config,
+    resolved: Option<SocketAddr>,
+    now: Option<SocketAddr>,
+) -> Result<()> {
+    let mut saved = config.clone();
+    if let (Some(addr), Some(peer)) = (
+        now.filter(|&a| Some(a) != resolved),
+        saved.peers.first_mut(),
+    ) {
+        peer.endpoint = Some(Endpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            line: peer.line,
+        });
+    }
+    let path = fs::canonicalize(&config.path)
+        .map_err(|e| Error::sys(format!("SaveConfig: finding {}", config.path.display()), e))?;
+    rundir::replace_file(&path, &saved.render())?;
+    log::info!("SaveConfig: wrote {}", path.display());
+    Ok(())
 }
 
 /// The first error of `results`, in order; later ones are logged.
@@ -414,19 +445,6 @@ fn single_peer(config: &Config) -> Result<&PeerConfig> {
                   with the many-peers pipeline"
                 .into(),
         }),
-    }
-}
-
-/// The wg-quick keys the parser knows and `up` does not apply yet.
-fn not_applied_yet(config: &Config) -> Result<()> {
-    let i = &config.interface;
-    let set = [("SaveConfig", i.save_config)];
-    match set.iter().find(|(_, on)| *on) {
-        Some((key, _)) => Err(Error::Input(format!(
-            "{}: '{key}' is not applied by this build yet",
-            config.path.display()
-        ))),
-        None => Ok(()),
     }
 }
 
