@@ -76,7 +76,7 @@ fn run_tunnel(
     let peer = single_peer(config)?;
     let routed = wants_routes(config)?;
     let resolvconf = match &config.interface.dns {
-        Some(dns) => Some(find_resolvconf(&config.path, dns)?),
+        Some(dns) => Some((dns, find_resolvconf(&config.path, dns)?)),
         None => None,
     };
     let timing = test_timing()?;
@@ -115,9 +115,9 @@ fn run_tunnel(
         config.interface.mtu,
         ipv6,
     )?;
-    let dns = match (&config.interface.dns, resolvconf) {
-        (Some(dns), Some(program)) => Some(Resolver::set(program, name, dns, &config.path)?),
-        _ => None,
+    let dns = match resolvconf {
+        Some((dns, program)) => Some(Resolver::set(program, name, dns, &config.path)?),
+        None => None,
     };
     let udp = bind_udp_any(config.interface.listen_port.unwrap_or(0))?;
     if let Some(mark) = config.interface.fw_mark {
