@@ -15,7 +15,11 @@
 #   missing from PATH, fail `up` naming the DNS line;
 # - SaveConfig: on exit B's file (mode 0644 before) is rewritten, mode 0600, with every
 #   key it had, no comment, and A's Endpoint that B learned; B starts again from it and
-#   now initiates;
+#   now initiates; started through a symbolic link, the file it names is rewritten and
+#   the link stays;
+# - a failing PreDown (exit 6) and PostDown (exit 7) hook: the teardown still runs (the
+#   interface goes, the PostDown hook runs, SaveConfig still writes), and the exit
+#   status is 2 with the PreDown hook's file, line and status in the message;
 # - a failing PostUp hook (exit 3) or PreUp hook (exit 4): exit status 2, the message
 #   names the file, the hook's line and its exit status, no PreDown/PostDown hook runs
 #   (as in wg-quick), the DNS settings are taken back, and no interface, route or route
@@ -192,5 +196,26 @@ UP_OUT=$(cat "$TMP/up.out")
 [[ $UP_OUT == "pipevpn: $TMP/b-dns.conf:$line: DNS needs resolvconf, which is not in PATH"* ]] ||
 	fail "the message does not name the DNS line $line and the missing resolvconf: $UP_OUT"
 [[ ! -e $HOOKS ]] || fail "something ran without resolvconf: $(cat "$HOOKS")"
+nothing_left
+pass
+
+scenario failing-down-hooks
+rm -f "$HOOKS"
+b_conf "$TMP/b-down.conf" \
+	"SaveConfig = true" \
+	"PreDown = exit 6" \
+	"PostDown = echo \"%i postdown, \$(ip link show dev %i >/dev/null 2>&1 && echo present || echo gone)\" >>$HOOKS; exit 7"
+ln -s "$TMP/b-down.conf" "$TMP/b-link.conf"
+line=$(line_of "$TMP/b-down.conf" "exit 6") # before SaveConfig reorders the file
+start_pipevpn "$NS2" "$TMP/b-link.conf" "$TUN2"
+stop_impl "$TUN2"
+[[ $STOP_RC == 2 ]] || fail "exit status $STOP_RC after failing down hooks, expected 2"
+grep -qF "pipevpn: $TMP/b-link.conf:$line: PreDown hook 'exit 6' failed (exit status: 6)" "$TMP/$TUN2.log" ||
+	fail "the exit's error does not name the PreDown hook's line $line: $(tail -n 3 "$TMP/$TUN2.log")"
+grep -qF "PostDown hook" "$TMP/$TUN2.log" || fail "the failing PostDown hook is not logged"
+[[ $(cat "$HOOKS") == "$TUN2 postdown, gone" ]] || fail "the PostDown hook did not run after the teardown: $(cat "$HOOKS" 2>/dev/null)"
+[[ -L $TMP/b-link.conf ]] || fail "SaveConfig replaced the symbolic link instead of the file it names"
+grep -q '^SaveConfig = true$' "$TMP/b-down.conf" && [[ $(stat -c %a "$TMP/b-down.conf") == 600 ]] ||
+	fail "SaveConfig did not rewrite $TMP/b-down.conf (mode 0600)"
 nothing_left
 pass

@@ -234,6 +234,22 @@ fn save_config(
     resolved: Option<SocketAddr>,
     now: Option<SocketAddr>,
 ) -> Result<()> {
+    let saved = with_current_endpoint(config, resolved, now);
+    let path = fs::canonicalize(&config.path)
+        .map_err(|e| Error::sys(format!("SaveConfig: finding {}", config.path.display()), e))?;
+    rundir::replace_file(&path, &saved.render())?;
+    log::info!("SaveConfig: wrote {}", path.display());
+    Ok(())
+}
+
+/// `config` with the peer's Endpoint replaced by `now`, where the peer is,
+/// unless that is `resolved`, where the file's Endpoint led (a host name
+/// stays a host name while it is right).
+fn with_current_endpoint(
+    config: &Config,
+    resolved: Option<SocketAddr>,
+    now: Option<SocketAddr>,
+) -> Config {
     let mut saved = config.clone();
     if let (Some(addr), Some(peer)) = (
         now.filter(|&a| Some(a) != resolved),
@@ -245,11 +261,7 @@ fn save_config(
             line: peer.line,
         });
     }
-    let path = fs::canonicalize(&config.path)
-        .map_err(|e| Error::sys(format!("SaveConfig: finding {}", config.path.display()), e))?;
-    rundir::replace_file(&path, &saved.render())?;
-    log::info!("SaveConfig: wrote {}", path.display());
-    Ok(())
+    saved
 }
 
 /// The first error of `results`, in order; later ones are logged.
@@ -531,6 +543,42 @@ fn write_stats(opts: &UpOptions, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_endpoint_is_where_the_peer_is() {
+        let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
+                    Address = 10.0.0.1/24\n[Peer]\n\
+                    PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
+                    AllowedIPs = 10.0.0.2/32\n";
+        let waiting = Config::parse(Path::new("t.conf"), text).unwrap();
+        let named = Config::parse(
+            Path::new("t.conf"),
+            &format!("{text}Endpoint = vpn.example:51820\n"),
+        )
+        .unwrap();
+        let endpoint = |c: &Config| c.peers[0].endpoint.as_ref().map(ToString::to_string);
+        let here: SocketAddr = "192.0.2.7:51820".parse().unwrap();
+        let moved: SocketAddr = "[2001:db8::9]:4000".parse().unwrap();
+        // The waiting side saves the endpoint it learned, or none.
+        assert_eq!(
+            endpoint(&with_current_endpoint(&waiting, None, Some(here))).as_deref(),
+            Some("192.0.2.7:51820")
+        );
+        assert_eq!(endpoint(&with_current_endpoint(&waiting, None, None)), None);
+        // A host name that still leads to the peer is kept; a roam is saved.
+        assert_eq!(
+            endpoint(&with_current_endpoint(&named, Some(here), Some(here))).as_deref(),
+            Some("vpn.example:51820")
+        );
+        assert_eq!(
+            endpoint(&with_current_endpoint(&named, Some(here), Some(moved))).as_deref(),
+            Some("[2001:db8::9]:4000")
+        );
+        assert_eq!(
+            endpoint(&with_current_endpoint(&named, Some(here), None)).as_deref(),
+            Some("vpn.example:51820")
+        );
+    }
 
     #[test]
     fn resolvconf_prefix_as_wg_quick_finds_it() {
