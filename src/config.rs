@@ -32,7 +32,7 @@ use crate::cidr::Cidr;
 use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::{Error, Result};
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -317,13 +317,22 @@ impl Config {
 
     /// The configuration as a file [`Config::parse`] reads back to the same
     /// values: every key that is set, in a fixed order, without comments.
-    /// It holds the private key, so it is wiped when dropped.
+    /// It holds the private key, so it is wiped when dropped, and sized
+    /// by a first pass so that no reallocation leaves an unwiped copy.
     pub fn render(&self) -> Zeroizing<String> {
-        let mut out = Zeroizing::new(String::new());
+        let mut size = Count(0);
+        // Counting and writing to a String cannot fail.
+        let _ = self.write_to(&mut size);
+        let mut out = Zeroizing::new(String::with_capacity(size.0));
+        let _ = self.write_to(&mut *out);
+        out
+    }
+
+    fn write_to(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let i = &self.interface;
-        // Writing to a String cannot fail.
+        let mut result = Ok(());
         let mut put = |key: &str, value: &dyn fmt::Display| {
-            let _ = writeln!(out, "{key} = {value}");
+            result = result.and_then(|()| writeln!(out, "{key} = {value}"));
         };
         put("[Interface]\nPrivateKey", &*i.private_key.to_base64());
         put("Address", &join(&i.addresses));
@@ -375,7 +384,17 @@ impl Config {
                 put("PersistentKeepalive", &seconds);
             }
         }
-        out
+        result
+    }
+}
+
+/// A `fmt::Write` that only counts the bytes written to it.
+struct Count(usize);
+
+impl fmt::Write for Count {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
     }
 }
 
@@ -1026,6 +1045,8 @@ mod tests {
     fn render_reads_back_to_the_same_values() {
         let c = parse(&every_key()).unwrap();
         let text = c.render();
+        // Sized exactly up front, so it was never reallocated (and copied).
+        assert_eq!(text.capacity(), text.len());
         let again = parse(&text).unwrap();
         // Lines move; everything else must be equal.
         assert_eq!(again.render(), text);
