@@ -1,5 +1,6 @@
-//! `pipevpn up`: config -> tun, addresses, UDP socket, routes -> pipeline;
-//! then wait for a terminating signal or a failed stage, and undo everything.
+//! `pipevpn up`: config -> tun, PreUp hooks, addresses, UDP socket, routes
+//! -> pipeline, PostUp hooks; then wait for a terminating signal or a failed
+//! stage, run the PreDown hooks, undo everything, run the PostDown hooks.
 //!
 //! Every step that changes the system is undone by a guard's `Drop`, so a
 //! failure at any step, a signal or a failed stage leaves `ip route` as it
@@ -7,21 +8,30 @@
 //! run killed with SIGKILL is cleaned up by the next start.
 
 use crate::cidr::Cidr;
-use crate::config::Config;
+use crate::config::{Config, Dns, Endpoint, Hook, PeerConfig, Table};
 use crate::last_endpoint;
 use crate::pipeline::{self, TunnelConfig};
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes};
-use crate::rundir::RUN_DIR;
-use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
+use crate::rundir::{self, RUN_DIR};
+use crate::sys::{
+    iface,
+    tun::Tun,
+    udp::{bind_udp_any, set_mark},
+};
 use crate::tun::OffloadTun;
 use crate::udp::Udp;
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, select};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::net::IpAddr;
+use std::fs;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,10 +73,16 @@ fn run_tunnel(
     signals: &crossbeam_channel::Receiver<i32>,
 ) -> Result<()> {
     let name = opts.interface.as_str();
+    // Everything that can be refused is, before anything is changed.
+    let peer = single_peer(config)?;
+    let routed = wants_routes(config)?;
+    let resolvconf = match &config.interface.dns {
+        Some(dns) => Some((dns, find_resolvconf(&config.path, dns)?)),
+        None => None,
+    };
     let timing = test_timing()?;
-    let ipv6 = inner_ipv6(config)?;
-    let endpoint = config
-        .peer
+    let ipv6 = inner_ipv6(config, peer)?;
+    let endpoint = peer
         .endpoint
         .as_ref()
         .map(|e| e.resolve(&config.path))
@@ -81,20 +97,33 @@ fn run_tunnel(
         None => Some(last_endpoint::path(Path::new(RUN_DIR), name)?),
     };
     let remembered = match &memory {
-        Some(path) => last_endpoint::load(path)?
-            .get(&config.peer.public_key)
-            .copied(),
+        Some(path) => last_endpoint::load(path)?.get(&peer.public_key).copied(),
         None => None,
     };
 
+    // From here on, in wg-quick's order (wg-quick(8), cmd_up): the
+    // interface, PreUp, addresses and MTU, DNS, routes, PostUp. A failure
+    // drops what was made so far, in reverse: routes, DNS, the interface.
     let tun = Tun::open(name)?;
+    let hooks = Hooks {
+        file: &config.path,
+        interface: name,
+    };
+    hooks.run("PreUp", &config.interface.pre_up)?;
     configure_interface(
         name,
         &config.interface.addresses,
         config.interface.mtu,
         ipv6,
     )?;
+    let dns = match resolvconf {
+        Some((dns, program)) => Some(Resolver::set(program, name, dns, &config.path)?),
+        None => None,
+    };
     let udp = bind_udp_any(config.interface.listen_port.unwrap_or(0))?;
+    if let Some(mark) = config.interface.fw_mark {
+        set_mark(&udp, mark)?;
+    }
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
@@ -105,23 +134,27 @@ fn run_tunnel(
         )));
     }
 
-    let tables = routes::read_route_tables()?;
-    let endpoints: Vec<IpAddr> = endpoint.iter().map(|e| e.ip()).collect();
-    let plan = routes::plan(&config.peer.allowed_ips, name, &endpoints, &tables)?;
-    let installed = InstalledRoutes::install(state, name, &plan, &endpoints)?;
+    let installed = match routed {
+        true => {
+            let tables = routes::read_route_tables()?;
+            let endpoints: Vec<IpAddr> = endpoint.iter().map(|e| e.ip()).collect();
+            let plan = routes::plan(&peer.allowed_ips, name, &endpoints, &tables)?;
+            Some(InstalledRoutes::install(state, name, &plan, &endpoints)?)
+        }
+        false => None,
+    };
     tun.set_nonblocking()?;
 
     let handle = pipeline::spawn(
         TunnelConfig {
             private_key: config.interface.private_key.clone(),
-            peer_public_key: config.peer.public_key,
-            preshared_key: config.peer.preshared_key.clone(),
+            peer_public_key: peer.public_key,
+            preshared_key: peer.preshared_key.clone(),
             endpoint: endpoint.or(remembered),
             initiate_at_start: remembered.is_some(),
-            allowed_ips: config.peer.allowed_ips.clone(),
+            allowed_ips: peer.allowed_ips.clone(),
             mtu: usize::from(config.interface.mtu),
-            persistent_keepalive: config
-                .peer
+            persistent_keepalive: peer
                 .persistent_keepalive
                 .filter(|&s| s > 0)
                 .map(|s| Duration::from_secs(u64::from(s))),
@@ -130,6 +163,13 @@ fn run_tunnel(
         Arc::new(OffloadTun::new(tun)),
         Arc::new(Udp::new(udp)),
     )?;
+    if let Err(e) = hooks.run("PostUp", &config.interface.post_up) {
+        // As wg-quick: no down hooks, everything made is undone.
+        if let Err(stage) = handle.shutdown() {
+            log::error!("{stage}");
+        }
+        return Err(e);
+    }
     match (endpoint, remembered) {
         (Some(e), _) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
         (None, Some(e)) => log::info!(
@@ -143,7 +183,7 @@ fn run_tunnel(
         let Some(path) = &memory else { return };
         let now = handle.peer.endpoint().map(|e| e.addr);
         if let Some(addr) = now.filter(|_| now != saved) {
-            match last_endpoint::save(path, &[(config.peer.public_key, addr)]) {
+            match last_endpoint::save(path, &[(peer.public_key, addr)]) {
                 Ok(()) => saved = now,
                 Err(e) => log::warn!("remembering the peer's endpoint: {e}"),
             }
@@ -167,11 +207,258 @@ fn run_tunnel(
     if let Some(exit) = &failure {
         log::error!("stage {} ended: shutting down", exit.stage.name());
     }
+    // wg-quick's cmd_down: PreDown, the teardown, PostDown. A failed hook
+    // does not stop the teardown; the first failure is the exit's error.
+    let pre_down = hooks.run("PreDown", &config.interface.pre_down);
+    // Then, as wg-quick, the config is saved while the tunnel still runs.
+    let saved_config = match config.interface.save_config {
+        true => save_config(config, endpoint, handle.peer.endpoint().map(|e| e.addr)),
+        false => Ok(()),
+    };
     let stats = handle.stats.clone();
     let result = handle.shutdown();
     write_stats(opts, &stats.render());
-    installed.remove();
-    result
+    if let Some(installed) = installed {
+        installed.remove();
+    }
+    drop(dns);
+    let post_down = hooks.run("PostDown", &config.interface.post_down);
+    first_error([result, pre_down, saved_config, post_down])
+}
+
+/// SaveConfig: writes the config back over its file (through a symbolic
+/// link to it, as wg-quick does), mode 0600, as [`Config::render`] writes
+/// it: the keys as read, comments gone, and the peer's Endpoint where the
+/// peer is now if that is not where the file's Endpoint resolved to.
+fn save_config(
+    config: &Config,
+    resolved: Option<SocketAddr>,
+    now: Option<SocketAddr>,
+) -> Result<()> {
+    let saved = with_current_endpoint(config, resolved, now);
+    let path = fs::canonicalize(&config.path)
+        .map_err(|e| Error::sys(format!("SaveConfig: finding {}", config.path.display()), e))?;
+    rundir::replace_file(&path, &saved.render())?;
+    log::info!("SaveConfig: wrote {}", path.display());
+    Ok(())
+}
+
+/// `config` with the peer's Endpoint replaced by `now`, where the peer is,
+/// unless that is `resolved`, where the file's Endpoint led (a host name
+/// stays a host name while it is right).
+fn with_current_endpoint(
+    config: &Config,
+    resolved: Option<SocketAddr>,
+    now: Option<SocketAddr>,
+) -> Config {
+    let mut saved = config.clone();
+    if let (Some(addr), Some(peer)) = (
+        now.filter(|&a| Some(a) != resolved),
+        saved.peers.first_mut(),
+    ) {
+        peer.endpoint = Some(Endpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            line: peer.line,
+        });
+    }
+    saved
+}
+
+/// The first error of `results`, in order; later ones are logged.
+fn first_error(results: impl IntoIterator<Item = Result<()>>) -> Result<()> {
+    let mut first = Ok(());
+    for result in results {
+        match (&first, result) {
+            (Ok(()), Err(e)) => first = Err(e),
+            (Err(_), Err(e)) => log::error!("{e}"),
+            (_, Ok(())) => {}
+        }
+    }
+    first
+}
+
+/// Runs the hooks of one phase (wg-quick's PreUp, PostUp, PreDown,
+/// PostDown) as wg-quick does: each with bash, `%i` replaced by the
+/// interface name, in file order, stopping at the first that fails. Their
+/// output goes to our stderr, beside the log.
+struct Hooks<'a> {
+    file: &'a Path,
+    interface: &'a str,
+}
+
+impl Hooks<'_> {
+    fn run(&self, key: &str, hooks: &[Hook]) -> Result<()> {
+        for hook in hooks {
+            let command = hook.command.replace("%i", self.interface);
+            let fail = |msg: String| Error::Config {
+                file: self.file.to_path_buf(),
+                line: hook.line,
+                msg: format!("{key} hook '{command}' {msg}"),
+            };
+            log::info!("[#] {command}");
+            let stdout = io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| fail(format!("cannot be given our stderr: {e}")))?;
+            let status = Command::new("bash")
+                .arg("-c")
+                .arg(&command)
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .status()
+                .map_err(|e| fail(format!("cannot be run by bash: {e}")))?;
+            if !status.success() {
+                return Err(fail(format!("failed ({status})")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `resolvconf` that `DNS` needs (wg-quick's way of setting the
+/// resolver), from PATH: its absence is an error at the `DNS` line.
+fn find_resolvconf(file: &Path, dns: &Dns) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("resolvconf"))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .ok_or_else(|| Error::Config {
+            file: file.to_path_buf(),
+            line: dns.line,
+            msg: "DNS needs resolvconf, which is not in PATH: install resolvconf or \
+                  openresolv, or remove DNS"
+                .into(),
+        })
+}
+
+/// The name servers and search domains given to resolvconf for the
+/// interface, taken back when dropped (wg-quick's set_dns and unset_dns).
+struct Resolver {
+    program: PathBuf,
+    /// The interface's name in resolvconf's records.
+    record: String,
+}
+
+impl Resolver {
+    fn set(program: PathBuf, interface: &str, dns: &Dns, file: &Path) -> Result<Resolver> {
+        let order = fs::read_to_string(INTERFACE_ORDER).ok();
+        // A resolvconf that is a link (e.g. to resolvectl) has no such order.
+        let linked = fs::symlink_metadata(&program).is_ok_and(|m| m.file_type().is_symlink());
+        let prefix = match (order, linked) {
+            (Some(order), false) => resolvconf_prefix(&order),
+            _ => String::new(),
+        };
+        let record = format!("{prefix}{interface}");
+        let mut text = String::new();
+        for server in &dns.servers {
+            text.push_str(&format!("nameserver {server}\n"));
+        }
+        if !dns.search.is_empty() {
+            text.push_str(&format!("search {}\n", dns.search.join(" ")));
+        }
+        run_resolvconf(&program, &["-a", &record, "-m", "0", "-x"], &text).map_err(|msg| {
+            Error::Config {
+                file: file.to_path_buf(),
+                line: dns.line,
+                msg: format!("DNS: {msg}"),
+            }
+        })?;
+        Ok(Resolver { program, record })
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        if let Err(msg) = run_resolvconf(&self.program, &["-d", &self.record, "-f"], "") {
+            log::warn!("removing the DNS settings: {msg}");
+        }
+    }
+}
+
+/// Debian's resolvconf orders its records by this file's patterns.
+const INTERFACE_ORDER: &str = "/etc/resolvconf/interface-order";
+
+/// What wg-quick puts before the interface name for Debian's resolvconf:
+/// the first pattern of interface-order that is a name and a `*` (`tun*`
+/// gives `tun.`), so the tunnel's servers rank where tunnels rank.
+fn resolvconf_prefix(order: &str) -> String {
+    order
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_suffix('*'))
+        .find(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(|name| format!("{name}."))
+        .unwrap_or_default()
+}
+
+/// Runs resolvconf with `args`, `input` on its stdin and its stdout on our
+/// stderr; the error says which command failed and how.
+fn run_resolvconf(program: &Path, args: &[&str], input: &str) -> std::result::Result<(), String> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    log::info!("[#] {command}");
+    let stdout = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot give {command} our stderr: {e}"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .spawn()
+        .map_err(|e| format!("cannot run {command}: {e}"))?;
+    // A resolvconf that exits without reading is judged by its status.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {command}: {e}"))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(format!("{command} failed ({status})")),
+    }
+}
+
+/// Whether to add routes for AllowedIPs: `Table = off` adds none.
+/// `SIOCADDRT` carries no table (the kernel puts the route in the main
+/// table, or the device's VRF table), so a table number is refused until
+/// routes go through netlink.
+fn wants_routes(config: &Config) -> Result<bool> {
+    match config.interface.table {
+        Table::Auto => Ok(true),
+        Table::Off => Ok(false),
+        Table::Id { id, line } => Err(Error::Config {
+            file: config.path.clone(),
+            line,
+            msg: format!(
+                "Table = {id} is not supported yet (routes go into the main table): use auto, \
+                 or off and add the routes in a PostUp hook"
+            ),
+        }),
+    }
+}
+
+/// The one peer this build serves: several `[Peer]` sections need the
+/// many-peers pipeline, and the pipeline needs a peer. Checked before
+/// anything is changed.
+fn single_peer(config: &Config) -> Result<&PeerConfig> {
+    match config.peers.as_slice() {
+        [peer] => Ok(peer),
+        [] => Err(Error::Input(format!(
+            "{}: no [Peer] section: this build serves exactly one peer per interface",
+            config.path.display()
+        ))),
+        [_, second, ..] => Err(Error::Config {
+            file: config.path.clone(),
+            line: second.line,
+            msg: "this build serves one peer per interface; several [Peer] sections come \
+                  with the many-peers pipeline"
+                .into(),
+        }),
+    }
 }
 
 /// Protocol timers, shortened only by the integration tests through
@@ -194,13 +481,13 @@ fn test_timing() -> Result<Timing> {
 /// Whether the tunnel carries IPv6: an IPv6 Address or AllowedIPs prefix.
 /// IPv6 needs an MTU of at least 1280 (the kernel turns it off below), which
 /// is checked here, before anything is made.
-fn inner_ipv6(config: &Config) -> Result<bool> {
+fn inner_ipv6(config: &Config, peer: &PeerConfig) -> Result<bool> {
     const IPV6_MIN_MTU: u16 = 1280;
     let ipv6 = config
         .interface
         .addresses
         .iter()
-        .chain(&config.peer.allowed_ips)
+        .chain(&peer.allowed_ips)
         .any(|c| c.addr.is_ipv6());
     if ipv6 && config.interface.mtu < IPV6_MIN_MTU {
         return Err(Error::Input(format!(
@@ -251,5 +538,56 @@ fn write_stats(opts: &UpOptions, text: &str) {
     let tmp = path.with_extension("tmp");
     if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
         log::warn!("writing stats to {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_endpoint_is_where_the_peer_is() {
+        let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
+                    Address = 10.0.0.1/24\n[Peer]\n\
+                    PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
+                    AllowedIPs = 10.0.0.2/32\n";
+        let waiting = Config::parse(Path::new("t.conf"), text).unwrap();
+        let named = Config::parse(
+            Path::new("t.conf"),
+            &format!("{text}Endpoint = vpn.example:51820\n"),
+        )
+        .unwrap();
+        let endpoint = |c: &Config| c.peers[0].endpoint.as_ref().map(ToString::to_string);
+        let here: SocketAddr = "192.0.2.7:51820".parse().unwrap();
+        let moved: SocketAddr = "[2001:db8::9]:4000".parse().unwrap();
+        // The waiting side saves the endpoint it learned, or none.
+        assert_eq!(
+            endpoint(&with_current_endpoint(&waiting, None, Some(here))).as_deref(),
+            Some("192.0.2.7:51820")
+        );
+        assert_eq!(endpoint(&with_current_endpoint(&waiting, None, None)), None);
+        // A host name that still leads to the peer is kept; a roam is saved.
+        assert_eq!(
+            endpoint(&with_current_endpoint(&named, Some(here), Some(here))).as_deref(),
+            Some("vpn.example:51820")
+        );
+        assert_eq!(
+            endpoint(&with_current_endpoint(&named, Some(here), Some(moved))).as_deref(),
+            Some("[2001:db8::9]:4000")
+        );
+        assert_eq!(
+            endpoint(&with_current_endpoint(&named, Some(here), None)).as_deref(),
+            Some("vpn.example:51820")
+        );
+    }
+
+    #[test]
+    fn resolvconf_prefix_as_wg_quick_finds_it() {
+        // Debian's default interface-order, shortened.
+        let debian = "lo.inet6\nlo.inet\nlo.@(dnsmasq|pdnsd)\nlo\n  tun*\ntap*\nhso*\neth*\n*\n";
+        assert_eq!(resolvconf_prefix(debian), "tun.");
+        assert_eq!(resolvconf_prefix("wg-x*\ntun*\n"), "wg-x.");
+        assert_eq!(resolvconf_prefix("lo\n*\nen+([0-9])*\n"), "");
+        assert_eq!(resolvconf_prefix(""), "");
     }
 }

@@ -135,8 +135,11 @@ impl TempDir {
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap();
+        // As a config holding a key should be, so `up` does not warn.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
     }
 }
@@ -201,6 +204,8 @@ fn up_refuses_bad_configs_with_file_and_line() {
     let private = private.trim();
     let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
     let public = public.trim();
+    let other = String::from_utf8(pipevpn(&["pubkey"], genkey().as_bytes()).stdout).unwrap();
+    let other = other.trim();
     let cases = [
         (config(private, "AAAA", ""), 6, "PublicKey 'AAAA'"),
         (
@@ -211,12 +216,57 @@ fn up_refuses_bad_configs_with_file_and_line() {
         (
             config(private, public, "DNS = 10.77.0.1\n"),
             8,
-            "not supported by pipevpn",
+            "'DNS' belongs in the [Interface] section",
         ),
         (
             config(private, public, "[Peer]\n"),
             8,
-            "only one [Peer] is supported",
+            "[Peer] is missing the required key 'AllowedIPs'",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "Colour = blue\n[Peer]"),
+            5,
+            "unknown key 'Colour' in [Interface]",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "FwMark = 0xg\n[Peer]"),
+            5,
+            "FwMark '0xg'",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "Table = main\n[Peer]"),
+            5,
+            "Table 'main'",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "Table = 100\n[Peer]"),
+            5,
+            "Table = 100 is not supported yet",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "SaveConfig = 1\n[Peer]"),
+            5,
+            "SaveConfig '1' is neither true nor false",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "DNS = 10.77.0.300\n[Peer]"),
+            5,
+            "DNS '10.77.0.300'",
+        ),
+        (
+            config(private, public, &format!("\n[Peer]\nPublicKey = {other}\nAllowedIPs = 10.77.0.2/32\n")),
+            11,
+            "AllowedIPs 10.77.0.2/32 is also given to the [Peer] at line 5 (line 7)",
+        ),
+        (
+            config(private, public, &format!("\n[Peer]\nPublicKey = {public}\nAllowedIPs = 10.77.0.3/32\n")),
+            10,
+            "is also the key of the [Peer] at line 5",
+        ),
+        (
+            config(private, public, &format!("\n[Peer]\nPublicKey = {other}\nAllowedIPs = 10.77.0.3/32\n")),
+            9,
+            "this build serves one peer per interface; several [Peer] sections come with the many-peers pipeline",
         ),
         (
             config(private, public, "Endpoint = 192.0.2.1:x\n"),
@@ -238,6 +288,35 @@ fn up_refuses_bad_configs_with_file_and_line() {
     for (text, line, problem) in &cases {
         up_fails(&dir, text, *line, problem);
     }
+}
+
+#[test]
+fn up_refuses_a_config_without_peers() {
+    let dir = TempDir::new();
+    let private = genkey();
+    let name = unique_interface();
+    let path = dir.write(
+        &format!("{name}.conf"),
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.77.0.1/24\n",
+            private.trim()
+        ),
+    );
+    let out = pipevpn(&["up", path.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let expected = format!(
+        "pipevpn: {}: no [Peer] section: this build serves exactly one peer per interface",
+        path.display()
+    );
+    assert!(
+        stderr.starts_with(&expected),
+        "'{stderr}' should start with '{expected}'"
+    );
+    assert!(
+        !link_exists(&name),
+        "interface {name} exists after a failed up"
+    );
 }
 
 #[test]
