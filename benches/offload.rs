@@ -3,7 +3,7 @@
 //! and joining those packets again as the tun_writer does.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pipevpn::pipeline::offload::{split, Coalescer, Split, VnetHdr};
+use pipevpn::tun::offload::{split, Coalescer, Split, VnetHdr};
 use std::time::Duration;
 
 const MSS: usize = 1380;

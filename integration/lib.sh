@@ -437,23 +437,22 @@ stat_value() {
 }
 
 # check_stats IFACE: the stats file of a pipevpn peer that has carried traffic both
-# ways has every stage, packets through each, and a completed handshake.
+# ways is whole (`pipevpn stats` checks it has every stage, in the one codec of
+# src/pipeline/stats.rs), has packets through every stage but the handshaker, and
+# a completed handshake. The stages are the lines it prints: none are listed here.
 check_stats() {
-	local file="$TMP/$1.stats" stage n
+	local file="$TMP/$1.stats" text stage n
 	[[ -s $file ]] || fail "no stats file $file from pipevpn on $1"
 	log "stats of $1:"$'\n'"$(cat "$file")"
-	for stage in tun_reader encryptor udp_sender udp_receiver decryptor tun_writer; do
+	text=$("$PIPEVPN" stats "$file") || fail "pipevpn stats refuses the stats file of $1 (see above)"
+	while read -r stage _; do
+		# The handshaker counts handshake messages, not traffic.
+		[[ $stage != handshake && $stage != handshaker ]] || continue
 		n=$(stat_value "$file" "$stage" packets)
-		[[ $n =~ ^[0-9]+$ ]] || fail "stats file of $1 has no '$stage packets=N' line"
 		((n > 0)) || fail "stats of $1: $stage moved no packets"
-	done
-	n=$(stat_value "$file" handshaker packets)
-	[[ $n =~ ^[0-9]+$ ]] || fail "stats file of $1 has no 'handshaker packets=N' line"
+	done <<<"$text"
 	n=$(stat_value "$file" handshake completed)
-	if ! [[ $n =~ ^[0-9]+$ ]] || ((n < 1)); then
-		fail "stats of $1: no completed handshake (handshake completed=$n)"
-	fi
-	[[ $(stat_value "$file" handshake last_ms) =~ ^[0-9]+$ ]] || fail "stats of $1: no 'handshake last_ms=N'"
+	((n >= 1)) || fail "stats of $1: no completed handshake (handshake completed=$n)"
 }
 
 # ---- hostile-network helpers (hostile.sh, resilience.sh, interop_more.sh) ----------
@@ -563,13 +562,22 @@ set_conf() {
 # 208 KiB UDP receive buffer at a slow peer whatever the average rate.
 declare -A IPERF_PID=()
 iperf_start() {
-	local sns=$NS2 saddr=$INNER2 cns=$NS1 port=5201
-	[[ ${4:-a2b} == a2b ]] || sns=$NS1 saddr=$INNER1 cns=$NS2 port=5202
+	if [[ ${4:-a2b} == a2b ]]; then
+		iperf_between "$1" "$2" "$NS2" "$INNER2" "$NS1" 5201 "${3:-}"
+	else
+		iperf_between "$1" "$2" "$NS1" "$INNER1" "$NS2" 5202 "${3:-}"
+	fi
+}
+
+# iperf_between NAME SECONDS SERVER_NS SERVER_ADDR CLIENT_NS PORT [RATE]: what
+# iperf_start does, between any two namespaces; iperf_wait NAME.
+iperf_between() {
+	local sns=$3 saddr=$4 cns=$5 port=$6 rate=${7:-}
 	ip netns exec "$sns" iperf3 -s -1 -B "$saddr" -p "$port" >"$TMP/$1.server" 2>&1 &
 	STARTED_PIDS+=("$!")
 	wait_until 10 "iperf3 server on $saddr:$port" eval "ip netns exec $sns ss -Htln 'sport = :$port' | grep -q ."
-	echo "+ [$cns] iperf3 -c $saddr -p $port -t $2 -i 1 -J ${3:+--fq-rate $3} > $1.json &" >&2
-	ip netns exec "$cns" timeout --foreground $(($2 + 30)) iperf3 -c "$saddr" -p "$port" -t "$2" -i 1 -J --connect-timeout 5000 ${3:+--fq-rate "$3"} >"$TMP/$1.json" 2>&1 &
+	echo "+ [$cns] iperf3 -c $saddr -p $port -t $2 -i 1 -J ${rate:+--fq-rate $rate} > $1.json &" >&2
+	ip netns exec "$cns" timeout --foreground $(($2 + 30)) iperf3 -c "$saddr" -p "$port" -t "$2" -i 1 -J --connect-timeout 5000 ${rate:+--fq-rate "$rate"} >"$TMP/$1.json" 2>&1 &
 	IPERF_PID[$1]=$!
 	STARTED_PIDS+=("$!")
 }

@@ -21,6 +21,12 @@ impl Cidr {
         (prefix <= max_prefix(addr)).then_some(Cidr { addr, prefix })
     }
 
+    /// The /32 or /128 of one address.
+    pub fn host(addr: IpAddr) -> Cidr {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        Cidr { addr, prefix }
+    }
+
     /// The prefix with its host bits cleared.
     pub fn network(&self) -> Cidr {
         Cidr {

@@ -1,5 +1,5 @@
-//! The configuration file: wg-quick's INI format, restricted to one
-//! `[Interface]` and one `[Peer]`, turned into plain validated data.
+//! The configuration file: wg-quick's INI format, one `[Interface]` and any
+//! number of `[Peer]` sections, turned into plain validated data.
 //!
 //! ```text
 //! [Interface]
@@ -7,8 +7,14 @@
 //! Address = 10.96.0.1/24, fd96::1/64
 //! ListenPort = 51820            # optional, 0 = random
 //! MTU = 1420                    # optional, 576..=9000
+//! FwMark = 0x51                 # optional, decimal or 0x hex, 0 or "off" = none
+//! DNS = 10.96.0.53, corp.example # optional, addresses and search domains
+//! Table = off                   # optional, auto (default), off or a number
+//! PreUp = echo %i coming up     # optional, repeatable, run by bash; %i = interface
+//! PostUp = ...                  # likewise PreDown and PostDown
+//! SaveConfig = true             # optional, write the file back on exit
 //!
-//! [Peer]
+//! [Peer]                        # zero or more
 //! PublicKey = <base64>
 //! PresharedKey = <base64>       # optional
 //! Endpoint = peer.example:51820 # optional, resolved when the tunnel starts
@@ -17,7 +23,10 @@
 //! ```
 //!
 //! Keys and section names are case-insensitive, as in wg-quick. Every error
-//! names the file, the line and the problem.
+//! names the file, the line and the problem. A hook's command is the whole
+//! rest of its line, `#` included, as wg-quick reads it. Two peers may not
+//! share a public key, nor an AllowedIPs prefix (wg would merge the first and
+//! give the second to the later peer; refusing says which lines clash).
 
 use crate::cidr::Cidr;
 use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
@@ -26,7 +35,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -39,7 +48,8 @@ pub struct Config {
     /// The file this came from, for messages about it later (e.g. endpoint resolution).
     pub path: PathBuf,
     pub interface: InterfaceConfig,
-    pub peer: PeerConfig,
+    /// In file order; possibly none, as wg-quick accepts.
+    pub peers: Vec<PeerConfig>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -49,10 +59,51 @@ pub struct InterfaceConfig {
     /// `None`: let the kernel pick a port (absent or `0`).
     pub listen_port: Option<u16>,
     pub mtu: u16,
+    /// `None`: no `DNS` key, the resolver is left alone.
+    pub dns: Option<Dns>,
+    pub table: Table,
+    /// Shell commands in file order, each key repeatable.
+    pub pre_up: Vec<Hook>,
+    pub post_up: Vec<Hook>,
+    pub pre_down: Vec<Hook>,
+    pub post_down: Vec<Hook>,
+    pub save_config: bool,
+    /// The mark set on the UDP socket's packets; `None` when absent, `0` or `off`.
+    pub fw_mark: Option<u32>,
+}
+
+/// What `DNS` lists: as in wg-quick, an entry of digits and dots or with a
+/// colon is a name server, anything else a search domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    pub servers: Vec<IpAddr>,
+    pub search: Vec<String>,
+    /// Line of the first `DNS` key, for errors about applying it.
+    pub line: usize,
+}
+
+/// Where the routes for AllowedIPs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// The main table (absent or `auto`).
+    Auto,
+    /// No routes at all.
+    Off,
+    /// A routing table by number; `line` is the `Table` key's.
+    Id { id: u32, line: usize },
+}
+
+/// One `PreUp`, `PostUp`, `PreDown` or `PostDown` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub command: String,
+    pub line: usize,
 }
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct PeerConfig {
+    /// Line of the `[Peer]` header.
+    pub line: usize,
     pub public_key: PublicKey,
     pub preshared_key: Option<PresharedKey>,
     pub endpoint: Option<Endpoint>,
@@ -80,6 +131,14 @@ impl fmt::Debug for InterfaceConfig {
             .field("addresses", &self.addresses)
             .field("listen_port", &self.listen_port)
             .field("mtu", &self.mtu)
+            .field("dns", &self.dns)
+            .field("table", &self.table)
+            .field("pre_up", &self.pre_up)
+            .field("post_up", &self.post_up)
+            .field("pre_down", &self.pre_down)
+            .field("post_down", &self.post_down)
+            .field("save_config", &self.save_config)
+            .field("fw_mark", &self.fw_mark)
             .finish()
     }
 }
@@ -87,6 +146,7 @@ impl fmt::Debug for InterfaceConfig {
 impl fmt::Debug for PeerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerConfig")
+            .field("line", &self.line)
             .field("public_key", &self.public_key)
             .field("preshared_key", &self.preshared_key)
             .field("endpoint", &self.endpoint)
@@ -175,7 +235,7 @@ impl Config {
             msg,
         };
         let mut interface: Option<Section<InterfaceDraft>> = None;
-        let mut peer: Option<Section<PeerDraft>> = None;
+        let mut peers: Vec<Section<PeerDraft>> = Vec::new();
         let mut current: Option<SectionKind> = None;
 
         for (index, raw) in text.lines().enumerate() {
@@ -195,16 +255,20 @@ impl Config {
                         ))
                     }
                 };
-                let first = match kind {
-                    SectionKind::Interface => open(&mut interface, line),
-                    SectionKind::Peer => open(&mut peer, line),
-                };
-                if let Some(first) = first {
-                    let msg = match kind {
-                        SectionKind::Interface => "only one [Interface] section is allowed",
-                        SectionKind::Peer => "only one [Peer] is supported",
-                    };
-                    return Err(err(line, format!("{msg} (the first is at line {first})")));
+                match kind {
+                    SectionKind::Interface => {
+                        if let Some(first) = &interface {
+                            return Err(err(
+                                line,
+                                format!(
+                                    "only one [Interface] section is allowed (the first is at line {})",
+                                    first.header
+                                ),
+                            ));
+                        }
+                        interface = Some(Section::new(line));
+                    }
+                    SectionKind::Peer => peers.push(Section::new(line)),
                 }
                 current = Some(kind);
                 continue;
@@ -215,10 +279,17 @@ impl Config {
                     format!("expected 'Key = Value' or a [Section] header, found '{content}'"),
                 ));
             };
-            let (key, value) = (key.trim(), value.trim());
-            let result = match (current, &mut interface, &mut peer) {
-                (Some(SectionKind::Interface), Some(section), _) => section.set(key, value, line),
-                (Some(SectionKind::Peer), _, Some(section)) => section.set(key, value, line),
+            // The line without its comment cut off, for the keys that keep it.
+            let unstripped = raw.split_once('=').map_or("", |(_, v)| v).trim();
+            let value = Value {
+                text: value.trim(),
+                unstripped,
+                line,
+            };
+            let key = key.trim();
+            let result = match (current, &mut interface, peers.last_mut()) {
+                (Some(SectionKind::Interface), Some(section), _) => section.set(key, value),
+                (Some(SectionKind::Peer), _, Some(section)) => section.set(key, value),
                 _ => Err(format!(
                     "'{key}' appears before any [Interface] or [Peer] section"
                 )),
@@ -231,21 +302,145 @@ impl Config {
             .ok_or_else(|| err(end, "missing [Interface] section".into()))?
             .finish()
             .map_err(|(line, msg)| err(line, msg))?;
-        let peer = peer
-            .ok_or_else(|| {
-                err(
-                    end,
-                    "missing [Peer] section (exactly one is required)".into(),
-                )
-            })?
-            .finish()
+        check_peers(&peers).map_err(|(line, msg)| err(line, msg))?;
+        let peers = peers
+            .into_iter()
+            .map(Section::finish)
+            .collect::<std::result::Result<_, _>>()
             .map_err(|(line, msg)| err(line, msg))?;
         Ok(Config {
             path: path.to_path_buf(),
             interface,
-            peer,
+            peers,
         })
     }
+
+    /// The configuration as a file [`Config::parse`] reads back to the same
+    /// values: every key that is set, in a fixed order, without comments.
+    /// It holds the private key, so it is wiped when dropped, and sized
+    /// by a first pass so that no reallocation leaves an unwiped copy.
+    pub fn render(&self) -> Zeroizing<String> {
+        let mut size = Count(0);
+        // Counting and writing to a String cannot fail.
+        let _ = self.write_to(&mut size);
+        let mut out = Zeroizing::new(String::with_capacity(size.0));
+        let _ = self.write_to(&mut *out);
+        out
+    }
+
+    fn write_to(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        let i = &self.interface;
+        let mut result = Ok(());
+        let mut put = |key: &str, value: &dyn fmt::Display| {
+            result = result.and_then(|()| writeln!(out, "{key} = {value}"));
+        };
+        put("[Interface]\nPrivateKey", &*i.private_key.to_base64());
+        put("Address", &join(&i.addresses));
+        if let Some(port) = i.listen_port {
+            put("ListenPort", &port);
+        }
+        put("MTU", &i.mtu);
+        if let Some(mark) = i.fw_mark {
+            put("FwMark", &format_args!("{mark:#x}"));
+        }
+        if let Some(dns) = &i.dns {
+            let servers = dns.servers.iter().map(ToString::to_string);
+            put(
+                "DNS",
+                &servers
+                    .chain(dns.search.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        match i.table {
+            Table::Auto => {}
+            Table::Off => put("Table", &"off"),
+            Table::Id { id, .. } => put("Table", &id),
+        }
+        for (key, hooks) in [
+            ("PreUp", &i.pre_up),
+            ("PostUp", &i.post_up),
+            ("PreDown", &i.pre_down),
+            ("PostDown", &i.post_down),
+        ] {
+            for hook in hooks {
+                put(key, &hook.command);
+            }
+        }
+        if i.save_config {
+            put("SaveConfig", &"true");
+        }
+        for peer in &self.peers {
+            put("\n[Peer]\nPublicKey", &peer.public_key);
+            if let Some(psk) = &peer.preshared_key {
+                put("PresharedKey", &*psk.to_base64());
+            }
+            put("AllowedIPs", &join(&peer.allowed_ips));
+            if let Some(endpoint) = &peer.endpoint {
+                put("Endpoint", endpoint);
+            }
+            if let Some(seconds) = peer.persistent_keepalive {
+                put("PersistentKeepalive", &seconds);
+            }
+        }
+        result
+    }
+}
+
+/// A `fmt::Write` that only counts the bytes written to it.
+struct Count(usize);
+
+impl fmt::Write for Count {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+fn join(cidrs: &[Cidr]) -> String {
+    let items: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+    items.join(", ")
+}
+
+/// Refuses two peers with the same public key or the same AllowedIPs
+/// prefix, at the later one's line, naming the earlier one's.
+fn check_peers(peers: &[Section<PeerDraft>]) -> std::result::Result<(), (usize, String)> {
+    let mut keys: Vec<(PublicKey, usize)> = Vec::new();
+    let mut prefixes: HashMap<Cidr, (usize, usize)> = HashMap::new();
+    for peer in peers {
+        if let Some(key) = peer.draft.public_key {
+            let line = peer.seen.get("PublicKey").copied().unwrap_or(peer.header);
+            if let Some((_, first)) = keys.iter().find(|(k, _)| *k == key) {
+                return Err((
+                    line,
+                    format!(
+                        "PublicKey {key} is also the key of the [Peer] at line {first}; \
+                         give each peer one section"
+                    ),
+                ));
+            }
+            keys.push((key, peer.header));
+        }
+        for &(cidr, line) in &peer.draft.allowed_ips {
+            match prefixes.get(&cidr) {
+                Some(&(header, first)) if header != peer.header => {
+                    return Err((
+                        line,
+                        format!(
+                            "AllowedIPs {cidr} is also given to the [Peer] at line {header} \
+                             (line {first}); a prefix belongs to one peer"
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    prefixes.insert(cidr, (peer.header, line));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -254,36 +449,30 @@ enum SectionKind {
     Peer,
 }
 
-/// Starts a section unless one was already started; returns the line of
-/// the earlier one if so.
-fn open<D: Draft>(slot: &mut Option<Section<D>>, line: usize) -> Option<usize> {
-    match slot {
-        Some(section) => Some(section.header),
-        None => {
-            *slot = Some(Section {
-                header: line,
-                seen: HashMap::new(),
-                draft: D::default(),
-            });
-            None
-        }
-    }
-}
-
-/// wg-quick keys that pipevpn deliberately does not implement.
-const UNSUPPORTED: &[&str] = &[
+/// Keys that may appear more than once; their lists accumulate.
+const REPEATABLE: &[&str] = &[
+    "Address",
+    "AllowedIPs",
     "DNS",
-    "Table",
     "PreUp",
     "PostUp",
     "PreDown",
     "PostDown",
-    "SaveConfig",
-    "FwMark",
 ];
 
-/// Keys that may appear more than once; their lists accumulate.
-const REPEATABLE: &[&str] = &["Address", "AllowedIPs"];
+/// Keys whose value runs to the end of the line, `#` included (wg-quick's
+/// hooks: a shell command may hold a `#`).
+const UNSTRIPPED: &[&str] = &["PreUp", "PostUp", "PreDown", "PostDown"];
+
+/// One `Key = Value` line's value.
+#[derive(Clone, Copy)]
+struct Value<'a> {
+    /// Trimmed, without the comment.
+    text: &'a str,
+    /// Trimmed, with what follows a `#`.
+    unstripped: &'a str,
+    line: usize,
+}
 
 /// One section's values as they are read, before required keys are checked.
 trait Draft: Default {
@@ -300,8 +489,9 @@ trait Draft: Default {
         value: &str,
         line: usize,
     ) -> std::result::Result<(), String>;
-    /// The validated section, or the name of a missing required key.
-    fn finish(self) -> std::result::Result<Self::Output, &'static str>;
+    /// The validated section, or the line and text of what is wrong with it
+    /// as a whole; `header` is the line of its `[Section]` header.
+    fn finish(self, header: usize) -> std::result::Result<Self::Output, (usize, String)>;
 }
 
 struct Section<D> {
@@ -312,11 +502,19 @@ struct Section<D> {
 }
 
 impl<D: Draft> Section<D> {
-    fn set(&mut self, key: &str, value: &str, line: usize) -> std::result::Result<(), String> {
+    fn new(header: usize) -> Section<D> {
+        Section {
+            header,
+            seen: HashMap::new(),
+            draft: D::default(),
+        }
+    }
+
+    fn set(&mut self, key: &str, value: Value) -> std::result::Result<(), String> {
         let Some(&canonical) = D::KEYS.iter().find(|k| k.eq_ignore_ascii_case(key)) else {
             return Err(unknown_key::<D>(key));
         };
-        if let Some(first) = self.seen.insert(canonical, line) {
+        if let Some(first) = self.seen.insert(canonical, value.line) {
             if !REPEATABLE.contains(&canonical) {
                 return Err(format!(
                     "duplicate key '{canonical}' (first set at line {first})"
@@ -324,35 +522,52 @@ impl<D: Draft> Section<D> {
             }
             self.seen.insert(canonical, first);
         }
-        if value.is_empty() {
+        let text = match UNSTRIPPED.contains(&canonical) {
+            true => value.unstripped,
+            false => value.text,
+        };
+        if text.is_empty() {
             return Err(format!("'{canonical}' has no value"));
         }
-        self.draft.set(canonical, value, line)
+        self.draft.set(canonical, text, value.line)
     }
 
     fn finish(self) -> std::result::Result<D::Output, (usize, String)> {
-        let header = self.header;
-        self.draft.finish().map_err(|key| {
-            (
-                header,
-                format!("[{}] is missing the required key '{key}'", D::NAME),
-            )
-        })
+        self.draft.finish(self.header)
     }
+}
+
+/// The error of a section without the required `key`, at its header.
+fn missing<D: Draft>(header: usize, key: &str) -> (usize, String) {
+    (
+        header,
+        format!("[{}] is missing the required key '{key}'", D::NAME),
+    )
 }
 
 fn unknown_key<D: Draft>(key: &str) -> String {
     let (other, other_keys) = D::OTHER;
     if let Some(k) = other_keys.iter().find(|k| k.eq_ignore_ascii_case(key)) {
         format!("'{k}' belongs in the [{other}] section, not [{}]", D::NAME)
-    } else if let Some(k) = UNSUPPORTED.iter().find(|k| k.eq_ignore_ascii_case(key)) {
-        format!("'{k}' is a wg-quick key not supported by pipevpn")
     } else {
         format!("unknown key '{key}' in [{}]", D::NAME)
     }
 }
 
-const INTERFACE_KEYS: &[&str] = &["PrivateKey", "Address", "ListenPort", "MTU"];
+const INTERFACE_KEYS: &[&str] = &[
+    "PrivateKey",
+    "Address",
+    "ListenPort",
+    "MTU",
+    "FwMark",
+    "DNS",
+    "Table",
+    "PreUp",
+    "PostUp",
+    "PreDown",
+    "PostDown",
+    "SaveConfig",
+];
 const PEER_KEYS: &[&str] = &[
     "PublicKey",
     "PresharedKey",
@@ -367,6 +582,14 @@ struct InterfaceDraft {
     addresses: Vec<Cidr>,
     listen_port: Option<u16>,
     mtu: Option<u16>,
+    dns: Option<Dns>,
+    table: Option<Table>,
+    pre_up: Vec<Hook>,
+    post_up: Vec<Hook>,
+    pre_down: Vec<Hook>,
+    post_down: Vec<Hook>,
+    save_config: bool,
+    fw_mark: Option<u32>,
 }
 
 impl Draft for InterfaceDraft {
@@ -379,8 +602,12 @@ impl Draft for InterfaceDraft {
         &mut self,
         key: &'static str,
         value: &str,
-        _line: usize,
+        line: usize,
     ) -> std::result::Result<(), String> {
+        let hook = || Hook {
+            command: value.to_string(),
+            line,
+        };
         match key {
             // The value is a secret: describe the problem without echoing it.
             "PrivateKey" => {
@@ -403,20 +630,62 @@ impl Draft for InterfaceDraft {
                 }
                 self.mtu = Some(mtu as u16);
             }
+            "FwMark" => self.fw_mark = fw_mark(value)?,
+            "DNS" => {
+                let dns = self.dns.get_or_insert_with(|| Dns {
+                    servers: Vec::new(),
+                    search: Vec::new(),
+                    line,
+                });
+                dns_entries(value, dns)?;
+            }
+            "Table" => self.table = Some(table(value, line)?),
+            "PreUp" => self.pre_up.push(hook()),
+            "PostUp" => self.post_up.push(hook()),
+            "PreDown" => self.pre_down.push(hook()),
+            "PostDown" => self.post_down.push(hook()),
+            "SaveConfig" => {
+                self.save_config = match value.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("SaveConfig '{value}' is neither true nor false")),
+                }
+            }
             _ => unreachable!("key {key} is listed in INTERFACE_KEYS"),
         }
         Ok(())
     }
 
-    fn finish(self) -> std::result::Result<InterfaceConfig, &'static str> {
+    fn finish(self, header: usize) -> std::result::Result<InterfaceConfig, (usize, String)> {
         if self.addresses.is_empty() {
-            return Err("Address");
+            return Err(missing::<Self>(header, "Address"));
+        }
+        // wg-quick calls resolvconf only for name servers and would drop
+        // search domains listed alone without a word.
+        if let Some(dns) = self.dns.as_ref().filter(|d| d.servers.is_empty()) {
+            return Err((
+                dns.line,
+                format!(
+                    "DNS lists search domains ({}) but no name server address",
+                    dns.search.join(", ")
+                ),
+            ));
         }
         Ok(InterfaceConfig {
-            private_key: self.private_key.ok_or("PrivateKey")?,
+            private_key: self
+                .private_key
+                .ok_or_else(|| missing::<Self>(header, "PrivateKey"))?,
             addresses: self.addresses,
             listen_port: self.listen_port,
             mtu: self.mtu.unwrap_or(DEFAULT_MTU),
+            dns: self.dns,
+            table: self.table.unwrap_or(Table::Auto),
+            pre_up: self.pre_up,
+            post_up: self.post_up,
+            pre_down: self.pre_down,
+            post_down: self.post_down,
+            save_config: self.save_config,
+            fw_mark: self.fw_mark,
         })
     }
 }
@@ -426,7 +695,8 @@ struct PeerDraft {
     public_key: Option<PublicKey>,
     preshared_key: Option<PresharedKey>,
     endpoint: Option<Endpoint>,
-    allowed_ips: Vec<Cidr>,
+    /// Each prefix with the line it is on, for [`check_peers`].
+    allowed_ips: Vec<(Cidr, usize)>,
     persistent_keepalive: Option<u16>,
 }
 
@@ -458,9 +728,11 @@ impl Draft for PeerDraft {
                     Some(PresharedKey::decode(value).map_err(|e| format!("PresharedKey: {e}"))?)
             }
             "Endpoint" => self.endpoint = Some(endpoint(value, line)?),
-            "AllowedIPs" => self
-                .allowed_ips
-                .extend(cidr_list(key, value)?.iter().map(Cidr::network)),
+            "AllowedIPs" => self.allowed_ips.extend(
+                cidr_list(key, value)?
+                    .iter()
+                    .map(|cidr| (cidr.network(), line)),
+            ),
             "PersistentKeepalive" => {
                 let seconds = if value.eq_ignore_ascii_case("off") {
                     0
@@ -474,15 +746,18 @@ impl Draft for PeerDraft {
         Ok(())
     }
 
-    fn finish(self) -> std::result::Result<PeerConfig, &'static str> {
+    fn finish(self, header: usize) -> std::result::Result<PeerConfig, (usize, String)> {
         if self.allowed_ips.is_empty() {
-            return Err("AllowedIPs");
+            return Err(missing::<Self>(header, "AllowedIPs"));
         }
         Ok(PeerConfig {
-            public_key: self.public_key.ok_or("PublicKey")?,
+            line: header,
+            public_key: self
+                .public_key
+                .ok_or_else(|| missing::<Self>(header, "PublicKey"))?,
             preshared_key: self.preshared_key,
             endpoint: self.endpoint,
-            allowed_ips: self.allowed_ips,
+            allowed_ips: self.allowed_ips.into_iter().map(|(cidr, _)| cidr).collect(),
             persistent_keepalive: self.persistent_keepalive,
         })
     }
@@ -496,6 +771,77 @@ fn number<T: std::str::FromStr>(
     value
         .parse()
         .map_err(|_| format!("{key} '{value}' is not {what}"))
+}
+
+/// `FwMark` as wg reads it: `off`, or a number in decimal or with `0x` in
+/// hex, starting with a digit; 0 means none.
+fn fw_mark(value: &str) -> std::result::Result<Option<u32>, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bad = || format!("FwMark '{value}' is not a 32-bit number (decimal or 0x hex) or 'off'");
+    let parsed = match value.strip_prefix("0x") {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u32::from_str_radix(hex, 16)
+        }
+        Some(_) => return Err(bad()),
+        None if value.bytes().all(|b| b.is_ascii_digit()) => value.parse(),
+        None => return Err(bad()),
+    };
+    let mark = parsed.map_err(|_| bad())?;
+    Ok((mark != 0).then_some(mark))
+}
+
+/// `Table`: `auto`, `off` or a table number. wg-quick also takes the names
+/// of /etc/iproute2/rt_tables, which would tie the file to one machine's
+/// list: refused, with the way out in the message.
+fn table(value: &str, line: usize) -> std::result::Result<Table, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "auto" => Ok(Table::Auto),
+        "off" => Ok(Table::Off),
+        _ if value.bytes().all(|b| b.is_ascii_digit()) => {
+            let id = value.parse().map_err(|_| {
+                format!(
+                    "Table '{value}' is out of range (a table number is at most {})",
+                    u32::MAX
+                )
+            })?;
+            Ok(Table::Id { id, line })
+        }
+        _ => Err(format!(
+            "Table '{value}' is not auto, off or a table number (table names are not supported; \
+             'auto' routes into the main table)"
+        )),
+    }
+}
+
+/// Adds one `DNS` value's entries to `dns`. Entries are split at commas and
+/// white space, as wg-quick splits them; an entry that looks like an
+/// address must be one, and a search domain must look like a domain name.
+fn dns_entries(value: &str, dns: &mut Dns) -> std::result::Result<(), String> {
+    for entry in value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|e| !e.is_empty())
+    {
+        let address_like =
+            entry.contains(':') || entry.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if address_like {
+            let ip = entry
+                .parse()
+                .map_err(|_| format!("DNS '{entry}' is not an IPv4 or IPv6 address"))?;
+            dns.servers.push(ip);
+        } else if entry
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        {
+            dns.search.push(entry.to_string());
+        } else {
+            return Err(format!(
+                "DNS '{entry}' is neither an IP address nor a search domain (letters, digits, '-', '.', '_')"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn cidr_list(key: &str, value: &str) -> std::result::Result<Vec<Cidr>, String> {
@@ -575,9 +921,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn full_config_with_every_key() {
-        let text = format!(
+    const PUBLIC2: &str = "8PC71UKUbeTiJsX20JTmnAbyj0Oz25zOkjRYVr7ZBgM=";
+    const PUBLIC3: &str = "faVzqQ6yFvLllFwqbJWKHzDlmcoumVw47bkT/aOiqS4=";
+
+    /// Three peers and every key of both sections, in mixed case, with
+    /// comments, repeated keys and a hook holding a `#`.
+    fn every_key() -> String {
+        format!(
             "# a comment\n\
              [interface]\n\
              privatekey={PRIVATE}   # trailing comment\n\
@@ -586,17 +936,43 @@ mod tests {
              Address = 10.1.0.1/16\n\
              ListenPort = 51820\n\
              MTU = 1380\n\
+             FwMark = 0x51820\n\
+             DNS = 10.0.0.53, fd00::53 corp.example\n\
+             dns = 10.0.0.54,lab.corp_2.example\n\
+             Table = off\n\
+             PreUp = echo '%i #1' >> /tmp/log # kept: the hook's own\n\
+             PreUp = true\n\
+             PostUp = ip route add 10.9.0.0/16 dev %i\n\
+             PreDown = echo down\n\
+             PostDown = ip route del 10.9.0.0/16 dev %i\n\
+             SaveConfig = True\n\
              [Peer]\n\
              PublicKey = {PUBLIC}\n\
              PresharedKey = {PSK}\n\
              Endpoint = vpn.example.org:51821\n\
              AllowedIPs = 10.0.0.2/32, 192.168.7.9/24\n\
              ALLOWEDIPS = ::/0\n\
-             PersistentKeepalive = 25\n"
-        );
-        let c = parse(&text).unwrap();
+             PersistentKeepalive = 25\n\
+             \n\
+             [Peer]\n\
+             PublicKey = {PUBLIC2}\n\
+             AllowedIPs = 10.0.0.3/32\n\
+             Endpoint = [fd00::3]:51820\n\
+             [peer]\n\
+             PublicKey = {PUBLIC3}\n\
+             AllowedIPs = 10.0.0.4/32, 10.0.0.4/32\n"
+        )
+    }
+
+    #[test]
+    fn full_config_with_every_key() {
+        let c = parse(&every_key()).unwrap();
         let cidrs =
             |list: &[&str]| -> Vec<Cidr> { list.iter().map(|s| s.parse().unwrap()).collect() };
+        let hook = |command: &str, line| Hook {
+            command: command.into(),
+            line,
+        };
         assert_eq!(
             c,
             Config {
@@ -606,18 +982,59 @@ mod tests {
                     addresses: cidrs(&["10.0.0.1/24", "fd00::1/64", "10.1.0.1/16"]),
                     listen_port: Some(51820),
                     mtu: 1380,
-                },
-                peer: PeerConfig {
-                    public_key: PublicKey::decode(PUBLIC).unwrap(),
-                    preshared_key: Some(PresharedKey::decode(PSK).unwrap()),
-                    endpoint: Some(Endpoint {
-                        host: "vpn.example.org".into(),
-                        port: 51821,
-                        line: 12,
+                    dns: Some(Dns {
+                        servers: ["10.0.0.53", "fd00::53", "10.0.0.54"]
+                            .iter()
+                            .map(|a| a.parse().unwrap())
+                            .collect(),
+                        search: vec!["corp.example".into(), "lab.corp_2.example".into()],
+                        line: 10,
                     }),
-                    allowed_ips: cidrs(&["10.0.0.2/32", "192.168.7.0/24", "::/0"]),
-                    persistent_keepalive: Some(25),
+                    table: Table::Off,
+                    pre_up: vec![
+                        hook("echo '%i #1' >> /tmp/log # kept: the hook's own", 13),
+                        hook("true", 14)
+                    ],
+                    post_up: vec![hook("ip route add 10.9.0.0/16 dev %i", 15)],
+                    pre_down: vec![hook("echo down", 16)],
+                    post_down: vec![hook("ip route del 10.9.0.0/16 dev %i", 17)],
+                    save_config: true,
+                    fw_mark: Some(0x51820),
                 },
+                peers: vec![
+                    PeerConfig {
+                        line: 19,
+                        public_key: PublicKey::decode(PUBLIC).unwrap(),
+                        preshared_key: Some(PresharedKey::decode(PSK).unwrap()),
+                        endpoint: Some(Endpoint {
+                            host: "vpn.example.org".into(),
+                            port: 51821,
+                            line: 22,
+                        }),
+                        allowed_ips: cidrs(&["10.0.0.2/32", "192.168.7.0/24", "::/0"]),
+                        persistent_keepalive: Some(25),
+                    },
+                    PeerConfig {
+                        line: 27,
+                        public_key: PublicKey::decode(PUBLIC2).unwrap(),
+                        preshared_key: None,
+                        endpoint: Some(Endpoint {
+                            host: "fd00::3".into(),
+                            port: 51820,
+                            line: 30,
+                        }),
+                        allowed_ips: cidrs(&["10.0.0.3/32"]),
+                        persistent_keepalive: None,
+                    },
+                    PeerConfig {
+                        line: 31,
+                        public_key: PublicKey::decode(PUBLIC3).unwrap(),
+                        preshared_key: None,
+                        endpoint: None,
+                        allowed_ips: cidrs(&["10.0.0.4/32", "10.0.0.4/32"]),
+                        persistent_keepalive: None,
+                    },
+                ],
             }
         );
         let debug = format!("{c:?}");
@@ -625,20 +1042,80 @@ mod tests {
     }
 
     #[test]
+    fn render_reads_back_to_the_same_values() {
+        let c = parse(&every_key()).unwrap();
+        let text = c.render();
+        // Sized exactly up front, so it was never reallocated (and copied).
+        assert_eq!(text.capacity(), text.len());
+        let again = parse(&text).unwrap();
+        // Lines move; everything else must be equal.
+        assert_eq!(again.render(), text);
+        assert_eq!(again.peers.len(), 3);
+        assert_eq!(
+            again.interface.pre_up[0].command,
+            c.interface.pre_up[0].command
+        );
+        assert!(text.contains("FwMark = 0x51820\n"), "{}", *text);
+        assert!(
+            text.contains(
+                "DNS = 10.0.0.53, fd00::53, 10.0.0.54, corp.example, lab.corp_2.example\n"
+            ),
+            "{}",
+            *text
+        );
+        assert!(text.contains("Endpoint = [fd00::3]:51820\n"), "{}", *text);
+        let minimal = parse(&minimal()).unwrap();
+        let text = minimal.render();
+        assert_eq!(
+            *text,
+            format!(
+                "[Interface]\nPrivateKey = {PRIVATE}\nAddress = 10.0.0.1/24\nMTU = 1420\n\
+                 \n[Peer]\nPublicKey = {PUBLIC}\nAllowedIPs = 10.0.0.2/32\n"
+            )
+        );
+    }
+
+    #[test]
     fn defaults_and_zero_values() {
         let c = parse(&minimal()).unwrap();
         assert_eq!(c.interface.mtu, DEFAULT_MTU);
         assert_eq!(c.interface.listen_port, None);
-        assert_eq!(c.peer.endpoint, None);
-        assert_eq!(c.peer.preshared_key, None);
-        assert_eq!(c.peer.persistent_keepalive, None);
+        assert_eq!(c.peers[0].endpoint, None);
+        assert_eq!(c.peers[0].preshared_key, None);
+        assert_eq!(c.peers[0].persistent_keepalive, None);
+        assert_eq!(c.interface.dns, None);
+        assert_eq!(c.interface.table, Table::Auto);
+        assert_eq!(c.interface.fw_mark, None);
+        assert!(!c.interface.save_config);
+        assert!(c.interface.pre_up.is_empty() && c.interface.post_down.is_empty());
 
         let c = parse(&minimal().replace("[Peer]", "ListenPort = 0\n[Peer]")).unwrap();
         assert_eq!(c.interface.listen_port, None);
         for off in ["0", "off", "OFF"] {
             let c = parse(&format!("{}PersistentKeepalive = {off}\n", minimal())).unwrap();
-            assert_eq!(c.peer.persistent_keepalive, None, "{off}");
+            assert_eq!(c.peers[0].persistent_keepalive, None, "{off}");
         }
+        let interface = |extra: &str| {
+            parse(&minimal().replace("[Peer]", &format!("{extra}\n[Peer]")))
+                .unwrap()
+                .interface
+        };
+        for (value, mark) in [("off", None), ("OFF", None), ("0", None), ("0x0", None)] {
+            assert_eq!(
+                interface(&format!("FwMark = {value}")).fw_mark,
+                mark,
+                "{value}"
+            );
+        }
+        assert_eq!(interface("FwMark = 1234").fw_mark, Some(1234));
+        assert_eq!(interface("FwMark = 0xffffffff").fw_mark, Some(u32::MAX));
+        assert_eq!(interface("FwMark = 4294967295").fw_mark, Some(u32::MAX));
+        assert_eq!(interface("Table = AUTO").table, Table::Auto);
+        assert_eq!(
+            interface("Table = 1234").table,
+            Table::Id { id: 1234, line: 4 }
+        );
+        assert!(!interface("SaveConfig = false").save_config);
     }
 
     #[test]
@@ -757,11 +1234,12 @@ mod tests {
     #[test]
     fn missing_sections() {
         fails("", 1, "missing [Interface]");
-        fails(
-            &format!("[Interface]\nPrivateKey = {PRIVATE}\nAddress = 10.0.0.1/24\n"),
-            3,
-            "missing [Peer]",
-        );
+        // wg-quick brings an interface up without peers.
+        let c = parse(&format!(
+            "[Interface]\nPrivateKey = {PRIVATE}\nAddress = 10.0.0.1/24\n"
+        ))
+        .unwrap();
+        assert!(c.peers.is_empty());
     }
 
     #[test]
@@ -772,14 +1250,14 @@ mod tests {
             "unknown key 'Colour' in [Peer]",
         );
         fails(
-            &minimal().replace("[Peer]", "DNS = 1.1.1.1\n[Peer]"),
+            &minimal().replace("[Peer]", "Colour = blue\n[Peer]"),
             4,
-            "'DNS' is a wg-quick key not supported by pipevpn",
+            "unknown key 'Colour' in [Interface]",
         );
         fails(
-            &minimal().replace("[Peer]", "postup = echo hi\n[Peer]"),
-            4,
-            "'PostUp' is a wg-quick key not supported",
+            &format!("{}postup = echo hi\n", minimal()),
+            7,
+            "'PostUp' belongs in the [Interface] section",
         );
         fails(
             &format!("{}ListenPort = 1\n", minimal()),
@@ -798,16 +1276,93 @@ mod tests {
     }
 
     #[test]
-    fn second_peer() {
-        fails(
-            &format!("{}\n[peer]\n", minimal()),
-            8,
-            "only one [Peer] is supported (the first is at line 4)",
-        );
+    fn second_interface() {
         fails(
             &format!("{}[Interface]\n", minimal()),
             7,
-            "only one [Interface]",
+            "only one [Interface] section is allowed (the first is at line 1)",
+        );
+    }
+
+    #[test]
+    fn peers_sharing_a_key_or_a_prefix() {
+        let second = |key: &str, allowed: &str| {
+            format!(
+                "{}\n[Peer]\nPublicKey = {key}\nAllowedIPs = {allowed}\n",
+                minimal()
+            )
+        };
+        fails(
+            &second(PUBLIC, "10.0.0.3/32"),
+            9,
+            "is also the key of the [Peer] at line 4",
+        );
+        fails(
+            &second(PUBLIC2, "10.0.0.3/32, 10.0.0.2/32"),
+            10,
+            "AllowedIPs 10.0.0.2/32 is also given to the [Peer] at line 4 (line 6)",
+        );
+        // The same prefix after its host bits are cleared.
+        fails(
+            &second(PUBLIC2, "10.0.0.2/32").replace("10.0.0.2/32\n", "10.0.0.0/24\n"),
+            10,
+            "AllowedIPs 10.0.0.0/24 is also given",
+        );
+        let c = parse(&second(PUBLIC2, "10.0.0.3/32")).unwrap();
+        assert_eq!(c.peers.iter().map(|p| p.line).collect::<Vec<_>>(), [4, 8]);
+    }
+
+    #[test]
+    fn bad_wg_quick_values() {
+        let at4 = |extra: &str| minimal().replace("[Peer]", &format!("{extra}\n[Peer]"));
+        for (extra, part) in [
+            ("FwMark = -1", "FwMark '-1' is not a 32-bit number"),
+            ("FwMark = +5", "FwMark '+5'"),
+            ("FwMark = 0x", "FwMark '0x'"),
+            ("FwMark = 0X10", "FwMark '0X10'"),
+            ("FwMark = 0x100000000", "FwMark '0x100000000'"),
+            ("FwMark = 4294967296", "FwMark '4294967296'"),
+            ("FwMark = on", "FwMark 'on'"),
+            (
+                "Table = main",
+                "Table 'main' is not auto, off or a table number",
+            ),
+            ("Table = -3", "Table '-3'"),
+            ("Table = 4294967296", "Table '4294967296' is out of range"),
+            (
+                "SaveConfig = yes",
+                "SaveConfig 'yes' is neither true nor false",
+            ),
+            (
+                "DNS = 10.0.0.300",
+                "DNS '10.0.0.300' is not an IPv4 or IPv6 address",
+            ),
+            ("DNS = fe80::1%eth0", "DNS 'fe80::1%eth0' is not an IPv4"),
+            ("DNS = 1.1.1.1, bad/domain", "DNS 'bad/domain' is neither"),
+            (
+                "DNS = corp.example",
+                "DNS lists search domains (corp.example) but no name server",
+            ),
+            ("PreUp =", "'PreUp' has no value"),
+        ] {
+            fails(&at4(extra), 4, part);
+        }
+        fails(
+            &at4("Table = off\ntable = auto"),
+            5,
+            "duplicate key 'Table' (first set at line 4)",
+        );
+        fails(
+            &at4("SaveConfig = true\nSaveConfig = true"),
+            5,
+            "duplicate key",
+        );
+        fails(&at4("FwMark = 1\nFWMARK = 2"), 5, "duplicate key 'FwMark'");
+        // Search domains alone fail at the first DNS line, wherever the next is.
+        fails(
+            &at4("DNS = a.example\nMTU = 1400\nDNS = b.example"),
+            4,
+            "search domains (a.example, b.example)",
         );
     }
 

@@ -1,5 +1,5 @@
-//! The peer's last authenticated endpoint, kept for the next start of a
-//! tunnel whose config has no Endpoint (the listening side).
+//! The peers' last authenticated endpoints, kept for the next start of a
+//! tunnel for the peers its config gives no Endpoint (the listening side).
 //!
 //! When such a side restarts, its peer still holds a session with the old
 //! run and only notices after KEEPALIVE_TIMEOUT + REKEY_TIMEOUT (15 s) of
@@ -13,65 +13,69 @@
 //! its key is what the next start of the same interface in the same
 //! namespace finds again: the namespace's inode. The cookie inside is the
 //! check, and the same for as long as that namespace lives; a file from an
-//! earlier namespace that had the inode is removed unused, and so is one
-//! written for another peer's key.
+//! earlier namespace that had the inode is removed unused. A peer the config
+//! no longer has is left out of the next write.
 //!
 //! ```text
 //! netns 8195
 //! peer xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=
 //! endpoint 10.98.0.1:51820
+//! peer 8sU1ZOjSwpAXl3n5EX7e9Ty+hY5V5yi0arL3k+KFd0Q=
+//! endpoint [2001:db8::5]:41414
 //! ```
 
 use crate::protocol::keys::PublicKey;
 use crate::rundir::{self, Netns};
 use crate::{Error, Result};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// What the file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastEndpoint {
+pub struct LastEndpoints {
     /// The cookie of the namespace it was written in.
     pub netns: Option<u64>,
-    /// The peer's public key.
-    pub peer: PublicKey,
-    pub endpoint: SocketAddr,
+    /// Each peer's public key and where it last was.
+    pub peers: Vec<(PublicKey, SocketAddr)>,
 }
 
-impl LastEndpoint {
+impl LastEndpoints {
     pub fn render(&self) -> String {
-        format!(
-            "netns {}\npeer {}\nendpoint {}\n",
-            rundir::render_cookie(self.netns),
-            self.peer,
-            self.endpoint
-        )
+        let mut text = format!("netns {}\n", rundir::render_cookie(self.netns));
+        for (peer, endpoint) in &self.peers {
+            text.push_str(&format!("peer {peer}\nendpoint {endpoint}\n"));
+        }
+        text
     }
 
-    /// Parses [`LastEndpoint::render`]'s form back; the error names the line.
-    pub fn parse(text: &str) -> std::result::Result<LastEndpoint, String> {
-        let mut lines = text.lines();
-        let mut field = |n: usize, key: &str| {
-            lines
-                .next()
-                .and_then(|l| l.strip_prefix(key))
+    /// Parses [`LastEndpoints::render`]'s form back; the error names the line.
+    pub fn parse(text: &str) -> std::result::Result<LastEndpoints, String> {
+        fn field<'t>(
+            line: Option<&'t str>,
+            n: usize,
+            key: &str,
+        ) -> std::result::Result<&'t str, String> {
+            line.and_then(|l| l.strip_prefix(key))
                 .and_then(|v| v.strip_prefix(' '))
                 .ok_or(format!("line {n}: expected '{key} ...'"))
-        };
-        let netns = rundir::parse_cookie(field(1, "netns")?).map_err(|e| format!("line 1: {e}"))?;
-        let peer = PublicKey::decode(field(2, "peer")?).map_err(|e| format!("line 2: {e}"))?;
-        let endpoint = field(3, "endpoint")?;
-        let endpoint = endpoint
-            .parse()
-            .map_err(|_| format!("line 3: bad endpoint '{endpoint}'"))?;
-        match lines.next() {
-            None => Ok(LastEndpoint {
-                netns,
-                peer,
-                endpoint,
-            }),
-            Some(_) => Err("line 4: unexpected".into()),
         }
+        let mut lines = text.lines();
+        let netns = rundir::parse_cookie(field(lines.next(), 1, "netns")?)
+            .map_err(|e| format!("line 1: {e}"))?;
+        let mut peers = Vec::new();
+        let mut n = 1;
+        while let Some(line) = lines.next() {
+            n += 2;
+            let peer = field(Some(line), n - 1, "peer")?;
+            let peer = PublicKey::decode(peer).map_err(|e| format!("line {}: {e}", n - 1))?;
+            let endpoint = field(lines.next(), n, "endpoint")?;
+            let endpoint = endpoint
+                .parse()
+                .map_err(|_| format!("line {n}: bad endpoint '{endpoint}'"))?;
+            peers.push((peer, endpoint));
+        }
+        Ok(LastEndpoints { netns, peers })
     }
 }
 
@@ -82,38 +86,35 @@ pub fn path(run_dir: &Path, iface: &str) -> Result<PathBuf> {
         .join(format!("{iface}.endpoint")))
 }
 
-/// Where the peer with public key `peer` last was, if the file at `path`
-/// says so for this namespace. A file from another namespace or for another
-/// peer is removed; one that is not to be trusted or does not parse is an
-/// error naming it.
-pub fn load(path: &Path, peer: &PublicKey) -> Result<Option<SocketAddr>> {
+/// Where each peer last was, if the file at `path` says so for this
+/// namespace. A file from another namespace is removed; one that is not to
+/// be trusted or does not parse is an error naming it.
+pub fn load(path: &Path) -> Result<HashMap<PublicKey, SocketAddr>> {
     let Some(text) = rundir::read(path)? else {
-        return Ok(None);
+        return Ok(HashMap::new());
     };
-    let last = LastEndpoint::parse(&text).map_err(|msg| {
+    let last = LastEndpoints::parse(&text).map_err(|msg| {
         Error::Input(format!(
             "{}: {msg}; remove the file (it only speeds up reconnecting)",
             path.display()
         ))
     })?;
-    let stale = if !Netns::current()?.wrote(last.netns) {
-        "from an earlier network namespace that had this one's inode number"
-    } else if last.peer != *peer {
-        "for another peer"
-    } else {
-        return Ok(Some(last.endpoint));
-    };
-    log::info!("{}: {stale}; removing it", path.display());
+    if Netns::current()?.wrote(last.netns) {
+        return Ok(last.peers.into_iter().collect());
+    }
+    log::info!(
+        "{}: from an earlier network namespace that had this one's inode number; removing it",
+        path.display()
+    );
     rundir::remove(path)?;
-    Ok(None)
+    Ok(HashMap::new())
 }
 
-/// Records that the peer with public key `peer` is at `endpoint`.
-pub fn save(path: &Path, peer: &PublicKey, endpoint: SocketAddr) -> Result<()> {
-    let last = LastEndpoint {
+/// Records where the peers are.
+pub fn save(path: &Path, peers: &[(PublicKey, SocketAddr)]) -> Result<()> {
+    let last = LastEndpoints {
         netns: Netns::current()?.cookie,
-        peer: *peer,
-        endpoint,
+        peers: peers.to_vec(),
     };
     rundir::write(path, &last.render())
 }
@@ -124,18 +125,27 @@ mod tests {
     use crate::rundir::tests::TestDir;
 
     const PEER: PublicKey = PublicKey::from_bytes([7; 32]);
+    const OTHER: PublicKey = PublicKey::from_bytes([8; 32]);
 
     #[test]
     fn text_round_trips_and_bad_lines_are_named() {
-        let last = LastEndpoint {
+        let last = LastEndpoints {
             netns: Some(8195),
-            peer: PEER,
-            endpoint: "[2001:db8::1]:51820".parse().unwrap(),
+            peers: vec![
+                (PEER, "[2001:db8::1]:51820".parse().unwrap()),
+                (OTHER, "10.0.0.1:1".parse().unwrap()),
+            ],
         };
-        assert_eq!(LastEndpoint::parse(&last.render()), Ok(last));
+        assert_eq!(LastEndpoints::parse(&last.render()), Ok(last));
+        let none = LastEndpoints {
+            netns: None,
+            peers: vec![],
+        };
+        assert_eq!(LastEndpoints::parse(&none.render()), Ok(none));
+        // The one-peer files of earlier versions read the same.
         let good =
             "netns 1\npeer BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\nendpoint 10.0.0.1:1\n";
-        assert!(LastEndpoint::parse(good).is_ok());
+        assert_eq!(LastEndpoints::parse(good).unwrap().peers.len(), 1);
         for (bad, why) in [
             ("", "line 1: expected 'netns ...'"),
             ("netns x\n", "line 1: bad netns cookie"),
@@ -144,52 +154,53 @@ mod tests {
                 &good.replace("10.0.0.1:1", "10.0.0.1"),
                 "line 3: bad endpoint",
             ),
-            (&format!("{good}more\n"), "line 4: unexpected"),
+            (&format!("{good}more\n"), "line 4: expected 'peer ...'"),
+            (
+                &format!("{good}peer BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n"),
+                "line 5: expected 'endpoint ...'",
+            ),
         ] {
-            let err = LastEndpoint::parse(bad).unwrap_err();
+            let err = LastEndpoints::parse(bad).unwrap_err();
             assert!(err.starts_with(why), "{bad:?}: {err}");
         }
     }
 
     #[test]
-    fn saved_endpoint_is_found_again_only_for_this_namespace_and_peer() {
+    fn saved_endpoints_are_found_again_only_for_this_namespace() {
         let t = TestDir::new("last-endpoint");
         let p = path(&t.0, "pv0").unwrap();
         let ep: SocketAddr = "10.98.0.1:51820".parse().unwrap();
-        assert_eq!(load(&p, &PEER).unwrap(), None);
-        save(&p, &PEER, ep).unwrap();
-        assert_eq!(load(&p, &PEER).unwrap(), Some(ep));
+        let ep2: SocketAddr = "10.98.0.2:4000".parse().unwrap();
+        assert!(load(&p).unwrap().is_empty());
+        save(&p, &[(PEER, ep), (OTHER, ep2)]).unwrap();
+        let found = load(&p).unwrap();
         assert_eq!(
-            load(&p, &PEER).unwrap(),
-            Some(ep),
-            "kept for the next start"
+            (found.get(&PEER), found.get(&OTHER)),
+            (Some(&ep), Some(&ep2))
         );
-
-        assert_eq!(load(&p, &PublicKey::from_bytes([8; 32])).unwrap(), None);
-        assert!(!p.exists(), "another peer's is removed");
+        assert_eq!(load(&p).unwrap(), found, "kept for the next start");
 
         let cookie = Netns::current().unwrap().cookie;
-        let foreign = LastEndpoint {
+        let foreign = LastEndpoints {
             netns: cookie.map(|c| c + 1),
-            peer: PEER,
-            endpoint: ep,
+            peers: vec![(PEER, ep)],
         };
         rundir::write(&p, &foreign.render()).unwrap();
-        assert_eq!(load(&p, &PEER).unwrap(), None);
+        assert!(load(&p).unwrap().is_empty());
         assert!(!p.exists(), "an earlier namespace's is removed");
 
         rundir::write(&p, "nonsense\n").unwrap();
-        let err = load(&p, &PEER).unwrap_err().to_string();
+        let err = load(&p).unwrap_err().to_string();
         assert!(
             err.starts_with(&format!("{}: line 1", p.display())),
             "{err}"
         );
         // The rules of rundir apply: here a file others may write.
-        save(&p, &PEER, ep).unwrap();
+        save(&p, &[(PEER, ep)]).unwrap();
         std::fs::write(&p, foreign.render()).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o646)).unwrap();
-        let err = load(&p, &PEER).unwrap_err().to_string();
+        let err = load(&p).unwrap_err().to_string();
         assert!(err.contains("writable by group or others"), "{err}");
         assert!(p.exists());
     }

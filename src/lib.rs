@@ -7,19 +7,33 @@
 //!                         [handshaker: Noise IK handshakes, timers, keys]
 //! ```
 //!
-//! - [`protocol`] is pure WireGuard: bytes in, typed results out.
+//! Modules, each depending only on those listed after it (no cycles):
+//!
+//! - [`up`] wires a [`config::Config`] to real devices and runs the tunnel
+//!   until a signal.
+//! - [`config`] reads wg-quick style files; [`routes`] plans, records and
+//!   undoes the routes a tunnel adds; [`last_endpoint`] remembers where the
+//!   peer was; [`rundir`] keeps the records root trusts across runs.
+//! - [`tun`] and [`udp`] are the kernel devices: the tun with its TCP
+//!   offloads ([`tun::offload`] cuts and joins super-segments, pure) and the
+//!   UDP socket with GSO/GRO. They implement the traits of
+//!   [`pipeline::device`].
 //! - [`pipeline`] runs each box above on its own named thread, joined by
-//!   bounded channels that carry batches of pooled packet buffers.
-//! - [`sys`] holds every `unsafe` block and ioctl; [`routes`] plans, records
-//!   and undoes the routes a tunnel adds; [`rundir`] keeps the records root
-//!   trusts across runs, [`last_endpoint`] among them.
-//! - [`up`] wires a [`config::Config`] to real devices; [`demo`] runs two peers
-//!   in throw-away network namespaces.
+//!   bounded channels that carry batches of pooled packet buffers. It reaches
+//!   the kernel only through [`pipeline::device`]'s traits (in-memory fakes in
+//!   tests); [`pipeline::stats`] is the one list of stages and drop reasons and
+//!   the one codec of the stats file.
+//! - [`protocol`] is pure WireGuard: bytes in, typed results out.
+//! - [`sys`] holds every `unsafe` block and system call, one small function
+//!   each, and depends on nothing above it.
+//! - [`cidr`] and [`error`] are leaves used throughout.
+//!
+//! The `pipevpn` command (its command line, and `pipevpn demo`, which runs
+//! two peers in throw-away network namespaces) is the binary in
+//! `src/bin/pipevpn/`, not part of the library.
 
 pub mod cidr;
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod error;
 pub mod last_endpoint;
 pub mod pipeline;
@@ -27,6 +41,8 @@ pub mod protocol;
 pub mod routes;
 pub mod rundir;
 pub mod sys;
+pub mod tun;
+pub mod udp;
 pub mod up;
 
 pub use error::{Error, Result};

@@ -8,8 +8,9 @@
 //! ```text
 //! pid 4242
 //! netns 8195
-//! endpoint 203.0.113.7
+//! endpoint 203.0.113.7 198.51.100.2
 //! 203.0.113.7/32 via 192.168.1.1 dev eth0
+//! 198.51.100.2/32 via 192.168.1.1 dev eth0
 //! 0.0.0.0/1 dev pv0
 //! 128.0.0.0/1 dev pv0
 //! ::/1 dev pv0
@@ -19,18 +20,20 @@
 //! The whole plan is written before the first route is added, so a crash
 //! half-way leaves at worst lines for routes that do not exist, which the
 //! sweep skips. The sweep deletes only what pipevpn could have added for
-//! that interface: routes through it, and a host route to the recorded
-//! endpoint.
+//! that interface: routes through it, and host routes to the recorded
+//! endpoints (one line lists the endpoints of every peer). When a peer's
+//! endpoint moves, [`InstalledRoutes::follow_endpoint`] records the new host
+//! route before adding it, and removes the old one.
 
 use crate::cidr::Cidr;
 use crate::rundir::{self, Netns};
-use crate::sys::route::{add_route, del_route};
+use crate::sys::route::{add_route, del_route, RouteSpec};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -50,6 +53,16 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route as the kernel calls take it.
+    pub fn spec(&self) -> RouteSpec<'_> {
+        RouteSpec {
+            dest: self.net.addr,
+            prefix: self.net.prefix,
+            gateway: self.gateway,
+            dev: self.dev.as_deref(),
+        }
+    }
+
     fn via_dev(net: Cidr, dev: &str) -> Route {
         Route {
             net,
@@ -63,14 +76,7 @@ impl Route {
 /// `ip route` uses, and the form of the record's lines.
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.net)?;
-        if let Some(gw) = self.gateway {
-            write!(f, " via {gw}")?;
-        }
-        if let Some(dev) = &self.dev {
-            write!(f, " dev {dev}")?;
-        }
-        Ok(())
+        self.spec().fmt(f)
     }
 }
 
@@ -206,11 +212,13 @@ fn kernel_routes_v6(text: &str) -> impl Iterator<Item = KernelRoute> + '_ {
     })
 }
 
-/// The route the kernel uses for `ip` now: longest prefix, then lowest metric.
-fn current_route_to(ip: IpAddr, tables: &RouteTables) -> Option<KernelRoute> {
+/// The route the kernel uses for `ip` now: longest prefix, then lowest
+/// metric; without the routes through `skip`, if given (the tunnel's own,
+/// once they are in place).
+fn current_route_to(ip: IpAddr, tables: &RouteTables, skip: Option<&str>) -> Option<KernelRoute> {
     kernel_routes_v4(&tables.v4)
         .chain(kernel_routes_v6(&tables.v6))
-        .filter(|r| r.net.contains(ip))
+        .filter(|r| r.net.contains(ip) && Some(r.dev.as_str()) != skip)
         .min_by_key(|r| (std::cmp::Reverse(r.net.prefix), r.metric))
 }
 
@@ -222,12 +230,13 @@ fn current_route_to(ip: IpAddr, tables: &RouteTables) -> Option<KernelRoute> {
 /// endpoint lies inside a tunnelled prefix that is at least as specific as
 /// the route the kernel uses for it now (normally the default route), a host
 /// route to the endpoint through that current route comes first, so the
-/// encrypted packets do not loop into the tunnel. A peer with no endpoint
-/// (the waiting side) needs none.
+/// encrypted packets do not loop into the tunnel. `allowed_ips` are those of
+/// every peer, `endpoints` the peers' known endpoints (a peer with none, the
+/// waiting side, needs no host route).
 pub fn plan(
     allowed_ips: &[Cidr],
     iface: &str,
-    endpoint: Option<SocketAddr>,
+    endpoints: &[IpAddr],
     tables: &RouteTables,
 ) -> Result<Vec<Route>> {
     let mut tunnel = Vec::new();
@@ -239,16 +248,19 @@ pub fn plan(
         }
     }
     let mut routes = Vec::new();
-    if let Some(ep) = endpoint {
+    for ep in endpoints {
         routes.extend(endpoint_route(
-            ep.ip().to_canonical(),
+            ep.to_canonical(),
             &tunnel,
             iface,
             tables,
+            false,
         )?);
     }
-    // A set, not a scan of the list: thousands of AllowedIPs stay linear.
-    let mut seen: HashSet<Route> = routes.iter().cloned().collect();
+    // A set, not a scan of the list: thousands of AllowedIPs stay linear, and
+    // two peers behind one address share a host route.
+    let mut seen = HashSet::new();
+    routes.retain(|r| seen.insert(r.clone()));
     routes.extend(tunnel.into_iter().filter(|r| seen.insert(r.clone())));
     Ok(routes)
 }
@@ -270,12 +282,15 @@ fn halves(addr: IpAddr) -> [Cidr; 2] {
 }
 
 /// The host route that keeps traffic to the endpoint `ep` out of the tunnel,
-/// if the tunnel routes would otherwise capture it.
+/// if the tunnel routes would otherwise capture it. `tunnel_up`: the
+/// tunnel's routes are in the kernel's tables already, so the route to take
+/// is the best one not through `iface`.
 fn endpoint_route(
     ep: IpAddr,
     tunnel: &[Route],
     iface: &str,
     tables: &RouteTables,
+    tunnel_up: bool,
 ) -> Result<Option<Route>> {
     let Some(captured_by) = tunnel
         .iter()
@@ -285,7 +300,7 @@ fn endpoint_route(
     else {
         return Ok(None);
     };
-    let Some(current) = current_route_to(ep, tables) else {
+    let Some(current) = current_route_to(ep, tables, tunnel_up.then_some(iface)) else {
         log::warn!("no route to endpoint {ep}; its packets would go into {iface}");
         return Ok(None);
     };
@@ -294,14 +309,11 @@ fn endpoint_route(
             "the route to endpoint {ep} already goes through {iface}"
         )));
     }
-    let host = Cidr::new(ep, if ep.is_ipv4() { 32 } else { 128 });
-    Ok(host
-        .filter(|_| current.net.prefix <= captured_by)
-        .map(|net| Route {
-            net,
-            gateway: current.gateway,
-            dev: Some(current.dev),
-        }))
+    Ok((current.net.prefix <= captured_by).then(|| Route {
+        net: Cidr::host(ep),
+        gateway: current.gateway,
+        dev: Some(current.dev),
+    }))
 }
 
 /// `run_dir/<netns inode>/<iface>.routes`: tunnels with the same interface
@@ -318,17 +330,21 @@ pub struct RouteRecord {
     pub pid: u32,
     /// The cookie of the namespace it was written in ([`rundir`]).
     pub netns: Option<u64>,
-    /// The peer's endpoint when the routes were planned: the only address
-    /// the record may hold a host route to.
-    pub endpoint: Option<IpAddr>,
+    /// The peers' endpoints: the only addresses the record may hold host
+    /// routes to.
+    pub endpoints: Vec<IpAddr>,
     pub routes: Vec<Route>,
 }
 
 impl RouteRecord {
     pub fn render(&self) -> String {
-        let endpoint = self.endpoint.map_or("-".to_string(), |e| e.to_string());
+        let endpoints: Vec<String> = self.endpoints.iter().map(IpAddr::to_string).collect();
+        let endpoints = match endpoints.is_empty() {
+            true => "-".to_string(),
+            false => endpoints.join(" "),
+        };
         let mut text = format!(
-            "pid {}\nnetns {}\nendpoint {endpoint}\n",
+            "pid {}\nnetns {}\nendpoint {endpoints}\n",
             self.pid,
             rundir::render_cookie(self.netns)
         );
@@ -354,12 +370,15 @@ impl RouteRecord {
             .map_err(|_| format!("line 1: bad pid '{pid}'"))?;
         let netns =
             rundir::parse_cookie(header(2, "netns")?).map_err(|e| format!("line 2: {e}"))?;
-        let endpoint = match header(3, "endpoint")? {
-            "-" => None,
-            e => Some(
-                e.parse()
-                    .map_err(|_| format!("line 3: bad endpoint address '{e}'"))?,
-            ),
+        let endpoints = match header(3, "endpoint")? {
+            "-" => Vec::new(),
+            list => list
+                .split(' ')
+                .map(|e| {
+                    e.parse()
+                        .map_err(|_| format!("line 3: bad endpoint address '{e}'"))
+                })
+                .collect::<std::result::Result<_, _>>()?,
         };
         let routes = lines
             .enumerate()
@@ -369,18 +388,18 @@ impl RouteRecord {
         Ok(RouteRecord {
             pid,
             netns,
-            endpoint,
+            endpoints,
             routes,
         })
     }
 
     /// Whether `r` is a route pipevpn adds for `iface`: a route through
-    /// `iface`, or the host route to the recorded endpoint (see [`plan`]).
+    /// `iface`, or a host route to a recorded endpoint (see [`plan`]).
     fn could_have_added(&self, r: &Route, iface: &str) -> bool {
-        let host = r.net.prefix == if r.net.addr.is_ipv4() { 32 } else { 128 };
+        let host = r.net == Cidr::host(r.net.addr);
         let through_tunnel = r.dev.as_deref() == Some(iface) && r.gateway.is_none();
         through_tunnel
-            || (host && Some(r.net.addr) == self.endpoint && r.dev.as_deref() != Some(iface))
+            || (host && self.endpoints.contains(&r.net.addr) && r.dev.as_deref() != Some(iface))
     }
 }
 
@@ -391,10 +410,15 @@ pub struct InstalledRoutes {
     state: PathBuf,
     /// `routes` holds exactly the routes this process added.
     record: RouteRecord,
+    /// The routes through the tunnel in the plan, added or not: what a moved
+    /// endpoint may be captured by.
+    tunnel: Vec<Route>,
+    iface: String,
 }
 
 impl InstalledRoutes {
-    /// Adds `routes` in order, for a peer at `endpoint`. The whole plan is
+    /// Adds `routes` (a [`plan`] for `iface`) in order, for peers at
+    /// `endpoints`. The whole plan is
     /// recorded in one write before the first is added, so a crash half-way
     /// leaves at worst lines for routes that do not exist, which the sweep
     /// skips. A route that already exists is someone else's: it is not
@@ -403,13 +427,16 @@ impl InstalledRoutes {
     /// removed, and the error returned.
     pub fn install(
         state: PathBuf,
+        iface: &str,
         routes: &[Route],
-        endpoint: Option<IpAddr>,
+        endpoints: &[IpAddr],
     ) -> Result<InstalledRoutes> {
+        let mut endpoints: Vec<IpAddr> = endpoints.iter().map(IpAddr::to_canonical).collect();
+        endpoints.dedup();
         let record = RouteRecord {
             pid: std::process::id(),
             netns: Netns::current()?.cookie,
-            endpoint,
+            endpoints,
             routes: routes.to_vec(),
         };
         rundir::write(&state, &record.render())?;
@@ -420,9 +447,15 @@ impl InstalledRoutes {
                 routes: Vec::with_capacity(routes.len()),
                 ..record
             },
+            tunnel: routes
+                .iter()
+                .filter(|r| r.dev.as_deref() == Some(iface) && r.gateway.is_none())
+                .cloned()
+                .collect(),
+            iface: iface.to_string(),
         };
         for r in routes {
-            if add_route(r)? {
+            if add_route(r.spec())? {
                 installed.record.routes.push(r.clone());
             } else {
                 log::info!("route {r} already exists; leaving it alone");
@@ -443,6 +476,53 @@ impl InstalledRoutes {
         &self.record.routes
     }
 
+    /// A peer's endpoint moved from `from` to `to`: if the tunnel captures
+    /// `to`, a host route to it through the best route outside the tunnel
+    /// (`tables` as they are now), recorded before it is added; then the host
+    /// route to `from` goes, unless `from_still_used` (another peer is
+    /// there). On an error the record still matches the kernel's tables.
+    pub fn follow_endpoint(
+        &mut self,
+        from: Option<IpAddr>,
+        to: IpAddr,
+        from_still_used: bool,
+        tables: &RouteTables,
+    ) -> Result<()> {
+        let to = to.to_canonical();
+        if !self.record.endpoints.contains(&to) {
+            let host = endpoint_route(to, &self.tunnel, &self.iface, tables, true)?;
+            self.record.endpoints.push(to);
+            match host.filter(|h| !self.record.routes.contains(h)) {
+                Some(h) => {
+                    self.record.routes.push(h.clone());
+                    self.write()?;
+                    let added = add_route(h.spec());
+                    if !matches!(added, Ok(true)) {
+                        // Someone else's route, or none: not ours to delete.
+                        self.record.routes.retain(|r| *r != h);
+                        self.write()?;
+                    }
+                    added?;
+                }
+                None => self.write()?,
+            }
+        }
+        let Some(from) = from.map(|f| f.to_canonical()).filter(|f| *f != to) else {
+            return Ok(());
+        };
+        if from_still_used {
+            return Ok(());
+        }
+        let iface = self.iface.as_str();
+        let host = |r: &Route| r.net == Cidr::host(from) && r.dev.as_deref() != Some(iface);
+        if let Some(old) = self.record.routes.iter().find(|r| host(r)).cloned() {
+            del_route(old.spec())?;
+            self.record.routes.retain(|r| *r != old);
+        }
+        self.record.endpoints.retain(|e| *e != from);
+        self.write()
+    }
+
     /// Deletes the routes and the record now (the same as dropping it).
     pub fn remove(self) {}
 }
@@ -453,7 +533,7 @@ impl Drop for InstalledRoutes {
     fn drop(&mut self) {
         let mut left = Vec::new();
         for r in self.record.routes.iter().rev() {
-            if let Err(e) = del_route(r) {
+            if let Err(e) = del_route(r.spec()) {
                 log::warn!("could not remove route: {e}");
                 left.insert(0, r.clone());
             }
@@ -526,7 +606,7 @@ pub fn sweep_stale(state: &Path) -> Result<SweepOutcome> {
         )));
     }
     for r in record.routes.iter().rev() {
-        del_route(r)?;
+        del_route(r.spec())?;
     }
     if !record.routes.is_empty() {
         let list: Vec<String> = record.routes.iter().map(Route::to_string).collect();
@@ -603,6 +683,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The address of an endpoint written `host:port`, as a list of one.
+    fn eps(endpoint: &str) -> Vec<IpAddr> {
+        vec![endpoint.parse::<std::net::SocketAddr>().unwrap().ip()]
+    }
+
     fn cidrs(list: &[&str]) -> Vec<Cidr> {
         list.iter().map(|c| c.parse().unwrap()).collect()
     }
@@ -613,7 +698,7 @@ mod tests {
 
     /// The route the kernel would use for `ip`, in `Route` text form.
     fn current(ip: &str, tables: &RouteTables) -> Option<String> {
-        current_route_to(ip.parse().unwrap(), tables).map(|k| {
+        current_route_to(ip.parse().unwrap(), tables, None).map(|k| {
             Route {
                 net: k.net,
                 gateway: k.gateway,
@@ -718,7 +803,7 @@ mod tests {
         RouteRecord {
             pid,
             netns,
-            endpoint: endpoint.map(|e| e.parse().unwrap()),
+            endpoints: endpoint.iter().map(|e| e.parse().unwrap()).collect(),
             routes: routes.iter().map(|s| r(s)).collect(),
         }
     }
@@ -740,7 +825,15 @@ mod tests {
         );
         let text = full.render();
         assert!(text.starts_with("pid 4242\nnetns 8195\nendpoint 203.0.113.7\n203.0.113.7/32"));
-        assert_eq!(RouteRecord::parse(&text), Ok(full));
+        assert_eq!(RouteRecord::parse(&text), Ok(full.clone()));
+        let two = RouteRecord {
+            endpoints: vec!["203.0.113.7".parse().unwrap(), "2a00::7".parse().unwrap()],
+            ..full.clone()
+        };
+        assert!(two
+            .render()
+            .contains("\nendpoint 203.0.113.7 2a00::7\n203.0.113.7/32"));
+        assert_eq!(RouteRecord::parse(&two.render()), Ok(two));
         let empty = record(7, None, None, &[]);
         assert_eq!(empty.render(), "pid 7\nnetns -\nendpoint -\n");
         assert_eq!(RouteRecord::parse(&empty.render()), Ok(empty));
@@ -759,6 +852,10 @@ mod tests {
                 "line 3: bad endpoint address '1.2.3'",
             ),
             (
+                "pid 7\nnetns 1\nendpoint 1.2.3.4  5.6.7.8\n",
+                "line 3: bad endpoint address ''",
+            ),
+            (
                 "pid 7\nnetns 1\nendpoint -\n0.0.0.0/1 dev pv0\nnonsense\n",
                 "line 5:",
             ),
@@ -772,8 +869,8 @@ mod tests {
 
     #[test]
     fn full_tunnel_puts_endpoint_route_first() {
-        let ep = "203.0.113.7:51820".parse().ok();
-        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", ep, &tables()).unwrap();
+        let ep = eps("203.0.113.7:51820");
+        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", &ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             [
@@ -783,17 +880,46 @@ mod tests {
             ]
         );
         // An IPv4-mapped endpoint is an IPv4 one.
-        let mapped = "[::ffff:203.0.113.7]:51820".parse().ok();
+        let mapped = eps("[::ffff:203.0.113.7]:51820");
         assert_eq!(
-            plan(&cidrs(&["0.0.0.0/0"]), "pv0", mapped, &tables()).unwrap(),
+            plan(&cidrs(&["0.0.0.0/0"]), "pv0", &mapped, &tables()).unwrap(),
             routes
         );
     }
 
     #[test]
+    fn every_captured_endpoint_gets_one_host_route() {
+        let mut endpoints = eps("203.0.113.7:51820");
+        endpoints.extend(eps("198.51.100.2:51820"));
+        // Two peers behind one address share a host route.
+        endpoints.extend(eps("203.0.113.7:4000"));
+        // Not captured: 10.0.0.0/8 is not tunnelled.
+        endpoints.extend(eps("10.1.2.3:51820"));
+        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", &endpoints, &tables()).unwrap();
+        assert_eq!(
+            shown(&routes),
+            [
+                "203.0.113.7/32 via 172.16.0.1 dev eth0",
+                "198.51.100.2/32 via 172.16.0.1 dev eth0",
+                "10.1.2.3/32 via 172.16.0.1 dev eth0",
+                "0.0.0.0/1 dev pv0",
+                "128.0.0.0/1 dev pv0"
+            ]
+        );
+        let split = plan(&cidrs(&["203.0.113.0/24"]), "pv0", &endpoints, &tables()).unwrap();
+        assert_eq!(
+            shown(&split),
+            [
+                "203.0.113.7/32 via 172.16.0.1 dev eth0",
+                "203.0.113.0/24 dev pv0"
+            ]
+        );
+    }
+
+    #[test]
     fn ipv6_full_tunnel_puts_endpoint_route_first() {
-        let ep = "[2a00::7]:51820".parse().ok();
-        let routes = plan(&cidrs(&["::/0"]), "pv0", ep, &tables()).unwrap();
+        let ep = eps("[2a00::7]:51820");
+        let routes = plan(&cidrs(&["::/0"]), "pv0", &ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             [
@@ -805,7 +931,7 @@ mod tests {
         // Both families: only the endpoint's family needs a host route.
         let both = cidrs(&["0.0.0.0/0", "::/0"]);
         assert_eq!(
-            shown(&plan(&both, "pv0", ep, &tables()).unwrap()),
+            shown(&plan(&both, "pv0", &ep, &tables()).unwrap()),
             [
                 "2a00::7/128 via fe80::1 dev eth0",
                 "0.0.0.0/1 dev pv0",
@@ -814,9 +940,9 @@ mod tests {
                 "8000::/1 dev pv0"
             ]
         );
-        let ep4 = "203.0.113.7:51820".parse().ok();
+        let ep4 = eps("203.0.113.7:51820");
         assert_eq!(
-            shown(&plan(&both, "pv0", ep4, &tables()).unwrap())[0],
+            shown(&plan(&both, "pv0", &ep4, &tables()).unwrap())[0],
             "203.0.113.7/32 via 172.16.0.1 dev eth0"
         );
     }
@@ -825,16 +951,16 @@ mod tests {
     fn full_tunnel_without_endpoint_or_gateway_has_no_host_route() {
         let halves = ["0.0.0.0/1 dev pv0", "128.0.0.0/1 dev pv0"];
         let all = cidrs(&["0.0.0.0/0"]);
-        assert_eq!(shown(&plan(&all, "pv0", None, &tables()).unwrap()), halves);
-        let ep = "203.0.113.7:51820".parse().ok();
+        assert_eq!(shown(&plan(&all, "pv0", &[], &tables()).unwrap()), halves);
+        let ep = eps("203.0.113.7:51820");
         let empty = RouteTables::default();
-        assert_eq!(shown(&plan(&all, "pv0", ep, &empty).unwrap()), halves);
+        assert_eq!(shown(&plan(&all, "pv0", &ep, &empty).unwrap()), halves);
         // An IPv6 endpoint is not captured by IPv4 routes.
-        let ep6 = "[2001:db8::1]:51820".parse().ok();
-        assert_eq!(shown(&plan(&all, "pv0", ep6, &tables()).unwrap()), halves);
+        let ep6 = eps("[2001:db8::1]:51820");
+        assert_eq!(shown(&plan(&all, "pv0", &ep6, &tables()).unwrap()), halves);
         let all6 = cidrs(&["::/0"]);
         assert_eq!(
-            shown(&plan(&all6, "pv0", ep6, &empty).unwrap()),
+            shown(&plan(&all6, "pv0", &ep6, &empty).unwrap()),
             ["::/1 dev pv0", "8000::/1 dev pv0"]
         );
     }
@@ -842,20 +968,20 @@ mod tests {
     #[test]
     fn endpoint_on_a_more_specific_route_needs_no_host_route() {
         // 192.168.1.0/24 on wlan0 beats the /1 halves for the endpoint.
-        let ep = "192.168.1.20:51820".parse().ok();
-        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", ep, &tables()).unwrap();
+        let ep = eps("192.168.1.20:51820");
+        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", &ep, &tables()).unwrap();
         assert_eq!(shown(&routes), ["0.0.0.0/1 dev pv0", "128.0.0.0/1 dev pv0"]);
         // A tunnelled /24 that ties with it does need one.
-        let routes = plan(&cidrs(&["192.168.1.0/24"]), "pv0", ep, &tables()).unwrap();
+        let routes = plan(&cidrs(&["192.168.1.0/24"]), "pv0", &ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             ["192.168.1.20/32 dev wlan0", "192.168.1.0/24 dev pv0"]
         );
         // The same for IPv6, with the on-link fd00:98::/64.
-        let ep6 = "[fd00:98::2]:51820".parse().ok();
-        let routes = plan(&cidrs(&["::/0"]), "pv0", ep6, &tables()).unwrap();
+        let ep6 = eps("[fd00:98::2]:51820");
+        let routes = plan(&cidrs(&["::/0"]), "pv0", &ep6, &tables()).unwrap();
         assert_eq!(shown(&routes), ["::/1 dev pv0", "8000::/1 dev pv0"]);
-        let routes = plan(&cidrs(&["fd00:98::/64"]), "pv0", ep6, &tables()).unwrap();
+        let routes = plan(&cidrs(&["fd00:98::/64"]), "pv0", &ep6, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             ["fd00:98::2/128 dev eth0", "fd00:98::/64 dev pv0"]
@@ -864,7 +990,7 @@ mod tests {
 
     #[test]
     fn prefixes_are_masked_and_deduped() {
-        let ep = "198.51.100.1:51820".parse().ok();
+        let ep = eps("198.51.100.1:51820");
         let allowed = cidrs(&[
             "10.96.0.1/24",
             "10.96.0.0/24",
@@ -874,7 +1000,7 @@ mod tests {
             "fd00::/8",
             "::/0",
         ]);
-        let routes = plan(&allowed, "pv0", ep, &tables()).unwrap();
+        let routes = plan(&allowed, "pv0", &ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             [
@@ -897,14 +1023,14 @@ mod tests {
                  00000000000000000000000000000000 00000400 00000001 00000000 00000001 pv0\n"
                 .to_string(),
         };
-        let ep = "203.0.113.7:51820".parse().ok();
+        let ep = eps("203.0.113.7:51820");
         assert!(matches!(
-            plan(&cidrs(&["0.0.0.0/0"]), "pv0", ep, &looped),
+            plan(&cidrs(&["0.0.0.0/0"]), "pv0", &ep, &looped),
             Err(Error::Input(_))
         ));
-        let ep6 = "[2a00::7]:51820".parse().ok();
+        let ep6 = eps("[2a00::7]:51820");
         assert!(matches!(
-            plan(&cidrs(&["::/0"]), "pv0", ep6, &looped),
+            plan(&cidrs(&["::/0"]), "pv0", &ep6, &looped),
             Err(Error::Input(_))
         ));
     }
@@ -995,6 +1121,20 @@ mod tests {
         ] {
             assert_eq!(rec.could_have_added(&r(allowed), "pv9"), yes, "{allowed}");
         }
+        let two = RouteRecord {
+            endpoints: vec![
+                "203.0.113.7".parse().unwrap(),
+                "198.51.100.2".parse().unwrap(),
+            ],
+            ..record(1, this_netns(), None, &[])
+        };
+        for host in [
+            "203.0.113.7/32 dev eth0",
+            "198.51.100.2/32 via 172.16.0.1 dev eth0",
+        ] {
+            assert!(two.could_have_added(&r(host), "pv9"), "{host}");
+        }
+        assert!(!two.could_have_added(&r("198.51.100.3/32 dev eth0"), "pv9"));
         let rec6 = record(1, this_netns(), Some("2a00::7"), &[]);
         for allowed in ["2a00::7/128 via fe80::1 dev eth0", "2a00::7/128 dev eth0"] {
             assert!(rec6.could_have_added(&r(allowed), "pv9"), "{allowed}");

@@ -150,6 +150,15 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
         .parent()
         .ok_or_else(|| Error::Input(format!("{}: no directory", path.display())))?;
     private_dir(dir)?;
+    replace_file(path, text)
+}
+
+/// Replaces the file at `path` with `text` in one step, mode 0600: written
+/// to `path.tmp`, opened with `O_NOFOLLOW | O_CREAT | O_EXCL` (a planted
+/// link is never written through), then renamed over `path`. Leaves the
+/// directory as it is (`up` also writes a config back with it). The text
+/// is synced before the rename, so a crash leaves the old file or the new.
+pub fn replace_file(path: &Path, text: &str) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -166,7 +175,7 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()));
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
     written.map_err(|e| Error::sys(format!("writing {}", tmp.display()), e))?;
     fs::rename(&tmp, path).map_err(|e| Error::sys(format!("renaming to {}", path.display()), e))
 }

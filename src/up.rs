@@ -1,5 +1,6 @@
-//! `pipevpn up`: config -> tun, addresses, UDP socket, routes -> pipeline;
-//! then wait for a terminating signal or a failed stage, and undo everything.
+//! `pipevpn up`: config -> tun, PreUp hooks, addresses, UDP socket, routes
+//! -> pipeline, PostUp hooks; then wait for a terminating signal or a failed
+//! stage, run the PreDown hooks, undo everything, run the PostDown hooks.
 //!
 //! Every step that changes the system is undone by a guard's `Drop`, so a
 //! failure at any step, a signal or a failed stage leaves `ip route` as it
@@ -7,20 +8,30 @@
 //! run killed with SIGKILL is cleaned up by the next start.
 
 use crate::cidr::Cidr;
-use crate::config::Config;
+use crate::config::{Config, Dns, Endpoint, Hook, PeerConfig, Table};
 use crate::last_endpoint;
-use crate::pipeline::device::{OffloadTun, Udp};
 use crate::pipeline::{self, PeerSpec, TunnelConfig};
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes};
-use crate::rundir::RUN_DIR;
-use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
+use crate::rundir::{self, RUN_DIR};
+use crate::sys::{
+    iface,
+    tun::Tun,
+    udp::{bind_udp_any, set_mark},
+};
+use crate::tun::OffloadTun;
+use crate::udp::Udp;
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, select};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::net::IpAddr;
+use std::fs;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,93 +73,161 @@ fn run_tunnel(
     signals: &crossbeam_channel::Receiver<i32>,
 ) -> Result<()> {
     let name = opts.interface.as_str();
+    // Everything that can be refused is, before anything is changed.
+    let routed = wants_routes(config)?;
+    let resolvconf = match &config.interface.dns {
+        Some(dns) => Some((dns, find_resolvconf(&config.path, dns)?)),
+        None => None,
+    };
     let timing = test_timing()?;
     let ipv6 = inner_ipv6(config)?;
-    let endpoint = config
-        .peer
-        .endpoint
-        .as_ref()
-        .map(|e| e.resolve(&config.path))
-        .transpose()?;
+    // Each peer's Endpoint, resolved (the error names its line).
+    let endpoints = config
+        .peers
+        .iter()
+        .map(|p| {
+            p.endpoint
+                .as_ref()
+                .map(|e| e.resolve(&config.path))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
 
     let state = routes::state_path(Path::new(RUN_DIR), name)?;
     routes::sweep_stale(&state)?;
-    // Without an Endpoint, remember where the peer was, and after a restart
-    // initiate there at once (see `last_endpoint`).
-    let memory = match endpoint {
-        Some(_) => None,
-        None => Some(last_endpoint::path(Path::new(RUN_DIR), name)?),
+    // For the peers without an Endpoint, remember where they were, and after
+    // a restart initiate there at once (see `last_endpoint`).
+    let memory = match endpoints.iter().any(Option::is_none) {
+        true => Some(last_endpoint::path(Path::new(RUN_DIR), name)?),
+        false => None,
     };
-    let remembered = match &memory {
-        Some(path) => last_endpoint::load(path, &config.peer.public_key)?,
-        None => None,
+    let last_seen = match &memory {
+        Some(path) => last_endpoint::load(path)?,
+        None => Default::default(),
     };
+    let remembered: Vec<Option<SocketAddr>> = config
+        .peers
+        .iter()
+        .zip(&endpoints)
+        .map(|(p, e)| {
+            e.is_none()
+                .then(|| last_seen.get(&p.public_key).copied())
+                .flatten()
+        })
+        .collect();
 
+    // From here on, in wg-quick's order (wg-quick(8), cmd_up): the
+    // interface, PreUp, addresses and MTU, DNS, routes, PostUp. A failure
+    // drops what was made so far, in reverse: routes, DNS, the interface.
     let tun = Tun::open(name)?;
+    let hooks = Hooks {
+        file: &config.path,
+        interface: name,
+    };
+    hooks.run("PreUp", &config.interface.pre_up)?;
     configure_interface(
         name,
         &config.interface.addresses,
         config.interface.mtu,
         ipv6,
     )?;
+    let dns = match resolvconf {
+        Some((dns, program)) => Some(Resolver::set(program, name, dns, &config.path)?),
+        None => None,
+    };
     let udp = bind_udp_any(config.interface.listen_port.unwrap_or(0))?;
+    if let Some(mark) = config.interface.fw_mark {
+        set_mark(&udp, mark)?;
+    }
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
-    if let Some(e) = endpoint.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
-        return Err(Error::Input(format!(
-            "{}: Endpoint {e} is IPv6, but this kernel has no IPv6",
-            config.path.display()
-        )));
+    for (peer, e) in config.peers.iter().zip(&endpoints) {
+        if let Some(e) = e.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
+            return Err(Error::Config {
+                file: config.path.clone(),
+                line: peer.endpoint.as_ref().map_or(peer.line, |e| e.line),
+                msg: format!("Endpoint {e} is IPv6, but this kernel has no IPv6"),
+            });
+        }
     }
 
-    let tables = routes::read_route_tables()?;
-    let plan = routes::plan(&config.peer.allowed_ips, name, endpoint, &tables)?;
-    let installed =
-        InstalledRoutes::install(state, &plan, endpoint.map(|e| e.ip().to_canonical()))?;
+    let mut installed = match routed {
+        true => {
+            let tables = routes::read_route_tables()?;
+            let allowed: Vec<Cidr> = config
+                .peers
+                .iter()
+                .flat_map(|p| p.allowed_ips.iter().copied())
+                .collect();
+            let hosts: Vec<IpAddr> = endpoints.iter().flatten().map(SocketAddr::ip).collect();
+            let plan = routes::plan(&allowed, name, &hosts, &tables)?;
+            Some(InstalledRoutes::install(state, name, &plan, &hosts)?)
+        }
+        false => None,
+    };
     tun.set_nonblocking()?;
 
+    let peers = config
+        .peers
+        .iter()
+        .zip(endpoints.iter().zip(&remembered))
+        .map(|(p, (endpoint, remembered))| PeerSpec {
+            public_key: p.public_key,
+            preshared_key: p.preshared_key.clone(),
+            endpoint: endpoint.or(*remembered),
+            initiate_at_start: remembered.is_some(),
+            allowed_ips: p.allowed_ips.clone(),
+            persistent_keepalive: p
+                .persistent_keepalive
+                .filter(|&s| s > 0)
+                .map(|s| Duration::from_secs(u64::from(s))),
+        })
+        .collect();
     let handle = pipeline::spawn(
         TunnelConfig {
             private_key: config.interface.private_key.clone(),
             mtu: usize::from(config.interface.mtu),
             timing,
-            peers: vec![PeerSpec {
-                public_key: config.peer.public_key,
-                preshared_key: config.peer.preshared_key.clone(),
-                endpoint: endpoint.or(remembered),
-                initiate_at_start: remembered.is_some(),
-                allowed_ips: config.peer.allowed_ips.clone(),
-                persistent_keepalive: config
-                    .peer
-                    .persistent_keepalive
-                    .filter(|&s| s > 0)
-                    .map(|s| Duration::from_secs(u64::from(s))),
-            }],
+            peers,
         },
         Arc::new(OffloadTun::new(tun)),
         Arc::new(Udp::new(udp)),
     )?;
-    match (endpoint, remembered) {
-        (Some(e), _) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
-        (None, Some(e)) => log::info!(
+    if let Err(e) = hooks.run("PostUp", &config.interface.post_up) {
+        // As wg-quick: no down hooks, everything made is undone.
+        if let Err(stage) = handle.shutdown() {
+            log::error!("{stage}");
+        }
+        return Err(e);
+    }
+    match (config.peers.as_slice(), endpoints.as_slice(), remembered.as_slice()) {
+        ([_], [Some(e)], _) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
+        ([_], _, [Some(e)]) => log::info!(
             "{name} up, udp port {}, waiting for the peer; initiating to where it last was, {e}",
             bound.port()
         ),
-        (None, None) => log::info!("{name} up, udp port {}, waiting for the peer", bound.port()),
+        ([_], _, _) => log::info!("{name} up, udp port {}, waiting for the peer", bound.port()),
+        (all, _, _) => log::info!(
+            "{name} up, udp port {}, {} peers: {} with an Endpoint, {} initiating to where they last were",
+            bound.port(),
+            all.len(),
+            endpoints.iter().flatten().count(),
+            remembered.iter().flatten().count()
+        ),
     }
-    let mut saved = remembered;
-    let mut remember = || {
-        let Some(path) = &memory else { return };
-        let now = handle
-            .interface
-            .peer(&config.peer.public_key)
-            .and_then(|p| p.endpoint())
-            .map(|e| e.addr);
-        if let Some(addr) = now.filter(|_| now != saved) {
-            match last_endpoint::save(path, &config.peer.public_key, addr) {
-                Ok(()) => saved = now,
-                Err(e) => log::warn!("remembering the peer's endpoint: {e}"),
+    // Once a second: where the peers are now, for the host routes and the
+    // memory of the peers without an Endpoint.
+    let mut located = Located::new(&config.peers, &endpoints, &remembered);
+    let mut follow = |handle: &pipeline::TunnelHandle| {
+        let moved = located.update(&handle.interface);
+        if let Some(installed) = installed.as_mut().filter(|_| !moved.is_empty()) {
+            follow_endpoints(installed, &moved, &located);
+        }
+        if let Some(path) = memory.as_ref().filter(|_| located.unsaved) {
+            match last_endpoint::save(path, &located.to_remember(&endpoints)) {
+                Ok(()) => located.unsaved = false,
+                Err(e) => log::warn!("remembering the peers' endpoints: {e}"),
             }
         }
     };
@@ -162,19 +241,336 @@ fn run_tunnel(
             recv(handle.exits()) -> exit => break exit.ok(),
             default(Duration::from_secs(1)) => {
                 write_stats(opts, &handle.stats.render());
-                remember();
+                follow(&handle);
             }
         }
     };
-    remember();
+    follow(&handle);
     if let Some(exit) = &failure {
         log::error!("stage {} ended: shutting down", exit.stage.name());
     }
+    // wg-quick's cmd_down: PreDown, the teardown, PostDown. A failed hook
+    // does not stop the teardown; the first failure is the exit's error.
+    let pre_down = hooks.run("PreDown", &config.interface.pre_down);
+    // Then, as wg-quick, the config is saved while the tunnel still runs.
+    let saved_config = match config.interface.save_config {
+        true => save_config(config, &endpoints, &located.now),
+        false => Ok(()),
+    };
     let stats = handle.stats.clone();
     let result = handle.shutdown();
     write_stats(opts, &stats.render());
-    installed.remove();
-    result
+    if let Some(installed) = installed {
+        installed.remove();
+    }
+    drop(dns);
+    let post_down = hooks.run("PostDown", &config.interface.post_down);
+    first_error([result, pre_down, saved_config, post_down])
+}
+
+/// SaveConfig: writes the config back over its file (through a symbolic
+/// link to it, as wg-quick does), mode 0600, as [`Config::render`] writes
+/// it: the keys as read, comments gone, and the peer's Endpoint where the
+/// peer is now if that is not where the file's Endpoint resolved to.
+fn save_config(
+    config: &Config,
+    resolved: &[Option<SocketAddr>],
+    now: &[Option<SocketAddr>],
+) -> Result<()> {
+    let mut saved = config.clone();
+    for (peer, (resolved, now)) in saved.peers.iter_mut().zip(resolved.iter().zip(now)) {
+        *peer = with_current_endpoint(peer, *resolved, *now);
+    }
+    let path = fs::canonicalize(&config.path)
+        .map_err(|e| Error::sys(format!("SaveConfig: finding {}", config.path.display()), e))?;
+    rundir::replace_file(&path, &saved.render())?;
+    log::info!("SaveConfig: wrote {}", path.display());
+    Ok(())
+}
+
+/// `peer` with its Endpoint replaced by `now`, where the peer is, unless
+/// that is `resolved`, where the file's Endpoint led (a host name stays a
+/// host name while it is right).
+fn with_current_endpoint(
+    peer: &PeerConfig,
+    resolved: Option<SocketAddr>,
+    now: Option<SocketAddr>,
+) -> PeerConfig {
+    let mut saved = peer.clone();
+    if let Some(addr) = now.filter(|&a| Some(a) != resolved) {
+        saved.endpoint = Some(Endpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            line: peer.line,
+        });
+    }
+    saved
+}
+
+/// Where each peer of the config is (by config order), as `up` last looked.
+struct Located {
+    keys: Vec<crate::protocol::keys::PublicKey>,
+    now: Vec<Option<SocketAddr>>,
+    /// Some peer moved since the memory was last written.
+    unsaved: bool,
+}
+
+impl Located {
+    fn new(
+        peers: &[PeerConfig],
+        endpoints: &[Option<SocketAddr>],
+        remembered: &[Option<SocketAddr>],
+    ) -> Located {
+        Located {
+            keys: peers.iter().map(|p| p.public_key).collect(),
+            now: endpoints
+                .iter()
+                .zip(remembered)
+                .map(|(e, r)| e.or(*r))
+                .collect(),
+            unsaved: false,
+        }
+    }
+
+    /// Reads every peer's endpoint; returns (peer, old address) of those
+    /// whose address changed.
+    fn update(&mut self, iface: &pipeline::interface::Interface) -> Vec<(usize, Option<IpAddr>)> {
+        let mut moved = Vec::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            let now = iface.peer(key).and_then(|p| p.endpoint()).map(|e| e.addr);
+            if now.is_some() && now != self.now[i] {
+                self.unsaved = true;
+                let old = self.now[i].map(|a| a.ip());
+                if now.map(|a| a.ip()) != old {
+                    moved.push((i, old));
+                }
+                self.now[i] = now;
+            }
+        }
+        moved
+    }
+
+    /// What the memory holds: the peers without an Endpoint that were seen.
+    fn to_remember(
+        &self,
+        endpoints: &[Option<SocketAddr>],
+    ) -> Vec<(crate::protocol::keys::PublicKey, SocketAddr)> {
+        self.keys
+            .iter()
+            .zip(&self.now)
+            .zip(endpoints)
+            .filter(|(_, configured)| configured.is_none())
+            .filter_map(|((k, now), _)| now.map(|a| (*k, a)))
+            .collect()
+    }
+
+    /// Whether some peer other than `except` is at `ip`.
+    fn used_by_another(&self, ip: IpAddr, except: usize) -> bool {
+        self.now
+            .iter()
+            .enumerate()
+            .any(|(i, a)| i != except && a.is_some_and(|a| a.ip() == ip))
+    }
+}
+
+/// Moves the host routes of the peers that moved: whitepaper §2.1 lets a
+/// peer's endpoint change with any authenticated packet, and a full tunnel
+/// must keep the new address out of itself.
+fn follow_endpoints(
+    installed: &mut InstalledRoutes,
+    moved: &[(usize, Option<IpAddr>)],
+    located: &Located,
+) {
+    let tables = match routes::read_route_tables() {
+        Ok(t) => t,
+        Err(e) => return log::warn!("following moved endpoints: {e}"),
+    };
+    for &(i, old) in moved {
+        let Some(new) = located.now[i] else { continue };
+        let still_used = old.is_some_and(|o| located.used_by_another(o, i));
+        if let Err(e) = installed.follow_endpoint(old, new.ip(), still_used, &tables) {
+            log::warn!(
+                "moving the host route of peer {} to {new}: {e}",
+                located.keys[i]
+            );
+        }
+    }
+}
+
+/// The first error of `results`, in order; later ones are logged.
+fn first_error(results: impl IntoIterator<Item = Result<()>>) -> Result<()> {
+    let mut first = Ok(());
+    for result in results {
+        match (&first, result) {
+            (Ok(()), Err(e)) => first = Err(e),
+            (Err(_), Err(e)) => log::error!("{e}"),
+            (_, Ok(())) => {}
+        }
+    }
+    first
+}
+
+/// Runs the hooks of one phase (wg-quick's PreUp, PostUp, PreDown,
+/// PostDown) as wg-quick does: each with bash, `%i` replaced by the
+/// interface name, in file order, stopping at the first that fails. Their
+/// output goes to our stderr, beside the log.
+struct Hooks<'a> {
+    file: &'a Path,
+    interface: &'a str,
+}
+
+impl Hooks<'_> {
+    fn run(&self, key: &str, hooks: &[Hook]) -> Result<()> {
+        for hook in hooks {
+            let command = hook.command.replace("%i", self.interface);
+            let fail = |msg: String| Error::Config {
+                file: self.file.to_path_buf(),
+                line: hook.line,
+                msg: format!("{key} hook '{command}' {msg}"),
+            };
+            log::info!("[#] {command}");
+            let stdout = io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| fail(format!("cannot be given our stderr: {e}")))?;
+            let status = Command::new("bash")
+                .arg("-c")
+                .arg(&command)
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .status()
+                .map_err(|e| fail(format!("cannot be run by bash: {e}")))?;
+            if !status.success() {
+                return Err(fail(format!("failed ({status})")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `resolvconf` that `DNS` needs (wg-quick's way of setting the
+/// resolver), from PATH: its absence is an error at the `DNS` line.
+fn find_resolvconf(file: &Path, dns: &Dns) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("resolvconf"))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .ok_or_else(|| Error::Config {
+            file: file.to_path_buf(),
+            line: dns.line,
+            msg: "DNS needs resolvconf, which is not in PATH: install resolvconf or \
+                  openresolv, or remove DNS"
+                .into(),
+        })
+}
+
+/// The name servers and search domains given to resolvconf for the
+/// interface, taken back when dropped (wg-quick's set_dns and unset_dns).
+struct Resolver {
+    program: PathBuf,
+    /// The interface's name in resolvconf's records.
+    record: String,
+}
+
+impl Resolver {
+    fn set(program: PathBuf, interface: &str, dns: &Dns, file: &Path) -> Result<Resolver> {
+        let order = fs::read_to_string(INTERFACE_ORDER).ok();
+        // A resolvconf that is a link (e.g. to resolvectl) has no such order.
+        let linked = fs::symlink_metadata(&program).is_ok_and(|m| m.file_type().is_symlink());
+        let prefix = match (order, linked) {
+            (Some(order), false) => resolvconf_prefix(&order),
+            _ => String::new(),
+        };
+        let record = format!("{prefix}{interface}");
+        let mut text = String::new();
+        for server in &dns.servers {
+            text.push_str(&format!("nameserver {server}\n"));
+        }
+        if !dns.search.is_empty() {
+            text.push_str(&format!("search {}\n", dns.search.join(" ")));
+        }
+        run_resolvconf(&program, &["-a", &record, "-m", "0", "-x"], &text).map_err(|msg| {
+            Error::Config {
+                file: file.to_path_buf(),
+                line: dns.line,
+                msg: format!("DNS: {msg}"),
+            }
+        })?;
+        Ok(Resolver { program, record })
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        if let Err(msg) = run_resolvconf(&self.program, &["-d", &self.record, "-f"], "") {
+            log::warn!("removing the DNS settings: {msg}");
+        }
+    }
+}
+
+/// Debian's resolvconf orders its records by this file's patterns.
+const INTERFACE_ORDER: &str = "/etc/resolvconf/interface-order";
+
+/// What wg-quick puts before the interface name for Debian's resolvconf:
+/// the first pattern of interface-order that is a name and a `*` (`tun*`
+/// gives `tun.`), so the tunnel's servers rank where tunnels rank.
+fn resolvconf_prefix(order: &str) -> String {
+    order
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_suffix('*'))
+        .find(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(|name| format!("{name}."))
+        .unwrap_or_default()
+}
+
+/// Runs resolvconf with `args`, `input` on its stdin and its stdout on our
+/// stderr; the error says which command failed and how.
+fn run_resolvconf(program: &Path, args: &[&str], input: &str) -> std::result::Result<(), String> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    log::info!("[#] {command}");
+    let stdout = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot give {command} our stderr: {e}"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .spawn()
+        .map_err(|e| format!("cannot run {command}: {e}"))?;
+    // A resolvconf that exits without reading is judged by its status.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {command}: {e}"))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(format!("{command} failed ({status})")),
+    }
+}
+
+/// Whether to add routes for AllowedIPs: `Table = off` adds none.
+/// `SIOCADDRT` carries no table (the kernel puts the route in the main
+/// table, or the device's VRF table), so a table number is refused until
+/// routes go through netlink.
+fn wants_routes(config: &Config) -> Result<bool> {
+    match config.interface.table {
+        Table::Auto => Ok(true),
+        Table::Off => Ok(false),
+        Table::Id { id, line } => Err(Error::Config {
+            file: config.path.clone(),
+            line,
+            msg: format!(
+                "Table = {id} is not supported yet (routes go into the main table): use auto, \
+                 or off and add the routes in a PostUp hook"
+            ),
+        }),
+    }
 }
 
 /// Protocol timers, shortened only by the integration tests through
@@ -203,7 +599,7 @@ fn inner_ipv6(config: &Config) -> Result<bool> {
         .interface
         .addresses
         .iter()
-        .chain(&config.peer.allowed_ips)
+        .chain(config.peers.iter().flat_map(|p| &p.allowed_ips))
         .any(|c| c.addr.is_ipv6());
     if ipv6 && config.interface.mtu < IPV6_MIN_MTU {
         return Err(Error::Input(format!(
@@ -254,5 +650,69 @@ fn write_stats(opts: &UpOptions, text: &str) {
     let tmp = path.with_extension("tmp");
     if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
         log::warn!("writing stats to {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_endpoint_is_where_the_peer_is() {
+        let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
+                    Address = 10.0.0.1/24\n[Peer]\n\
+                    PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
+                    AllowedIPs = 10.0.0.2/32\n";
+        let waiting = Config::parse(Path::new("t.conf"), text).unwrap();
+        let named = Config::parse(
+            Path::new("t.conf"),
+            &format!("{text}Endpoint = vpn.example:51820\n"),
+        )
+        .unwrap();
+        let endpoint = |p: &PeerConfig| p.endpoint.as_ref().map(ToString::to_string);
+        let here: SocketAddr = "192.0.2.7:51820".parse().unwrap();
+        let moved: SocketAddr = "[2001:db8::9]:4000".parse().unwrap();
+        // The waiting side saves the endpoint it learned, or none.
+        assert_eq!(
+            endpoint(&with_current_endpoint(&waiting.peers[0], None, Some(here))).as_deref(),
+            Some("192.0.2.7:51820")
+        );
+        assert_eq!(
+            endpoint(&with_current_endpoint(&waiting.peers[0], None, None)),
+            None
+        );
+        // A host name that still leads to the peer is kept; a roam is saved.
+        assert_eq!(
+            endpoint(&with_current_endpoint(
+                &named.peers[0],
+                Some(here),
+                Some(here)
+            ))
+            .as_deref(),
+            Some("vpn.example:51820")
+        );
+        assert_eq!(
+            endpoint(&with_current_endpoint(
+                &named.peers[0],
+                Some(here),
+                Some(moved)
+            ))
+            .as_deref(),
+            Some("[2001:db8::9]:4000")
+        );
+        assert_eq!(
+            endpoint(&with_current_endpoint(&named.peers[0], Some(here), None)).as_deref(),
+            Some("vpn.example:51820")
+        );
+    }
+
+    #[test]
+    fn resolvconf_prefix_as_wg_quick_finds_it() {
+        // Debian's default interface-order, shortened.
+        let debian = "lo.inet6\nlo.inet\nlo.@(dnsmasq|pdnsd)\nlo\n  tun*\ntap*\nhso*\neth*\n*\n";
+        assert_eq!(resolvconf_prefix(debian), "tun.");
+        assert_eq!(resolvconf_prefix("wg-x*\ntun*\n"), "wg-x.");
+        assert_eq!(resolvconf_prefix("lo\n*\nen+([0-9])*\n"), "");
+        assert_eq!(resolvconf_prefix(""), "");
     }
 }

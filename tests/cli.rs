@@ -1,6 +1,7 @@
 //! The built binary from the outside: key commands against `wg`, and
 //! `up` refusing bad config files before touching any device.
 
+use pipevpn::pipeline::stats::{DropReason, Stage, Stats};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -134,8 +135,11 @@ impl TempDir {
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap();
+        // As a config holding a key should be, so `up` does not warn.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
     }
 }
@@ -200,6 +204,8 @@ fn up_refuses_bad_configs_with_file_and_line() {
     let private = private.trim();
     let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
     let public = public.trim();
+    let other = String::from_utf8(pipevpn(&["pubkey"], genkey().as_bytes()).stdout).unwrap();
+    let other = other.trim();
     let cases = [
         (config(private, "AAAA", ""), 6, "PublicKey 'AAAA'"),
         (
@@ -210,12 +216,60 @@ fn up_refuses_bad_configs_with_file_and_line() {
         (
             config(private, public, "DNS = 10.77.0.1\n"),
             8,
-            "not supported by pipevpn",
+            "'DNS' belongs in the [Interface] section",
         ),
         (
             config(private, public, "[Peer]\n"),
             8,
-            "only one [Peer] is supported",
+            "[Peer] is missing the required key 'AllowedIPs'",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "Colour = blue\n[Peer]"),
+            5,
+            "unknown key 'Colour' in [Interface]",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "FwMark = 0xg\n[Peer]"),
+            5,
+            "FwMark '0xg'",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "Table = main\n[Peer]"),
+            5,
+            "Table 'main'",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "Table = 100\n[Peer]"),
+            5,
+            "Table = 100 is not supported yet",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "SaveConfig = 1\n[Peer]"),
+            5,
+            "SaveConfig '1' is neither true nor false",
+        ),
+        (
+            config(private, public, "").replace("[Peer]", "DNS = 10.77.0.300\n[Peer]"),
+            5,
+            "DNS '10.77.0.300'",
+        ),
+        (
+            config(
+                private,
+                public,
+                &format!("\n[Peer]\nPublicKey = {other}\nAllowedIPs = 10.77.0.2/32\n"),
+            ),
+            11,
+            "AllowedIPs 10.77.0.2/32 is also given to the [Peer] at line 5 (line 7)",
+        ),
+        (
+            config(
+                private,
+                public,
+                &format!("\n[Peer]\nPublicKey = {public}\nAllowedIPs = 10.77.0.3/32\n"),
+            ),
+            10,
+            "is also the key of the [Peer] at line 5",
         ),
         (
             config(private, public, "Endpoint = 192.0.2.1:x\n"),
@@ -403,4 +457,50 @@ fn up_warns_when_group_or_others_may_read_the_private_key() {
             "mode {mode:o}: no warning expected, got '{stderr}'"
         );
     }
+}
+
+/// The harness's view of a stats file: printed back whole when it is one
+/// `up` wrote, refused with the file and line when it is not.
+#[test]
+fn stats_checks_a_stats_file_and_prints_it_back() {
+    let dir = TempDir::new();
+    let stats = Stats::default();
+    for stage in Stage::ALL {
+        stats.stage(stage).pass(4, 400);
+    }
+    stats.stage(Stage::Decryptor).drop(DropReason::Replay);
+    stats.handshake_completed(2);
+    let good = stats.render();
+    let path = dir.write("good.stats", &good);
+    let out = pipevpn(&["stats", path.to_str().unwrap()], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), good);
+
+    let bad = dir.write(
+        "bad.stats",
+        &good.replace("decryptor packets=4", "decryptor packets=x"),
+    );
+    let out = pipevpn(&["stats", bad.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(
+        stderr.contains(&format!(
+            "{}: line 5: 'packets=x': not a count",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+
+    let missing = dir.0.join("missing.stats");
+    let out = pipevpn(&["stats", missing.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{}: no such file", missing.display())),
+        "{stderr}"
+    );
 }

@@ -85,3 +85,8 @@ fn interop_more() {
 fn dos() {
     run_scenario("dos");
 }
+
+#[test]
+fn wgquick() {
+    run_scenario("wgquick");
+}

@@ -7,8 +7,7 @@
 //! Commands such as `ip` are spawned from that thread and so inherit its
 //! namespace.
 
-use pipevpn::pipeline::device::{OffloadTun, TunDevice};
-use pipevpn::pipeline::offload::{VnetHdr, VNET_HDR_LEN};
+use pipevpn::pipeline::device::TunDevice;
 use pipevpn::pipeline::pool::{slot_size, Pool};
 use pipevpn::routes::{
     plan, read_route_tables, state_path, sweep_stale, InstalledRoutes, Route, RouteRecord,
@@ -26,6 +25,8 @@ use pipevpn::sys::udp::{
     bind_udp, bind_udp_any, enable_gro, enable_pktinfo, recv_many, send_many, Endpoint, Local,
     RecvMeta, MAX_BATCH,
 };
+use pipevpn::tun::offload::{VnetHdr, VNET_HDR_LEN};
+use pipevpn::tun::OffloadTun;
 use pipevpn::Error;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -398,18 +399,18 @@ fn routes_are_added_and_deleted() {
             "203.0.113.7/32 dev pvt1",
         ] {
             let r = route(text);
-            assert!(add_route(&r).unwrap(), "{text} not added");
+            assert!(add_route(r.spec()).unwrap(), "{text} not added");
             assert!(has_route(text), "{text} missing: {:?}", table());
-            assert!(!add_route(&r).unwrap(), "{text} added twice");
-            del_route(&r).unwrap();
+            assert!(!add_route(r.spec()).unwrap(), "{text} added twice");
+            del_route(r.spec()).unwrap();
             assert!(!has_route(text), "{text} still there");
             // Already gone is fine.
-            del_route(&r).unwrap();
+            del_route(r.spec()).unwrap();
         }
         let no_dev = route("10.51.0.0/16 dev nosuchdev0");
         // Deleting through a device that is gone is fine: so are its routes.
-        del_route(&no_dev).unwrap();
-        let err = add_route(&no_dev).unwrap_err();
+        del_route(no_dev.spec()).unwrap();
+        let err = add_route(no_dev.spec()).unwrap_err();
         assert!(matches!(err, Error::Sys { .. }), "{err:?}");
         assert!(
             err.to_string()
@@ -448,10 +449,10 @@ fn installed_routes_are_recorded_and_undone() {
         let state = state_path(&dir, "pvt2").unwrap();
         // Someone else's route: install must leave it out of the record and in place.
         let foreign = route("10.71.0.0/16 dev pvt2");
-        assert!(add_route(&foreign).unwrap());
+        assert!(add_route(foreign.spec()).unwrap());
 
         let wanted = [route("10.70.0.0/16 dev pvt2"), foreign.clone()];
-        let installed = InstalledRoutes::install(state.clone(), &wanted, None).unwrap();
+        let installed = InstalledRoutes::install(state.clone(), "pvt2", &wanted, &[]).unwrap();
         assert_eq!(installed.routes(), &wanted[..1]);
         assert_eq!(state_text(&state), record_text(None, &[&wanted[0]]));
         let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
@@ -469,7 +470,7 @@ fn installed_routes_are_recorded_and_undone() {
             route("10.72.0.0/16 dev pvt2"),
             route("10.73.0.0/16 dev nosuchdev0"),
         ];
-        let err = InstalledRoutes::install(state.clone(), &failing, None).unwrap_err();
+        let err = InstalledRoutes::install(state.clone(), "pvt2", &failing, &[]).unwrap_err();
         assert!(err.to_string().contains("nosuchdev0"), "{err}");
         assert!(!has_route("10.72.0.0/16 dev pvt2"));
         assert!(!state.parent().unwrap().exists());
@@ -488,8 +489,8 @@ fn many_routes_are_recorded_and_removed_exactly() {
             .map(|i| route(&format!("10.{}.{}.0/24 dev pvt9", 100 + i / 256, i % 256)))
             .collect();
         let foreign = &wanted[1000];
-        assert!(add_route(foreign).unwrap());
-        let installed = InstalledRoutes::install(state.clone(), &wanted, None).unwrap();
+        assert!(add_route(foreign.spec()).unwrap());
+        let installed = InstalledRoutes::install(state.clone(), "pvt9", &wanted, &[]).unwrap();
         let ours: Vec<&Route> = wanted.iter().filter(|r| *r != foreign).collect();
         assert_eq!(installed.routes().len(), 1999);
         assert_eq!(state_text(&state), record_text(None, &ours));
@@ -510,7 +511,7 @@ fn stale_records_are_swept_unless_their_owner_lives() {
         let dir = run_dir("sweep");
         let state = state_path(&dir, "pvt3").unwrap();
         let left = route("10.80.0.0/16 dev pvt3");
-        assert!(add_route(&left).unwrap());
+        assert!(add_route(left.spec()).unwrap());
         // 10.81.0.0/16 is listed but already gone, and so is the host route
         // to the endpoint (its device went, as a crashed run's TUN does).
         let routes = vec![
@@ -521,7 +522,7 @@ fn stale_records_are_swept_unless_their_owner_lives() {
         let record = |pid: u32| RouteRecord {
             pid,
             netns: Netns::current().unwrap().cookie,
-            endpoint: Some("192.0.2.7".parse().unwrap()),
+            endpoints: vec!["192.0.2.7".parse().unwrap()],
             routes: routes.clone(),
         };
 
@@ -565,7 +566,7 @@ fn untrusted_or_foreign_records_delete_nothing() {
         ip("link set pvv8 up");
         let _tun = tun_up("pvt8", Ipv4Addr::new(10, 99, 8, 1));
         let unrelated = route("10.88.0.0/16 via 192.0.2.254 dev pvv8");
-        assert!(add_route(&unrelated).unwrap());
+        assert!(add_route(unrelated.spec()).unwrap());
         let tunnel = route("10.89.0.0/16 dev pvt8");
         let dir = run_dir("untrusted");
         let state = state_path(&dir, "pvt8").unwrap();
@@ -577,18 +578,18 @@ fn untrusted_or_foreign_records_delete_nothing() {
             RouteRecord {
                 pid: gone.id(),
                 netns,
-                endpoint: Some("203.0.113.7".parse().unwrap()),
+                endpoints: vec!["203.0.113.7".parse().unwrap()],
                 routes: routes.iter().map(|r| (*r).clone()).collect(),
             }
             .render()
         };
         let expect_refused = |why: &str| {
-            assert!(add_route(&tunnel).unwrap());
+            assert!(add_route(tunnel.spec()).unwrap());
             let err = sweep_stale(&state).unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
             assert!(has_route(&unrelated.to_string()), "{why}: {:?}", table());
             assert!(has_route(&tunnel.to_string()), "{why}: {:?}", table());
-            del_route(&tunnel).unwrap();
+            del_route(tunnel.spec()).unwrap();
         };
 
         // A symbolic link to a record that nobody's user owns.
@@ -612,11 +613,11 @@ fn untrusted_or_foreign_records_delete_nothing() {
 
         // A record from an earlier namespace with this inode: discarded, and
         // not even the routes through pvt8 are touched.
-        assert!(add_route(&tunnel).unwrap());
+        assert!(add_route(tunnel.spec()).unwrap());
         let foreign = RouteRecord {
             pid: gone.id(),
             netns: netns.map(|c| c + 1),
-            endpoint: None,
+            endpoints: vec![],
             routes: vec![tunnel.clone()],
         };
         rundir::write(&state, &foreign.render()).unwrap();
@@ -641,7 +642,13 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
 
         let endpoint: SocketAddr = "203.0.113.7:51820".parse().unwrap();
         let all = ["0.0.0.0/0".parse().unwrap()];
-        let routes = plan(&all, "pvt4", Some(endpoint), &read_route_tables().unwrap()).unwrap();
+        let routes = plan(
+            &all,
+            "pvt4",
+            &[endpoint.ip()],
+            &read_route_tables().unwrap(),
+        )
+        .unwrap();
         let shown: Vec<String> = routes.iter().map(Route::to_string).collect();
         assert_eq!(
             shown,
@@ -654,8 +661,9 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         let dir = run_dir("full");
         let installed = InstalledRoutes::install(
             state_path(&dir, "pvt4").unwrap(),
+            "pvt4",
             &routes,
-            Some(endpoint.ip()),
+            &[endpoint.ip()],
         )
         .unwrap();
         for r in &shown {
@@ -671,6 +679,70 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         drop(installed);
         assert!(shown.iter().all(|r| !has_route(r)), "{:?}", table());
         assert!(has_route("0.0.0.0/0 via 192.0.2.254 dev pvv0"));
+    });
+}
+
+/// Two peers' endpoints both captured by a full tunnel; one moves, and its
+/// host route follows: the new one is recorded and added, the old one removed,
+/// and the other peer's stays.
+#[test]
+fn a_moved_endpoint_takes_its_host_route_along() {
+    in_netns(|| {
+        ip("link add pvv0 type veth peer name pvv1");
+        ip("addr add 192.0.2.1/24 dev pvv0");
+        ip("link set pvv1 up");
+        ip("link set pvv0 up");
+        ip("route add default via 192.0.2.254 dev pvv0");
+        let _tun = tun_up("pvt5", Ipv4Addr::new(10, 99, 5, 1));
+        let (one, two, moved): (IpAddr, IpAddr, IpAddr) = (
+            "203.0.113.7".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+            "198.51.100.9".parse().unwrap(),
+        );
+        let all = ["0.0.0.0/0".parse().unwrap()];
+        let routes = plan(&all, "pvt5", &[one, two], &read_route_tables().unwrap()).unwrap();
+        let dir = run_dir("follow");
+        let state = state_path(&dir, "pvt5").unwrap();
+        let mut installed =
+            InstalledRoutes::install(state.clone(), "pvt5", &routes, &[one, two]).unwrap();
+        let host = |ip: IpAddr| format!("{ip}/32 via 192.0.2.254 dev pvv0");
+        assert!(
+            has_route(&host(one)) && has_route(&host(two)),
+            "{:?}",
+            table()
+        );
+
+        installed
+            .follow_endpoint(Some(two), moved, false, &read_route_tables().unwrap())
+            .unwrap();
+        assert!(has_route(&host(moved)), "{:?}", table());
+        assert!(!has_route(&host(two)), "{:?}", table());
+        assert!(has_route(&host(one)), "{:?}", table());
+        let via = ip("-4 route get 198.51.100.9");
+        assert!(via.contains("via 192.0.2.254 dev pvv0"), "{via}");
+        let text = state_text(&state);
+        assert!(
+            text.contains("\nendpoint 203.0.113.7 198.51.100.9\n")
+                && text.contains(&host(moved))
+                && !text.contains(&host(two)),
+            "{text}"
+        );
+        // Another peer still at the old address keeps its host route.
+        installed
+            .follow_endpoint(Some(one), two, true, &read_route_tables().unwrap())
+            .unwrap();
+        assert!(
+            has_route(&host(one)) && has_route(&host(two)),
+            "{:?}",
+            table()
+        );
+
+        drop(installed);
+        for gone in [one, two, moved] {
+            assert!(!has_route(&host(gone)), "{:?}", table());
+        }
+        assert!(!has_route("0.0.0.0/1 dev pvt5"));
+        assert!(!state.exists());
     });
 }
 
@@ -959,23 +1031,23 @@ fn ipv6_routes_are_added_and_deleted() {
             "8000::/1 dev pvt6",
         ] {
             let r = route(text);
-            assert!(add_route(&r).unwrap(), "{text} not added");
+            assert!(add_route(r.spec()).unwrap(), "{text} not added");
             assert!(has_route(text), "{text} missing: {:?}", table6());
-            assert!(!add_route(&r).unwrap(), "{text} added twice");
-            del_route(&r).unwrap();
+            assert!(!add_route(r.spec()).unwrap(), "{text} added twice");
+            del_route(r.spec()).unwrap();
             assert!(!has_route_any(text), "{text} still there");
-            del_route(&r).unwrap();
+            del_route(r.spec()).unwrap();
         }
         // Deleting takes only our metric: the kernel's own prefix route of
         // the same destination stays.
         let prefix = route("fd00:99:6::/64 dev pvt6");
-        assert!(add_route(&prefix).unwrap());
-        del_route(&prefix).unwrap();
+        assert!(add_route(prefix.spec()).unwrap());
+        del_route(prefix.spec()).unwrap();
         assert!(has_route_any("fd00:99:6::/64 dev pvt6"), "{:?}", table6());
 
         let no_dev = route("fd00:51::/32 dev nosuchdev0");
-        del_route(&no_dev).unwrap();
-        let err = add_route(&no_dev).unwrap_err();
+        del_route(no_dev.spec()).unwrap();
+        let err = add_route(no_dev.spec()).unwrap_err();
         assert!(matches!(err, Error::Sys { .. }), "{err:?}");
         assert!(
             err.to_string()
@@ -986,7 +1058,7 @@ fn ipv6_routes_are_added_and_deleted() {
             gateway: Some(Ipv4Addr::new(10, 0, 0, 1).into()),
             ..route("fd00:52::/32 dev pvt6")
         };
-        assert!(matches!(add_route(&mixed), Err(Error::Input(_))));
+        assert!(matches!(add_route(mixed.spec()), Err(Error::Input(_))));
     });
 }
 
@@ -1006,7 +1078,13 @@ fn ipv6_full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
 
         let endpoint: SocketAddr = "[2001:db8::7]:51820".parse().unwrap();
         let all = ["::/0".parse().unwrap(), "0.0.0.0/0".parse().unwrap()];
-        let routes = plan(&all, "pvt7", Some(endpoint), &read_route_tables().unwrap()).unwrap();
+        let routes = plan(
+            &all,
+            "pvt7",
+            &[endpoint.ip()],
+            &read_route_tables().unwrap(),
+        )
+        .unwrap();
         let shown: Vec<String> = routes.iter().map(Route::to_string).collect();
         assert_eq!(
             shown,
@@ -1021,7 +1099,7 @@ fn ipv6_full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         let dir = run_dir("full6");
         let state = state_path(&dir, "pvt7").unwrap();
         let installed =
-            InstalledRoutes::install(state.clone(), &routes, Some(endpoint.ip())).unwrap();
+            InstalledRoutes::install(state.clone(), "pvt7", &routes, &[endpoint.ip()]).unwrap();
         for r in &shown {
             assert!(has_route(r), "{r} missing: {:?} {:?}", table6(), table());
         }

@@ -5,7 +5,7 @@
 //! the tun_writer would do with those packets: joined and cut again, each
 //! must come back byte for byte.
 
-use pipevpn::pipeline::offload::{split, Coalescer, Split, VnetHdr, VNET_HDR_LEN};
+use pipevpn::tun::offload::{split, Coalescer, Split, VnetHdr, VNET_HDR_LEN};
 
 /// The largest packet a read from the tun gives (the device's buffer).
 const MAX_PACKET: usize = 65535;

@@ -6,7 +6,8 @@
 //! Input: length (u32, little-endian, at most the 64 KiB buffer), segment
 //! size (u16), truncated (bit 0 of a byte), slot size (u16).
 
-use pipevpn::pipeline::device::{datagram_at, Unfit};
+use pipevpn::pipeline::device::Unfit;
+use pipevpn::udp::datagram_at;
 use pipevpn::sys::udp::RecvMeta;
 
 const GRO_BUFFER: usize = 1 << 16;

@@ -10,7 +10,7 @@
 //! request for a session, so idle peers cost nothing however many there are.
 
 use super::device::UdpDevice;
-use super::inbound::parse_drop;
+use super::handshake_queue::HandshakePacket;
 use super::interface::Interface;
 use super::peer::{Peer, Session};
 use super::stats::{DropReason, Stage, StageStats, Stats};
@@ -21,9 +21,7 @@ use crate::protocol::handshake::{
     create_initiation, create_response, response_mac1, tai64n, verify_mac1, Initiating,
 };
 use crate::protocol::keys::{Key, PrivateKey};
-use crate::protocol::messages::{
-    message_type, CookieReply, Initiation, MessageType, Response, INITIATION_LEN,
-};
+use crate::protocol::messages::{message_type, CookieReply, Initiation, MessageType, Response};
 use crate::protocol::session::seal_in_place;
 use crate::protocol::timers::{self, Events, Initiate, Pending, SessionInfo};
 use crate::sys::poll::StopFd;
@@ -47,28 +45,6 @@ const MAX_JITTER_MS: u64 = 334;
 /// Handshake messages waiting in the queue that mean "under load" (1/8 of
 /// the queue, as wireguard-go does).
 const BUSY_QUEUE: usize = super::HANDSHAKE_QUEUE / 8;
-
-/// A handshake message copied out of a receive batch, so the batch can move
-/// on at once; sized for the largest one (an initiation).
-pub struct HandshakePacket {
-    bytes: [u8; INITIATION_LEN],
-    len: usize,
-    pub src: Endpoint,
-}
-
-impl HandshakePacket {
-    /// `datagram` is a type 1, 2 or 3 message (already length-checked).
-    pub fn new(datagram: &[u8], src: Endpoint) -> HandshakePacket {
-        let mut bytes = [0u8; INITIATION_LEN];
-        let len = datagram.len().min(INITIATION_LEN);
-        bytes[..len].copy_from_slice(&datagram[..len]);
-        HandshakePacket { bytes, len, src }
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
 
 /// Our own initiation, waiting for its response.
 struct Attempt {
@@ -346,7 +322,7 @@ impl<'a> Handshaker<'a> {
 
     /// Handles one message; returns the id of the peer it concerned.
     fn handle(&mut self, p: &HandshakePacket) -> Option<u64> {
-        let result = match message_type(p.bytes()).map_err(parse_drop) {
+        let result = match message_type(p.bytes()).map_err(DropReason::from) {
             Ok(MessageType::Initiation) => self.on_initiation(p),
             Ok(MessageType::Response) => self.on_response(p),
             Ok(MessageType::CookieReply) => self.on_cookie_reply(p),
@@ -396,7 +372,7 @@ impl<'a> Handshaker<'a> {
 
     /// Responder side (whitepaper §5.4.2, §5.4.3).
     fn on_initiation(&mut self, p: &HandshakePacket) -> Result<u64, DropReason> {
-        let msg = Initiation::parse(p.bytes()).map_err(parse_drop)?;
+        let msg = Initiation::parse(p.bytes()).map_err(DropReason::from)?;
         self.admit(p, msg.sender, &msg.mac1)?;
         let accepted =
             consume_initiation(&self.iface.local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
@@ -450,7 +426,7 @@ impl<'a> Handshaker<'a> {
 
     /// Initiator side (whitepaper §5.4.3).
     fn on_response(&mut self, p: &HandshakePacket) -> Result<u64, DropReason> {
-        let msg = Response::parse(p.bytes()).map_err(parse_drop)?;
+        let msg = Response::parse(p.bytes()).map_err(DropReason::from)?;
         self.admit(p, msg.sender, &msg.mac1)?;
         let peer = self.peer_by_index(msg.receiver)?;
         self.with_state(peer, |hs, st| {
@@ -515,7 +491,7 @@ impl<'a> Handshaker<'a> {
     }
 
     fn on_cookie_reply(&mut self, p: &HandshakePacket) -> Result<u64, DropReason> {
-        let msg = CookieReply::parse(p.bytes()).map_err(parse_drop)?;
+        let msg = CookieReply::parse(p.bytes()).map_err(DropReason::from)?;
         let peer = self.peer_by_index(msg.receiver)?;
         self.with_state(peer, |hs, st| {
             let mac1 = st.mac1_sent_with(msg.receiver)?;

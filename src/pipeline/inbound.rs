@@ -1,13 +1,13 @@
 //! Inbound, in flow order: udp_receiver -> decryptor -> tun_writer.
 
 use super::device::{TunDevice, UdpDevice};
-use super::handshaker::HandshakePacket;
+use super::handshake_queue::HandshakePacket;
 use super::interface::{Interface, Routes};
 use super::peer::{Keypairs, Peer};
 use super::pool::{Batch, Lone, Plain, Pool, Sealed, HEADROOM};
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
-use crate::protocol::messages::{message_type, MessageType, ParseError, TransportHeader};
+use crate::protocol::messages::{message_type, MessageType, TransportHeader};
 use crate::protocol::session::{inner_packet, open_in_place, InnerError};
 use crate::sys::poll::StopFd;
 use crate::sys::udp::Endpoint;
@@ -212,7 +212,7 @@ impl Decryptor<'_> {
         let src = batch.addr(i);
         let len = batch.len(i);
         let datagram = &mut batch.slot_mut(i)[..len];
-        if message_type(datagram).map_err(parse_drop)? != MessageType::Transport {
+        if message_type(datagram).map_err(DropReason::from)? != MessageType::Transport {
             return match self
                 .handshake_in
                 .try_send(HandshakePacket::new(datagram, src))
@@ -221,7 +221,7 @@ impl Decryptor<'_> {
                 Err(_) => Err(DropReason::HandshakeQueueFull),
             };
         }
-        let header = TransportHeader::parse(datagram).map_err(parse_drop)?;
+        let header = TransportHeader::parse(datagram).map_err(DropReason::from)?;
         let c = self.switch(current, header.receiver, now)?;
         let (session, is_next) = c
             .keypairs
@@ -294,14 +294,6 @@ fn finish(c: Current, now: Duration) {
 
 fn show(addr: Option<Endpoint>) -> String {
     addr.map_or_else(|| "none".into(), |a| a.to_string())
-}
-
-pub fn parse_drop(e: ParseError) -> DropReason {
-    match e {
-        ParseError::TooShort => DropReason::TooShort,
-        ParseError::UnknownType => DropReason::UnknownType,
-        ParseError::BadLength => DropReason::BadLength,
-    }
 }
 
 /// Writes plaintext packets to the tun, a batch at a time.

@@ -26,8 +26,9 @@
 //!   so a slow stage blocks the one before it and memory does not grow.
 //! - Plaintext and sealed batches have distinct types ([`pool::Plain`],
 //!   [`pool::Sealed`]), so stages cannot be wired the wrong way round.
-//! - The real tun runs with the kernel's TCP offloads ([`offload`],
-//!   [`device::OffloadTun`]): one read brings up to 64 KiB of a TCP stream,
+//! - The stages reach the kernel only through the traits of [`device`];
+//!   the real tun ([`crate::tun::OffloadTun`]) runs with the kernel's TCP
+//!   offloads: one read brings up to 64 KiB of a TCP stream,
 //!   cut into packets for the encryptor, and one write carries a batch's
 //!   in-order segments of a flow. The stages still see one packet per slot.
 //! - Shutdown: the readers wake on a [`StopFd`] and return; every other stage
@@ -35,10 +36,10 @@
 
 pub mod device;
 pub mod fake;
+pub mod handshake_queue;
 pub mod handshaker;
 pub mod inbound;
 pub mod interface;
-pub mod offload;
 pub mod outbound;
 pub mod peer;
 pub mod pool;

@@ -2,8 +2,12 @@
 //! depth of the queue feeding the stage. Relaxed atomics: each counter has one
 //! writer, and readers only want a recent value.
 
+use crate::protocol::messages::ParseError;
+use crate::{Error, Result};
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::{fs, io};
 
 /// The pipeline's threads, in flow order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +102,17 @@ drop_reasons! {
     RateLimited => "rate_limited",
 }
 
+/// A datagram the outer checks refuse, counted under the check it failed.
+impl From<ParseError> for DropReason {
+    fn from(e: ParseError) -> DropReason {
+        match e {
+            ParseError::TooShort => DropReason::TooShort,
+            ParseError::UnknownType => DropReason::UnknownType,
+            ParseError::BadLength => DropReason::BadLength,
+        }
+    }
+}
+
 const REASONS: usize = DropReason::ALL.len();
 
 #[derive(Default)]
@@ -162,9 +177,70 @@ impl Stats {
         self.handshakes.load(Relaxed)
     }
 
-    /// Text form, one line per stage, as written to `--stats-file`:
+    /// The counters now, each read once.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            stages: Stage::ALL.map(|stage| {
+                let s = self.stage(stage);
+                StageCounts {
+                    packets: s.packets(),
+                    bytes: s.bytes(),
+                    queue: s.queue.load(Relaxed),
+                    drops: std::array::from_fn(|k| s.drops[k].load(Relaxed)),
+                }
+            }),
+            handshakes: self.handshakes(),
+            last_handshake_ms: self.last_handshake_ms.load(Relaxed),
+        }
+    }
+
+    /// The text of `--stats-file` ([`Snapshot::render`]).
+    pub fn render(&self) -> String {
+        self.snapshot().render()
+    }
+}
+
+/// One stage's counters at one moment: a line of the stats file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageCounts {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Batches waiting in the channel feeding the stage.
+    pub queue: u64,
+    /// Per reason, indexed by `DropReason as usize`.
+    pub drops: [u64; REASONS],
+}
+
+impl StageCounts {
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// The tunnel's counters at one moment: what the stats file holds. The one
+/// codec of that file: `pipevpn up` writes it with [`Snapshot::render`],
+/// `pipevpn demo` reads it back with [`Snapshot::parse`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Indexed by `Stage as usize`.
+    pub stages: [StageCounts; Stage::ALL.len()],
+    pub handshakes: u64,
+    pub last_handshake_ms: u64,
+}
+
+impl Snapshot {
+    pub fn stage(&self, s: Stage) -> &StageCounts {
+        &self.stages[s as usize]
+    }
+
+    /// One line per stage, in [`Stage::ALL`] order:
     /// `STAGE packets=N bytes=N drops=N queue=N [drop_REASON=N ...]`
-    /// then `handshake last_ms=N completed=N`.
+    /// (only reasons that dropped something), then
+    /// `handshake last_ms=N completed=N`.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for stage in Stage::ALL {
@@ -173,10 +249,10 @@ impl Stats {
                 out,
                 "{} packets={} bytes={} drops={} queue={}",
                 stage.name(),
-                s.packets(),
-                s.bytes(),
+                s.packets,
+                s.bytes,
                 s.total_drops(),
-                s.queue.load(Relaxed)
+                s.queue
             );
             for &r in DropReason::ALL {
                 let n = s.dropped(r);
@@ -189,16 +265,132 @@ impl Stats {
         let _ = writeln!(
             out,
             "handshake last_ms={} completed={}",
-            self.last_handshake_ms.load(Relaxed),
-            self.handshakes()
+            self.last_handshake_ms, self.handshakes
         );
         out
     }
+
+    /// The stats file at `path`, or None when there is none (yet: it
+    /// appears a second after `pipevpn up` starts).
+    pub fn read(path: &Path) -> Result<Option<Snapshot>> {
+        match fs::read_to_string(path) {
+            Ok(text) => Snapshot::parse(&text)
+                .map(Some)
+                .map_err(|e| Error::Input(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::sys(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Reads what [`Snapshot::render`] wrote. Every stage line and the
+    /// handshake line must be there once, with all their fields; the error
+    /// names the line and what is wrong with it.
+    pub fn parse(text: &str) -> std::result::Result<Snapshot, String> {
+        let mut snap = Snapshot::default();
+        let mut seen = [false; Stage::ALL.len() + 1];
+        for (i, line) in text.lines().enumerate() {
+            let at = |e: String| format!("line {}: {e}", i + 1);
+            let mut words = line.split_whitespace();
+            let Some(name) = words.next() else {
+                return Err(at("empty line".into()));
+            };
+            let mut fields = Vec::new();
+            for w in words {
+                let (k, v) = w
+                    .split_once('=')
+                    .ok_or_else(|| at(format!("'{w}' is not FIELD=N")))?;
+                let v = v
+                    .parse::<u64>()
+                    .map_err(|_| at(format!("'{w}': not a count")))?;
+                fields.push((k, v));
+            }
+            let slot = match Stage::ALL.iter().position(|s| s.name() == name) {
+                Some(k) => k,
+                None if name == "handshake" => Stage::ALL.len(),
+                None => return Err(at(format!("unknown stage '{name}'"))),
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return Err(at(format!("a second '{name}' line")));
+            }
+            if slot == Stage::ALL.len() {
+                let [last_ms, completed] = take_fields(&fields, ["last_ms", "completed"])
+                    .map_err(|e| at(format!("{name}: {e}")))?;
+                (snap.last_handshake_ms, snap.handshakes) = (last_ms, completed);
+                continue;
+            }
+            let (totals, reasons): (Vec<_>, Vec<_>) = fields
+                .into_iter()
+                .partition(|(k, _)| !k.starts_with("drop_"));
+            let [packets, bytes, drops, queue] =
+                take_fields(&totals, ["packets", "bytes", "drops", "queue"])
+                    .map_err(|e| at(format!("{name}: {e}")))?;
+            let s = &mut snap.stages[slot];
+            (s.packets, s.bytes, s.queue) = (packets, bytes, queue);
+            let mut given = [false; REASONS];
+            for (k, v) in reasons {
+                let reason = &k["drop_".len()..];
+                let r = *DropReason::ALL
+                    .iter()
+                    .find(|r| r.name() == reason)
+                    .ok_or_else(|| at(format!("{name}: unknown drop reason '{reason}'")))?;
+                if std::mem::replace(&mut given[r as usize], true) {
+                    return Err(at(format!("{name}: {k} given twice")));
+                }
+                s.drops[r as usize] = v;
+            }
+            if s.total_drops() != drops {
+                return Err(at(format!(
+                    "{name}: drops={drops}, but the drop_ fields add up to {}",
+                    s.total_drops()
+                )));
+            }
+        }
+        if let Some(k) = seen.iter().position(|&seen| !seen) {
+            let name = Stage::ALL.get(k).map_or("handshake", |s| s.name());
+            return Err(format!("no '{name}' line"));
+        }
+        Ok(snap)
+    }
+}
+
+/// The values of exactly the fields `names`, in that order.
+fn take_fields<const N: usize>(
+    fields: &[(&str, u64)],
+    names: [&str; N],
+) -> std::result::Result<[u64; N], String> {
+    if let Some((k, _)) = fields.iter().find(|(k, _)| !names.contains(k)) {
+        return Err(format!("unknown field '{k}'"));
+    }
+    if fields.len() > N {
+        return Err("a field given twice".into());
+    }
+    let mut values = [0; N];
+    for (v, name) in values.iter_mut().zip(names) {
+        *v = fields
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|&(_, v)| v)
+            .ok_or_else(|| format!("no '{name}=N'"))?;
+    }
+    Ok(values)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outer_parse_errors_have_their_own_reasons() {
+        assert_eq!(DropReason::from(ParseError::TooShort), DropReason::TooShort);
+        assert_eq!(
+            DropReason::from(ParseError::UnknownType),
+            DropReason::UnknownType
+        );
+        assert_eq!(
+            DropReason::from(ParseError::BadLength),
+            DropReason::BadLength
+        );
+    }
 
     #[test]
     fn render_lists_every_stage_and_nonzero_drops() {
@@ -211,5 +403,133 @@ mod tests {
         assert!(text.contains("tun_reader packets=0 bytes=0 drops=0 queue=0\n"));
         assert!(text.ends_with("handshake last_ms=12 completed=1\n"));
         assert_eq!(text.lines().count(), Stage::ALL.len() + 1);
+    }
+
+    /// Every stage, field and reason with its own value, so a field read
+    /// into the wrong place shows.
+    fn distinct_snapshot() -> Snapshot {
+        let mut snap = Snapshot {
+            handshakes: 3,
+            last_handshake_ms: 17,
+            ..Snapshot::default()
+        };
+        for (k, s) in snap.stages.iter_mut().enumerate() {
+            let k = k as u64;
+            (s.packets, s.bytes, s.queue) = (1000 + k, 2000 + k, 3000 + k);
+            // Stage k dropped only for reasons k, k+7, k+14 ...: many are 0.
+            for (r, n) in s.drops.iter_mut().enumerate() {
+                if r as u64 % 7 == k {
+                    *n = 100 * k + r as u64 + 1;
+                }
+            }
+        }
+        snap
+    }
+
+    #[test]
+    fn parse_reads_back_what_render_wrote() {
+        let snap = distinct_snapshot();
+        assert_eq!(Snapshot::parse(&snap.render()), Ok(snap));
+        assert_eq!(
+            Snapshot::parse(&Snapshot::default().render()),
+            Ok(Snapshot::default())
+        );
+
+        let stats = Stats::default();
+        stats.stage(Stage::UdpReceiver).pass(5, 700);
+        stats.stage(Stage::UdpReceiver).drop(DropReason::BadMac1);
+        stats.stage(Stage::Handshaker).drop(DropReason::RateLimited);
+        stats.stage(Stage::TunWriter).queue(2);
+        stats.handshake_completed(9);
+        let back = Snapshot::parse(&stats.render()).unwrap();
+        assert_eq!(back, stats.snapshot());
+        let r = back.stage(Stage::UdpReceiver);
+        assert_eq!((r.packets, r.bytes, r.total_drops()), (5, 700, 1));
+        assert_eq!(r.dropped(DropReason::BadMac1), 1);
+        assert_eq!(back.stage(Stage::TunWriter).queue, 2);
+        assert_eq!((back.handshakes, back.last_handshake_ms), (1, 9));
+    }
+
+    #[test]
+    fn parse_names_the_line_and_the_fault() {
+        let good = distinct_snapshot().render();
+        let edit = |from: &str, to: &str| {
+            assert!(good.contains(from), "{from}");
+            Snapshot::parse(&good.replacen(from, to, 1)).unwrap_err()
+        };
+        assert_eq!(
+            edit("tun_reader ", "tun_raeder "),
+            "line 1: unknown stage 'tun_raeder'"
+        );
+        assert_eq!(
+            edit("bytes=2001", "bytes=x"),
+            "line 2: 'bytes=x': not a count"
+        );
+        assert_eq!(edit(" queue=3002", ""), "line 3: udp_sender: no 'queue=N'");
+        assert_eq!(
+            edit(" queue=3002", " queue=3002 rate=1"),
+            "line 3: udp_sender: unknown field 'rate'"
+        );
+        assert_eq!(
+            edit("handshaker ", "tun_reader "),
+            "line 7: a second 'tun_reader' line"
+        );
+        assert_eq!(
+            edit("completed=3", "completed"),
+            "line 8: 'completed' is not FIELD=N"
+        );
+        assert!(edit("drops=", "drops=9").starts_with("line 1: tun_reader: drops=9"));
+        assert_eq!(
+            edit("drop_too_short", "drop_to_short"),
+            "line 1: tun_reader: unknown drop reason 'to_short'"
+        );
+        let first_drop = good
+            .lines()
+            .next()
+            .unwrap()
+            .split(' ')
+            .find(|w| w.starts_with("drop_"))
+            .unwrap();
+        assert_eq!(
+            edit(first_drop, &format!("{first_drop} {first_drop}")),
+            format!(
+                "line 1: tun_reader: {} given twice",
+                first_drop.split('=').next().unwrap()
+            )
+        );
+        let no_decryptor: String = good
+            .lines()
+            .filter(|l| !l.starts_with("decryptor "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            Snapshot::parse(&no_decryptor).unwrap_err(),
+            "no 'decryptor' line"
+        );
+        let no_handshake = good
+            .lines()
+            .take(Stage::ALL.len())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            Snapshot::parse(&no_handshake).unwrap_err(),
+            "no 'handshake' line"
+        );
+        assert_eq!(Snapshot::parse("").unwrap_err(), "no 'tun_reader' line");
+    }
+
+    #[test]
+    fn read_takes_a_missing_file_as_none_and_names_a_bad_one() {
+        let path = std::env::temp_dir().join(format!("pipevpn-stats-{}", std::process::id()));
+        let _ = fs::remove_file(&path);
+        assert_eq!(Snapshot::read(&path).unwrap(), None);
+        fs::write(&path, "tun_reader packets=1\n").unwrap();
+        let err = Snapshot::read(&path).unwrap_err().to_string();
+        fs::write(&path, distinct_snapshot().render()).unwrap();
+        let back = Snapshot::read(&path);
+        fs::remove_file(&path).unwrap();
+        assert_eq!(back.unwrap(), Some(distinct_snapshot()));
+        let want = format!("{}: line 1: tun_reader: no 'bytes=N'", path.display());
+        assert!(err.contains(&want), "{err}");
     }
 }

@@ -108,6 +108,11 @@ impl PresharedKey {
     pub fn as_bytes(&self) -> &Key {
         &self.0
     }
+
+    /// The base64 text, wiped when dropped.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(self.0))
+    }
 }
 
 /// Decodes base64 text into `out`; the error says what is wrong with the

@@ -3,11 +3,11 @@
 
 use super::iface::{ifindex, prefix_mask};
 use super::{control_socket, in6_addr, sockaddr_v4};
-use crate::routes::Route;
 use crate::{Error, Result};
 use nix::errno::Errno;
 use nix::sys::socket::AddressFamily;
 use std::ffi::CString;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
@@ -23,10 +23,35 @@ mod raw {
 /// metric. (IPv4 routes keep the ioctl's default, 0.)
 const METRIC_V6: u32 = 1;
 
+/// A route as the kernel calls take it, borrowed from the caller's own
+/// route type, so that this layer depends on nothing above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec<'a> {
+    pub dest: IpAddr,
+    pub prefix: u8,
+    pub gateway: Option<IpAddr>,
+    pub dev: Option<&'a str>,
+}
+
+/// `0.0.0.0/1 dev pv0`, `fd00::7/128 via fe80::1 dev eth0`: the form
+/// `ip route` uses.
+impl fmt::Display for RouteSpec<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.dest, self.prefix)?;
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        if let Some(dev) = self.dev {
+            write!(f, " dev {dev}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Adds `r`. Returns `Ok(true)` when the kernel added it and `Ok(false)` when
 /// the identical route was already there (EEXIST): such a route belongs to
 /// someone else, so the caller must not record it as its own or delete it.
-pub fn add_route(r: &Route) -> Result<bool> {
+pub fn add_route(r: RouteSpec) -> Result<bool> {
     let op = format!("SIOCADDRT {r}");
     match route_ioctl(r, Action::Add, &op)? {
         Ok(()) => Ok(true),
@@ -38,7 +63,7 @@ pub fn add_route(r: &Route) -> Result<bool> {
 /// Deletes `r`. A route that is already gone counts as deleted: ESRCH, or
 /// ENODEV when its device no longer exists (the kernel dropped the device's
 /// routes with it, as happens to a crashed run's TUN routes).
-pub fn del_route(r: &Route) -> Result<()> {
+pub fn del_route(r: RouteSpec) -> Result<()> {
     let op = format!("SIOCDELRT {r}");
     match route_ioctl(r, Action::Del, &op)? {
         Ok(()) | Err(Errno::ESRCH | Errno::ENODEV) => Ok(()),
@@ -55,15 +80,13 @@ enum Action {
 /// Makes the `action` call for `r` on a socket of its family. The outer
 /// error is a failure to get that far; the inner one is the call's errno
 /// (for IPv6 also ENODEV from looking up the device).
-fn route_ioctl(r: &Route, action: Action, op: &str) -> Result<nix::Result<()>> {
-    if r.gateway
-        .is_some_and(|gw| gw.is_ipv4() != r.net.addr.is_ipv4())
-    {
+fn route_ioctl(r: RouteSpec, action: Action, op: &str) -> Result<nix::Result<()>> {
+    if r.gateway.is_some_and(|gw| gw.is_ipv4() != r.dest.is_ipv4()) {
         return Err(Error::Input(format!(
             "{op}: the gateway is not of the route's address family"
         )));
     }
-    let result = match r.net.addr {
+    let result = match r.dest {
         IpAddr::V4(dest) => {
             let entry = RtEntry::new(dest, r, op)?;
             let sock = control_socket(AddressFamily::Inet, op)?;
@@ -102,12 +125,12 @@ struct RtEntry {
 }
 
 impl RtEntry {
-    fn new(dest: Ipv4Addr, r: &Route, op: &str) -> Result<RtEntry> {
-        let mask = prefix_mask(r.net.prefix)
+    fn new(dest: Ipv4Addr, r: RouteSpec, op: &str) -> Result<RtEntry> {
+        let mask = prefix_mask(r.prefix)
             .ok_or_else(|| Error::Input(format!("{op}: prefix length is longer than 32")))?;
-        let dev = match &r.dev {
+        let dev = match r.dev {
             Some(d) => Some(
-                CString::new(d.as_str())
+                CString::new(d)
                     .map_err(|_| Error::Input(format!("{op}: device name has a NUL byte")))?,
             ),
             None => None,
@@ -118,7 +141,7 @@ impl RtEntry {
         rt.rt_dst = sockaddr_v4(dest);
         rt.rt_genmask = sockaddr_v4(mask);
         rt.rt_flags = libc::RTF_UP;
-        if r.net.prefix == 32 {
+        if r.prefix == 32 {
             rt.rt_flags |= libc::RTF_HOST;
         }
         if let Some(IpAddr::V4(gw)) = r.gateway {
@@ -151,24 +174,24 @@ struct In6Rtmsg {
 impl In6Rtmsg {
     /// The request for route `r` to `dest`; ENODEV if its device does not
     /// exist.
-    fn new(dest: Ipv6Addr, r: &Route) -> nix::Result<In6Rtmsg> {
+    fn new(dest: Ipv6Addr, r: RouteSpec) -> nix::Result<In6Rtmsg> {
         let unspecified = in6_addr(Ipv6Addr::UNSPECIFIED);
         let mut msg = In6Rtmsg {
             dst: in6_addr(dest),
             src: unspecified,
             gateway: unspecified,
             kind: 0,
-            dst_len: u16::from(r.net.prefix),
+            dst_len: u16::from(r.prefix),
             src_len: 0,
             metric: METRIC_V6,
             info: 0,
             flags: u32::from(libc::RTF_UP),
-            ifindex: match &r.dev {
+            ifindex: match r.dev {
                 Some(d) => ifindex(d)?,
                 None => 0,
             },
         };
-        if r.net.prefix == 128 {
+        if r.prefix == 128 {
             msg.flags |= u32::from(libc::RTF_HOST);
         }
         if let Some(IpAddr::V6(gw)) = r.gateway {

@@ -1,7 +1,7 @@
 //! The TUN device: IP packets in and out, no packet-info header, each behind
 //! a 10-byte virtio_net_hdr (IFF_VNET_HDR) so the kernel can hand over and
 //! take TCP super-segments of up to 64 KiB (TUNSETOFFLOAD); see
-//! [`crate::pipeline::offload`] for what the header says.
+//! [`crate::tun::offload`] for what the header says.
 //!
 //! The device is not persistent: it exists while the file descriptor is open
 //! and disappears, with its addresses and routes, when the process exits.

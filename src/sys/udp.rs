@@ -187,6 +187,14 @@ pub fn recv_many<'a>(
     Ok(got)
 }
 
+/// Marks every packet the socket sends with `mark` (SO_MARK, root only), so
+/// that policy routing (`ip rule fwmark`) can tell the tunnel's own packets
+/// apart, as wg's FwMark does.
+pub fn set_mark(sock: &UdpSocket, mark: u32) -> Result<()> {
+    setsockopt(sock, sockopt::Mark, &mark)
+        .map_err(|e| Error::sys(format!("SO_MARK {mark:#x} on the UDP socket"), e.into()))
+}
+
 /// Asks the kernel to tell each datagram's destination address: IP_PKTINFO
 /// on an IPv4 socket, IPV6_RECVPKTINFO on an IPv6 one (whose IPv4 datagrams
 /// then come with an IPv4-mapped address). Returns whether it agreed.

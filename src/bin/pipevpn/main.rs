@@ -1,11 +1,17 @@
-//! Entry point: parse the command line, run, and turn an error into one
-//! line on stderr and an exit code. Nothing else in the crate prints errors.
+//! The `pipevpn` command. Entry point: parse the command line ([`cli`]),
+//! run, and turn an error into one line on stderr and an exit code. Nothing
+//! else prints errors. [`demo`] is the `pipevpn demo` command; the rest is
+//! the library.
+
+mod cli;
+mod demo;
 
 use clap::Parser;
-use pipevpn::cli::{self, Cli, Command};
+use cli::{Cli, Command};
 use pipevpn::config::Config;
+use pipevpn::pipeline::stats::Snapshot;
 use pipevpn::protocol::keys::PrivateKey;
-use pipevpn::{demo, up, Error, Result};
+use pipevpn::{up, Error, Result};
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 use zeroize::Zeroizing;
@@ -65,6 +71,12 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Demo(args) => demo::run(&args),
+        Command::Stats { file } => {
+            let snapshot = Snapshot::read(&file)?
+                .ok_or_else(|| Error::Input(format!("{}: no such file", file.display())))?;
+            write!(io::stdout(), "{}", snapshot.render())
+                .map_err(|e| Error::sys("writing to stdout", e))
+        }
     }
 }
 

@@ -13,8 +13,9 @@
 //! the namespaces, so nothing but `ip` and `ping` is needed. Everything the demo creates is owned by a guard and undone on any
 //! exit: error, Ctrl-C (SIGINT) or SIGTERM.
 
-use crate::error::{Error, Result};
-use crate::protocol::keys::PrivateKey;
+use pipevpn::pipeline::stats::{DropReason, Snapshot, Stage};
+use pipevpn::protocol::keys::PrivateKey;
+use pipevpn::{Error, Result};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
@@ -53,15 +54,6 @@ const UNDERLAY: [&str; 2] = ["10.78.0.1", "10.78.0.2"];
 const TUNNEL: [&str; 2] = ["10.77.0.1", "10.77.0.2"];
 const PORT: u16 = 51820;
 const SINK_PORT: u16 = 5001;
-const STAGES: [&str; 7] = [
-    "tun_reader",
-    "encryptor",
-    "udp_sender",
-    "udp_receiver",
-    "decryptor",
-    "tun_writer",
-    "handshaker",
-];
 
 /// One side of the tunnel and the files its `pipevpn up` uses.
 struct Peer {
@@ -268,9 +260,9 @@ fn handshake_duration(stats: &Path, stop: &AtomicBool) -> Result<Option<u64>> {
     let deadline = Instant::now() + Duration::from_millis(2500);
     while Instant::now() < deadline {
         check_stop(stop)?;
-        if let Some(s) = read_stats(stats)? {
+        if let Some(s) = Snapshot::read(stats)? {
             if s.handshakes > 0 {
-                return Ok(s.handshake_last_ms);
+                return Ok(Some(s.last_handshake_ms));
             }
         }
         sleep(Duration::from_millis(100));
@@ -495,82 +487,15 @@ fn tcp_source(addr: SocketAddr, seconds: Duration) -> Result<()> {
 
 // ---- stats files ----------------------------------------------------------------
 
-#[derive(Debug, Default, PartialEq)]
-struct StageStats {
-    packets: u64,
-    bytes: u64,
-    drops: u64,
-    /// `drop_REASON=N` fields, in file order.
-    reasons: Vec<(String, u64)>,
-}
-
-#[derive(Debug, Default, PartialEq)]
-struct Stats {
-    stages: Vec<(String, StageStats)>,
-    handshake_last_ms: Option<u64>,
-    handshakes: u64,
-}
-
-impl Stats {
-    fn stage(&self, name: &str) -> Option<&StageStats> {
-        self.stages.iter().find(|(n, _)| n == name).map(|(_, s)| s)
-    }
-}
-
-/// Parses `STAGE packets=N bytes=N drops=N [drop_REASON=N ...]` lines and
-/// `handshake last_ms=N completed=N`; unknown fields and lines are skipped.
-fn parse_stats(text: &str) -> Stats {
-    let mut stats = Stats::default();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        let Some(name) = words.next() else { continue };
-        let fields = words.filter_map(|w| {
-            let (k, v) = w.split_once('=')?;
-            Some((k, v.parse::<u64>().ok()?))
-        });
-        if name == "handshake" {
-            for (k, v) in fields {
-                match k {
-                    "last_ms" => stats.handshake_last_ms = Some(v),
-                    "completed" => stats.handshakes = v,
-                    _ => {}
-                }
-            }
-            continue;
-        }
-        let mut stage = StageStats::default();
-        for (k, v) in fields {
-            match k {
-                "packets" => stage.packets = v,
-                "bytes" => stage.bytes = v,
-                "drops" => stage.drops = v,
-                _ => {
-                    if let Some(reason) = k.strip_prefix("drop_") {
-                        stage.reasons.push((reason.to_string(), v));
-                    }
-                }
-            }
-        }
-        stats.stages.push((name.to_string(), stage));
-    }
-    stats
-}
-
-/// The stats file, or None before the peer has written it.
-fn read_stats(path: &Path) -> Result<Option<Stats>> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(Some(parse_stats(&text))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::sys(format!("reading {}", path.display()), e)),
-    }
-}
-
-fn read_both(peers: &[Peer; 2]) -> Result<[Option<Stats>; 2]> {
-    Ok([read_stats(&peers[0].stats)?, read_stats(&peers[1].stats)?])
+fn read_both(peers: &[Peer; 2]) -> Result<[Option<Snapshot>; 2]> {
+    Ok([
+        Snapshot::read(&peers[0].stats)?,
+        Snapshot::read(&peers[1].stats)?,
+    ])
 }
 
 /// Stage rows for both peers side by side; `-` where a peer reports nothing.
-fn stage_table(stats: &[Option<Stats>; 2]) -> String {
+fn stage_table(stats: &[Option<Snapshot>; 2]) -> String {
     let mut out = String::new();
     let title = format!(
         "  {:<13}|{:^33}|{:^33}",
@@ -582,14 +507,14 @@ fn stage_table(stats: &[Option<Stats>; 2]) -> String {
         "  {:<13}|{:>11}{:>12}{:>9} |{:>11}{:>12}{:>9}",
         "stage", "packets", "bytes", "drops", "packets", "bytes", "drops"
     );
-    for name in STAGES {
-        let mut row = format!("  {name:<13}");
+    for stage in Stage::ALL {
+        let mut row = format!("  {:<13}", stage.name());
         for peer in stats {
-            let cells = match peer.as_ref().and_then(|s| s.stage(name)) {
+            let cells = match peer.as_ref().map(|s| s.stage(stage)) {
                 Some(s) => (
                     s.packets.to_string(),
                     human_bytes(s.bytes),
-                    s.drops.to_string(),
+                    s.total_drops().to_string(),
                 ),
                 None => ("-".into(), "-".into(), "-".into()),
             };
@@ -601,13 +526,18 @@ fn stage_table(stats: &[Option<Stats>; 2]) -> String {
 }
 
 /// Each non-zero drop reason, per peer and stage.
-fn drop_reasons(peers: &[Peer; 2], stats: &[Option<Stats>; 2]) -> String {
+fn drop_reasons(peers: &[Peer; 2], stats: &[Option<Snapshot>; 2]) -> String {
     let mut out = String::new();
     for (peer, stats) in peers.iter().zip(stats) {
         let Some(stats) = stats else { continue };
-        for (stage, s) in &stats.stages {
-            for (reason, n) in s.reasons.iter().filter(|(_, n)| *n > 0) {
-                let _ = writeln!(out, "  peer {}: {stage} dropped {n} ({reason})", peer.label);
+        for stage in Stage::ALL {
+            let s = stats.stage(stage);
+            for &r in DropReason::ALL {
+                let n = s.dropped(r);
+                if n > 0 {
+                    let (stage, reason) = (stage.name(), r.name());
+                    let _ = writeln!(out, "  peer {}: {stage} dropped {n} ({reason})", peer.label);
+                }
             }
         }
     }
@@ -822,32 +752,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_a_stats_file() {
-        let text = "tun_reader packets=10 bytes=1400 drops=0\n\
-                    decryptor packets=9 bytes=1200 drops=2 drop_replay=1 drop_auth=1\n\
-                    garbage\n\
-                    handshake last_ms=4 completed=1\n";
-        let s = parse_stats(text);
-        assert_eq!(s.handshakes, 1);
-        assert_eq!(s.handshake_last_ms, Some(4));
-        let d = s.stage("decryptor").unwrap();
-        assert_eq!((d.packets, d.bytes, d.drops), (9, 1200, 2));
-        assert_eq!(
-            d.reasons,
-            vec![("replay".to_string(), 1), ("auth".to_string(), 1)]
-        );
-        assert_eq!(s.stage("tun_reader").unwrap().packets, 10);
-        assert!(s.stage("udp_sender").is_none());
-    }
-
-    #[test]
     fn table_shows_both_peers_and_gaps() {
-        let a = parse_stats("tun_reader packets=3 bytes=2048 drops=1\n");
+        let mut a = Snapshot::default();
+        a.stages[Stage::TunReader as usize].bytes = 2048;
         let table = stage_table(&[Some(a), None]);
         let row = table.lines().find(|l| l.contains("tun_reader")).unwrap();
         assert!(row.contains("2.0 KiB"), "{row}");
         assert!(row.trim_end().ends_with('-'), "{row}");
-        assert_eq!(table.lines().count(), 2 + STAGES.len());
+        assert_eq!(table.lines().count(), 2 + Stage::ALL.len());
     }
 
     #[test]

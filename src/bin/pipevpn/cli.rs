@@ -1,7 +1,7 @@
 //! Command line. The doc comments below are the `--help` text.
 
-use crate::{Error, Result};
 use clap::{ArgAction, Parser, Subcommand};
+use pipevpn::{Error, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]
@@ -37,6 +37,13 @@ pub enum Command {
     },
     /// Run two peers in throw-away network namespaces and show live figures (root)
     Demo(crate::demo::DemoArgs),
+    /// Check a --stats-file and print it back, one line per stage (used by
+    /// the integration harness, so that it lists no stages itself)
+    #[command(hide = true)]
+    Stats {
+        /// A file written by `up --stats-file`
+        file: PathBuf,
+    },
 }
 
 /// Longest interface name the kernel takes (IFNAMSIZ - 1).
