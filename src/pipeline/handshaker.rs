@@ -471,10 +471,10 @@ impl<'a> Handshaker<'a> {
             note_endpoint(&peer, p.src);
             hs.stats.handshake_completed(took.as_millis() as u64);
             log::info!(
-                "handshake completed with peer {} at {} in {} ms (initiator)",
-                peer.public_key,
+                "handshake completed with {} in {} ms (initiator; peer {})",
                 p.src,
-                took.as_millis()
+                took.as_millis(),
+                peer.public_key
             );
             // Waiting packets go out now; the keepalive confirms the session
             // to the responder even when nothing waits (whitepaper §5.4.6).
@@ -608,8 +608,11 @@ impl<'a> Handshaker<'a> {
 fn note_endpoint(peer: &Peer, src: Endpoint) {
     if let Some(old) = peer.update_endpoint(src) {
         match old {
-            Some(old) => log::info!("peer {} endpoint changed: {old} -> {src}", peer.public_key),
-            None => log::info!("peer {} endpoint learned: {src}", peer.public_key),
+            Some(old) => log::info!(
+                "peer endpoint changed: {old} -> {src} ({})",
+                peer.public_key
+            ),
+            None => log::info!("peer endpoint learned: {src} ({})", peer.public_key),
         }
     }
 }
