@@ -7,7 +7,7 @@
 //! Commands such as `ip` are spawned from that thread and so inherit its
 //! namespace.
 
-use pipevpn::pipeline::device::TunDevice;
+use pipevpn::pipeline::device::{TunDevice, UdpDevice};
 use pipevpn::pipeline::pool::{slot_size, Pool};
 use pipevpn::routes::{
     plan, read_route_tables, state_path, sweep_stale, InstalledRoutes, Route, RouteRecord,
@@ -27,6 +27,7 @@ use pipevpn::sys::udp::{
 };
 use pipevpn::tun::offload::{VnetHdr, VNET_HDR_LEN};
 use pipevpn::tun::OffloadTun;
+use pipevpn::udp::Udp;
 use pipevpn::Error;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -888,6 +889,49 @@ fn udp_gso_runs_arrive_as_the_datagrams_sent() {
                 "GSO was refused on lo ({addr})"
             );
         }
+    });
+}
+
+/// A batch for several peers: each run of slots for one destination is its
+/// own send (equal sizes throughout, so a GSO run that crossed a change of
+/// destination would deliver datagrams to the wrong peer), and a run that
+/// fails costs only its own datagrams, which the count leaves out.
+#[test]
+fn a_batch_for_several_destinations_sends_each_run_to_its_own() {
+    in_netns(|| {
+        let tx = Udp::new(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap());
+        let rx: Vec<_> = (0..2)
+            .map(|_| bind_udp("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect();
+        let to = |i: usize| Endpoint::from(rx[i].local_addr().unwrap());
+        // An IPv6 destination on an IPv4 socket: that send fails.
+        let unreachable = Endpoint::from("[::1]:9".parse::<SocketAddr>().unwrap());
+        let plan = [(0, 5), (1, 5), (2, 3), (0, 2), (1, 1)];
+        let pool = Pool::new(1, slot_size(1420));
+        let mut batch = pool.get();
+        let mut tag = 0u8;
+        for (dest, n) in plan {
+            for _ in 0..n {
+                batch.free_slots_mut().next().unwrap()[..1000].fill(tag);
+                let dest = if dest < 2 { to(dest) } else { unreachable };
+                batch.push(1000, dest);
+                tag += 1;
+            }
+        }
+        let sent = tx.send_batch(&batch);
+        assert_eq!((sent.datagrams, sent.bytes), (13, 13_000));
+        assert!(sent.error.is_some(), "the failed run is reported");
+        let tags = |i: usize, n| -> Vec<u8> {
+            recv_all(&rx[i], n, 2048)
+                .into_iter()
+                .map(|(d, m)| {
+                    assert_eq!(m.len, 1000);
+                    d[0]
+                })
+                .collect()
+        };
+        assert_eq!(tags(0, 7), [0, 1, 2, 3, 4, 13, 14]);
+        assert_eq!(tags(1, 6), [5, 6, 7, 8, 9, 15]);
     });
 }
 

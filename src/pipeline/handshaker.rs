@@ -65,6 +65,8 @@ pub struct Handshaker<'a> {
     states: HashMap<u64, State>,
     /// Peers the timers may act on: the only ones a tick evaluates.
     active: HashSet<u64>,
+    /// [`Interface::removals`] when states were last swept.
+    removals_seen: u64,
 }
 
 /// What the handshaker remembers of one peer between messages and ticks.
@@ -155,6 +157,7 @@ impl<'a> Handshaker<'a> {
             gate: Gate::default(),
             states: HashMap::new(),
             active: HashSet::new(),
+            removals_seen: 0,
         };
         for peer in iface.peers() {
             let st = State::new(peer);
@@ -198,12 +201,23 @@ impl<'a> Handshaker<'a> {
             }
             let now = self.iface.now();
             if now >= next_tick {
-                self.gate.forget_idle(now);
-                let active: Vec<u64> = self.active.iter().copied().collect();
-                active.into_iter().for_each(|id| self.evaluate(id));
+                self.tick_all(now);
                 next_tick = now + TICK;
             }
         }
+    }
+
+    /// The periodic work: the active peers' timers, and forgetting the
+    /// state of removed peers (only after a removal, not by a scan per tick).
+    fn tick_all(&mut self, now: Duration) {
+        self.gate.forget_idle(now);
+        let removals = self.iface.removals();
+        if removals != self.removals_seen {
+            self.removals_seen = removals;
+            self.states.retain(|_, st| !st.peer.is_removed());
+        }
+        let active: Vec<u64> = self.active.iter().copied().collect();
+        active.into_iter().for_each(|id| self.evaluate(id));
     }
 
     /// The state of `peer`, made on first use.
@@ -447,10 +461,10 @@ impl<'a> Handshaker<'a> {
             note_endpoint(&peer, p.src);
             hs.stats.handshake_completed(took.as_millis() as u64);
             log::info!(
-                "handshake completed with peer {} at {} in {} ms (initiator)",
-                peer.public_key,
+                "handshake completed with {} in {} ms (initiator; peer {})",
                 p.src,
-                took.as_millis()
+                took.as_millis(),
+                peer.public_key
             );
             // Waiting packets go out now; the keepalive confirms the session
             // to the responder even when nothing waits (whitepaper §5.4.6).
@@ -584,8 +598,11 @@ impl<'a> Handshaker<'a> {
 fn note_endpoint(peer: &Peer, src: Endpoint) {
     if let Some(old) = peer.update_endpoint(src) {
         match old {
-            Some(old) => log::info!("peer {} endpoint changed: {old} -> {src}", peer.public_key),
-            None => log::info!("peer {} endpoint learned: {src}", peer.public_key),
+            Some(old) => log::info!(
+                "peer endpoint changed: {old} -> {src} ({})",
+                peer.public_key
+            ),
+            None => log::info!("peer endpoint learned: {src} ({})", peer.public_key),
         }
     }
 }
@@ -695,11 +712,15 @@ mod tests {
         hs.evaluate(idle.id);
         assert_eq!(active(&hs), [keepalive.id, starting.id]);
 
-        // A removed peer leaves the set and its state goes.
+        // A removed peer leaves the set and its state goes, active or not.
         iface.remove_peer(&starting.public_key);
-        hs.evaluate(starting.id);
+        iface.remove_peer(&idle.public_key);
+        assert!(hs.states.contains_key(&idle.id));
+        hs.tick_all(iface.now());
         assert_eq!(active(&hs), [keepalive.id]);
         assert!(!hs.states.contains_key(&starting.id));
+        assert!(!hs.states.contains_key(&idle.id));
+        assert_eq!(hs.states.len(), 1000);
         assert!(iface.peer_by_index(index).is_none());
     }
 }

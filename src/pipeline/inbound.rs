@@ -248,7 +248,7 @@ impl Decryptor<'_> {
             self.stats.handshake_completed(took.as_millis() as u64);
             c.peer.last_handshake.set(now);
             log::info!(
-                "handshake completed with peer {}: it confirmed our response",
+                "handshake completed: the peer confirmed our response ({})",
                 c.peer.public_key
             );
             let _ = self
@@ -285,9 +285,9 @@ fn finish(c: Current, now: Duration) {
     // Roaming: follow the newest authenticated source (whitepaper §2.1).
     if let Some(old) = c.peer.update_endpoint(src) {
         log::info!(
-            "peer {} endpoint changed: {} -> {src}",
-            c.peer.public_key,
-            show(old)
+            "peer endpoint changed: {} -> {src} ({})",
+            show(old),
+            c.peer.public_key
         );
     }
 }

@@ -32,6 +32,8 @@ pub struct Interface {
     pub timing: Timing,
     pub mtu: usize,
     next_id: AtomicU64,
+    /// Peers removed so far: tells the handshaker when to forget some.
+    removals: AtomicU64,
     peers: RwLock<Vec<Arc<Peer>>>,
     by_key: RwLock<HashMap<PublicKey, Arc<Peer>>>,
     routes: RwLock<PrefixTable<Arc<Peer>>>,
@@ -60,6 +62,7 @@ impl Interface {
             timing,
             mtu,
             next_id: AtomicU64::new(0),
+            removals: AtomicU64::new(0),
             peers: RwLock::default(),
             by_key: RwLock::default(),
             routes: RwLock::default(),
@@ -118,7 +121,13 @@ impl Interface {
         }
         write(&self.indices).retain(|_, p| !Arc::ptr_eq(p, &peer));
         peer.clear_keypairs();
+        self.removals.fetch_add(1, Relaxed);
         Some(peer)
+    }
+
+    /// How many peers were removed so far.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Relaxed)
     }
 
     /// The peers, in the order they were added.
