@@ -388,11 +388,12 @@ fn follow_endpoints(
     for &(i, old) in moved {
         let Some(new) = located.now[i] else { continue };
         let still_used = old.is_some_and(|o| located.used_by_another(o, i));
-        if let Err(e) = installed.follow_endpoint(old, new.ip(), still_used, &tables) {
-            log::warn!(
+        match installed.follow_endpoint(old, new.ip(), still_used, &tables) {
+            Ok(()) => log::debug!("routes follow peer {} to {new}", located.keys[i]),
+            Err(e) => log::warn!(
                 "moving the host route of peer {} to {new}: {e}",
                 located.keys[i]
-            );
+            ),
         }
     }
 }

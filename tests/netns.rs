@@ -90,3 +90,8 @@ fn dos() {
 fn wgquick() {
     run_scenario("wgquick");
 }
+
+#[test]
+fn hub() {
+    run_scenario("hub");
+}

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# One pipevpn serving a whole VPN: a hub (ns2) with three clients in namespaces
+# of their own, each on its own veth to the hub (whitepaper §2, cryptokey
+# routing: the hub picks the peer by the destination's AllowedIPs):
+#
+#   c1 (pipevpn)   10.99.0.11 ── veth 10.96.1.0/24 ──┐
+#   c2 (pipevpn)   10.99.0.12 ── veth 10.96.2.0/24 ──┼── hub 10.99.0.1, forwarding
+#   c3 (wireguard-go) 10.99.0.13 ─ veth 10.96.3.0/24 ┘    (one tun, three [Peer]s)
+#
+#   hub-pings      every client pings the hub and the hub pings every client;
+#   through-hub    every client pings the other two: in through the hub's tun,
+#                  routed back out of it to the other client's peer;
+#   two-at-once    iperf3 TCP from c1 (pipevpn) and c3 (wireguard-go) to the hub
+#                  at the same time: both move data, the hub's inbound stages drop
+#                  nothing, and its stats show three completed handshakes;
+#   full-tunnel-two-peers  c1 alone, with a full tunnel to the hub and a second
+#                  peer, a server on c2 (10.88.0.2), both endpoints behind c1's
+#                  gateway: `up` adds a host route to each; c2's address changes,
+#                  c1 follows it (roaming) and its host route moves with it; after
+#                  the stop c1's routing table is as before.
+# HUB_IMPL=wggo runs the same with wireguard-go as the hub: the check of the
+# scenarios themselves.
+# shellcheck source=integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+HUB_IMPL=${HUB_IMPL:-pipevpn}
+require_tools pipevpn wggo
+
+HUB_NS=$NS2 HUB_TUN=$TUN2 HUB_INNER=10.99.0.1
+CLIENTS=(1 2 3)
+declare -A C_NS=() C_TUN=() C_INNER=() C_UNDER=() C_IMPL=([1]=pipevpn [2]=pipevpn [3]=wggo)
+
+# hub_conf: the hub's config, one [Peer] per client, no Endpoint (clients start).
+hub_conf() {
+	local c
+	{
+		printf '[Interface]\nPrivateKey = %s\nAddress = %s/24\nListenPort = %s\nMTU = 1420\n' \
+			"${PRIV[hub]}" "$HUB_INNER" "$PORT"
+		for c in "${CLIENTS[@]}"; do
+			printf '\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\n' "${PUB[c$c]}" "${C_INNER[$c]}"
+		done
+	} >"$TMP/hub.conf"
+	chmod 600 "$TMP/hub.conf"
+}
+
+scenario topology
+add_ns "$HUB_NS"
+n2 sysctl -qw net.ipv4.ip_forward=1
+gen_keys hub
+for c in "${CLIENTS[@]}"; do
+	C_NS[$c]="${PREFIX}c$c" C_TUN[$c]="${PREFIX}t$((c + 2))"
+	C_INNER[$c]="10.99.0.1$c" C_UNDER[$c]="10.96.$c.2"
+	add_ns "${C_NS[$c]}"
+	link_ns "${C_NS[$c]}" "${PREFIX}cv$c" "${C_UNDER[$c]}" "$HUB_NS" "${PREFIX}hv$c" "10.96.$c.1"
+	gen_keys "c$c"
+	in_ns "${C_NS[$c]}" ip route add default via "10.96.$c.1"
+	# Each client reaches the others through the hub: the whole tunnel subnet is its peer's.
+	write_conf "$TMP/c$c.conf" "${PRIV[c$c]}" "${C_INNER[$c]}/24" "${PUB[hub]}" "$INNER_NET" "10.96.$c.1:$PORT" -
+done
+# c1 reaches the hub's address only through a gateway (a second address of the
+# hub), as a client across the internet does: a full tunnel must then add host
+# routes to its endpoints.
+C1_GW=10.96.1.254
+n2 ip addr add "$C1_GW/24" dev "${PREFIX}hv1"
+in_ns "${C_NS[1]}" ip addr del "${C_UNDER[1]}/24" dev "${PREFIX}cv1"
+in_ns "${C_NS[1]}" ip addr add "${C_UNDER[1]}/32" peer "$C1_GW/32" dev "${PREFIX}cv1"
+in_ns "${C_NS[1]}" ip route add default via "$C1_GW" dev "${PREFIX}cv1"
+hub_conf
+start_impl "$HUB_IMPL" "$HUB_NS" "$HUB_TUN" "$TMP/hub.conf"
+for c in "${CLIENTS[@]}"; do
+	start_impl "${C_IMPL[$c]}" "${C_NS[$c]}" "${C_TUN[$c]}" "$TMP/c$c.conf"
+done
+pass
+
+scenario hub-pings
+for c in "${CLIENTS[@]}"; do
+	wait_for_handshake "${C_NS[$c]}" "$HUB_INNER" 15
+	ping_ok "${C_NS[$c]}" "$HUB_INNER"
+	ping_ok "${C_NS[$c]}" "$HUB_INNER" 1392
+	ping_ok "$HUB_NS" "${C_INNER[$c]}"
+done
+pass
+
+scenario through-hub
+for c in "${CLIENTS[@]}"; do
+	for o in "${CLIENTS[@]}"; do
+		((o != c)) || continue
+		ping_ok "${C_NS[$c]}" "${C_INNER[$o]}"
+	done
+done
+pass
+
+scenario two-at-once
+[[ $HUB_IMPL != pipevpn ]] || fresh_stats "$HUB_TUN" "$TMP/hub.before"
+iperf_between c1 5 "$HUB_NS" "$HUB_INNER" "${C_NS[1]}" 5201
+iperf_between c3 5 "$HUB_NS" "$HUB_INNER" "${C_NS[3]}" 5202
+for c in c1 c3; do
+	iperf_wait "$c"
+	info "iperf3 $c -> hub: $IPERF_MBPS Mbit/s (slowest second $IPERF_WORST, seconds without data $IPERF_ZERO)"
+	((IPERF_BYTES > 0)) || fail "iperf3 from $c moved no data"
+	((IPERF_ZERO == 0)) || fail "iperf3 from $c had $IPERF_ZERO seconds without data: $IPERF_SECONDS"
+done
+if [[ $HUB_IMPL == pipevpn ]]; then
+	fresh_stats "$HUB_TUN" "$TMP/hub.after"
+	d=$(wire delta "$TMP/hub.before" "$TMP/hub.after")
+	info "hub during both: $d"
+	for stage in udp_receiver decryptor tun_writer; do
+		(($(json_get "$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["stages"]))' "$d")" "$stage.drops") == 0)) ||
+			fail "the hub's $stage dropped packets while two clients sent: $d"
+	done
+	(($(stat_value "$TMP/hub.after" handshake completed) >= 3)) ||
+		fail "the hub completed fewer than 3 handshakes: $(grep '^handshake' "$TMP/hub.after")"
+fi
+for c in "${CLIENTS[@]}"; do expect_alive "${C_TUN[$c]}"; done
+expect_alive "$HUB_TUN"
+pass
+
+scenario full-tunnel-two-peers
+stop_impl "${C_TUN[1]}"
+stop_impl "${C_TUN[2]}"
+S2_TUN="${PREFIX}t6" S2_INNER=10.88.0.2 S2_PORT=51821 C1_CONF="$TMP/c1-full.conf"
+gen_keys s2
+{
+	printf '[Interface]\nPrivateKey = %s\nAddress = %s/24\nListenPort = %s\nMTU = 1420\n' \
+		"${PRIV[s2]}" "$S2_INNER" "$S2_PORT"
+	printf '\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\n' "${PUB[c1]}" "${C_INNER[1]}"
+} >"$TMP/s2.conf"
+{
+	printf '[Interface]\nPrivateKey = %s\nAddress = %s/24\nListenPort = %s\nMTU = 1420\n' \
+		"${PRIV[c1]}" "${C_INNER[1]}" "$PORT"
+	printf '\n[Peer]\nPublicKey = %s\nAllowedIPs = 0.0.0.0/0\nEndpoint = 10.96.1.1:%s\n' "${PUB[hub]}" "$PORT"
+	printf '\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = %s:%s\n' "${PUB[s2]}" "$S2_INNER" "${C_UNDER[2]}" "$S2_PORT"
+} >"$C1_CONF"
+chmod 600 "$TMP/s2.conf" "$C1_CONF"
+before=$(route_snapshot "${C_NS[1]}")
+start_pipevpn "${C_NS[2]}" "$TMP/s2.conf" "$S2_TUN"
+start_pipevpn "${C_NS[1]}" "$C1_CONF" "${C_TUN[1]}"
+host_route() { ip netns exec "${C_NS[1]}" ip -4 route show "$1/32" | grep -q "via $C1_GW dev ${PREFIX}cv1"; }
+for ep in 10.96.1.1 "${C_UNDER[2]}"; do
+	host_route "$ep" || fail "no host route to endpoint $ep via $C1_GW: $(ip netns exec "${C_NS[1]}" ip -4 route)"
+done
+wait_for_handshake "${C_NS[1]}" "$HUB_INNER" 15
+wait_for_handshake "${C_NS[1]}" "$S2_INNER" 15
+ping_ok "${C_NS[1]}" "$HUB_INNER"
+ping_ok "${C_NS[1]}" "$S2_INNER"
+# c2 moves to 10.96.2.3, and the old address goes; c2 then sends (a ping to
+# c1), from the new address, and c1 follows it (whitepaper §2.1): without that,
+# only c2's handshake 15 s later would tell c1.
+in_ns "${C_NS[2]}" ip addr add 10.96.2.3/32 dev "${PREFIX}cv2"
+in_ns "${C_NS[2]}" ip route replace 10.96.2.1 dev "${PREFIX}cv2" scope link src 10.96.2.3
+in_ns "${C_NS[2]}" ip route replace default via 10.96.2.1 dev "${PREFIX}cv2" src 10.96.2.3
+in_ns "${C_NS[2]}" ip addr del "${C_UNDER[2]}/24" dev "${PREFIX}cv2"
+moved() {
+	ip netns exec "${C_NS[2]}" ping -c1 -W1 -q "${C_INNER[1]}" || true
+	ip netns exec "${C_NS[1]}" ping -c1 -W1 -q "$S2_INNER" && host_route 10.96.2.3 && ! host_route "${C_UNDER[2]}"
+}
+wait_until 15 "c1's host route to follow c2 to 10.96.2.3" moved
+info "c1's routes after c2 moved: $(ip netns exec "${C_NS[1]}" ip -4 route | grep "via $C1_GW" | tr '\n' ';')"
+grep -q "endpoint changed: ${C_UNDER[2]}:$S2_PORT -> 10.96.2.3:$S2_PORT" "${LOG_OF[${C_TUN[1]}]}" ||
+	fail "c1's log does not show the endpoint change"
+ping_ok "${C_NS[1]}" "$S2_INNER"
+ping_ok "${C_NS[1]}" "$HUB_INNER"
+stop_impl "${C_TUN[1]}"
+((STOP_RC == 0)) || fail "c1 exited with status $STOP_RC"
+same_routes "${C_NS[1]}" "$before"
+pass
