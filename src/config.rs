@@ -184,9 +184,10 @@ impl Endpoint {
 }
 
 /// The largest config file [`Config::load`] accepts: far above any real one
-/// (10 000 IPv6 AllowedIPs, one line each, take about 400 KiB), and small enough that
-/// `/dev/zero` or an endless FIFO cannot fill memory.
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// (10 000 peers with a PresharedKey, an Endpoint and an IPv4 and an IPv6
+/// AllowedIPs each take about 2.5 MiB), and small enough that `/dev/zero` or
+/// an endless FIFO cannot fill memory.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 impl Config {
     /// Reads and parses a file; a read error names the path. At most one byte
@@ -209,8 +210,9 @@ impl Config {
             .map_err(cannot_read)?;
         if bytes.len() as u64 > MAX_CONFIG_BYTES {
             return Err(Error::Input(format!(
-                "{}: larger than {MAX_CONFIG_BYTES} bytes (1 MiB), too large for a config file",
-                path.display()
+                "{}: larger than {MAX_CONFIG_BYTES} bytes ({} MiB), too large for a config file",
+                path.display(),
+                MAX_CONFIG_BYTES >> 20
             )));
         }
         let text = std::str::from_utf8(&bytes).map_err(|_| {

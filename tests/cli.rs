@@ -1,6 +1,7 @@
 //! The built binary from the outside: key commands against `wg`, and
 //! `up` refusing bad config files before touching any device.
 
+use pipevpn::config::MAX_CONFIG_BYTES;
 use pipevpn::pipeline::stats::{DropReason, Stage, Stats};
 use std::io::Write;
 use std::path::PathBuf;
@@ -355,8 +356,9 @@ fn up_bounded(path: &std::path::Path) -> (Option<i32>, String) {
 fn assert_too_large(path: &std::path::Path, code: Option<i32>, stderr: &str) {
     assert_eq!(code, Some(2), "{}: {stderr}", path.display());
     let expected = format!(
-        "pipevpn: {}: larger than 1048576 bytes (1 MiB)",
-        path.display()
+        "pipevpn: {}: larger than {MAX_CONFIG_BYTES} bytes ({} MiB)",
+        path.display(),
+        MAX_CONFIG_BYTES >> 20
     );
     assert!(
         stderr.contains(&expected),
@@ -365,14 +367,14 @@ fn assert_too_large(path: &std::path::Path, code: Option<i32>, stderr: &str) {
 }
 
 #[test]
-fn up_refuses_a_config_over_1_mib() {
+fn up_refuses_a_config_over_the_bound() {
     let dir = TempDir::new();
     let private = genkey();
     let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
     let good = config(private.trim(), public.trim(), "");
     // Padded with comments to exactly the bound, the file is still read and
     // parsed: the run gets as far as the bad interface name.
-    let bound = 1 << 20;
+    let bound = MAX_CONFIG_BYTES as usize;
     let at_bound = format!("{good}#{}\n", "x".repeat(bound - good.len() - 2));
     assert_eq!(at_bound.len(), bound);
     let path = dir.write("at_bound.conf", &at_bound);
@@ -415,7 +417,10 @@ fn up_refuses_an_endless_fifo() {
     let (code, stderr) = up_bounded(&fifo);
     assert_too_large(&fifo, code, &stderr);
     let written = writer.join().unwrap();
-    assert!(written > 1 << 20, "only {written} bytes went into the FIFO");
+    assert!(
+        written > MAX_CONFIG_BYTES,
+        "only {written} bytes went into the FIFO"
+    );
 }
 
 /// Runs `up` on a good config with `mode`, stopped right after loading it by

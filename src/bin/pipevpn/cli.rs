@@ -26,7 +26,7 @@ pub enum Command {
     Pubkey,
     /// Bring a tunnel up in the foreground until SIGINT, SIGTERM, SIGHUP or SIGQUIT
     Up {
-        /// wg-quick style configuration file (one [Interface], one [Peer])
+        /// wg-quick style configuration file (one [Interface], any number of [Peer]s)
         config: PathBuf,
         /// Interface name [default: the config file name without its extension]
         #[arg(long, short)]
