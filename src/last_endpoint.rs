@@ -110,8 +110,11 @@ pub fn load(path: &Path) -> Result<HashMap<PublicKey, SocketAddr>> {
     Ok(HashMap::new())
 }
 
-/// Records where the peers are.
+/// Records where the peers are; with none, removes the file.
 pub fn save(path: &Path, peers: &[(PublicKey, SocketAddr)]) -> Result<()> {
+    if peers.is_empty() {
+        return rundir::remove(path);
+    }
     let last = LastEndpoints {
         netns: Netns::current()?.cookie,
         peers: peers.to_vec(),
@@ -179,6 +182,9 @@ mod tests {
             (Some(&ep), Some(&ep2))
         );
         assert_eq!(load(&p).unwrap(), found, "kept for the next start");
+        save(&p, &[]).unwrap();
+        assert!(!p.exists(), "no peer, no file");
+        save(&p, &[(PEER, ep), (OTHER, ep2)]).unwrap();
 
         let cookie = Netns::current().unwrap().cookie;
         let foreign = LastEndpoints {

@@ -115,6 +115,17 @@ fn run_tunnel(
                 .flatten()
         })
         .collect();
+    // Peers this config does not wait for are forgotten at once, so the file
+    // only ever names this run's peers.
+    let kept: Vec<_> = config
+        .peers
+        .iter()
+        .zip(&remembered)
+        .filter_map(|(p, r)| r.map(|addr| (p.public_key, addr)))
+        .collect();
+    if let Some(path) = memory.as_ref().filter(|_| kept.len() != last_seen.len()) {
+        last_endpoint::save(path, &kept)?;
+    }
 
     // From here on, in wg-quick's order (wg-quick(8), cmd_up): the
     // interface, PreUp, addresses and MTU, DNS, routes, PostUp. A failure
