@@ -631,14 +631,20 @@ fn untrusted_or_foreign_records_delete_nothing() {
     });
 }
 
+/// An underlay for full-tunnel tests: veth pvv0 192.0.2.1/24 with the
+/// default route via 192.0.2.254.
+fn default_route_via_veth() {
+    ip("link add pvv0 type veth peer name pvv1");
+    ip("addr add 192.0.2.1/24 dev pvv0");
+    ip("link set pvv1 up");
+    ip("link set pvv0 up");
+    ip("route add default via 192.0.2.254 dev pvv0");
+}
+
 #[test]
 fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
     in_netns(|| {
-        ip("link add pvv0 type veth peer name pvv1");
-        ip("addr add 192.0.2.1/24 dev pvv0");
-        ip("link set pvv1 up");
-        ip("link set pvv0 up");
-        ip("route add default via 192.0.2.254 dev pvv0");
+        default_route_via_veth();
         let _tun = tun_up("pvt4", Ipv4Addr::new(10, 99, 4, 1));
 
         let endpoint: SocketAddr = "203.0.113.7:51820".parse().unwrap();
@@ -689,11 +695,7 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
 #[test]
 fn a_moved_endpoint_takes_its_host_route_along() {
     in_netns(|| {
-        ip("link add pvv0 type veth peer name pvv1");
-        ip("addr add 192.0.2.1/24 dev pvv0");
-        ip("link set pvv1 up");
-        ip("link set pvv0 up");
-        ip("route add default via 192.0.2.254 dev pvv0");
+        default_route_via_veth();
         let _tun = tun_up("pvt5", Ipv4Addr::new(10, 99, 5, 1));
         let (one, two, moved): (IpAddr, IpAddr, IpAddr) = (
             "203.0.113.7".parse().unwrap(),
