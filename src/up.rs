@@ -115,14 +115,10 @@ fn run_tunnel(
                 .flatten()
         })
         .collect();
-    // Peers this config does not wait for are forgotten at once, so the file
-    // only ever names this run's peers.
-    let kept: Vec<_> = config
-        .peers
-        .iter()
-        .zip(&remembered)
-        .filter_map(|(p, r)| r.map(|addr| (p.public_key, addr)))
-        .collect();
+    // Where the peers are, as up last looked. Peers this config does not
+    // wait for are forgotten at once, so the file only ever names this run's.
+    let mut located = Located::new(&config.peers, &endpoints, &remembered);
+    let kept = located.to_remember();
     if let Some(path) = memory.as_ref().filter(|_| kept.len() != last_seen.len()) {
         last_endpoint::save(path, &kept)?;
     }
@@ -229,14 +225,13 @@ fn run_tunnel(
     }
     // Once a second: where the peers are now, for the host routes and the
     // memory of the peers without an Endpoint.
-    let mut located = Located::new(&config.peers, &endpoints, &remembered);
     let mut follow = |handle: &pipeline::TunnelHandle| {
         let moved = located.update(&handle.interface);
         if let Some(installed) = installed.as_mut().filter(|_| !moved.is_empty()) {
             follow_endpoints(installed, &moved, &located);
         }
         if let Some(path) = memory.as_ref().filter(|_| located.unsaved) {
-            match last_endpoint::save(path, &located.to_remember(&endpoints)) {
+            match last_endpoint::save(path, &located.to_remember()) {
                 Ok(()) => located.unsaved = false,
                 Err(e) => log::warn!("remembering the peers' endpoints: {e}"),
             }
@@ -322,7 +317,9 @@ fn with_current_endpoint(
 struct Located {
     keys: Vec<crate::protocol::keys::PublicKey>,
     now: Vec<Option<SocketAddr>>,
-    /// Some peer moved since the memory was last written.
+    /// The peer has no Endpoint: where it is goes into the memory.
+    waiting: Vec<bool>,
+    /// A waiting peer moved since the memory was last written.
     unsaved: bool,
 }
 
@@ -339,6 +336,7 @@ impl Located {
                 .zip(remembered)
                 .map(|(e, r)| e.or(*r))
                 .collect(),
+            waiting: endpoints.iter().map(Option::is_none).collect(),
             unsaved: false,
         }
     }
@@ -350,7 +348,7 @@ impl Located {
         for (i, key) in self.keys.iter().enumerate() {
             let now = iface.peer(key).and_then(|p| p.endpoint()).map(|e| e.addr);
             if now.is_some() && now != self.now[i] {
-                self.unsaved = true;
+                self.unsaved |= self.waiting[i];
                 let old = self.now[i].map(|a| a.ip());
                 if now.map(|a| a.ip()) != old {
                     moved.push((i, old));
@@ -362,15 +360,12 @@ impl Located {
     }
 
     /// What the memory holds: the peers without an Endpoint that were seen.
-    fn to_remember(
-        &self,
-        endpoints: &[Option<SocketAddr>],
-    ) -> Vec<(crate::protocol::keys::PublicKey, SocketAddr)> {
+    fn to_remember(&self) -> Vec<(crate::protocol::keys::PublicKey, SocketAddr)> {
         self.keys
             .iter()
             .zip(&self.now)
-            .zip(endpoints)
-            .filter(|(_, configured)| configured.is_none())
+            .zip(&self.waiting)
+            .filter(|(_, &waiting)| waiting)
             .filter_map(|((k, now), _)| now.map(|a| (*k, a)))
             .collect()
     }
