@@ -23,7 +23,12 @@
 # - a failing PostUp hook (exit 3) or PreUp hook (exit 4): exit status 2, the message
 #   names the file, the hook's line and its exit status, no PreDown/PostDown hook runs
 #   (as in wg-quick), the DNS settings are taken back, and no interface, route or route
-#   record is left.
+#   record is left;
+# - Table = N (this run's number), AllowedIPs A's address and 0.0.0.0/0, a PostUp hook
+#   `ip rule add ... to A lookup N`: both routes land in table N as written (the /0 a
+#   /0), the main table is as before, the record lists them with their table, pings
+#   flow both ways, and stop without the rule (the control); after exit table N is
+#   empty and the PostDown hook took the rule away.
 # shellcheck source=integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -217,5 +222,64 @@ grep -qF "PostDown hook" "$TMP/$TUN2.log" || fail "the failing PostDown hook is 
 [[ -L $TMP/b-link.conf ]] || fail "SaveConfig replaced the symbolic link instead of the file it names"
 grep -q '^SaveConfig = true$' "$TMP/b-down.conf" && [[ $(stat -c %a "$TMP/b-down.conf") == 600 ]] ||
 	fail "SaveConfig did not rewrite $TMP/b-down.conf (mode 0600)"
+nothing_left
+pass
+
+scenario table-number
+# A table and a rule priority of this run's own (after the topology's rules).
+TABLE=$((1000 + $$ % 30000))
+PREF=$((1000 + $$ % 30000))
+rm -f "$HOOKS"
+b_conf "$TMP/b-table.conf" \
+	"Table = $TABLE" \
+	"PostUp = ip rule add pref $PREF to $INNER1 lookup $TABLE" \
+	"PostDown = ip rule del pref $PREF"
+# A /0 besides A's address: in table N it stays a /0.
+sed -i "s|^AllowedIPs = .*|AllowedIPs = $INNER1/32, 0.0.0.0/0|" "$TMP/b-table.conf"
+ROUTES_PY='import json, sys; [print(r["dst"], "dev", r["dev"]) for r in json.load(sys.stdin)]'
+# table_routes: TABLE_NOW = table $TABLE in ns2 (both families), "DST dev DEV" lines;
+# a family without a route in it has no table at all for the kernel.
+table_routes() {
+	local family json
+	TABLE_NOW=""
+	for family in -4 -6; do
+		if json=$(ip netns exec "$NS2" ip -j "$family" route show table "$TABLE" 2>"$TMP/table.err"); then
+			TABLE_NOW+=$(python3 -c "$ROUTES_PY" <<<"$json")$'\n' ||
+				fail "ip -j $family route show table $TABLE gave no JSON: $json"
+		else
+			grep -q "FIB table does not exist" "$TMP/table.err" ||
+				fail "ip $family route show table $TABLE: $(cat "$TMP/table.err")"
+		fi
+	done
+	TABLE_NOW=$(sort <<<"$TABLE_NOW" | sed '/^$/d')
+}
+start_pipevpn "$NS2" "$TMP/b-table.conf" "$TUN2"
+start_pipevpn "$NS1" "$TMP/a.conf" "$TUN1"
+wait_for_handshake "$NS1" "$INNER2"
+ping_ok "$NS1" "$INNER2"
+ping_ok "$NS2" "$INNER1"
+expected="$INNER1 dev $TUN2
+default dev $TUN2"
+table_routes
+[[ $TABLE_NOW == "$expected" ]] || fail "table $TABLE holds:
+$TABLE_NOW
+expected:
+$expected"
+# The main table is untouched: no 0/1 + 128/1 split, no endpoint host route.
+same_routes "$NS2" "$before"
+record="${RUN_DIR_OF[$NS2]}/$TUN2.routes"
+grep -qx "$INNER1/32 dev $TUN2 table $TABLE" "$record" && grep -qx "0.0.0.0/0 dev $TUN2 table $TABLE" "$record" ||
+	fail "the route record does not list the routes of table $TABLE: $(cat "$record")"
+# The control: without the PostUp rule, B's answers have no route back.
+in_ns "$NS2" ip rule del pref "$PREF"
+! in_ns "$NS1" ping -c2 -i0.2 -W1 -q "$INNER2" >&2 || fail "A's pings are answered without the rule to table $TABLE"
+in_ns "$NS2" ip rule add pref "$PREF" to "$INNER1" lookup "$TABLE"
+ping_ok "$NS1" "$INNER2"
+stop_impl "$TUN2"
+[[ $STOP_RC == 0 ]] || fail "exit status $STOP_RC after SIGTERM, expected 0"
+table_routes
+[[ -z $TABLE_NOW ]] || fail "table $TABLE still holds: $TABLE_NOW"
+[[ $(ip netns exec "$NS2" ip rule show pref "$PREF") == "" ]] || fail "the PostDown hook did not delete the rule"
+stop_impl "$TUN1"
 nothing_left
 pass

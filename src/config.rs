@@ -9,7 +9,8 @@
 //! MTU = 1420                    # optional, 576..=9000
 //! FwMark = 0x51                 # optional, decimal or 0x hex, 0 or "off" = none
 //! DNS = 10.96.0.53, corp.example # optional, addresses and search domains
-//! Table = off                   # optional, auto (default), off or a number
+//! Table = off                   # optional: auto (default) = main table, off = no
+//!                               # routes, N = AllowedIPs as written into table N
 //! PreUp = echo %i coming up     # optional, repeatable, run by bash; %i = interface
 //! PostUp = ...                  # likewise PreDown and PostDown
 //! SaveConfig = true             # optional, write the file back on exit

@@ -17,6 +17,11 @@
 //! 8000::/1 dev pv0
 //! ```
 //!
+//! With `Table = N` the lines are those of table N, as `ip route` writes
+//! them (`10.0.0.0/8 dev pv0 table 1234`); a line without `table` is one of
+//! the main table, so records written before tables were supported read as
+//! they always did.
+//!
 //! The whole plan is written before the first route is added, so a crash
 //! half-way leaves at worst lines for routes that do not exist, which the
 //! sweep skips. The sweep deletes only what pipevpn could have added for
@@ -43,13 +48,15 @@ use std::str::FromStr;
 const ROUTE_TABLE_V4: &str = "/proc/thread-self/net/route";
 const ROUTE_TABLE_V6: &str = "/proc/thread-self/net/ipv6_route";
 
-/// An IPv4 or IPv6 route in the main table. `net` has no host bits set and
-/// `gateway` is of the same address family.
+/// An IPv4 or IPv6 route. `net` has no host bits set and `gateway` is of
+/// the same address family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
     pub net: Cidr,
     pub gateway: Option<IpAddr>,
     pub dev: Option<String>,
+    /// The routing table by number (`Table = N`); `None` is the main table.
+    pub table: Option<u32>,
 }
 
 impl Route {
@@ -60,20 +67,23 @@ impl Route {
             prefix: self.net.prefix,
             gateway: self.gateway,
             dev: self.dev.as_deref(),
+            table: self.table,
         }
     }
 
-    fn via_dev(net: Cidr, dev: &str) -> Route {
+    fn via_dev(net: Cidr, dev: &str, table: Option<u32>) -> Route {
         Route {
             net,
             gateway: None,
             dev: Some(dev.to_string()),
+            table,
         }
     }
 }
 
-/// `0.0.0.0/1 dev pv0`, `fd00::7/128 via fe80::1 dev eth0`: the form
-/// `ip route` uses, and the form of the record's lines.
+/// `0.0.0.0/1 dev pv0`, `fd00::7/128 via fe80::1 dev eth0`,
+/// `10.0.0.0/8 dev pv0 table 1234`: the form `ip route` uses, and the form
+/// of the record's lines.
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.spec().fmt(f)
@@ -95,13 +105,16 @@ impl FromStr for Route {
             net,
             gateway: None,
             dev: None,
+            table: None,
         };
         while let Some(word) = words.next() {
             let value = words
                 .next()
                 .ok_or_else(|| format!("route '{s}': '{word}' needs a value"))?;
             match word {
-                "via" if route.gateway.is_none() && route.dev.is_none() => {
+                "via"
+                    if route.gateway.is_none() && route.dev.is_none() && route.table.is_none() =>
+                {
                     let gw: IpAddr = value
                         .parse()
                         .map_err(|_| format!("route '{s}': bad gateway '{value}'"))?;
@@ -112,7 +125,15 @@ impl FromStr for Route {
                     }
                     route.gateway = Some(gw);
                 }
-                "dev" if route.dev.is_none() => route.dev = Some(value.to_string()),
+                "dev" if route.dev.is_none() && route.table.is_none() => {
+                    route.dev = Some(value.to_string())
+                }
+                "table" if route.table.is_none() => {
+                    let table = value
+                        .parse()
+                        .map_err(|_| format!("route '{s}': bad table '{value}'"))?;
+                    route.table = Some(table);
+                }
                 _ => return Err(format!("route '{s}': unexpected '{word}'")),
             }
         }
@@ -224,7 +245,17 @@ fn current_route_to(ip: IpAddr, tables: &RouteTables, skip: Option<&str>) -> Opt
 
 /// The routes for a tunnel on `iface`, in the order to add them.
 ///
-/// Each AllowedIPs prefix becomes a route through `iface`; `0.0.0.0/0`
+/// With a `table` number (`Table = N`), as wg-quick's `add_route`: each
+/// AllowedIPs prefix goes into that table as written, a /0 as a /0 (there
+/// is no default route to win over in a table of the tunnel's own), and no
+/// host route to an endpoint: the main table, which routes the tunnel's
+/// own packets unless the user's policy rules say otherwise, gains nothing
+/// that could capture one. Sending the encrypted packets around table N is
+/// the job of the rules the user adds (`FwMark` with a `not fwmark` rule,
+/// as wg-quick does for its own full tunnel).
+///
+/// In the main table (`table` is `None`), each AllowedIPs prefix becomes a
+/// route through `iface`; `0.0.0.0/0`
 /// becomes `0.0.0.0/1` and `128.0.0.0/1`, `::/0` becomes `::/1` and
 /// `8000::/1`, which win over the default route without replacing it. If the
 /// endpoint lies inside a tunnelled prefix that is at least as specific as
@@ -236,15 +267,16 @@ fn current_route_to(ip: IpAddr, tables: &RouteTables, skip: Option<&str>) -> Opt
 pub fn plan(
     allowed_ips: &[Cidr],
     iface: &str,
+    table: Option<u32>,
     endpoints: &[IpAddr],
     tables: &RouteTables,
 ) -> Result<Vec<Route>> {
     let mut tunnel = Vec::new();
     for net in allowed_ips.iter().map(Cidr::network) {
-        if net.prefix == 0 {
-            tunnel.extend(halves(net.addr).map(|half| Route::via_dev(half, iface)));
+        if net.prefix == 0 && table.is_none() {
+            tunnel.extend(halves(net.addr).map(|half| Route::via_dev(half, iface, None)));
         } else {
-            tunnel.push(Route::via_dev(net, iface));
+            tunnel.push(Route::via_dev(net, iface, table));
         }
     }
     let mut routes = Vec::new();
@@ -282,7 +314,8 @@ fn halves(addr: IpAddr) -> [Cidr; 2] {
 }
 
 /// The host route that keeps traffic to the endpoint `ep` out of the tunnel,
-/// if the tunnel routes would otherwise capture it. `tunnel_up`: the
+/// if the tunnel's main-table routes would otherwise capture it (routes in
+/// a numbered table capture nothing there, see [`plan`]). `tunnel_up`: the
 /// tunnel's routes are in the kernel's tables already, so the route to take
 /// is the best one not through `iface`.
 fn endpoint_route(
@@ -294,7 +327,7 @@ fn endpoint_route(
 ) -> Result<Option<Route>> {
     let Some(captured_by) = tunnel
         .iter()
-        .filter(|r| r.net.contains(ep))
+        .filter(|r| r.table.is_none() && r.net.contains(ep))
         .map(|r| r.net.prefix)
         .max()
     else {
@@ -313,6 +346,7 @@ fn endpoint_route(
         net: Cidr::host(ep),
         gateway: current.gateway,
         dev: Some(current.dev),
+        table: None,
     }))
 }
 
@@ -394,9 +428,10 @@ impl RouteRecord {
     }
 
     /// Whether `r` is a route pipevpn adds for `iface`: a route through
-    /// `iface`, or a host route to a recorded endpoint (see [`plan`]).
+    /// `iface` (in any table), or a host route to a recorded endpoint in the
+    /// main table (see [`plan`]).
     fn could_have_added(&self, r: &Route, iface: &str) -> bool {
-        let host = r.net == Cidr::host(r.net.addr);
+        let host = r.net == Cidr::host(r.net.addr) && r.table.is_none();
         let through_tunnel = r.dev.as_deref() == Some(iface) && r.gateway.is_none();
         through_tunnel
             || (host && self.endpoints.contains(&r.net.addr) && r.dev.as_deref() != Some(iface))
@@ -703,6 +738,7 @@ mod tests {
                 net: k.net,
                 gateway: k.gateway,
                 dev: Some(k.dev),
+                table: None,
             }
             .to_string()
         })
@@ -776,9 +812,14 @@ mod tests {
             "8000::/1 dev pv0",
             "2a00::7/128 via fe80::1 dev eth0",
             "fd00::/8",
+            "10.0.0.0/8 dev pv0 table 1234",
+            "0.0.0.0/0 dev pv0 table 7",
+            "fd00::/8 dev pv0 table 4294967295",
         ] {
             assert_eq!(r(s).to_string(), s);
         }
+        assert_eq!(r("10.0.0.0/8 dev pv0 table 1234").table, Some(1234));
+        assert_eq!(r("10.0.0.0/8 dev pv0").table, None);
         for bad in [
             "",
             "10.0.0.0/8 dev",
@@ -789,6 +830,13 @@ mod tests {
             "fd00::/8 via 10.0.0.1 dev eth0",
             "fd00::/129 dev pv0",
             "10.0.0.0/8 metric 5",
+            "10.0.0.0/8 dev pv0 table",
+            "10.0.0.0/8 dev pv0 table x",
+            "10.0.0.0/8 dev pv0 table -1",
+            "10.0.0.0/8 dev pv0 table 4294967296",
+            "10.0.0.0/8 dev pv0 table 1 table 2",
+            "10.0.0.0/8 table 1 dev pv0",
+            "10.0.0.0/8 table 1 via 10.1.1.1",
         ] {
             assert!(bad.parse::<Route>().is_err(), "{bad:?} parsed");
         }
@@ -834,6 +882,28 @@ mod tests {
             .render()
             .contains("\nendpoint 203.0.113.7 2a00::7\n203.0.113.7/32"));
         assert_eq!(RouteRecord::parse(&two.render()), Ok(two));
+        let tabled = record(
+            4242,
+            Some(8195),
+            None,
+            &[
+                "10.0.0.0/8 dev pv0 table 1234",
+                "0.0.0.0/0 dev pv0 table 1234",
+            ],
+        );
+        assert!(tabled
+            .render()
+            .ends_with("\n10.0.0.0/8 dev pv0 table 1234\n0.0.0.0/0 dev pv0 table 1234\n"));
+        assert_eq!(RouteRecord::parse(&tabled.render()), Ok(tabled));
+        // A record of a pipevpn from before tables: its routes are the main table's.
+        let old = RouteRecord::parse(
+            "pid 7\nnetns 1\nendpoint 203.0.113.7\n203.0.113.7/32 via 172.16.0.1 dev eth0\n\
+             0.0.0.0/1 dev pv0\n",
+        )
+        .unwrap();
+        assert_eq!(old.routes.len(), 2);
+        assert!(old.routes.iter().all(|r| r.table.is_none()), "{old:?}");
+        assert_eq!(old.routes[1].to_string(), "0.0.0.0/1 dev pv0");
         let empty = record(7, None, None, &[]);
         assert_eq!(empty.render(), "pid 7\nnetns -\nendpoint -\n");
         assert_eq!(RouteRecord::parse(&empty.render()), Ok(empty));
@@ -870,7 +940,7 @@ mod tests {
     #[test]
     fn full_tunnel_puts_endpoint_route_first() {
         let ep = eps("203.0.113.7:51820");
-        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", &ep, &tables()).unwrap();
+        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", None, &ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             [
@@ -882,7 +952,7 @@ mod tests {
         // An IPv4-mapped endpoint is an IPv4 one.
         let mapped = eps("[::ffff:203.0.113.7]:51820");
         assert_eq!(
-            plan(&cidrs(&["0.0.0.0/0"]), "pv0", &mapped, &tables()).unwrap(),
+            plan(&cidrs(&["0.0.0.0/0"]), "pv0", None, &mapped, &tables()).unwrap(),
             routes
         );
     }
@@ -895,7 +965,7 @@ mod tests {
         endpoints.extend(eps("203.0.113.7:4000"));
         // Not captured: 10.0.0.0/8 is not tunnelled.
         endpoints.extend(eps("10.1.2.3:51820"));
-        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", &endpoints, &tables()).unwrap();
+        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", None, &endpoints, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             [
@@ -906,7 +976,14 @@ mod tests {
                 "128.0.0.0/1 dev pv0"
             ]
         );
-        let split = plan(&cidrs(&["203.0.113.0/24"]), "pv0", &endpoints, &tables()).unwrap();
+        let split = plan(
+            &cidrs(&["203.0.113.0/24"]),
+            "pv0",
+            None,
+            &endpoints,
+            &tables(),
+        )
+        .unwrap();
         assert_eq!(
             shown(&split),
             [
@@ -919,7 +996,7 @@ mod tests {
     #[test]
     fn ipv6_full_tunnel_puts_endpoint_route_first() {
         let ep = eps("[2a00::7]:51820");
-        let routes = plan(&cidrs(&["::/0"]), "pv0", &ep, &tables()).unwrap();
+        let routes = plan(&cidrs(&["::/0"]), "pv0", None, &ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             [
@@ -931,7 +1008,7 @@ mod tests {
         // Both families: only the endpoint's family needs a host route.
         let both = cidrs(&["0.0.0.0/0", "::/0"]);
         assert_eq!(
-            shown(&plan(&both, "pv0", &ep, &tables()).unwrap()),
+            shown(&plan(&both, "pv0", None, &ep, &tables()).unwrap()),
             [
                 "2a00::7/128 via fe80::1 dev eth0",
                 "0.0.0.0/1 dev pv0",
@@ -942,7 +1019,7 @@ mod tests {
         );
         let ep4 = eps("203.0.113.7:51820");
         assert_eq!(
-            shown(&plan(&both, "pv0", &ep4, &tables()).unwrap())[0],
+            shown(&plan(&both, "pv0", None, &ep4, &tables()).unwrap())[0],
             "203.0.113.7/32 via 172.16.0.1 dev eth0"
         );
     }
@@ -951,16 +1028,25 @@ mod tests {
     fn full_tunnel_without_endpoint_or_gateway_has_no_host_route() {
         let halves = ["0.0.0.0/1 dev pv0", "128.0.0.0/1 dev pv0"];
         let all = cidrs(&["0.0.0.0/0"]);
-        assert_eq!(shown(&plan(&all, "pv0", &[], &tables()).unwrap()), halves);
+        assert_eq!(
+            shown(&plan(&all, "pv0", None, &[], &tables()).unwrap()),
+            halves
+        );
         let ep = eps("203.0.113.7:51820");
         let empty = RouteTables::default();
-        assert_eq!(shown(&plan(&all, "pv0", &ep, &empty).unwrap()), halves);
+        assert_eq!(
+            shown(&plan(&all, "pv0", None, &ep, &empty).unwrap()),
+            halves
+        );
         // An IPv6 endpoint is not captured by IPv4 routes.
         let ep6 = eps("[2001:db8::1]:51820");
-        assert_eq!(shown(&plan(&all, "pv0", &ep6, &tables()).unwrap()), halves);
+        assert_eq!(
+            shown(&plan(&all, "pv0", None, &ep6, &tables()).unwrap()),
+            halves
+        );
         let all6 = cidrs(&["::/0"]);
         assert_eq!(
-            shown(&plan(&all6, "pv0", &ep6, &empty).unwrap()),
+            shown(&plan(&all6, "pv0", None, &ep6, &empty).unwrap()),
             ["::/1 dev pv0", "8000::/1 dev pv0"]
         );
     }
@@ -969,19 +1055,19 @@ mod tests {
     fn endpoint_on_a_more_specific_route_needs_no_host_route() {
         // 192.168.1.0/24 on wlan0 beats the /1 halves for the endpoint.
         let ep = eps("192.168.1.20:51820");
-        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", &ep, &tables()).unwrap();
+        let routes = plan(&cidrs(&["0.0.0.0/0"]), "pv0", None, &ep, &tables()).unwrap();
         assert_eq!(shown(&routes), ["0.0.0.0/1 dev pv0", "128.0.0.0/1 dev pv0"]);
         // A tunnelled /24 that ties with it does need one.
-        let routes = plan(&cidrs(&["192.168.1.0/24"]), "pv0", &ep, &tables()).unwrap();
+        let routes = plan(&cidrs(&["192.168.1.0/24"]), "pv0", None, &ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             ["192.168.1.20/32 dev wlan0", "192.168.1.0/24 dev pv0"]
         );
         // The same for IPv6, with the on-link fd00:98::/64.
         let ep6 = eps("[fd00:98::2]:51820");
-        let routes = plan(&cidrs(&["::/0"]), "pv0", &ep6, &tables()).unwrap();
+        let routes = plan(&cidrs(&["::/0"]), "pv0", None, &ep6, &tables()).unwrap();
         assert_eq!(shown(&routes), ["::/1 dev pv0", "8000::/1 dev pv0"]);
-        let routes = plan(&cidrs(&["fd00:98::/64"]), "pv0", &ep6, &tables()).unwrap();
+        let routes = plan(&cidrs(&["fd00:98::/64"]), "pv0", None, &ep6, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             ["fd00:98::2/128 dev eth0", "fd00:98::/64 dev pv0"]
@@ -1000,7 +1086,7 @@ mod tests {
             "fd00::/8",
             "::/0",
         ]);
-        let routes = plan(&allowed, "pv0", &ep, &tables()).unwrap();
+        let routes = plan(&allowed, "pv0", None, &ep, &tables()).unwrap();
         assert_eq!(
             shown(&routes),
             [
@@ -1016,6 +1102,32 @@ mod tests {
     }
 
     #[test]
+    fn a_numbered_table_takes_the_allowed_ips_as_written() {
+        let endpoints = eps("203.0.113.7:51820");
+        let allowed = cidrs(&["0.0.0.0/0", "::/0", "10.96.0.1/24", "10.96.0.0/24"]);
+        // No 0/1 + 128/1 split and no endpoint host route, though the main
+        // table's routes would capture the endpoint.
+        assert_eq!(
+            shown(&plan(&allowed, "pv0", Some(1234), &endpoints, &tables()).unwrap()),
+            [
+                "0.0.0.0/0 dev pv0 table 1234",
+                "::/0 dev pv0 table 1234",
+                "10.96.0.0/24 dev pv0 table 1234"
+            ]
+        );
+        // Not even an endpoint the main table already routes into the
+        // tunnel is an error: the tunnel's routes are not in the main table.
+        let looped = RouteTables {
+            v4: HEADER.to_string() + "pv0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n",
+            v6: String::new(),
+        };
+        assert_eq!(
+            shown(&plan(&allowed[..1], "pv0", Some(7), &endpoints, &looped).unwrap()),
+            ["0.0.0.0/0 dev pv0 table 7"]
+        );
+    }
+
+    #[test]
     fn endpoint_already_through_the_tunnel_is_an_error() {
         let looped = RouteTables {
             v4: HEADER.to_string() + "pv0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n",
@@ -1025,12 +1137,12 @@ mod tests {
         };
         let ep = eps("203.0.113.7:51820");
         assert!(matches!(
-            plan(&cidrs(&["0.0.0.0/0"]), "pv0", &ep, &looped),
+            plan(&cidrs(&["0.0.0.0/0"]), "pv0", None, &ep, &looped),
             Err(Error::Input(_))
         ));
         let ep6 = eps("[2a00::7]:51820");
         assert!(matches!(
-            plan(&cidrs(&["::/0"]), "pv0", &ep6, &looped),
+            plan(&cidrs(&["::/0"]), "pv0", None, &ep6, &looped),
             Err(Error::Input(_))
         ));
     }
@@ -1098,6 +1210,8 @@ mod tests {
             // The endpoint, but not a host route.
             "203.0.113.0/24 via 172.16.0.1 dev eth0",
             "203.0.113.7/32 via 172.16.0.1 dev pv9",
+            // A host route to the endpoint, but in a table of its own.
+            "203.0.113.7/32 via 172.16.0.1 dev eth0 table 1234",
         ] {
             let mut child = std::process::Command::new("true").spawn().unwrap();
             child.wait().unwrap();
@@ -1113,11 +1227,17 @@ mod tests {
             );
             assert!(state.exists());
         }
-        let rec = record(1, this_netns(), None, &[]);
+        let rec = record(1, this_netns(), Some("203.0.113.7"), &[]);
         for (allowed, yes) in [
             ("0.0.0.0/1 dev pv9", true),
             ("fd00::/8 dev pv9", true),
-            ("203.0.113.7/32 via 172.16.0.1 dev eth0", false),
+            ("0.0.0.0/0 dev pv9 table 1234", true),
+            ("203.0.113.7/32 via 172.16.0.1 dev eth0", true),
+            // Host routes to endpoints live in the main table only.
+            ("203.0.113.7/32 via 172.16.0.1 dev eth0 table 1234", false),
+            ("203.0.113.7/32 dev eth0 table 254", false),
+            ("10.0.0.0/8 dev eth0 table 1234", false),
+            ("10.0.0.0/8 via 10.1.1.1 dev pv9 table 1234", false),
         ] {
             assert_eq!(rec.could_have_added(&r(allowed), "pv9"), yes, "{allowed}");
         }

@@ -74,7 +74,12 @@ fn run_tunnel(
 ) -> Result<()> {
     let name = opts.interface.as_str();
     // Everything that can be refused is, before anything is changed.
-    let routed = wants_routes(config)?;
+    // Table = off: no routes; a number: the routes go into that table.
+    let routed = config.interface.table != Table::Off;
+    let route_table = match config.interface.table {
+        Table::Id { id, .. } => Some(id),
+        Table::Auto | Table::Off => None,
+    };
     let resolvconf = match &config.interface.dns {
         Some(dns) => Some((dns, find_resolvconf(&config.path, dns)?)),
         None => None,
@@ -168,7 +173,7 @@ fn run_tunnel(
                 .flat_map(|p| p.allowed_ips.iter().copied())
                 .collect();
             let hosts: Vec<IpAddr> = endpoints.iter().flatten().map(SocketAddr::ip).collect();
-            let plan = routes::plan(&allowed, name, &hosts, &tables)?;
+            let plan = routes::plan(&allowed, name, route_table, &hosts, &tables)?;
             Some(InstalledRoutes::install(state, name, &plan, &hosts)?)
         }
         false => None,
@@ -558,25 +563,6 @@ fn run_resolvconf(program: &Path, args: &[&str], input: &str) -> std::result::Re
     match status.success() {
         true => Ok(()),
         false => Err(format!("{command} failed ({status})")),
-    }
-}
-
-/// Whether to add routes for AllowedIPs: `Table = off` adds none.
-/// `SIOCADDRT` carries no table (the kernel puts the route in the main
-/// table, or the device's VRF table), so a table number is refused until
-/// routes go through netlink.
-fn wants_routes(config: &Config) -> Result<bool> {
-    match config.interface.table {
-        Table::Auto => Ok(true),
-        Table::Off => Ok(false),
-        Table::Id { id, line } => Err(Error::Config {
-            file: config.path.clone(),
-            line,
-            msg: format!(
-                "Table = {id} is not supported yet (routes go into the main table): use auto, \
-                 or off and add the routes in a PostUp hook"
-            ),
-        }),
     }
 }
 

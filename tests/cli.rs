@@ -240,11 +240,6 @@ fn up_refuses_bad_configs_with_file_and_line() {
             "Table 'main'",
         ),
         (
-            config(private, public, "").replace("[Peer]", "Table = 100\n[Peer]"),
-            5,
-            "Table = 100 is not supported yet",
-        ),
-        (
             config(private, public, "").replace("[Peer]", "SaveConfig = 1\n[Peer]"),
             5,
             "SaveConfig '1' is neither true nor false",

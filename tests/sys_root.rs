@@ -421,6 +421,190 @@ fn routes_are_added_and_deleted() {
     });
 }
 
+/// The routes of table `table` (both families) in this thread's namespace,
+/// in `Route` text form, from `ip -j route show table N` (independent of the
+/// code under test); IPv6 ones followed by ` metric N`.
+fn table_n(table: u32) -> Vec<String> {
+    let mut routes = Vec::new();
+    for (family, all, host) in [("-4", "0.0.0.0/0", "/32"), ("-6", "::/0", "/128")] {
+        let out = Command::new("ip")
+            .args(["-j", family, "route", "show", "table", &table.to_string()])
+            .output()
+            .expect("running ip");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // A table with no IPv6 route left does not exist for the kernel.
+        if !out.status.success() && stderr.contains("FIB table does not exist") {
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "ip route show table {table}: {stderr}"
+        );
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        for r in list.as_array().expect("a list of routes") {
+            let text = |key: &str| r[key].as_str().map(str::to_string);
+            let dst = match text("dst").expect("a dst").as_str() {
+                "default" => all.to_string(),
+                d if d.contains('/') => d.to_string(),
+                d => format!("{d}{host}"),
+            };
+            let via = text("gateway").map_or(String::new(), |g| format!(" via {g}"));
+            let dev = text("dev").expect("a dev");
+            let metric = match family {
+                "-6" => format!(" metric {}", r["metric"]),
+                _ => String::new(),
+            };
+            routes.push(format!("{dst}{via} dev {dev} table {table}{metric}"));
+        }
+    }
+    routes
+}
+
+/// Whether `route` (with its `table N`) is in table N, IPv6 ones with our
+/// metric.
+fn in_table(route: &Route) -> bool {
+    let table = route.table.expect("a route of a numbered table");
+    let text = match route.net.addr.is_ipv6() {
+        true => format!("{route} metric 1"),
+        false => route.to_string(),
+    };
+    table_n(table).contains(&text)
+}
+
+/// The main tables of both families (/proc's IPv6 one shows every table).
+fn main_tables() -> (Vec<String>, String) {
+    (table(), ip("-6 route show table main"))
+}
+
+#[test]
+fn routes_in_a_numbered_table_are_added_and_deleted() {
+    in_netns(|| {
+        let _tun = tun_up_dual(
+            "pvt10",
+            Ipv4Addr::new(10, 99, 10, 1),
+            "fd00:99:10::1".parse().unwrap(),
+        );
+        let main = main_tables();
+        for text in [
+            "10.50.0.0/16 dev pvt10 table 1234",
+            "0.0.0.0/0 dev pvt10 table 1234",
+            "fd00:50::/32 dev pvt10 table 1234",
+            "::/0 dev pvt10 table 100",
+            "10.60.0.0/16 via 10.99.10.2 dev pvt10 table 100",
+            "203.0.113.7/32 dev pvt10 table 70000",
+        ] {
+            let r = route(text);
+            assert!(add_route(r.spec()).unwrap(), "{text} not added");
+            assert!(
+                in_table(&r),
+                "{text} missing: {:?}",
+                table_n(r.table.unwrap())
+            );
+            assert_eq!(main_tables(), main, "{text} went into the main table");
+            // Someone else's identical route is not ours.
+            assert!(!add_route(r.spec()).unwrap(), "{text} added twice");
+            del_route(r.spec()).unwrap();
+            assert!(!in_table(&r), "{text} still there");
+            // Already gone is fine.
+            del_route(r.spec()).unwrap();
+        }
+        // The deletion takes our route only: not one with another metric.
+        ip("-6 route add fd00:51::/32 dev pvt10 table 1234 metric 5");
+        del_route(route("fd00:51::/32 dev pvt10 table 1234").spec()).unwrap();
+        assert_eq!(
+            table_n(1234),
+            ["fd00:51::/32 dev pvt10 table 1234 metric 5"]
+        );
+        let no_dev = route("10.51.0.0/16 dev nosuchdev0 table 1234");
+        // Deleting through a device that is gone is fine: so are its routes.
+        del_route(no_dev.spec()).unwrap();
+        let err = add_route(no_dev.spec()).unwrap_err();
+        assert!(matches!(err, Error::Sys { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("RTM_NEWROUTE 10.51.0.0/16 dev nosuchdev0 table 1234: "),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn numbered_table_routes_are_recorded_undone_and_swept() {
+    in_netns(|| {
+        default_route_via_veth();
+        let _tun = tun_up_dual(
+            "pvt11",
+            Ipv4Addr::new(10, 99, 11, 1),
+            "fd00:99:11::1".parse().unwrap(),
+        );
+        let dir = run_dir("table-n");
+        let state = state_path(&dir, "pvt11").unwrap();
+        let main = main_tables();
+        let endpoint: IpAddr = "203.0.113.7".parse().unwrap();
+        let allowed = [
+            "0.0.0.0/0".parse().unwrap(),
+            "::/0".parse().unwrap(),
+            "10.61.0.0/16".parse().unwrap(),
+        ];
+        let routes = plan(
+            &allowed,
+            "pvt11",
+            Some(1234),
+            &[endpoint],
+            &read_route_tables().unwrap(),
+        )
+        .unwrap();
+        let wanted = [
+            "0.0.0.0/0 dev pvt11 table 1234",
+            "::/0 dev pvt11 table 1234",
+            "10.61.0.0/16 dev pvt11 table 1234",
+        ];
+        assert_eq!(
+            routes.iter().map(Route::to_string).collect::<Vec<_>>(),
+            wanted
+        );
+        let installed =
+            InstalledRoutes::install(state.clone(), "pvt11", &routes, &[endpoint]).unwrap();
+        let listed: Vec<&Route> = routes.iter().collect();
+        assert_eq!(
+            state_text(&state),
+            record_text(Some("203.0.113.7"), &listed)
+        );
+        assert!(routes.iter().all(in_table), "{:?}", table_n(1234));
+        // Nothing in the main table: no split, no endpoint host route.
+        assert_eq!(main_tables(), main);
+        installed.remove();
+        assert_eq!(table_n(1234), Vec::<String>::new());
+        assert!(!state.exists());
+
+        // A crashed run's record: the next start deletes its routes from
+        // table 1234, and only those.
+        for r in &routes {
+            assert!(add_route(r.spec()).unwrap());
+        }
+        ip("route add 10.62.0.0/16 dev pvt11 table 1234");
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let record = RouteRecord {
+            pid: gone.id(),
+            netns: Netns::current().unwrap().cookie,
+            endpoints: vec![endpoint],
+            routes: routes.clone(),
+        };
+        rundir::write(&state, &record.render()).unwrap();
+        assert_eq!(
+            sweep_stale(&state).unwrap(),
+            SweepOutcome::Swept {
+                pid: gone.id(),
+                routes: routes.clone()
+            }
+        );
+        assert_eq!(table_n(1234), ["10.62.0.0/16 dev pvt11 table 1234"]);
+        assert_eq!(main_tables(), main);
+        assert!(!state.exists());
+    });
+}
+
 fn state_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
@@ -652,6 +836,7 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         let routes = plan(
             &all,
             "pvt4",
+            None,
             &[endpoint.ip()],
             &read_route_tables().unwrap(),
         )
@@ -703,7 +888,14 @@ fn a_moved_endpoint_takes_its_host_route_along() {
             "198.51.100.9".parse().unwrap(),
         );
         let all = ["0.0.0.0/0".parse().unwrap()];
-        let routes = plan(&all, "pvt5", &[one, two], &read_route_tables().unwrap()).unwrap();
+        let routes = plan(
+            &all,
+            "pvt5",
+            None,
+            &[one, two],
+            &read_route_tables().unwrap(),
+        )
+        .unwrap();
         let dir = run_dir("follow");
         let state = state_path(&dir, "pvt5").unwrap();
         let mut installed =
@@ -1127,6 +1319,7 @@ fn ipv6_full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
         let routes = plan(
             &all,
             "pvt7",
+            None,
             &[endpoint.ip()],
             &read_route_tables().unwrap(),
         )

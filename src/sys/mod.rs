@@ -1,6 +1,6 @@
-//! The kernel boundary: the TUN device, interface and route ioctls, batched
-//! UDP, a stop signal for blocked threads, and volatile stores for wiping
-//! secrets.
+//! The kernel boundary: the TUN device, interface and route ioctls, route
+//! requests through rtnetlink, batched UDP, a stop signal for blocked
+//! threads, and volatile stores for wiping secrets.
 //!
 //! This is the only place in the crate with `unsafe`. Each system call sits in
 //! a small function of its own and reports failures as [`crate::Error::Sys`]
@@ -8,6 +8,7 @@
 
 pub mod iface;
 pub mod mem;
+mod netlink;
 pub mod poll;
 pub mod route;
 pub mod tun;

@@ -1,9 +1,17 @@
 //! Routes in the main table through SIOCADDRT / SIOCDELRT: an `rtentry` on
 //! an AF_INET socket for IPv4, an `in6_rtmsg` on an AF_INET6 socket for IPv6.
+//! Those carry no table, so a route into a numbered table (wg-quick's
+//! `Table = N`) goes through rtnetlink instead: RTM_NEWROUTE / RTM_DELROUTE
+//! with RTA_TABLE.
 
 use super::iface::{ifindex, prefix_mask};
-use super::{control_socket, in6_addr, sockaddr_v4};
+use super::{control_socket, in6_addr, netlink, sockaddr_v4};
 use crate::{Error, Result};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::route::{
+    RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily as NlFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 use nix::sys::socket::AddressFamily;
 use std::ffi::CString;
@@ -20,7 +28,8 @@ mod raw {
 
 /// Metric of the IPv6 routes we add. SIOCDELRT matches it too, so deletion
 /// takes our route and never an equal one someone else added with another
-/// metric. (IPv4 routes keep the ioctl's default, 0.)
+/// metric. (IPv4 routes keep the ioctl's default, 0.) Routes in a numbered
+/// table have the same metrics.
 const METRIC_V6: u32 = 1;
 
 /// A route as the kernel calls take it, borrowed from the caller's own
@@ -31,10 +40,13 @@ pub struct RouteSpec<'a> {
     pub prefix: u8,
     pub gateway: Option<IpAddr>,
     pub dev: Option<&'a str>,
+    /// A routing table by number; `None` is the main table, through the
+    /// ioctls.
+    pub table: Option<u32>,
 }
 
-/// `0.0.0.0/1 dev pv0`, `fd00::7/128 via fe80::1 dev eth0`: the form
-/// `ip route` uses.
+/// `0.0.0.0/1 dev pv0`, `fd00::7/128 via fe80::1 dev eth0`,
+/// `10.0.0.0/8 dev pv0 table 1234`: the form `ip route` uses.
 impl fmt::Display for RouteSpec<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.dest, self.prefix)?;
@@ -44,6 +56,9 @@ impl fmt::Display for RouteSpec<'_> {
         if let Some(dev) = self.dev {
             write!(f, " dev {dev}")?;
         }
+        if let Some(table) = self.table {
+            write!(f, " table {table}")?;
+        }
         Ok(())
     }
 }
@@ -52,8 +67,8 @@ impl fmt::Display for RouteSpec<'_> {
 /// the identical route was already there (EEXIST): such a route belongs to
 /// someone else, so the caller must not record it as its own or delete it.
 pub fn add_route(r: RouteSpec) -> Result<bool> {
-    let op = format!("SIOCADDRT {r}");
-    match route_ioctl(r, Action::Add, &op)? {
+    let (op, result) = route_call(r, Action::Add)?;
+    match result {
         Ok(()) => Ok(true),
         Err(Errno::EEXIST) => Ok(false),
         Err(e) => Err(Error::sys(op, e.into())),
@@ -64,8 +79,8 @@ pub fn add_route(r: RouteSpec) -> Result<bool> {
 /// ENODEV when its device no longer exists (the kernel dropped the device's
 /// routes with it, as happens to a crashed run's TUN routes).
 pub fn del_route(r: RouteSpec) -> Result<()> {
-    let op = format!("SIOCDELRT {r}");
-    match route_ioctl(r, Action::Del, &op)? {
+    let (op, result) = route_call(r, Action::Del)?;
+    match result {
         Ok(()) | Err(Errno::ESRCH | Errno::ENODEV) => Ok(()),
         Err(e) => Err(Error::sys(op, e.into())),
     }
@@ -77,15 +92,92 @@ enum Action {
     Del,
 }
 
-/// Makes the `action` call for `r` on a socket of its family. The outer
-/// error is a failure to get that far; the inner one is the call's errno
-/// (for IPv6 also ENODEV from looking up the device).
-fn route_ioctl(r: RouteSpec, action: Action, op: &str) -> Result<nix::Result<()>> {
+/// Makes the `action` call for `r`: an ioctl for the main table, an
+/// rtnetlink request for a numbered one. Returns the call and the route,
+/// for errors, and the call's errno (also ENODEV from looking up the
+/// device); the outer error is a failure to get that far.
+fn route_call(r: RouteSpec, action: Action) -> Result<(String, nix::Result<()>)> {
+    let call = match (r.table, action) {
+        (None, Action::Add) => "SIOCADDRT",
+        (None, Action::Del) => "SIOCDELRT",
+        (Some(_), Action::Add) => "RTM_NEWROUTE",
+        (Some(_), Action::Del) => "RTM_DELROUTE",
+    };
+    let op = format!("{call} {r}");
     if r.gateway.is_some_and(|gw| gw.is_ipv4() != r.dest.is_ipv4()) {
         return Err(Error::Input(format!(
             "{op}: the gateway is not of the route's address family"
         )));
     }
+    let result = match r.table {
+        None => route_ioctl(r, action, &op)?,
+        Some(table) => route_netlink(r, table, action, &op)?,
+    };
+    Ok((op, result))
+}
+
+/// The rtnetlink request for `r` in `table`.
+fn route_netlink(r: RouteSpec, table: u32, action: Action, op: &str) -> Result<nix::Result<()>> {
+    let oif = match r.dev.map(ifindex).transpose() {
+        Ok(oif) => oif.map(libc::c_int::unsigned_abs),
+        Err(e) => return Ok(Err(e)),
+    };
+    let msg = route_message(r, table, oif, action);
+    match action {
+        Action::Add => netlink::request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            op,
+        ),
+        Action::Del => netlink::request(RouteNetlinkMessage::DelRoute(msg), 0, op),
+    }
+}
+
+/// The body of RTM_NEWROUTE / RTM_DELROUTE for `r` in `table` through
+/// interface `oif`, as `ip route add|del ... table N` sends it: an added
+/// route is a unicast one of protocol "boot" (the ioctls' too), scope link
+/// without a gateway; a deletion leaves type, protocol and scope open so
+/// that they match whatever the route has. The header's table byte holds
+/// numbers below 256, RTA_TABLE every number.
+fn route_message(r: RouteSpec, table: u32, oif: Option<u32>, action: Action) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = match r.dest {
+        IpAddr::V4(_) => NlFamily::Inet,
+        IpAddr::V6(_) => NlFamily::Inet6,
+    };
+    msg.header.destination_prefix_length = r.prefix;
+    msg.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    (msg.header.kind, msg.header.protocol, msg.header.scope) = match (action, r.gateway) {
+        (Action::Add, None) => (RouteType::Unicast, RouteProtocol::Boot, RouteScope::Link),
+        (Action::Add, Some(_)) => (
+            RouteType::Unicast,
+            RouteProtocol::Boot,
+            RouteScope::Universe,
+        ),
+        (Action::Del, _) => (
+            RouteType::Unspec,
+            RouteProtocol::Unspec,
+            RouteScope::NoWhere,
+        ),
+    };
+    msg.attributes.push(RouteAttribute::Table(table));
+    msg.attributes
+        .push(RouteAttribute::Destination(r.dest.into()));
+    if let Some(gw) = r.gateway {
+        msg.attributes.push(RouteAttribute::Gateway(gw.into()));
+    }
+    if let Some(oif) = oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    if r.dest.is_ipv6() {
+        msg.attributes.push(RouteAttribute::Priority(METRIC_V6));
+    }
+    msg
+}
+
+/// Makes the `action` ioctl for `r` on a socket of its family; the inner
+/// error is the call's errno.
+fn route_ioctl(r: RouteSpec, action: Action, op: &str) -> Result<nix::Result<()>> {
     let result = match r.dest {
         IpAddr::V4(dest) => {
             let entry = RtEntry::new(dest, r, op)?;
@@ -199,5 +291,81 @@ impl In6Rtmsg {
             msg.flags |= u32::from(libc::RTF_GATEWAY);
         }
         Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(dest: &str, prefix: u8, gateway: Option<&str>, table: u32) -> RouteSpec<'a> {
+        RouteSpec {
+            dest: dest.parse().unwrap(),
+            prefix,
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            dev: Some("pv0"),
+            table: Some(table),
+        }
+    }
+
+    #[test]
+    fn numbered_table_routes_are_shown_with_their_table() {
+        assert_eq!(
+            spec("10.0.0.0", 8, None, 1234).to_string(),
+            "10.0.0.0/8 dev pv0 table 1234"
+        );
+        assert_eq!(
+            route_call(spec("10.0.0.0", 8, Some("fe80::1"), 7), Action::Add)
+                .unwrap_err()
+                .to_string(),
+            "RTM_NEWROUTE 10.0.0.0/8 via fe80::1 dev pv0 table 7: the gateway is not of the \
+             route's address family"
+        );
+    }
+
+    #[test]
+    fn route_messages_name_the_table_and_the_route() {
+        let add = route_message(spec("10.0.0.0", 8, None, 1234), 1234, Some(9), Action::Add);
+        assert_eq!(add.header.address_family, NlFamily::Inet);
+        assert_eq!(add.header.destination_prefix_length, 8);
+        // Above 255 the header's byte says "unspecified" and RTA_TABLE rules.
+        assert_eq!(add.header.table, RouteHeader::RT_TABLE_UNSPEC);
+        assert_eq!(
+            (add.header.kind, add.header.protocol, add.header.scope),
+            (RouteType::Unicast, RouteProtocol::Boot, RouteScope::Link)
+        );
+        assert_eq!(
+            add.attributes,
+            [
+                RouteAttribute::Table(1234),
+                RouteAttribute::Destination("10.0.0.0".parse::<IpAddr>().unwrap().into()),
+                RouteAttribute::Oif(9),
+            ]
+        );
+        let host6 = spec("2a00::7", 128, Some("fe80::1"), 100);
+        let add6 = route_message(host6, 100, Some(3), Action::Add);
+        assert_eq!(add6.header.address_family, NlFamily::Inet6);
+        assert_eq!(add6.header.table, 100);
+        assert_eq!(add6.header.scope, RouteScope::Universe);
+        assert_eq!(
+            add6.attributes,
+            [
+                RouteAttribute::Table(100),
+                RouteAttribute::Destination(host6.dest.into()),
+                RouteAttribute::Gateway(host6.gateway.unwrap().into()),
+                RouteAttribute::Oif(3),
+                RouteAttribute::Priority(METRIC_V6),
+            ]
+        );
+        let del = route_message(host6, 100, None, Action::Del);
+        assert_eq!(
+            (del.header.kind, del.header.protocol, del.header.scope),
+            (
+                RouteType::Unspec,
+                RouteProtocol::Unspec,
+                RouteScope::NoWhere
+            )
+        );
+        assert_eq!(del.attributes.len(), 4, "{:?}", del.attributes);
     }
 }
