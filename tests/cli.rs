@@ -554,3 +554,59 @@ fn stats_checks_a_stats_file_and_prints_it_back() {
         "{stderr}"
     );
 }
+
+/// `pipevpn demo` with a 1 s transfer, started in a namespace of its own
+/// (it makes its two namespaces itself), reports its figures and leaves
+/// nothing behind: no namespace, no directory, and no file of its peers
+/// (interfaces `pvd<pid>a`, `pvd<pid>b`) under the run directory.
+#[test]
+fn demo_reports_and_leaves_nothing_behind() {
+    let (pid, out) = in_netns(|| {
+        let child = Command::new(BIN)
+            .args(["demo", "--seconds", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run pipevpn demo");
+        let pid = child.id();
+        (
+            pid,
+            wait_bounded(child, Duration::from_secs(120), "pipevpn demo"),
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pipevpn demo failed ({}): {}\n{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for figure in [
+        "first reply through the tunnel",
+        "round trip",
+        "bulk TCP A -> B",
+    ] {
+        assert!(stdout.contains(figure), "no '{figure}' in: {stdout}");
+    }
+    let mut left: Vec<PathBuf> = ["a", "b"]
+        .map(|side| PathBuf::from(format!("/run/netns/pvdemo{pid}{side}")))
+        .into_iter()
+        .chain([std::env::temp_dir().join(format!("pipevpn-demo-{pid}"))])
+        .filter(|p| p.exists())
+        .collect();
+    for dir in std::fs::read_dir(RUN_DIR).into_iter().flatten() {
+        let dir = dir.unwrap().path();
+        left.extend(
+            listing(&dir)
+                .into_iter()
+                .filter(|f| {
+                    ["a", "b"]
+                        .iter()
+                        .any(|s| f.starts_with(&format!("pvd{pid}{s}.")))
+                })
+                .map(|f| dir.join(f)),
+        );
+    }
+    assert!(left.is_empty(), "pipevpn demo left behind: {left:?}");
+}
