@@ -22,7 +22,7 @@ use crate::sys::{
 use crate::tun::OffloadTun;
 use crate::udp::Udp;
 use crate::{Error, Result};
-use crossbeam_channel::{bounded, select};
+use crossbeam_channel::{bounded, select, tick};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::fs;
@@ -228,8 +228,10 @@ fn run_tunnel(
             remembered.iter().flatten().count()
         ),
     }
-    // Once a second: where the peers are now, for the host routes and the
-    // memory of the peers without an Endpoint.
+    // Where the peers are now, for the host routes and the memory of the
+    // peers without an Endpoint: at once when a peer's endpoint moves (a
+    // reply to its new address must not loop into a full tunnel), and once
+    // a second, which retries a memory write that failed.
     let mut follow = |handle: &pipeline::TunnelHandle| {
         let moved = located.update(&handle.interface);
         if let Some(installed) = installed.as_mut().filter(|_| !moved.is_empty()) {
@@ -243,6 +245,9 @@ fn run_tunnel(
         }
     };
 
+    // A ticker, not a timeout: moves coming more often than once a second
+    // must not hold the stats back.
+    let second = tick(Duration::from_secs(1));
     let failure = loop {
         select! {
             recv(signals) -> sig => {
@@ -250,7 +255,8 @@ fn run_tunnel(
                 break None;
             }
             recv(handle.exits()) -> exit => break exit.ok(),
-            default(Duration::from_secs(1)) => {
+            recv(handle.interface.endpoint_moves()) -> _ => follow(&handle),
+            recv(second) -> _ => {
                 write_stats(opts, &handle.stats.render());
                 follow(&handle);
             }

@@ -1,12 +1,20 @@
 //! The built binary from the outside: key commands against `wg`, and
-//! `up` refusing bad config files before touching any device.
+//! `up` refusing bad config files before touching any device. Every `up`
+//! runs as root in a network namespace of its own and is killed after a
+//! bound, so one that wrongly gets going changes nothing of the host and
+//! fails instead of blocking.
 
+mod common;
+
+use common::in_netns;
 use pipevpn::config::MAX_CONFIG_BYTES;
 use pipevpn::pipeline::stats::{DropReason, Stage, Stats};
+use pipevpn::rundir::{Netns, RUN_DIR};
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipevpn");
 
@@ -151,21 +159,12 @@ impl Drop for TempDir {
     }
 }
 
-/// An interface name no other test or run uses (at most 15 characters).
+/// An interface name no other `up` of the test uses (at most 15
+/// characters): configs of one test share a directory.
 fn unique_interface() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("pvc{}x{n}", std::process::id())
-}
-
-fn link_exists(name: &str) -> bool {
-    Command::new("ip")
-        .args(["link", "show", name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("cannot run ip (iproute2)")
-        .success()
 }
 
 fn config(private: &str, public: &str, peer_extra: &str) -> String {
@@ -175,12 +174,79 @@ fn config(private: &str, public: &str, peer_extra: &str) -> String {
     )
 }
 
+/// Waits for `child` until `limit`, then kills it and fails the test; its
+/// output.
+fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `cmd`, a `pipevpn up` expected to fail before it changes anything
+/// (or a shell that execs one), in a fresh network namespace (see
+/// [`in_netns`]), killed after 60 s; fails the test if it left an interface
+/// or a file for that namespace behind. Its output.
+fn run_up(mut cmd: Command) -> Output {
+    in_netns(move || {
+        let what = format!("{cmd:?}");
+        // An earlier namespace with the same inode may have left files.
+        let files = Netns::current().unwrap().dir(Path::new(RUN_DIR));
+        let before = listing(&files);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        let out = wait_bounded(child, Duration::from_secs(60), &what);
+        let links = Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .expect("cannot run ip (iproute2)");
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(
+            links.lines().all(|l| l.contains(": lo: ")),
+            "{what} left an interface behind: {links}"
+        );
+        let after = listing(&files);
+        assert_eq!(after, before, "{what} left files in {}", files.display());
+        out
+    })
+}
+
+/// The names in directory `dir`, sorted; none if it does not exist.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("reading {}: {e}", dir.display()),
+    };
+    names.sort();
+    names
+}
+
+/// `pipevpn up ARGS`, through [`run_up`].
+fn up(args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("up").args(args);
+    run_up(cmd)
+}
+
 /// `up` with a bad file must exit 2, say `file:line: problem`, and leave
-/// no interface behind.
+/// nothing behind.
 fn up_fails(dir: &TempDir, text: &str, line: usize, problem: &str) {
     let name = unique_interface();
     let path = dir.write(&format!("{name}.conf"), text);
-    let out = pipevpn(&["up", path.to_str().unwrap()], b"");
+    let out = up(&[path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let expected = format!("pipevpn: {}:{line}: ", path.display());
@@ -191,10 +257,6 @@ fn up_fails(dir: &TempDir, text: &str, line: usize, problem: &str) {
     assert!(
         stderr.contains(problem),
         "'{stderr}' should mention '{problem}'"
-    );
-    assert!(
-        !link_exists(&name),
-        "interface {name} exists after a failed up"
     );
 }
 
@@ -293,7 +355,7 @@ fn up_refuses_bad_configs_with_file_and_line() {
 fn up_names_an_unreadable_path() {
     let dir = TempDir::new();
     let missing = dir.0.join("absent.conf");
-    let out = pipevpn(&["up", missing.to_str().unwrap()], b"");
+    let out = up(&[missing.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -309,7 +371,7 @@ fn up_refuses_a_bad_interface_name() {
     let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
     let path = dir.write("ok.conf", &config(private.trim(), public.trim(), ""));
     let bad = "name-longer-than-15";
-    let out = pipevpn(&["up", "-i", bad, path.to_str().unwrap()], b"");
+    let out = up(&["-i", bad, path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -321,27 +383,13 @@ fn up_refuses_a_bad_interface_name() {
 /// `up` on `path` with a bad interface name, so that even a config that
 /// loads goes no further than that check; under a 1 GiB address-space limit,
 /// so a build that reads an endless file whole fails fast instead of filling
-/// the machine's memory; killed after 60 s, so a hang fails rather than blocks.
+/// the machine's memory; through [`run_up`].
 fn up_bounded(path: &std::path::Path) -> (Option<i32>, String) {
-    let mut child = Command::new("sh")
-        .args(["-c", "ulimit -v 1048576 && exec \"$@\"", "sh", BIN, "up"])
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -v 1048576 && exec \"$@\"", "sh", BIN, "up"])
         .args(["-i", "name-longer-than-15"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run sh");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pipevpn up {} did not end within 60 s", path.display());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+        .arg(path);
+    let out = run_up(cmd);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -429,10 +477,7 @@ fn up_with_mode(dir: &TempDir, mode: u32) -> String {
         &config(private.trim(), public.trim(), ""),
     );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    let out = pipevpn(
-        &["up", "-i", "name-longer-than-15", path.to_str().unwrap()],
-        b"",
-    );
+    let out = up(&["-i", "name-longer-than-15", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("bad interface name"), "{stderr}");
@@ -503,4 +548,60 @@ fn stats_checks_a_stats_file_and_prints_it_back() {
         stderr.contains(&format!("{}: no such file", missing.display())),
         "{stderr}"
     );
+}
+
+/// `pipevpn demo` with a 1 s transfer, started in a namespace of its own
+/// (it makes its two namespaces itself), reports its figures and leaves
+/// nothing behind: no namespace, no directory, and no file of its peers
+/// (interfaces `pvd<pid>a`, `pvd<pid>b`) under the run directory.
+#[test]
+fn demo_reports_and_leaves_nothing_behind() {
+    let (pid, out) = in_netns(|| {
+        let child = Command::new(BIN)
+            .args(["demo", "--seconds", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run pipevpn demo");
+        let pid = child.id();
+        (
+            pid,
+            wait_bounded(child, Duration::from_secs(120), "pipevpn demo"),
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pipevpn demo failed ({}): {}\n{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for figure in [
+        "first reply through the tunnel",
+        "round trip",
+        "bulk TCP A -> B",
+    ] {
+        assert!(stdout.contains(figure), "no '{figure}' in: {stdout}");
+    }
+    let mut left: Vec<PathBuf> = ["a", "b"]
+        .map(|side| PathBuf::from(format!("/run/netns/pvdemo{pid}{side}")))
+        .into_iter()
+        .chain([std::env::temp_dir().join(format!("pipevpn-demo-{pid}"))])
+        .filter(|p| p.exists())
+        .collect();
+    for dir in std::fs::read_dir(RUN_DIR).into_iter().flatten() {
+        let dir = dir.unwrap().path();
+        left.extend(
+            listing(&dir)
+                .into_iter()
+                .filter(|f| {
+                    ["a", "b"]
+                        .iter()
+                        .any(|s| f.starts_with(&format!("pvd{pid}{s}.")))
+                })
+                .map(|f| dir.join(f)),
+        );
+    }
+    assert!(left.is_empty(), "pipevpn demo left behind: {left:?}");
 }

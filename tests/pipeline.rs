@@ -282,6 +282,39 @@ fn a_remembered_endpoint_gets_a_handshake_at_start() {
 }
 
 #[test]
+fn a_moved_endpoint_wakes_the_follower_and_an_unchanged_one_does_not() {
+    // B starts without A's endpoint; A's for B is where B is.
+    let (a, b) = pair(64);
+    let (a_moves, b_moves) = (
+        a.handle.interface.endpoint_moves(),
+        b.handle.interface.endpoint_moves(),
+    );
+    assert!(b_moves.try_recv().is_err(), "nothing moved before traffic");
+    let first = ipv4(A_TUN, B_TUN, 84, 1);
+    a.tun.inject.send(first.clone()).unwrap();
+    expect_delivery(&b, &first);
+    b_moves
+        .recv_timeout(Duration::from_secs(1))
+        .expect("B learning A's endpoint wakes B's follower");
+    // Traffic both ways from the same addresses moves nothing: no wake-up,
+    // although A now also knows our side of B's path.
+    for tag in 2..20 {
+        let pa = ipv4(A_TUN, B_TUN, 84, tag);
+        a.tun.inject.send(pa.clone()).unwrap();
+        expect_delivery(&b, &pa);
+        let pb = ipv4(B_TUN, A_TUN, 84, tag);
+        b.tun.inject.send(pb.clone()).unwrap();
+        expect_delivery(&a, &pb);
+    }
+    assert!(b_moves.try_recv().is_err(), "B woken without a move");
+    assert!(a_moves.try_recv().is_err(), "A woken without a move");
+    let a_addr: SocketAddr = A_ADDR.parse().unwrap();
+    assert_eq!(b.peer().endpoint().map(|e| e.addr), Some(a_addr));
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+}
+
+#[test]
 fn simultaneous_initiation_converges() {
     let (a, b) = pair_with(64, true, [1420, 1420]);
     // Both sides have a packet waiting at once, so both initiate.

@@ -7,6 +7,9 @@
 //! Commands such as `ip` are spawned from that thread and so inherit its
 //! namespace.
 
+mod common;
+
+use common::in_netns;
 use pipevpn::pipeline::device::{TunDevice, UdpDevice};
 use pipevpn::pipeline::pool::{slot_size, Pool};
 use pipevpn::routes::{
@@ -38,29 +41,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Runs `f` on a new thread inside a new network namespace with `lo` up.
-fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    assert!(
-        // /proc/self belongs to the effective uid.
-        std::fs::metadata("/proc/self").unwrap().uid() == 0,
-        "tests/sys_root.rs needs root: it creates network namespaces, TUN devices and routes"
-    );
-    std::thread::spawn(move || {
-        // SAFETY: unshare takes no pointers; it moves only this thread.
-        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            r,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        );
-        set_up("lo").unwrap();
-        f()
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
 
 /// Runs `ip ARGS` in the calling thread's namespace; its stdout, or a panic.
 fn ip(args: &str) -> String {

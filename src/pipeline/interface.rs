@@ -22,6 +22,7 @@ use crate::protocol::handshake::{LocalStatic, PeerStatic};
 use crate::protocol::keys::{PrivateKey, PublicKey};
 use crate::protocol::timers::Timing;
 use crate::{Error, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -38,6 +39,9 @@ pub struct Interface {
     by_key: RwLock<HashMap<PublicKey, Arc<Peer>>>,
     routes: RwLock<PrefixTable<Arc<Peer>>>,
     indices: RwLock<HashMap<u32, Arc<Peer>>>,
+    /// A wake-up for whoever follows the peers' endpoints (the host routes
+    /// of `up`): one pending at most, so a moving peer never blocks a stage.
+    moves: (Sender<()>, Receiver<()>),
 }
 
 /// The AllowedIPs of all peers, as the data stages hold it for a batch.
@@ -67,6 +71,7 @@ impl Interface {
             by_key: RwLock::default(),
             routes: RwLock::default(),
             indices: RwLock::default(),
+            moves: bounded(1),
         }
     }
 
@@ -94,6 +99,7 @@ impl Interface {
             self.clock,
             self.mtu,
             self.timing,
+            self.moves.0.clone(),
         ));
         by_key.insert(key, peer.clone());
         drop(by_key);
@@ -123,6 +129,13 @@ impl Interface {
         peer.clear_keypairs();
         self.removals.fetch_add(1, Relaxed);
         Some(peer)
+    }
+
+    /// Ready once some peer's endpoint address changed since it was last
+    /// read (roaming, whitepaper §2.1): the reader then looks at every peer's
+    /// [`Peer::endpoint`]. Several moves before that make one wake-up.
+    pub fn endpoint_moves(&self) -> &Receiver<()> {
+        &self.moves.1
     }
 
     /// How many peers were removed so far.
@@ -331,6 +344,45 @@ mod tests {
         // Removing B frees all of its indices.
         i.remove_peer(&b.public_key);
         assert_eq!(owner(6), None);
+    }
+
+    #[test]
+    fn only_a_changed_endpoint_address_wakes_the_follower_once() {
+        use crate::sys::udp::{Endpoint, Local};
+        let i = iface();
+        let a = i.add_peer(spec(1, &[])).unwrap();
+        let b = i.add_peer(spec(2, &[])).unwrap();
+        let moves = i.endpoint_moves();
+        let at = |s: &str| Endpoint::from(s.parse::<std::net::SocketAddr>().unwrap());
+        assert!(moves.try_recv().is_err(), "nothing moved yet");
+        // Learned, then moved to another port, then the same again.
+        for (to, wake) in [
+            ("192.0.2.1:51820", true),
+            ("192.0.2.1:51820", false),
+            ("192.0.2.1:4000", true),
+            ("192.0.2.1:4000", false),
+        ] {
+            let moved = a.update_endpoint(at(to)).is_some();
+            assert_eq!((moved, moves.try_recv().is_ok()), (wake, wake), "{to}");
+        }
+        // Our side of the path is no move of the peer.
+        let local = Some(Local {
+            addr: ip("198.51.100.1"),
+            ifindex: 2,
+        });
+        assert!(a
+            .update_endpoint(Endpoint {
+                local,
+                ..at("192.0.2.1:4000")
+            })
+            .is_none());
+        assert!(moves.try_recv().is_err(), "woken for our own side");
+        // Moves of two peers before the follower looks: one wake-up, and
+        // neither waits for it.
+        a.update_endpoint(at("192.0.2.7:4000")).unwrap();
+        b.update_endpoint(at("192.0.2.8:4000")).unwrap();
+        assert!(moves.try_recv().is_ok());
+        assert!(moves.try_recv().is_err(), "one wake-up for both");
     }
 
     #[test]

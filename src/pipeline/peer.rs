@@ -10,6 +10,7 @@ use crate::protocol::keys::{PresharedKey, PublicKey};
 use crate::protocol::session::{ReplayWindow, SessionKey, REJECT_AFTER_MESSAGES};
 use crate::protocol::timers::Timing;
 use crate::sys::udp::Endpoint;
+use crossbeam_channel::Sender;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
@@ -172,6 +173,9 @@ pub struct Peer {
     pub mtu: usize,
     keypairs: RwLock<Keypairs>,
     endpoint: Mutex<Option<Endpoint>>,
+    /// Told when the endpoint's address changes (see
+    /// [`super::interface::Interface::endpoint_moves`]).
+    moves: Sender<()>,
     /// Last authenticated packet sent / received, and data received.
     pub sent_any: Stamp,
     pub recv_any: Stamp,
@@ -200,6 +204,7 @@ impl Peer {
         clock: Clock,
         mtu: usize,
         timing: Timing,
+        moves: Sender<()>,
     ) -> Peer {
         Peer {
             id,
@@ -213,6 +218,7 @@ impl Peer {
             mtu,
             keypairs: RwLock::default(),
             endpoint: Mutex::new(spec.endpoint.map(Endpoint::from)),
+            moves,
             sent_any: Stamp::default(),
             recv_any: Stamp::default(),
             recv_data: Stamp::default(),
@@ -317,12 +323,19 @@ impl Peer {
 
     /// Moves the endpoint to where an authenticated packet came from
     /// (whitepaper §2.1), and our side of it to the local address that packet
-    /// reached; returns the old endpoint if the peer's address changed.
+    /// reached; returns the old endpoint if the peer's address changed, and
+    /// then tells whoever follows the moves. Never blocks: a full channel
+    /// means a wake-up is already pending, and it will read the new address.
     pub fn update_endpoint(&self, to: Endpoint) -> Option<Option<Endpoint>> {
         let mut e = self.endpoint.lock().ok()?;
         let moved = e.map(|old| old.addr) != Some(to.addr);
         let old = e.replace(to);
-        moved.then_some(old)
+        drop(e);
+        if !moved {
+            return None;
+        }
+        let _ = self.moves.try_send(());
+        Some(old)
     }
 
     /// Stamps an authenticated receive; `data` for a non-keepalive packet.

@@ -15,12 +15,13 @@
 
 use pipevpn::pipeline::stats::{DropReason, Snapshot, Stage};
 use pipevpn::protocol::keys::PrivateKey;
+use pipevpn::rundir::{Netns, RUN_DIR};
 use pipevpn::{Error, Result};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -607,10 +608,14 @@ fn ip(args: &[&str]) -> Result<()> {
     ))
 }
 
-/// The namespaces and the temp directory; dropping it deletes both.
+/// The namespaces and the temp directory; dropping it deletes both, and
+/// each namespace's directory under [`RUN_DIR`]: B has no Endpoint, so its
+/// `up` remembers A's there, on purpose beyond its run (see
+/// `pipevpn::last_endpoint`), and nothing else would remove it.
 struct Lab {
     dir: PathBuf,
-    namespaces: Vec<String>,
+    /// Each namespace, and its directory under [`RUN_DIR`] once known.
+    namespaces: Vec<(String, Option<PathBuf>)>,
 }
 
 impl Lab {
@@ -630,7 +635,20 @@ impl Lab {
             },
             other => other,
         })?;
-        self.namespaces.push(name.to_string());
+        self.namespaces.push((name.to_string(), None));
+        // `ip netns` keeps the namespace's file here; its inode is the
+        // namespace's, which names the namespace's directory under RUN_DIR.
+        let file = format!("/run/netns/{name}");
+        let inode = fs::metadata(&file)
+            .map_err(|e| Error::sys(format!("stat {file}"), e))?
+            .ino();
+        let netns = Netns {
+            inode,
+            cookie: None,
+        };
+        if let Some(last) = self.namespaces.last_mut() {
+            last.1 = Some(netns.dir(Path::new(RUN_DIR)));
+        }
         Ok(())
     }
 }
@@ -638,7 +656,11 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Best effort: an error here has nowhere better to go than the leftovers.
-        for ns in &self.namespaces {
+        for (ns, files) in &self.namespaces {
+            // Before the namespace goes: until then no other can have its inode.
+            if let Some(files) = files {
+                let _ = fs::remove_dir_all(files);
+            }
             let _ = ip(&["netns", "del", ns]);
         }
         let _ = fs::remove_dir_all(&self.dir);
