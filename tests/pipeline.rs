@@ -675,6 +675,40 @@ fn a_peer_without_a_session_does_not_hold_up_the_others() {
     s.shutdown();
 }
 
+/// Packets waiting for one peer's handshake keep only that peer's packets
+/// off the lone-packet shortcut: a ping to another peer still goes out on
+/// the tun_reader's own thread, without the two thread wake-ups.
+#[test]
+fn a_waiting_peer_leaves_the_others_their_shortcut() {
+    let mut s = star();
+    s.start(0);
+    s.hub.tun.inject.send(to_spoke(0, 0)).unwrap();
+    expect_delivery(s.spoke(0), &to_spoke(0, 0));
+    // Spoke 2 is not running: its packets wait for the whole test.
+    s.hub.tun.inject.send(to_spoke(2, 0)).unwrap();
+    let stats = s.hub.handle.stats.clone();
+    let enc = stats.stage(Stage::Encryptor);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.hub_udp.sent_to(spoke_addr(2)) == 0 {
+        assert!(Instant::now() < deadline, "no initiation to spoke 2");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let before = s.hub_udp.sent_by(Stage::TunReader.name());
+    // Lone packets, further apart than a batch's quiet spell.
+    for i in 1..=10u8 {
+        thread::sleep(Duration::from_millis(5));
+        s.hub.tun.inject.send(to_spoke(0, i)).unwrap();
+        expect_delivery(s.spoke(0), &to_spoke(0, i));
+    }
+    let shortcut = s.hub_udp.sent_by(Stage::TunReader.name()) - before;
+    assert!(
+        shortcut >= 5,
+        "{shortcut} of 10 lone packets took the shortcut while spoke 2's waited"
+    );
+    assert_eq!(enc.total_drops(), 0, "spoke 2's packet still waits");
+    s.shutdown();
+}
+
 /// Removing a peer while a burst for it is in the pipeline: every packet is
 /// delivered or counted as dropped, no stage fails, the others go on.
 #[test]

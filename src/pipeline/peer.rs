@@ -187,6 +187,9 @@ pub struct Peer {
     /// cleared by the handshaker when it takes the request: one request in
     /// the queue per peer at most.
     pub session_asked: AtomicBool,
+    /// Set by the encryptor while packets of this peer wait in its queue:
+    /// the lone-packet shortcut must not overtake them.
+    pub packets_waiting: AtomicBool,
     /// Taken out of the interface: packets still in flight for it are
     /// dropped.
     removed: AtomicBool,
@@ -221,6 +224,7 @@ impl Peer {
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
             session_asked: AtomicBool::new(false),
+            packets_waiting: AtomicBool::new(false),
             removed: AtomicBool::new(false),
         }
     }
