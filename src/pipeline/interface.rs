@@ -22,6 +22,7 @@ use crate::protocol::handshake::{LocalStatic, PeerStatic};
 use crate::protocol::keys::{PrivateKey, PublicKey};
 use crate::protocol::timers::Timing;
 use crate::{Error, Result};
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -38,6 +39,10 @@ pub struct Interface {
     by_key: RwLock<HashMap<PublicKey, Arc<Peer>>>,
     routes: RwLock<PrefixTable<Arc<Peer>>>,
     indices: RwLock<HashMap<u32, Arc<Peer>>>,
+    /// Ids of peers whose timers need planning again, for the handshaker
+    /// (see `Peer::timers_seen`).
+    timers_wakeup: Sender<u64>,
+    timers_touched: Receiver<u64>,
 }
 
 /// The AllowedIPs of all peers, as the data stages hold it for a batch.
@@ -56,6 +61,7 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 impl Interface {
     /// An interface without peers.
     pub fn new(private_key: PrivateKey, mtu: usize, timing: Timing) -> Interface {
+        let (timers_wakeup, timers_touched) = crossbeam_channel::unbounded();
         Interface {
             local: LocalStatic::new(private_key),
             clock: Clock::new(),
@@ -67,6 +73,8 @@ impl Interface {
             by_key: RwLock::default(),
             routes: RwLock::default(),
             indices: RwLock::default(),
+            timers_wakeup,
+            timers_touched,
         }
     }
 
@@ -94,6 +102,7 @@ impl Interface {
             self.clock,
             self.mtu,
             self.timing,
+            self.timers_wakeup.clone(),
         ));
         by_key.insert(key, peer.clone());
         drop(by_key);
@@ -123,6 +132,11 @@ impl Interface {
         peer.clear_keypairs();
         self.removals.fetch_add(1, Relaxed);
         Some(peer)
+    }
+
+    /// Peers with events since the handshaker last planned their timers.
+    pub fn timers_touched(&self) -> &Receiver<u64> {
+        &self.timers_touched
     }
 
     /// How many peers were removed so far.

@@ -10,8 +10,9 @@ use crate::protocol::keys::{PresharedKey, PublicKey};
 use crate::protocol::session::{ReplayWindow, SessionKey, REJECT_AFTER_MESSAGES};
 use crate::protocol::timers::Timing;
 use crate::sys::udp::Endpoint;
+use crossbeam_channel::Sender;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -187,6 +188,10 @@ pub struct Peer {
     /// cleared by the handshaker when it takes the request: one request in
     /// the queue per peer at most.
     pub session_asked: AtomicBool,
+    /// Set on the first event stamped since the handshaker last planned
+    /// this peer's timers, which is when `timers_wakeup` gets its id.
+    timers_touched: AtomicBool,
+    timers_wakeup: Sender<u64>,
     /// Set by the encryptor while packets of this peer wait in its queue:
     /// the lone-packet shortcut must not overtake them.
     pub packets_waiting: AtomicBool,
@@ -203,6 +208,7 @@ impl Peer {
         clock: Clock,
         mtu: usize,
         timing: Timing,
+        timers_wakeup: Sender<u64>,
     ) -> Peer {
         Peer {
             id,
@@ -224,6 +230,8 @@ impl Peer {
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
             session_asked: AtomicBool::new(false),
+            timers_touched: AtomicBool::new(false),
+            timers_wakeup,
             packets_waiting: AtomicBool::new(false),
             removed: AtomicBool::new(false),
         }
@@ -329,6 +337,26 @@ impl Peer {
         moved.then_some(old)
     }
 
+    /// Tells the handshaker, once until it looks, that a stamp moved and
+    /// the peer's timers need planning again (timers::next_due): a few
+    /// loads per batch, no message while the mark is set.
+    fn touch_timers(&self) {
+        // Pairs with the fence in `timers_seen`: either the handshaker reads
+        // the new stamp, or this reads the cleared mark and sends again.
+        fence(SeqCst);
+        if !self.timers_touched.load(Relaxed) && !self.timers_touched.swap(true, Relaxed) {
+            // At most one id per peer waits, so the channel stays small; it
+            // is closed only at shutdown.
+            let _ = self.timers_wakeup.send(self.id);
+        }
+    }
+
+    /// The handshaker, about to read the stamps to plan the timers.
+    pub fn timers_seen(&self) {
+        self.timers_touched.store(false, Relaxed);
+        fence(SeqCst);
+    }
+
     /// Stamps an authenticated receive; `data` for a non-keepalive packet.
     pub fn received(&self, now: Duration, data: bool) {
         self.recv_any.set(now);
@@ -336,6 +364,7 @@ impl Peer {
         if data {
             self.recv_data.set(now);
         }
+        self.touch_timers();
     }
 
     /// Stamps an authenticated send; `data` for a non-keepalive packet.
@@ -344,5 +373,6 @@ impl Peer {
         if data {
             self.sent_data_unanswered.set_if_unset(now);
         }
+        self.touch_timers();
     }
 }
