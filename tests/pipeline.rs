@@ -708,6 +708,91 @@ fn a_peer_without_a_session_does_not_hold_up_the_others() {
     s.shutdown();
 }
 
+/// Packets waiting for one peer's handshake keep only that peer's packets
+/// off the lone-packet shortcut: a ping to another peer still goes out on
+/// the tun_reader's own thread, without the two thread wake-ups.
+#[test]
+fn a_waiting_peer_leaves_the_others_their_shortcut() {
+    let mut s = star();
+    s.start(0);
+    s.hub.tun.inject.send(to_spoke(0, 0)).unwrap();
+    expect_delivery(s.spoke(0), &to_spoke(0, 0));
+    // Spoke 2 is not running: its packets wait for the whole test.
+    s.hub.tun.inject.send(to_spoke(2, 0)).unwrap();
+    let stats = s.hub.handle.stats.clone();
+    let enc = stats.stage(Stage::Encryptor);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.hub_udp.sent_to(spoke_addr(2)) == 0 {
+        assert!(Instant::now() < deadline, "no initiation to spoke 2");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let before = s.hub_udp.sent_by(Stage::TunReader.name());
+    // Lone packets, further apart than a batch's quiet spell.
+    for i in 1..=10u8 {
+        thread::sleep(Duration::from_millis(5));
+        s.hub.tun.inject.send(to_spoke(0, i)).unwrap();
+        expect_delivery(s.spoke(0), &to_spoke(0, i));
+    }
+    let shortcut = s.hub_udp.sent_by(Stage::TunReader.name()) - before;
+    assert!(
+        shortcut >= 5,
+        "{shortcut} of 10 lone packets took the shortcut while spoke 2's waited"
+    );
+    assert_eq!(enc.total_drops(), 0, "spoke 2's packet still waits");
+    s.shutdown();
+}
+
+/// Both ways a timer gets armed work: by an event the data stages stamp (a
+/// received data packet arms the passive keepalive) and by the deadline the
+/// handshaker planned itself (persistent keepalives while idle).
+#[test]
+fn keepalives_come_from_events_and_from_deadlines() {
+    let timing = Timing::default().with_overrides("keepalive=0.3").unwrap();
+    for persistent in [None, Some(Duration::from_millis(400))] {
+        let (a_addr, b_addr): (SocketAddr, SocketAddr) =
+            (A_ADDR.parse().unwrap(), B_ADDR.parse().unwrap());
+        let (a_udp, b_udp) = FakeUdp::pair(a_addr, b_addr, 256);
+        let b_udp = Arc::new(b_udp);
+        let side = |private, spec, udp: Arc<FakeUdp>| {
+            let (tun, ends) = FakeTun::new(64);
+            let cfg = TunnelConfig {
+                timing,
+                ..one_peer(private, 1420, spec)
+            };
+            let handle = spawn(cfg, Arc::new(tun), udp).expect("pipeline starts");
+            Side { handle, tun: ends }
+        };
+        let a = side(
+            [0x11; 32],
+            peer_spec([0x22; 32], Some(b_addr), &[host(B_TUN)]),
+            Arc::new(a_udp),
+        );
+        let b = side(
+            [0x22; 32],
+            PeerSpec {
+                persistent_keepalive: persistent,
+                ..peer_spec([0x11; 32], None, &[host(A_TUN)])
+            },
+            b_udp.clone(),
+        );
+        let packet = ipv4(A_TUN, B_TUN, 60, 1);
+        a.tun.inject.send(packet.clone()).unwrap();
+        expect_delivery(&b, &packet);
+        // B sent its response; then, with nothing to send back, keepalives.
+        thread::sleep(Duration::from_millis(1500));
+        let keepalives = b_udp.sent_to(a_addr) - 1;
+        match persistent {
+            None => assert_eq!(keepalives, 1, "one passive keepalive"),
+            Some(_) => assert!(
+                (2..=4).contains(&keepalives),
+                "{keepalives} keepalives in 1.5 s at one per 0.4 s"
+            ),
+        }
+        shutdown_within_a_second(a);
+        shutdown_within_a_second(b);
+    }
+}
+
 /// Removing a peer while a burst for it is in the pipeline: every packet is
 /// delivered or counted as dropped, no stage fails, the others go on.
 #[test]

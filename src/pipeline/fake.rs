@@ -119,6 +119,8 @@ pub struct FakeUdp {
     links: Vec<(SocketAddr, Sender<Datagram>)>,
     /// Datagrams sent to each destination, reached or not, for tests.
     sent_to: Mutex<HashMap<SocketAddr, usize>>,
+    /// Datagrams sent by each thread, by its name: which stage sent them.
+    sent_by: Mutex<HashMap<String, usize>>,
 }
 
 impl FakeUdp {
@@ -129,6 +131,7 @@ impl FakeUdp {
             held: Mutex::default(),
             links: Vec::new(),
             sent_to: Mutex::default(),
+            sent_by: Mutex::default(),
         }
     }
 
@@ -166,6 +169,9 @@ impl FakeUdp {
     fn record(&self, dest: Endpoint, datagrams: usize) {
         let mut sent = self.sent_to.lock().unwrap_or_else(PoisonError::into_inner);
         *sent.entry(dest.addr).or_default() += datagrams;
+        let thread = std::thread::current().name().unwrap_or_default().to_owned();
+        let mut by = self.sent_by.lock().unwrap_or_else(PoisonError::into_inner);
+        *by.entry(thread).or_default() += datagrams;
     }
 
     /// A datagram to an address no link reaches is lost, as on a network.
@@ -182,6 +188,12 @@ impl FakeUdp {
     pub fn sent_to(&self, dest: SocketAddr) -> usize {
         let sent = self.sent_to.lock().unwrap_or_else(PoisonError::into_inner);
         sent.get(&dest).copied().unwrap_or(0)
+    }
+
+    /// How many datagrams the thread named `thread` sent so far.
+    pub fn sent_by(&self, thread: &str) -> usize {
+        let by = self.sent_by.lock().unwrap_or_else(PoisonError::into_inner);
+        by.get(thread).copied().unwrap_or(0)
     }
 }
 

@@ -4,10 +4,11 @@
 //! TAI64N).
 //!
 //! The DoS gate (per-source limiter, cookie secret, load) is one for the
-//! interface; the rest of the state is per peer. Each tick evaluates only
-//! the *active* peers, those with something a timer may act on (see
-//! [`State::active`]); a peer joins that set on a handshake message or a
-//! request for a session, so idle peers cost nothing however many there are.
+//! interface; the rest of the state is per peer. Timers sleep in one
+//! deadline heap: each peer is evaluated when its next timer is due
+//! ([`timers::next_due`]), after a handshake message or a request for a
+//! session, and within a tick after the data stages stamped an event for it
+//! (`Peer::timers_seen`). Idle peers cost nothing however many there are.
 
 use super::device::UdpDevice;
 use super::handshake_queue::HandshakePacket;
@@ -27,12 +28,15 @@ use crate::protocol::timers::{self, Events, Initiate, Pending, SessionInfo};
 use crate::sys::poll::StopFd;
 use crate::sys::udp::Endpoint;
 use crossbeam_channel::{select, Receiver, Sender};
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How often the active peers' timers are evaluated.
+/// How often the peers with new events are evaluated (and the DoS gate's
+/// idle sources forgotten); also the shortest wait between two evaluations
+/// of a peer by its own timers.
 const TICK: Duration = Duration::from_millis(100);
 /// Minimum time between two accepted initiations from the peer: the limit
 /// kernel WireGuard and wireguard-go apply.
@@ -63,8 +67,12 @@ pub struct Handshaker<'a> {
     gate: Gate,
     /// By peer id.
     states: HashMap<u64, State>,
-    /// Peers the timers may act on: the only ones a tick evaluates.
-    active: HashSet<u64>,
+    /// When each peer's next timer is due; a peer without an entry has none
+    /// armed until an event comes.
+    due_at: HashMap<u64, Duration>,
+    /// The same, earliest first; an entry that no longer matches `due_at`
+    /// is stale and skipped.
+    deadlines: BinaryHeap<Reverse<(Duration, u64)>>,
     /// [`Interface::removals`] when states were last swept.
     removals_seen: u64,
 }
@@ -89,6 +97,8 @@ impl State {
     /// The state at start; with `initiate_at_start`, a handshake is wanted at
     /// once, as if data were waiting, and given up after the usual attempts.
     fn new(peer: Arc<Peer>) -> State {
+        // Events stamped before now are read when it is first planned.
+        peer.timers_seen();
         State {
             want_session: peer.initiate_at_start,
             peer,
@@ -100,17 +110,6 @@ impl State {
             cookie: None,
             response_sent: None,
         }
-    }
-
-    /// Whether a timer may act on this peer: a handshake pending or wanted,
-    /// keys not yet erased, or keepalives to send. Otherwise nothing happens
-    /// until a packet or a handshake message for it arrives.
-    fn active(&self) -> bool {
-        self.attempt.is_some()
-            || self.want_session
-            || self.session_derived.is_some()
-            || self.peer.keypairs().indices().next().is_some()
-            || self.peer.persistent_keepalive.is_some()
     }
 
     /// Our pending attempt, if `receiver` is its index.
@@ -156,14 +155,15 @@ impl<'a> Handshaker<'a> {
             session_events,
             gate: Gate::default(),
             states: HashMap::new(),
-            active: HashSet::new(),
+            due_at: HashMap::new(),
+            deadlines: BinaryHeap::new(),
             removals_seen: 0,
         };
+        let now = iface.now();
         for peer in iface.peers() {
             let st = State::new(peer);
-            if st.active() {
-                hs.active.insert(st.peer.id);
-            }
+            let due = timers::next_due(&iface.timing, &hs.events(&st, now));
+            hs.schedule(st.peer.id, due);
             hs.states.insert(st.peer.id, st);
         }
         hs
@@ -181,7 +181,11 @@ impl<'a> Handshaker<'a> {
     ) {
         let mut next_tick = self.iface.now();
         while !stop.is_set() {
-            let wait = next_tick.saturating_sub(self.iface.now());
+            let wake = self
+                .deadlines
+                .peek()
+                .map_or(next_tick, |d| d.0 .0.min(next_tick));
+            let wait = wake.saturating_sub(self.iface.now());
             select! {
                 recv(handshake_in) -> p => if let Ok(p) = p {
                     let waiting = handshake_in.len();
@@ -204,10 +208,11 @@ impl<'a> Handshaker<'a> {
                 self.tick_all(now);
                 next_tick = now + TICK;
             }
+            self.evaluate_due(now);
         }
     }
 
-    /// The periodic work: the active peers' timers, and forgetting the
+    /// The periodic work: the peers with new events, and forgetting the
     /// state of removed peers (only after a removal, not by a scan per tick).
     fn tick_all(&mut self, now: Duration) {
         self.gate.forget_idle(now);
@@ -215,9 +220,51 @@ impl<'a> Handshaker<'a> {
         if removals != self.removals_seen {
             self.removals_seen = removals;
             self.states.retain(|_, st| !st.peer.is_removed());
+            let states = &self.states;
+            self.due_at.retain(|id, _| states.contains_key(id));
         }
-        let active: Vec<u64> = self.active.iter().copied().collect();
-        active.into_iter().for_each(|id| self.evaluate(id));
+        // At most one id per peer waits here.
+        let touched: Vec<u64> = self.iface.timers_touched().try_iter().collect();
+        for id in touched {
+            if let Some(st) = self.states.get(&id) {
+                st.peer.timers_seen();
+                self.evaluate(id);
+            }
+        }
+    }
+
+    /// Evaluates the peers whose next timer is due by `now`.
+    fn evaluate_due(&mut self, now: Duration) {
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now {
+                return;
+            }
+            self.deadlines.pop();
+            if self.due_at.get(&id) == Some(&at) {
+                self.due_at.remove(&id);
+                self.evaluate(id);
+            }
+        }
+    }
+
+    /// Arms peer `id`'s next timer at `at`, or none.
+    fn schedule(&mut self, id: u64, at: Option<Duration>) {
+        let Some(at) = at else {
+            self.due_at.remove(&id);
+            return;
+        };
+        if self.due_at.insert(id, at) == Some(at) {
+            return;
+        }
+        self.deadlines.push(Reverse((at, id)));
+        // Stale entries of peers planned again and again: drop them all.
+        if self.deadlines.len() > 2 * self.due_at.len() + 64 {
+            self.deadlines = self
+                .due_at
+                .iter()
+                .map(|(&id, &at)| Reverse((at, id)))
+                .collect();
+        }
     }
 
     /// The state of `peer`, made on first use.
@@ -227,42 +274,37 @@ impl<'a> Handshaker<'a> {
             .or_insert_with(|| State::new(peer))
     }
 
-    /// Applies the timer rules to one peer, and keeps it in the active set
-    /// only while they may act on it.
+    /// Applies the timer rules to one peer, and arms its next timer.
     fn evaluate(&mut self, id: u64) {
         let Some(mut st) = self.states.remove(&id) else {
-            self.active.remove(&id);
+            self.due_at.remove(&id);
             return;
         };
         if st.peer.is_removed() {
             // Its indices went with it; the attempt's keys go now.
-            self.active.remove(&id);
+            self.due_at.remove(&id);
             return;
         }
         self.tick(&mut st);
-        if st.active() {
-            self.active.insert(id);
-        } else {
-            self.active.remove(&id);
-        }
+        let now = self.iface.now();
+        // Not sooner than a tick: an action that failed (no endpoint to
+        // send to) is tried again then, as the timer rules are.
+        let due = timers::next_due(&self.iface.timing, &self.events(&st, now))
+            .map(|at| at.max(now + TICK));
+        self.schedule(id, due);
         self.states.insert(id, st);
     }
 
-    /// Applies the timer rules to the state of one peer.
-    fn tick(&self, st: &mut State) {
-        let peer = st.peer.clone();
-        let now = self.iface.now();
-        if peer.sending_session().is_some() {
-            st.want_session = false;
-        }
-        let current = peer.keypairs().current;
-        let ev = Events {
+    /// What the timer rules look at, for the state of one peer.
+    fn events(&self, st: &State, now: Duration) -> Events {
+        let peer = &st.peer;
+        Events {
             now,
             sent_any: peer.sent_any.get(),
             sent_data_unanswered: peer.sent_data_unanswered.get(),
             recv_any: peer.recv_any.get(),
             recv_data: peer.recv_data.get(),
-            session: current.as_ref().map(|s| SessionInfo {
+            session: peer.keypairs().current.as_ref().map(|s| SessionInfo {
                 created: s.created,
                 we_initiated: s.we_initiated,
                 last_minute_done: s.last_minute_done.load(Relaxed),
@@ -278,7 +320,18 @@ impl<'a> Handshaker<'a> {
             persistent_keepalive: peer.persistent_keepalive,
             want_session: st.want_session,
             have_endpoint: peer.endpoint().is_some(),
-        };
+        }
+    }
+
+    /// Applies the timer rules to the state of one peer.
+    fn tick(&self, st: &mut State) {
+        let peer = st.peer.clone();
+        let now = self.iface.now();
+        if peer.sending_session().is_some() {
+            st.want_session = false;
+        }
+        let current = peer.keypairs().current;
+        let ev = self.events(st, now);
         let due = timers::due(&self.iface.timing, &ev);
         if due.last_minute {
             if let Some(s) = &current {
@@ -652,11 +705,11 @@ mod tests {
         }
     }
 
-    /// Idle peers are not in the active set, so a tick does not look at
-    /// them; a peer joins it when something may be due, and leaves it when
-    /// nothing is, or when it is removed.
+    /// Idle peers have no timer armed, so nothing looks at them; a peer
+    /// gets one when something may be due, loses it when nothing is, and
+    /// is planned again after the data stages stamped an event for it.
     #[test]
-    fn a_tick_evaluates_only_peers_with_something_due() {
+    fn only_peers_with_something_due_have_a_timer() {
         let iface = Interface::new(PrivateKey::from_bytes([0x11; 32]), 1420, Timing::default());
         for n in 0..1000 {
             iface.add_peer(spec(n)).unwrap();
@@ -681,46 +734,72 @@ mod tests {
         let stats = Stats::default();
         let (events, _e) = crossbeam_channel::bounded(4);
         let mut hs = Handshaker::new(&iface, &udp, &stats, &events);
-        let active = |hs: &Handshaker| {
-            let mut ids: Vec<_> = hs.active.iter().copied().collect();
+        let armed = |hs: &Handshaker| {
+            let mut ids: Vec<_> = hs.due_at.keys().copied().collect();
             ids.sort();
             ids
         };
-        assert_eq!(active(&hs), [keepalive.id, starting.id]);
+        // A keepalive needs a session first: only the initiation is due.
+        assert_eq!(armed(&hs), [starting.id]);
 
-        hs.evaluate(starting.id);
-        let index = hs.states[&starting.id]
+        hs.evaluate_due(iface.now());
+        let attempt = hs.states[&starting.id]
             .attempt
             .as_ref()
-            .expect("the initiation at start went out")
-            .state
-            .sender_index;
+            .expect("the initiation at start went out");
+        let index = attempt.state.sender_index;
+        assert_eq!(
+            hs.due_at[&starting.id],
+            attempt.sent + Timing::default().rekey_timeout + attempt.jitter,
+            "the retransmission is next"
+        );
         assert!(iface
             .peer_by_index(index)
             .is_some_and(|p| p.id == starting.id));
         assert_eq!(udp.sent_to("192.0.2.2:51820".parse().unwrap()), 1);
 
-        // Data waiting for an idle peer makes it active...
+        // Data waiting for an idle peer arms it...
         let idle = iface.peers()[5].clone();
         hs.state_of(idle.clone()).want_session = true;
         hs.evaluate(idle.id);
-        assert_eq!(active(&hs), [idle.id, keepalive.id, starting.id]);
+        assert_eq!(armed(&hs), [idle.id, starting.id]);
         // ...until there is nothing left for a timer to do.
         if let Some(st) = hs.states.get_mut(&idle.id) {
             (st.attempt, st.want_session) = (None, false);
         }
         hs.evaluate(idle.id);
-        assert_eq!(active(&hs), [keepalive.id, starting.id]);
+        assert_eq!(armed(&hs), [starting.id]);
 
-        // A removed peer leaves the set and its state goes, active or not.
+        // An event stamped by a data stage wakes the handshaker once for
+        // the peer, however many follow before it looks.
+        assert_eq!(iface.timers_touched().len(), 2, "the initiations sent");
+        hs.tick_all(iface.now());
+        assert!(iface.timers_touched().is_empty());
+        let now = iface.now();
+        idle.received(now, true);
+        idle.received(now, true);
+        keepalive.sent(now, false);
+        let touched: Vec<u64> = iface.timers_touched().try_iter().collect();
+        assert_eq!(touched, [idle.id, keepalive.id]);
+        idle.timers_seen();
+        idle.received(now, true);
+        assert_eq!(
+            iface.timers_touched().try_iter().count(),
+            1,
+            "again once seen"
+        );
+
+        // A removed peer loses its timer and its state, armed or not.
         iface.remove_peer(&starting.public_key);
         iface.remove_peer(&idle.public_key);
         assert!(hs.states.contains_key(&idle.id));
         hs.tick_all(iface.now());
-        assert_eq!(active(&hs), [keepalive.id]);
+        assert_eq!(armed(&hs), Vec::<u64>::new());
         assert!(!hs.states.contains_key(&starting.id));
         assert!(!hs.states.contains_key(&idle.id));
         assert_eq!(hs.states.len(), 1000);
         assert!(iface.peer_by_index(index).is_none());
+        hs.evaluate_due(iface.now() + Duration::from_secs(3600));
+        assert!(hs.deadlines.is_empty(), "stale deadlines are skipped");
     }
 }

@@ -16,13 +16,13 @@
 //! them once per batch or per handshake message, and writers only on
 //! handshakes and peer changes.
 
-use super::peer::{Clock, Peer, PeerSpec, Session};
+use super::peer::{Clock, Peer, PeerSpec, Session, Wakeups};
 use crate::cidr::PrefixTable;
 use crate::protocol::handshake::{LocalStatic, PeerStatic};
 use crate::protocol::keys::{PrivateKey, PublicKey};
 use crate::protocol::timers::Timing;
 use crate::{Error, Result};
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -39,9 +39,14 @@ pub struct Interface {
     by_key: RwLock<HashMap<PublicKey, Arc<Peer>>>,
     routes: RwLock<PrefixTable<Arc<Peer>>>,
     indices: RwLock<HashMap<u32, Arc<Peer>>>,
-    /// A wake-up for whoever follows the peers' endpoints (the host routes
-    /// of `up`): one pending at most, so a moving peer never blocks a stage.
-    moves: (Sender<()>, Receiver<()>),
+    /// What a peer wakes: the handshaker when its timers need planning
+    /// again, and whoever follows the endpoints (the host routes of `up`).
+    wakeups: Wakeups,
+    /// Ids of peers whose timers need planning again (see
+    /// `Peer::timers_seen`).
+    timers_touched: Receiver<u64>,
+    /// One wake-up pending at most, so a moving peer never blocks a stage.
+    endpoint_moves: Receiver<()>,
 }
 
 /// The AllowedIPs of all peers, as the data stages hold it for a batch.
@@ -60,6 +65,8 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 impl Interface {
     /// An interface without peers.
     pub fn new(private_key: PrivateKey, mtu: usize, timing: Timing) -> Interface {
+        let (timers_wakeup, timers_touched) = crossbeam_channel::unbounded();
+        let (endpoint_moved, endpoint_moves) = bounded(1);
         Interface {
             local: LocalStatic::new(private_key),
             clock: Clock::new(),
@@ -71,7 +78,12 @@ impl Interface {
             by_key: RwLock::default(),
             routes: RwLock::default(),
             indices: RwLock::default(),
-            moves: bounded(1),
+            wakeups: Wakeups {
+                timers: timers_wakeup,
+                endpoint_moved,
+            },
+            timers_touched,
+            endpoint_moves,
         }
     }
 
@@ -99,7 +111,7 @@ impl Interface {
             self.clock,
             self.mtu,
             self.timing,
-            self.moves.0.clone(),
+            self.wakeups.clone(),
         ));
         by_key.insert(key, peer.clone());
         drop(by_key);
@@ -135,7 +147,12 @@ impl Interface {
     /// read (roaming, whitepaper §2.1): the reader then looks at every peer's
     /// [`Peer::endpoint`]. Several moves before that make one wake-up.
     pub fn endpoint_moves(&self) -> &Receiver<()> {
-        &self.moves.1
+        &self.endpoint_moves
+    }
+
+    /// Peers with events since the handshaker last planned their timers.
+    pub fn timers_touched(&self) -> &Receiver<u64> {
+        &self.timers_touched
     }
 
     /// How many peers were removed so far.

@@ -11,7 +11,7 @@ use crate::sys::poll::StopFd;
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 
 /// Packets that may wait for one peer's session, as wireguard-go's staged
@@ -66,12 +66,19 @@ pub struct Shortcut<'a> {
 
 impl Shortcut<'_> {
     /// Seals and sends `batch`, or hands it back when it must take the
-    /// long way: without a session, the encryptor keeps it waiting.
+    /// long way: its peer has no session or has packets waiting for one,
+    /// and the encryptor keeps the order.
     fn take(&self, mut batch: Batch) -> Option<Batch> {
         self.sealer
             .check_packets(&mut batch, &self.sealer.iface.routes());
         // Dropped by the checks: nothing to send.
         let peer = batch.peers().first()?.clone();
+        // Its packets that wait for a session go first, from the encryptor.
+        // Set before the batch that brought them went back to the pool, and
+        // the caller saw that batch back: a plain load sees it set.
+        if peer.packets_waiting.load(SeqCst) {
+            return Some(batch);
+        }
         let Some(session) = peer.sending_session() else {
             return Some(batch);
         };
@@ -186,12 +193,8 @@ pub struct Encryptor<'a> {
     /// Asks the handshaker for a session with a peer.
     want_session: &'a Sender<Arc<Peer>>,
     pool: &'a Pool,
-    /// By peer id.
+    /// By peer id; each peer here has [`Peer::packets_waiting`] set.
     waiting: HashMap<u64, Waiting>,
-    /// A batch held while any packet waits: the first flush goes into it, and
-    /// holding it keeps the lone-packet [`Shortcut`] from overtaking the
-    /// waiting packets (it needs every other batch back in the pool).
-    reserve: Option<Batch>,
 }
 
 impl<'a> Encryptor<'a> {
@@ -201,7 +204,6 @@ impl<'a> Encryptor<'a> {
             want_session,
             pool,
             waiting: HashMap::new(),
-            reserve: None,
         }
     }
 
@@ -265,10 +267,14 @@ impl<'a> Encryptor<'a> {
     /// Copies the packets of the `k`th peer of `batch` into its queue, and
     /// asks for a session.
     fn wait(&mut self, batch: &mut Batch, k: usize, peer: &Arc<Peer>) {
-        let w = self.waiting.entry(peer.id).or_insert_with(|| Waiting {
-            peer: peer.clone(),
-            data: Vec::new(),
-            lens: Vec::new(),
+        let w = self.waiting.entry(peer.id).or_insert_with(|| {
+            // Before `batch` goes back to the pool (see Shortcut::take).
+            peer.packets_waiting.store(true, SeqCst);
+            Waiting {
+                peer: peer.clone(),
+                data: Vec::new(),
+                lens: Vec::new(),
+            }
         });
         for i in 0..batch.count() {
             let len = batch.len(i);
@@ -283,9 +289,6 @@ impl<'a> Encryptor<'a> {
                 self.sealer.stats.drop(DropReason::NoSessionQueueFull);
             }
             batch.set_len(i, 0);
-        }
-        if self.reserve.is_none() {
-            self.reserve = Some(self.pool.get());
         }
         // One request per peer in the queue; a full queue: the next packet
         // asks again.
@@ -324,7 +327,10 @@ impl<'a> Encryptor<'a> {
             return true;
         };
         let mut offset = 0;
-        let mut batch = self.reserve.take().unwrap_or_else(|| self.pool.get());
+        let mut batch = self.pool.get();
+        // From here until they are sent, the batches they fill are out of
+        // the pool, which keeps the shortcut away.
+        w.peer.packets_waiting.store(false, SeqCst);
         for &len in &w.lens {
             if batch.is_full() {
                 let full = std::mem::replace(&mut batch, self.pool.get());
@@ -342,13 +348,7 @@ impl<'a> Encryptor<'a> {
             batch.push(len, NO_ADDR);
             batch.set_peer(i, &w.peer);
         }
-        if !self.seal_and_send(batch, &w.peer, &session, outbound_sealed) {
-            return false;
-        }
-        if !self.waiting.is_empty() && self.reserve.is_none() {
-            self.reserve = Some(self.pool.get());
-        }
-        true
+        self.seal_and_send(batch, &w.peer, &session, outbound_sealed)
     }
 
     fn seal_and_send(
@@ -364,12 +364,10 @@ impl<'a> Encryptor<'a> {
 
     fn drop_waiting(&mut self, id: u64, reason: DropReason) {
         if let Some(w) = self.waiting.remove(&id) {
+            w.peer.packets_waiting.store(false, SeqCst);
             for _ in 0..w.lens.len() {
                 self.sealer.stats.drop(reason);
             }
-        }
-        if self.waiting.is_empty() {
-            self.reserve = None;
         }
     }
 }

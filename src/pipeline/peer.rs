@@ -12,7 +12,7 @@ use crate::protocol::timers::Timing;
 use crate::sys::udp::Endpoint;
 use crossbeam_channel::Sender;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -157,6 +157,14 @@ pub struct PeerSpec {
     pub persistent_keepalive: Option<Duration>,
 }
 
+/// Where a peer's news goes (the interface's channels): the handshaker's
+/// timer planning (peer ids), and whoever follows the endpoints.
+#[derive(Clone)]
+pub struct Wakeups {
+    pub timers: Sender<u64>,
+    pub endpoint_moved: Sender<()>,
+}
+
 /// The peer as every stage sees it.
 pub struct Peer {
     /// Unique within the interface, never reused: the handshaker's key for
@@ -173,9 +181,8 @@ pub struct Peer {
     pub mtu: usize,
     keypairs: RwLock<Keypairs>,
     endpoint: Mutex<Option<Endpoint>>,
-    /// Told when the endpoint's address changes (see
-    /// [`super::interface::Interface::endpoint_moves`]).
-    moves: Sender<()>,
+    /// Told when the endpoint's address changes and when a stamp moves.
+    wakeups: Wakeups,
     /// Last authenticated packet sent / received, and data received.
     pub sent_any: Stamp,
     pub recv_any: Stamp,
@@ -191,6 +198,12 @@ pub struct Peer {
     /// cleared by the handshaker when it takes the request: one request in
     /// the queue per peer at most.
     pub session_asked: AtomicBool,
+    /// Set on the first event stamped since the handshaker last planned
+    /// this peer's timers, which is when the handshaker gets its id.
+    timers_touched: AtomicBool,
+    /// Set by the encryptor while packets of this peer wait in its queue:
+    /// the lone-packet shortcut must not overtake them.
+    pub packets_waiting: AtomicBool,
     /// Taken out of the interface: packets still in flight for it are
     /// dropped.
     removed: AtomicBool,
@@ -204,7 +217,7 @@ impl Peer {
         clock: Clock,
         mtu: usize,
         timing: Timing,
-        moves: Sender<()>,
+        wakeups: Wakeups,
     ) -> Peer {
         Peer {
             id,
@@ -218,7 +231,7 @@ impl Peer {
             mtu,
             keypairs: RwLock::default(),
             endpoint: Mutex::new(spec.endpoint.map(Endpoint::from)),
-            moves,
+            wakeups,
             sent_any: Stamp::default(),
             recv_any: Stamp::default(),
             recv_data: Stamp::default(),
@@ -227,6 +240,8 @@ impl Peer {
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
             session_asked: AtomicBool::new(false),
+            timers_touched: AtomicBool::new(false),
+            packets_waiting: AtomicBool::new(false),
             removed: AtomicBool::new(false),
         }
     }
@@ -334,8 +349,28 @@ impl Peer {
         if !moved {
             return None;
         }
-        let _ = self.moves.try_send(());
+        let _ = self.wakeups.endpoint_moved.try_send(());
         Some(old)
+    }
+
+    /// Tells the handshaker, once until it looks, that a stamp moved and
+    /// the peer's timers need planning again (timers::next_due): a few
+    /// loads per batch, no message while the mark is set.
+    fn touch_timers(&self) {
+        // Pairs with the fence in `timers_seen`: either the handshaker reads
+        // the new stamp, or this reads the cleared mark and sends again.
+        fence(SeqCst);
+        if !self.timers_touched.load(Relaxed) && !self.timers_touched.swap(true, Relaxed) {
+            // At most one id per peer waits, so the channel stays small; it
+            // is closed only at shutdown.
+            let _ = self.wakeups.timers.send(self.id);
+        }
+    }
+
+    /// The handshaker, about to read the stamps to plan the timers.
+    pub fn timers_seen(&self) {
+        self.timers_touched.store(false, Relaxed);
+        fence(SeqCst);
     }
 
     /// Stamps an authenticated receive; `data` for a non-keepalive packet.
@@ -345,6 +380,7 @@ impl Peer {
         if data {
             self.recv_data.set(now);
         }
+        self.touch_timers();
     }
 
     /// Stamps an authenticated send; `data` for a non-keepalive packet.
@@ -353,5 +389,6 @@ impl Peer {
         if data {
             self.sent_data_unanswered.set_if_unset(now);
         }
+        self.touch_timers();
     }
 }

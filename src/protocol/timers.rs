@@ -215,6 +215,79 @@ pub fn due(t: &Timing, ev: &Events) -> Due {
     d
 }
 
+/// The earliest time at which [`due`] may act if nothing happens first: no
+/// packet sent or received, no handshake message, no request for a
+/// session. None when only such an event can arm a timer. The handshaker
+/// sleeps until then, and the data stages wake it when they stamp an event,
+/// so idle peers cost nothing. Never later than the first time `due` would
+/// act; earlier only costs an evaluation.
+pub fn next_due(t: &Timing, ev: &Events) -> Option<Duration> {
+    let mut at: Option<Duration> = None;
+    let mut candidate = |x: Duration| at = Some(at.map_or(x, |a| a.min(x)));
+    if let Some(p) = ev.pending {
+        candidate(p.sent + t.rekey_timeout + p.jitter);
+    } else if ev.have_endpoint {
+        if let Some(x) = new_handshake_at(t, ev) {
+            candidate(ev.handshake_sent.map_or(x, |h| x.max(h + t.rekey_timeout)));
+        }
+    }
+    // Both keepalives need a session that has not expired by then.
+    let usable_at = |x: Duration| {
+        ev.session
+            .is_some_and(|s| !t.expired(x.saturating_sub(s.created)))
+    };
+    if let Some(r) = ev.recv_data.filter(|_| after(ev.recv_data, ev.sent_any)) {
+        let x = r + t.keepalive_timeout;
+        if usable_at(x.max(ev.now)) {
+            candidate(x);
+        }
+    }
+    if let Some(interval) = ev.persistent_keepalive {
+        let x = ev
+            .sent_any
+            .max(ev.recv_any)
+            .map_or(ev.now, |l| l + interval);
+        if usable_at(x.max(ev.now)) {
+            candidate(x);
+        }
+    }
+    if let Some(d) = ev.session_derived {
+        candidate(d + t.zero_keys_after());
+    }
+    at
+}
+
+/// When [`wants_new_handshake`] becomes true without new events, before
+/// the rate limit.
+fn new_handshake_at(t: &Timing, ev: &Events) -> Option<Duration> {
+    let now = ev.now;
+    if ev.want_session {
+        return Some(now);
+    }
+    let unanswered = ev
+        .sent_data_unanswered
+        .map(|x| x + t.keepalive_timeout + t.rekey_timeout);
+    let Some(s) = ev.session else {
+        return unanswered;
+    };
+    if s.sent_messages >= REKEY_AFTER_MESSAGES {
+        return Some(now);
+    }
+    if !s.we_initiated {
+        return unanswered;
+    }
+    // Both rules on the age of the keypair wait for a send or a receive
+    // after that age: a new event, unless it already happened.
+    let rekey_at = s.created + t.rekey_after_time;
+    let last_minute_at = s.created + t.last_minute_age();
+    let sent_late = ev.sent_any.is_some_and(|x| x >= rekey_at);
+    let received_late = !s.last_minute_done && ev.recv_any.is_some_and(|x| x >= last_minute_at);
+    match (sent_late || received_late, unanswered) {
+        (true, _) => Some(now),
+        (false, u) => u,
+    }
+}
+
 fn usable(t: &Timing, ev: &Events) -> bool {
     ev.session
         .is_some_and(|s| !t.expired(ev.now.saturating_sub(s.created)))
@@ -393,6 +466,145 @@ mod tests {
         assert_eq!(due(&t, &ev).initiate, None);
         ev.session.as_mut().unwrap().sent_messages = REKEY_AFTER_MESSAGES;
         assert_eq!(due(&t, &ev).initiate, Some(Initiate::New));
+    }
+
+    /// What an idle peer sleeps until: keepalives and key erasure are
+    /// seen coming; rules that need a new packet are not scheduled.
+    #[test]
+    fn next_due_names_the_next_timer_of_an_idle_peer() {
+        let t = Timing::default();
+        let mut ev = established(30);
+        ev.sent_any = Some(s(20));
+        ev.recv_any = Some(s(20));
+        assert_eq!(next_due(&t, &ev), Some(s(540)), "only the key erasure");
+        ev.persistent_keepalive = Some(s(25));
+        assert_eq!(next_due(&t, &ev), Some(s(45)));
+        ev.recv_data = Some(s(25));
+        assert_eq!(next_due(&t, &ev), Some(s(35)), "the passive keepalive");
+        ev.pending = Some(Pending {
+            sent: s(29),
+            retries: 0,
+            jitter: Duration::from_millis(100),
+        });
+        assert_eq!(next_due(&t, &ev), Some(Duration::from_millis(34_100)));
+        let idle = Events {
+            now: s(7),
+            have_endpoint: true,
+            ..Events::default()
+        };
+        assert_eq!(next_due(&t, &idle), None, "nothing until traffic");
+        let waiting = Events {
+            want_session: true,
+            handshake_sent: Some(s(4)),
+            ..idle
+        };
+        assert_eq!(
+            next_due(&t, &waiting),
+            Some(s(9)),
+            "rate-limited initiation"
+        );
+    }
+
+    /// xorshift64: the same cases on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn time(&mut self, max_ms: u64) -> Duration {
+            Duration::from_millis(self.next() % max_ms)
+        }
+        /// A time before `now`, at a random scale: events just past and
+        /// long ago.
+        fn before(&mut self, now: Duration) -> Duration {
+            let scale = [2_000, 20_000, 200_000, 1_200_000][(self.next() % 4) as usize];
+            now.saturating_sub(self.time(scale))
+        }
+        fn maybe_before(&mut self, now: Duration) -> Option<Duration> {
+            (self.next() % 3 != 0).then(|| self.before(now))
+        }
+    }
+
+    /// For random states with nothing due now, `due` acts at no time before
+    /// `next_due`, nor ever when it says None: sleeping until then misses
+    /// nothing.
+    #[test]
+    fn nothing_is_due_before_next_due() {
+        let mut t = Timing::default();
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut checked, mut sleeping_for_good) = (0, 0);
+        for case in 0..20_000 {
+            if case % 2 == 1 {
+                t = Timing::default()
+                    .with_overrides(
+                        "rekey_after=3,reject_after=6,rekey_attempt=4,rekey_timeout=1,keepalive=2",
+                    )
+                    .unwrap();
+            }
+            const SPAN: u64 = 1_200_000;
+            let now = rng.time(SPAN);
+            let ev = Events {
+                now,
+                sent_any: rng.maybe_before(now),
+                sent_data_unanswered: rng.maybe_before(now),
+                recv_any: rng.maybe_before(now),
+                recv_data: rng.maybe_before(now),
+                session: (rng.next() % 4 != 0).then(|| SessionInfo {
+                    created: rng.before(now),
+                    we_initiated: rng.next() % 2 == 0,
+                    last_minute_done: rng.next() % 2 == 0,
+                    sent_messages: if rng.next() % 50 == 0 {
+                        REKEY_AFTER_MESSAGES
+                    } else {
+                        10
+                    },
+                }),
+                pending: (rng.next() % 3 == 0).then(|| Pending {
+                    sent: rng.before(now),
+                    retries: (rng.next() % 20) as u32,
+                    jitter: rng.time(334),
+                }),
+                handshake_sent: rng.maybe_before(now),
+                session_derived: rng.maybe_before(now),
+                persistent_keepalive: (rng.next() % 2 == 0)
+                    .then(|| rng.time(60_000) + Duration::from_millis(1)),
+                want_session: rng.next() % 4 == 0,
+                have_endpoint: rng.next() % 4 != 0,
+            };
+            if due(&t, &ev) != Due::default() {
+                // The handshaker acts on it first, then asks again.
+                continue;
+            }
+            let next = next_due(&t, &ev);
+            checked += 1;
+            sleeping_for_good += usize::from(next.is_none());
+            let end = next.unwrap_or(now + Duration::from_millis(3 * SPAN));
+            // Spread over the wait, every 10 ms of its first 2 s, and its
+            // last millisecond.
+            let samples = (1..=40u32)
+                .map(|k| now + (end.saturating_sub(now)) * k / 41)
+                .chain((1..200).map(|k| now + Duration::from_millis(10 * k)))
+                .chain(next.map(|n| n.saturating_sub(Duration::from_millis(1))));
+            for at in samples {
+                if at <= now || Some(at) >= next {
+                    continue;
+                }
+                let d = due(&t, &Events { now: at, ..ev });
+                assert_eq!(
+                    d,
+                    Due::default(),
+                    "case {case}: due acts at {at:?}, before next_due {next:?}: {ev:?}"
+                );
+            }
+        }
+        assert!(
+            checked > 5_000 && sleeping_for_good > 100,
+            "{checked}, {sleeping_for_good}"
+        );
     }
 
     #[test]
