@@ -94,6 +94,24 @@ impl Interface {
     /// Adds a peer. An AllowedIP another peer has already is moved to this
     /// one, as `wg set` does.
     pub fn add_peer(&self, spec: PeerSpec) -> Result<Arc<Peer>> {
+        let added = self.insert_peer(spec);
+        write(&self.routes).compress();
+        added
+    }
+
+    /// Adds peers as [`Interface::add_peer`] does, up to the first error;
+    /// the AllowedIPs table is compressed once, not once per peer (10 000
+    /// peers would take seconds).
+    pub fn add_peers(&self, specs: impl IntoIterator<Item = PeerSpec>) -> Result<()> {
+        let added = specs
+            .into_iter()
+            .try_for_each(|spec| self.insert_peer(spec).map(drop));
+        write(&self.routes).compress();
+        added
+    }
+
+    /// Adds a peer to every table, leaving the AllowedIPs table uncompressed.
+    fn insert_peer(&self, spec: PeerSpec) -> Result<Arc<Peer>> {
         let key = spec.public_key;
         let remote = PeerStatic::new(&self.local, key, spec.preshared_key.clone())
             .map_err(|_| Error::Input(format!("peer {key}: the public key is of low order")))?;
@@ -131,11 +149,8 @@ impl Interface {
         write(&self.peers).retain(|p| !Arc::ptr_eq(p, &peer));
         {
             let mut routes = write(&self.routes);
-            for &cidr in &peer.allowed_ips {
-                if routes.get(cidr).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
-                    routes.remove(cidr);
-                }
-            }
+            routes.retain(|p| !Arc::ptr_eq(p, &peer));
+            routes.compress();
         }
         write(&self.indices).retain(|_, p| !Arc::ptr_eq(p, &peer));
         peer.clear_keypairs();
@@ -303,6 +318,33 @@ mod tests {
         assert_eq!(routed(&i, "10.0.0.9"), Some(b.id));
         i.remove_peer(&a.public_key);
         assert_eq!(routed(&i, "10.0.0.9"), Some(b.id), "A no longer had it");
+    }
+
+    /// Many peers, one /32 each: the table is compressed after each change,
+    /// and a peer removed takes no other's prefix with it.
+    #[test]
+    fn peer_changes_leave_the_table_compressed_and_whole() {
+        let i = iface();
+        let host = |n: u8| format!("10.0.1.{n}/32");
+        let specs = (1..=100).map(|n| spec(n, &[host(n).as_str()]));
+        i.add_peers(specs).unwrap();
+        assert!(i.routes().is_compressed());
+        let c = i.add_peer(spec(101, &["10.0.0.0/16"])).unwrap();
+        assert!(i.routes().is_compressed());
+        let before = i.peers();
+        i.remove_peer(&before[49].public_key).unwrap();
+        assert!(i.routes().is_compressed());
+        for (n, p) in (1..=100).zip(&before) {
+            let want = if n == 50 { c.id } else { p.id };
+            assert_eq!(routed(&i, &format!("10.0.1.{n}")), Some(want), "{n}");
+        }
+        // Up to the first error, and compressed still.
+        let Err(err) = i.add_peers([spec(102, &["10.0.2.1/32"]), spec(101, &[])]) else {
+            panic!("a key listed twice was added");
+        };
+        assert!(err.to_string().contains("listed twice"), "{err}");
+        assert!(i.routes().is_compressed());
+        assert_eq!(routed(&i, "10.0.2.1"), Some(i.peers()[100].id));
     }
 
     #[test]
