@@ -83,6 +83,10 @@ pub struct Handshaker<'a> {
 /// What the handshaker remembers of one peer between messages and ticks.
 struct State {
     peer: Arc<Peer>,
+    /// The peer's static keys when last evaluated: replaced ones (a new
+    /// PSK or private key) end the attempt and the wait between
+    /// initiations, as wireguard-go's ExpireCurrentKeypairs does.
+    keys: Arc<PeerStatic>,
     attempt: Option<Attempt>,
     /// Greatest TAI64N accepted from the peer: older initiations are replays.
     last_timestamp: Option<[u8; 12]>,
@@ -104,6 +108,7 @@ impl State {
         peer.timers_seen();
         State {
             want_session: peer.initiate_at_start,
+            keys: peer.remote(),
             peer,
             attempt: None,
             last_timestamp: None,
@@ -330,13 +335,9 @@ impl<'a> Handshaker<'a> {
     fn tick(&self, st: &mut State) {
         let peer = st.peer.clone();
         let now = self.iface.now();
-        if st
-            .attempt
-            .as_ref()
-            .is_some_and(|a| !Arc::ptr_eq(&a.keys, &peer.remote()))
-        {
-            // Its keys were replaced: the next initiation may go at once,
-            // as wireguard-go allows after a new private key.
+        let keys = peer.remote();
+        if !Arc::ptr_eq(&st.keys, &keys) {
+            st.keys = keys;
             self.forget_attempt(st);
             st.handshake_sent = None;
         }

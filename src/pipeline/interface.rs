@@ -226,9 +226,12 @@ impl Interface {
         if new.public == local.public {
             return Ok(());
         }
-        self.remove_peer(&new.public);
         // Not `peers`: a peer being added is in `by_key` first.
-        let peers: Vec<Arc<Peer>> = read(&self.by_key).values().cloned().collect();
+        let peers: Vec<Arc<Peer>> = read(&self.by_key)
+            .values()
+            .filter(|p| p.public_key != new.public)
+            .cloned()
+            .collect();
         let remotes = peers
             .iter()
             .map(|p| {
@@ -236,6 +239,8 @@ impl Interface {
                 peer_static(&new, p.public_key, Some(old.psk().clone()))
             })
             .collect::<Result<Vec<_>>>()?;
+        // wireguard-go ignores a peer with our own key; here it goes.
+        self.remove_peer(&new.public);
         *local = Arc::new(new);
         for (peer, remote) in peers.iter().zip(remotes) {
             peer.set_remote(Arc::new(remote));
