@@ -133,6 +133,12 @@ impl Interface {
         let key = spec.public_key;
         // Held until the peer is in `by_key`, where a new private key finds it.
         let local = read(&self.local);
+        if key == local.public {
+            // A handshake with ourselves (wireguard-go skips such a peer).
+            return Err(Error::Input(format!(
+                "peer {key} has the interface's own public key"
+            )));
+        }
         let remote = peer_static(&local, key, spec.preshared_key.clone())?;
         let mut by_key = write(&self.by_key);
         if by_key.contains_key(&key) {
@@ -474,6 +480,17 @@ mod tests {
         assert!(err.to_string().contains("listed twice"), "{err}");
         assert_eq!(i.peers().len(), 1);
         assert_eq!(routed(&i, "10.0.0.1"), None, "nothing of it was added");
+    }
+
+    #[test]
+    fn a_peer_with_our_own_public_key_is_refused() {
+        let i = iface();
+        let Err(err) = i.add_peer(spec(0x11, &["10.0.0.0/8"])) else {
+            panic!("a peer with our own key was added");
+        };
+        assert!(err.to_string().contains("own public key"), "{err}");
+        assert!(i.peers().is_empty());
+        assert_eq!(routed(&i, "10.0.0.1"), None);
     }
 
     fn session(local_index: u32) -> Session {
