@@ -23,7 +23,8 @@
 //!   the kernel only through [`pipeline::device`]'s traits (in-memory fakes in
 //!   tests); [`pipeline::stats`] is the one list of stages and drop reasons and
 //!   the one codec of the stats file.
-//! - [`protocol`] is pure WireGuard: bytes in, typed results out.
+//! - [`protocol`] is pure WireGuard: bytes in, typed results out; also the
+//!   text codec of the control socket `wg` speaks ([`protocol::uapi`]).
 //! - [`sys`] holds every `unsafe` block and system call, one small function
 //!   each, and depends on nothing above it.
 //! - [`cidr`] and [`error`] are leaves used throughout.

@@ -8,3 +8,4 @@ pub mod keys;
 pub mod messages;
 pub mod session;
 pub mod timers;
+pub mod uapi;
