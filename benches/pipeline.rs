@@ -2,7 +2,10 @@
 //! A's (fake) tun come out of B's, through A's tun_reader, encryptor and
 //! udp_sender, the in-memory UDP link, and B's udp_receiver, decryptor and
 //! tun_writer. No kernel: this is the pipeline's own cost (threads,
-//! channels, batches, crypto) plus the fakes' copies.
+//! channels, batches, crypto) plus the fakes' copies. Once with one peer
+//! on each side, and once with each side serving 10 000 more peers (one /32
+//! each, no traffic): the same stream then looks its destination (A) and its
+//! source (B) up among 10 001 peers.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pipevpn::cidr::Cidr;
@@ -30,31 +33,55 @@ fn ipv4(len: usize) -> Vec<u8> {
     p
 }
 
-/// Two tunnels joined by the fake UDP link, with a session established.
-fn pair() -> [(TunnelHandle, FakeTunEnds); 2] {
+/// Peers served besides the other side: keys of their own, a /32 each in
+/// 10.200.0.0/16, no endpoint.
+fn idle_peers(n: u32) -> Vec<PeerSpec> {
+    (0..n)
+        .map(|i| {
+            let mut private = [0x33u8; 32];
+            // Not in byte 0: X25519 clears its low 3 bits.
+            private[1..5].copy_from_slice(&i.to_le_bytes());
+            let host = Ipv4Addr::from(0x0ac8_0000 + i + 1);
+            PeerSpec {
+                public_key: PrivateKey::from_bytes(private).public_key(),
+                preshared_key: None,
+                endpoint: None,
+                initiate_at_start: false,
+                allowed_ips: vec![Cidr::new(host.into(), 32).unwrap()],
+                persistent_keepalive: None,
+            }
+        })
+        .collect()
+}
+
+/// Two tunnels joined by the fake UDP link, with a session established;
+/// each serves `idle` more peers.
+fn pair(idle: u32) -> [(TunnelHandle, FakeTunEnds); 2] {
     let (a_key, b_key) = ([0x11u8; 32], [0x22u8; 32]);
     let a_addr: SocketAddr = "192.0.2.1:51820".parse().unwrap();
     let b_addr: SocketAddr = "192.0.2.2:51820".parse().unwrap();
     let (a_udp, b_udp) = FakeUdp::pair(a_addr, b_addr, QUEUE);
-    let side = |private, peer_private, endpoint, allowed: Ipv4Addr, udp| {
+    let side = |private, peer_private, endpoint, allowed: Ipv4Addr, udp, idle| {
+        let mut peers = idle_peers(idle);
+        peers.push(PeerSpec {
+            public_key: PrivateKey::from_bytes(peer_private).public_key(),
+            preshared_key: None,
+            endpoint,
+            initiate_at_start: false,
+            allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
+            persistent_keepalive: None,
+        });
         let cfg = TunnelConfig {
             private_key: PrivateKey::from_bytes(private),
             mtu: 1420,
             timing: Timing::default(),
-            peers: vec![PeerSpec {
-                public_key: PrivateKey::from_bytes(peer_private).public_key(),
-                preshared_key: None,
-                endpoint,
-                initiate_at_start: false,
-                allowed_ips: vec![Cidr::new(allowed.into(), 32).unwrap()],
-                persistent_keepalive: None,
-            }],
+            peers,
         };
         let (tun, ends) = FakeTun::new(QUEUE);
         (spawn(cfg, Arc::new(tun), Arc::new(udp)).unwrap(), ends)
     };
-    let a = side(a_key, b_key, Some(b_addr), B_TUN, a_udp);
-    let b = side(b_key, a_key, None, A_TUN, b_udp);
+    let a = side(a_key, b_key, Some(b_addr), B_TUN, a_udp, idle);
+    let b = side(b_key, a_key, None, A_TUN, b_udp, idle);
     a.1.inject.send(ipv4(64)).unwrap();
     b.1.delivered
         .recv_timeout(WAIT)
@@ -63,37 +90,42 @@ fn pair() -> [(TunnelHandle, FakeTunEnds); 2] {
 }
 
 fn one_direction(c: &mut Criterion) {
-    let [(a, a_tun), (b, b_tun)] = pair();
     let mut g = c.benchmark_group("pipeline_one_direction");
     g.measurement_time(Duration::from_secs(8));
-    for size in [64, 1420] {
-        let packet = ipv4(size);
-        g.throughput(Throughput::Elements(1));
-        g.bench_function(BenchmarkId::new("packets", size), |bench| {
-            bench.iter_custom(|iters| {
-                let inject = a_tun.inject.clone();
-                let packet = packet.clone();
-                let started = Instant::now();
-                // A separate feeder: the queues are bounded, so one thread
-                // both writing and reading would block itself.
-                let feeder = std::thread::spawn(move || {
+    for (name, idle, sizes) in [
+        ("packets", 0, &[64, 1420][..]),
+        ("packets_10000_peers", 10_000, &[64]),
+    ] {
+        let [(a, a_tun), (b, b_tun)] = pair(idle);
+        for &size in sizes {
+            let packet = ipv4(size);
+            g.throughput(Throughput::Elements(1));
+            g.bench_function(BenchmarkId::new(name, size), |bench| {
+                bench.iter_custom(|iters| {
+                    let inject = a_tun.inject.clone();
+                    let packet = packet.clone();
+                    let started = Instant::now();
+                    // A separate feeder: the queues are bounded, so one thread
+                    // both writing and reading would block itself.
+                    let feeder = std::thread::spawn(move || {
+                        for _ in 0..iters {
+                            inject.send(packet.clone()).unwrap();
+                        }
+                    });
                     for _ in 0..iters {
-                        inject.send(packet.clone()).unwrap();
+                        let got = b_tun.delivered.recv_timeout(WAIT).expect("delivered");
+                        assert_eq!(got.len(), size);
                     }
-                });
-                for _ in 0..iters {
-                    let got = b_tun.delivered.recv_timeout(WAIT).expect("delivered");
-                    assert_eq!(got.len(), size);
-                }
-                let elapsed = started.elapsed();
-                feeder.join().unwrap();
-                elapsed
-            })
-        });
+                    let elapsed = started.elapsed();
+                    feeder.join().unwrap();
+                    elapsed
+                })
+            });
+        }
+        a.shutdown().unwrap();
+        b.shutdown().unwrap();
     }
     g.finish();
-    a.shutdown().unwrap();
-    b.shutdown().unwrap();
 }
 
 criterion_group!(benches, one_direction);

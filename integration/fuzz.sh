@@ -3,8 +3,9 @@
 # datagram decoders (fuzz/fuzz_targets/messages.rs), the responder fed
 # initiations with a valid mac1 (responder.rs), the config parser (config.rs),
 # the route-record parser (routes.rs), the cutting and joining of TCP
-# super-segments on the tun (tun_offload.rs) and the cutting of a UDP GRO
-# receive buffer into slots (udp_gro.rs), FUZZ_SECONDS (default 60) each, from
+# super-segments on the tun (tun_offload.rs), the cutting of a UDP GRO
+# receive buffer into slots (udp_gro.rs) and the control socket's request
+# reader (uapi.rs), FUZZ_SECONDS (default 60) each, from
 # the seeds in fuzz/seeds/. One line per target, `PASS fuzz-NAME` or `FAIL fuzz-NAME: why`;
 # any crash fails, and the crashing inputs stay in fuzz/target/afl/NAME/.
 # Needs cargo-afl with AFL++ built (`cargo install cargo-afl --locked`, then
@@ -13,7 +14,7 @@ set -Eeuo pipefail
 
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz" && pwd)
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
-TARGETS=(messages responder config routes tun_offload udp_gro)
+TARGETS=(messages responder config routes tun_offload udp_gro uapi)
 
 fail() {
 	echo "FAIL $1: $2"

@@ -19,7 +19,7 @@ use super::SessionEvent;
 use crate::protocol::dos::{Admission, Gate};
 use crate::protocol::handshake::{
     consume_cookie_reply, consume_initiation, consume_response, create_cookie_reply,
-    create_initiation, create_response, response_mac1, tai64n, verify_mac1, Initiating,
+    create_initiation, create_response, response_mac1, tai64n, verify_mac1, Initiating, PeerStatic,
 };
 use crate::protocol::keys::{Key, PrivateKey};
 use crate::protocol::messages::{message_type, CookieReply, Initiation, MessageType, Response};
@@ -53,6 +53,9 @@ const BUSY_QUEUE: usize = super::HANDSHAKE_QUEUE / 8;
 /// Our own initiation, waiting for its response.
 struct Attempt {
     state: Initiating,
+    /// The peer's static keys it was made with: once they are replaced (a
+    /// new PSK or private key), the attempt is dropped.
+    keys: Arc<PeerStatic>,
     sent: Duration,
     retries: u32,
     jitter: Duration,
@@ -80,6 +83,10 @@ pub struct Handshaker<'a> {
 /// What the handshaker remembers of one peer between messages and ticks.
 struct State {
     peer: Arc<Peer>,
+    /// The peer's static keys when last evaluated: replaced ones (a new
+    /// PSK or private key) end the attempt and the wait between
+    /// initiations, as wireguard-go's ExpireCurrentKeypairs does.
+    keys: Arc<PeerStatic>,
     attempt: Option<Attempt>,
     /// Greatest TAI64N accepted from the peer: older initiations are replays.
     last_timestamp: Option<[u8; 12]>,
@@ -101,6 +108,7 @@ impl State {
         peer.timers_seen();
         State {
             want_session: peer.initiate_at_start,
+            keys: peer.remote(),
             peer,
             attempt: None,
             last_timestamp: None,
@@ -317,7 +325,7 @@ impl<'a> Handshaker<'a> {
             }),
             handshake_sent: st.handshake_sent,
             session_derived: st.session_derived,
-            persistent_keepalive: peer.persistent_keepalive,
+            persistent_keepalive: peer.persistent_keepalive(),
             want_session: st.want_session,
             have_endpoint: peer.endpoint().is_some(),
         }
@@ -327,8 +335,23 @@ impl<'a> Handshaker<'a> {
     fn tick(&self, st: &mut State) {
         let peer = st.peer.clone();
         let now = self.iface.now();
+        let keys = peer.remote();
+        if !Arc::ptr_eq(&st.keys, &keys) {
+            st.keys = keys;
+            self.forget_attempt(st);
+            st.handshake_sent = None;
+        }
         if peer.sending_session().is_some() {
             st.want_session = false;
+        }
+        if peer.take_keepalive_asked() {
+            // A persistent keepalive was turned on: one goes now, or, with
+            // no session to send it in, a handshake starts.
+            if peer.sending_session().is_some() {
+                self.send_keepalive(&peer);
+            } else {
+                st.want_session = true;
+            }
         }
         let current = peer.keypairs().current;
         let ev = self.events(st, now);
@@ -441,8 +464,8 @@ impl<'a> Handshaker<'a> {
     fn on_initiation(&mut self, p: &HandshakePacket) -> Result<u64, DropReason> {
         let msg = Initiation::parse(p.bytes()).map_err(DropReason::from)?;
         self.admit(p, msg.sender, &msg.mac1)?;
-        let accepted =
-            consume_initiation(&self.iface.local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
+        let local = self.iface.local();
+        let accepted = consume_initiation(&local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
         let peer = self
             .iface
             .peer(&accepted.peer_public)
@@ -461,12 +484,17 @@ impl<'a> Handshaker<'a> {
             st.last_timestamp = Some(accepted.timestamp);
             st.last_initiation_at = Some(now);
             let peer = st.peer.clone();
+            let (local_now, remote) = hs.iface.handshake_keys(&peer);
+            if !Arc::ptr_eq(&local, &local_now) {
+                // Our private key changed since the message was read.
+                return Err(DropReason::HandshakeFailed);
+            }
             note_endpoint(&peer, p.src);
 
             let index = hs.iface.new_index(&peer, || random_u64() as u32);
             let (keys, response) = create_response(
-                &hs.iface.local,
-                &peer.remote,
+                &local,
+                &remote,
                 &accepted,
                 random_private(),
                 index,
@@ -499,7 +527,12 @@ impl<'a> Handshaker<'a> {
         self.with_state(peer, |hs, st| {
             let attempt = st.attempt_answered_by(msg.receiver)?;
             let peer = st.peer.clone();
-            let keys = consume_response(&hs.iface.local, &peer.remote, &attempt.state, &msg)
+            let (local, remote) = hs.iface.handshake_keys(&peer);
+            if !Arc::ptr_eq(&attempt.keys, &remote) {
+                // Made with keys since replaced: dropped at the next tick.
+                return Err(DropReason::UnexpectedMessage);
+            }
+            let keys = consume_response(&local, &remote, &attempt.state, &msg)
                 .map_err(|_| DropReason::HandshakeFailed)?;
             let now = hs.iface.now();
             let took = now.saturating_sub(attempt.sent);
@@ -539,7 +572,8 @@ impl<'a> Handshaker<'a> {
         sender: u32,
         mac1: &[u8; 16],
     ) -> Result<(), DropReason> {
-        if !verify_mac1(&self.iface.local, p.bytes()) {
+        let local = self.iface.local();
+        if !verify_mac1(&local, p.bytes()) {
             return Err(DropReason::BadMac1);
         }
         let now = self.iface.now();
@@ -550,7 +584,7 @@ impl<'a> Handshaker<'a> {
         };
         let mut nonce = [0u8; 24];
         getrandom::getrandom(&mut nonce).expect("the OS random source is available");
-        let reply = create_cookie_reply(&self.iface.local, sender, mac1, &cookie, nonce);
+        let reply = create_cookie_reply(&local, sender, mac1, &cookie, nonce);
         if let Err(e) = self.udp.send_to(&reply, p.src) {
             log::debug!("sending a cookie reply to {}: {e}", p.src);
         }
@@ -562,7 +596,7 @@ impl<'a> Handshaker<'a> {
         let peer = self.peer_by_index(msg.receiver)?;
         self.with_state(peer, |hs, st| {
             let mac1 = st.mac1_sent_with(msg.receiver)?;
-            let cookie = consume_cookie_reply(&st.peer.remote, &msg, &mac1)
+            let cookie = consume_cookie_reply(&st.peer.remote(), &msg, &mac1)
                 .map_err(|_| DropReason::BadCookie)?;
             st.cookie = Some((cookie, hs.iface.now()));
             log::debug!(
@@ -582,9 +616,10 @@ impl<'a> Handshaker<'a> {
         // A retry replaces the attempt: its index is freed.
         self.forget_attempt(st);
         let index = self.iface.new_index(&peer, || random_u64() as u32);
+        let (local, remote) = self.iface.handshake_keys(&peer);
         match create_initiation(
-            &self.iface.local,
-            &peer.remote,
+            &local,
+            &remote,
             random_private(),
             wall_clock_tai64n(),
             index,
@@ -593,6 +628,7 @@ impl<'a> Handshaker<'a> {
             Ok((state, msg)) => {
                 st.attempt = Some(Attempt {
                     state,
+                    keys: remote,
                     sent: now,
                     retries,
                     jitter: Duration::from_millis(random_u64() % MAX_JITTER_MS),

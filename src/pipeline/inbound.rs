@@ -2,11 +2,12 @@
 
 use super::device::{TunDevice, UdpDevice};
 use super::handshake_queue::HandshakePacket;
-use super::interface::{Interface, Routes};
+use super::interface::Interface;
 use super::peer::{Keypairs, Peer};
 use super::pool::{Batch, Lone, Plain, Pool, Sealed, HEADROOM};
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
+use crate::cidr::Memo;
 use crate::protocol::messages::{message_type, MessageType, TransportHeader};
 use crate::protocol::session::{inner_packet, open_in_place, InnerError};
 use crate::sys::poll::StopFd;
@@ -124,6 +125,7 @@ impl Decryptor<'_> {
         let now = self.iface.now();
         // Held for the batch: a peer change waits for at most that long.
         let routes = self.iface.routes();
+        let mut sources = routes.memo();
         let mut current = None;
         let (mut packets, mut bytes) = (0, 0);
         for i in 0..batch.count() {
@@ -131,7 +133,7 @@ impl Decryptor<'_> {
             if datagram_len == 0 {
                 continue;
             }
-            let opened = self.open(batch, i, &mut current, &routes, now);
+            let opened = self.open(batch, i, &mut current, &mut sources, now);
             if let (Ok(Opened::Data(_) | Opened::Keepalive), Some(c)) = (&opened, &mut current) {
                 c.from = Some(batch.addr(i));
                 c.rx_bytes += datagram_len;
@@ -206,7 +208,7 @@ impl Decryptor<'_> {
         batch: &mut Batch,
         i: usize,
         current: &mut Option<Current>,
-        routes: &Routes,
+        sources: &mut Memo<Arc<Peer>>,
         now: Duration,
     ) -> Result<Opened, DropReason> {
         let src = batch.addr(i);
@@ -266,7 +268,7 @@ impl Decryptor<'_> {
         // Cryptokey routing: the inner source must route back to this very
         // peer, by longest prefix over all peers (whitepaper §2): another
         // peer's prefix inside this one's shorter one is not this peer's.
-        if !routes
+        if !sources
             .lookup(inner.src)
             .is_some_and(|p| Arc::ptr_eq(p, &c.peer))
         {

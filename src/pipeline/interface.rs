@@ -12,23 +12,56 @@
 //!   (whitepaper §5.4.1).
 //!
 //! The tables sit behind locks so the peer set can change while the stages
-//! run ([`Interface::add_peer`], [`Interface::remove_peer`]); readers take
-//! them once per batch or per handshake message, and writers only on
-//! handshakes and peer changes.
+//! run ([`Interface::add_peer`], [`Interface::remove_peer`],
+//! [`Interface::update_peer`], [`Interface::set_private_key`], what `wg set`
+//! does); readers take them once per batch or per handshake message, and
+//! writers only on handshakes and peer changes.
+//!
+//! Lock order: `local`, then `by_key`, `peers`, `routes` (then a peer's own
+//! AllowedIPs list), `indices`; a peer's `remote` after `local`.
 
-use super::peer::{Clock, Peer, PeerSpec, Session, Wakeups};
-use crate::cidr::PrefixTable;
+use super::peer::{read, write, Clock, Peer, PeerSpec, Session, Wakeups};
+use crate::cidr::{Cidr, PrefixTable};
 use crate::protocol::handshake::{LocalStatic, PeerStatic};
-use crate::protocol::keys::{PrivateKey, PublicKey};
+use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::protocol::timers::Timing;
+use crate::sys::udp::Endpoint;
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, Receiver};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+/// A change to one running peer, as `wg set` makes it; a None field (or
+/// an empty list) leaves that part as it is. The peer keeps its sessions
+/// and counters, as in wireguard-go.
+#[derive(Debug, Clone, Default)]
+pub struct PeerUpdate {
+    /// Some(None) removes the PSK.
+    pub preshared_key: Option<Option<PresharedKey>>,
+    pub endpoint: Option<SocketAddr>,
+    /// Some(None) turns it off.
+    pub persistent_keepalive: Option<Option<Duration>>,
+    /// Drop every AllowedIP of the peer before applying `allowed_ips`.
+    pub replace_allowed_ips: bool,
+    /// Applied in order, all under one write lock of the AllowedIPs table.
+    pub allowed_ips: Vec<AllowedIpChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllowedIpChange {
+    /// Taken from the peer that has it, if any, as `add_peer` does.
+    Add(Cidr),
+    /// Removed if the peer has it; another peer's is left alone.
+    Remove(Cidr),
+}
 
 pub struct Interface {
-    pub local: LocalStatic,
+    /// Replaced whole by [`Interface::set_private_key`], which also
+    /// replaces every peer's `remote` while holding it for writing.
+    local: RwLock<Arc<LocalStatic>>,
     pub clock: Clock,
     pub timing: Timing,
     pub mtu: usize,
@@ -52,23 +85,13 @@ pub struct Interface {
 /// The AllowedIPs of all peers, as the data stages hold it for a batch.
 pub type Routes<'a> = RwLockReadGuard<'a, PrefixTable<Arc<Peer>>>;
 
-// A poisoned lock means a stage panicked while changing a table; each
-// change leaves the table whole, so the others go on with it.
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Interface {
     /// An interface without peers.
     pub fn new(private_key: PrivateKey, mtu: usize, timing: Timing) -> Interface {
         let (timers_wakeup, timers_touched) = crossbeam_channel::unbounded();
         let (endpoint_moved, endpoint_moves) = bounded(1);
         Interface {
-            local: LocalStatic::new(private_key),
+            local: RwLock::new(Arc::new(LocalStatic::new(private_key))),
             clock: Clock::new(),
             timing,
             mtu,
@@ -91,12 +114,50 @@ impl Interface {
         self.clock.now()
     }
 
+    /// Our static keys (for mac1 checks and cookie replies); for a
+    /// handshake with a peer, take [`Interface::handshake_keys`].
+    pub fn local(&self) -> Arc<LocalStatic> {
+        read(&self.local).clone()
+    }
+
+    /// Our static keys and `peer`'s, read together so that a private key
+    /// changing at that moment never pairs the new with the old.
+    pub fn handshake_keys(&self, peer: &Peer) -> (Arc<LocalStatic>, Arc<PeerStatic>) {
+        let local = read(&self.local);
+        (local.clone(), peer.remote())
+    }
+
     /// Adds a peer. An AllowedIP another peer has already is moved to this
     /// one, as `wg set` does.
     pub fn add_peer(&self, spec: PeerSpec) -> Result<Arc<Peer>> {
+        let added = self.insert_peer(spec);
+        write(&self.routes).compress();
+        added
+    }
+
+    /// Adds peers as [`Interface::add_peer`] does, up to the first error;
+    /// the AllowedIPs table is compressed once, not once per peer (10 000
+    /// peers would take seconds).
+    pub fn add_peers(&self, specs: impl IntoIterator<Item = PeerSpec>) -> Result<()> {
+        let added = specs
+            .into_iter()
+            .try_for_each(|spec| self.insert_peer(spec).map(drop));
+        write(&self.routes).compress();
+        added
+    }
+
+    /// Adds a peer to every table, leaving the AllowedIPs table uncompressed.
+    fn insert_peer(&self, spec: PeerSpec) -> Result<Arc<Peer>> {
         let key = spec.public_key;
-        let remote = PeerStatic::new(&self.local, key, spec.preshared_key.clone())
-            .map_err(|_| Error::Input(format!("peer {key}: the public key is of low order")))?;
+        // Held until the peer is in `by_key`, where a new private key finds it.
+        let local = read(&self.local);
+        if key == local.public {
+            // A handshake with ourselves (wireguard-go skips such a peer).
+            return Err(Error::Input(format!(
+                "peer {key} has the interface's own public key"
+            )));
+        }
+        let remote = peer_static(&local, key, spec.preshared_key.clone())?;
         let mut by_key = write(&self.by_key);
         if by_key.contains_key(&key) {
             return Err(Error::Input(format!(
@@ -106,7 +167,7 @@ impl Interface {
         let id = self.next_id.fetch_add(1, Relaxed);
         let peer = Arc::new(Peer::new(
             id,
-            remote,
+            Arc::new(remote),
             spec,
             self.clock,
             self.mtu,
@@ -115,12 +176,105 @@ impl Interface {
         ));
         by_key.insert(key, peer.clone());
         drop(by_key);
+        drop(local);
         write(&self.peers).push(peer.clone());
-        let mut routes = write(&self.routes);
-        for &cidr in &peer.allowed_ips {
-            routes.insert(cidr, peer.clone());
+        {
+            let mut routes = write(&self.routes);
+            let mut list = peer.allowed_ips_mut();
+            for cidr in std::mem::take(&mut *list) {
+                claim(&mut routes, &peer, &mut list, cidr);
+            }
         }
         Ok(peer)
+    }
+
+    /// Changes a running peer (see [`PeerUpdate`]). Its AllowedIPs change
+    /// at once under the table's write lock, so a batch routes either by
+    /// the old set or by the new one; a new PSK replaces the peer's static
+    /// keys whole (the handshaker drops an attempt made with the old ones);
+    /// a persistent keepalive makes the handshaker plan the peer's timers
+    /// again, and turning one on sends a keepalive at once (a handshake
+    /// without a session), as wireguard-go does.
+    pub fn update_peer(&self, key: &PublicKey, update: PeerUpdate) -> Result<Arc<Peer>> {
+        let peer = self
+            .peer(key)
+            .ok_or_else(|| Error::Input(format!("peer {key}: no such peer on this interface")))?;
+        {
+            let mut routes = write(&self.routes);
+            // `remove_peer` marks the peer before it takes this lock: seen
+            // unmarked here, its clean-up reads the list changed below.
+            if peer.is_removed() {
+                return Err(Error::Input(format!("peer {key} was removed meanwhile")));
+            }
+            let mut list = peer.allowed_ips_mut();
+            if update.replace_allowed_ips {
+                // One rebuild of the trie, not one per prefix.
+                routes.retain(|p| !Arc::ptr_eq(p, &peer));
+                list.clear();
+            }
+            for change in &update.allowed_ips {
+                match *change {
+                    AllowedIpChange::Add(cidr) => claim(&mut routes, &peer, &mut list, cidr),
+                    AllowedIpChange::Remove(cidr) => {
+                        if release(&mut routes, &peer, cidr) {
+                            list.retain(|c| c.network() != cidr.network());
+                        }
+                    }
+                }
+            }
+            routes.compress();
+        }
+        if let Some(psk) = update.preshared_key {
+            let local = read(&self.local);
+            peer.set_remote(Arc::new(peer_static(&local, *key, psk)?));
+            // The handshaker looks at its attempt again.
+            peer.touch_timers();
+        }
+        if let Some(to) = update.endpoint {
+            peer.update_endpoint(Endpoint::from(to));
+        }
+        if let Some(interval) = update.persistent_keepalive {
+            peer.set_persistent_keepalive(interval);
+        }
+        Ok(peer)
+    }
+
+    /// Changes our private key, as wireguard-go does: the peer whose public
+    /// key is our new one is removed, every other peer's static keys are
+    /// computed again, and their keypairs stop sending (they still decrypt
+    /// what is in flight), so the next packet starts a handshake with the
+    /// new key. Nothing changes if the key is the one we have, or if a
+    /// peer's keys cannot be computed (then the error names it).
+    pub fn set_private_key(&self, private_key: PrivateKey) -> Result<()> {
+        let new = LocalStatic::new(private_key);
+        let mut local = write(&self.local);
+        if new.public == local.public {
+            return Ok(());
+        }
+        // Not `peers`: a peer being added is in `by_key` first.
+        let peers: Vec<Arc<Peer>> = read(&self.by_key)
+            .values()
+            .filter(|p| p.public_key != new.public)
+            .cloned()
+            .collect();
+        let remotes = peers
+            .iter()
+            .map(|p| {
+                let old = p.remote();
+                peer_static(&new, p.public_key, Some(old.psk().clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // wireguard-go ignores a peer with our own key; here it goes.
+        self.remove_peer(&new.public);
+        *local = Arc::new(new);
+        for (peer, remote) in peers.iter().zip(remotes) {
+            peer.set_remote(Arc::new(remote));
+        }
+        drop(local);
+        for peer in &peers {
+            peer.expire_keypairs();
+        }
+        Ok(())
     }
 
     /// Takes a peer out of every table and erases its keys; packets already
@@ -131,11 +285,8 @@ impl Interface {
         write(&self.peers).retain(|p| !Arc::ptr_eq(p, &peer));
         {
             let mut routes = write(&self.routes);
-            for &cidr in &peer.allowed_ips {
-                if routes.get(cidr).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
-                    routes.remove(cidr);
-                }
-            }
+            routes.retain(|p| !Arc::ptr_eq(p, &peer));
+            routes.compress();
         }
         write(&self.indices).retain(|_, p| !Arc::ptr_eq(p, &peer));
         peer.clear_keypairs();
@@ -230,6 +381,38 @@ impl Interface {
     }
 }
 
+fn peer_static(
+    local: &LocalStatic,
+    key: PublicKey,
+    psk: Option<PresharedKey>,
+) -> Result<PeerStatic> {
+    PeerStatic::new(local, key, psk)
+        .map_err(|_| Error::Input(format!("peer {key}: the public key is of low order")))
+}
+
+/// Routes `cidr` to `peer`, whose AllowedIPs list is `list`; the peer that
+/// had it loses it from its own list too.
+fn claim(routes: &mut PrefixTable<Arc<Peer>>, peer: &Arc<Peer>, list: &mut Vec<Cidr>, cidr: Cidr) {
+    // The table ignores host bits: so do the lists.
+    let cidr = cidr.network();
+    match routes.insert(cidr, peer.clone()) {
+        Some(old) if Arc::ptr_eq(&old, peer) => return,
+        Some(old) => old.allowed_ips_mut().retain(|c| c.network() != cidr),
+        None => {}
+    }
+    list.push(cidr);
+}
+
+/// Takes `cidr` out of the table if it routes to `peer`; returns whether it
+/// did.
+fn release(routes: &mut PrefixTable<Arc<Peer>>, peer: &Arc<Peer>, cidr: Cidr) -> bool {
+    let mine = routes.get(cidr).is_some_and(|p| Arc::ptr_eq(p, peer));
+    if mine {
+        routes.remove(cidr);
+    }
+    mine
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +488,34 @@ mod tests {
         assert_eq!(routed(&i, "10.0.0.9"), Some(b.id), "A no longer had it");
     }
 
+    /// Many peers, one /32 each: the table is compressed after each change,
+    /// and a peer removed takes no other's prefix with it.
+    #[test]
+    fn peer_changes_leave_the_table_compressed_and_whole() {
+        // Not iface()'s key, which spec(0x11) would share.
+        let i = Interface::new(PrivateKey::from_bytes([0xee; 32]), 1420, Timing::default());
+        let host = |n: u8| format!("10.0.1.{n}/32");
+        let specs = (1..=100).map(|n| spec(n, &[host(n).as_str()]));
+        i.add_peers(specs).unwrap();
+        assert!(i.routes().is_compressed());
+        let c = i.add_peer(spec(101, &["10.0.0.0/16"])).unwrap();
+        assert!(i.routes().is_compressed());
+        let before = i.peers();
+        i.remove_peer(&before[49].public_key).unwrap();
+        assert!(i.routes().is_compressed());
+        for (n, p) in (1..=100).zip(&before) {
+            let want = if n == 50 { c.id } else { p.id };
+            assert_eq!(routed(&i, &format!("10.0.1.{n}")), Some(want), "{n}");
+        }
+        // Up to the first error, and compressed still.
+        let Err(err) = i.add_peers([spec(102, &["10.0.2.1/32"]), spec(101, &[])]) else {
+            panic!("a key listed twice was added");
+        };
+        assert!(err.to_string().contains("listed twice"), "{err}");
+        assert!(i.routes().is_compressed());
+        assert_eq!(routed(&i, "10.0.2.1"), Some(i.peers()[100].id));
+    }
+
     #[test]
     fn a_public_key_listed_twice_is_an_error() {
         let i = iface();
@@ -315,6 +526,17 @@ mod tests {
         assert!(err.to_string().contains("listed twice"), "{err}");
         assert_eq!(i.peers().len(), 1);
         assert_eq!(routed(&i, "10.0.0.1"), None, "nothing of it was added");
+    }
+
+    #[test]
+    fn a_peer_with_our_own_public_key_is_refused() {
+        let i = iface();
+        let Err(err) = i.add_peer(spec(0x11, &["10.0.0.0/8"])) else {
+            panic!("a peer with our own key was added");
+        };
+        assert!(err.to_string().contains("own public key"), "{err}");
+        assert!(i.peers().is_empty());
+        assert_eq!(routed(&i, "10.0.0.1"), None);
     }
 
     fn session(local_index: u32) -> Session {
@@ -419,5 +641,241 @@ mod tests {
         let k = a.keypairs();
         assert_eq!(k.indices().collect::<Vec<_>>(), [2, 3]);
         assert!(i.peer_by_index(2).is_some() && i.peer_by_index(3).is_some());
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    fn allowed(changes: &[(bool, &str)]) -> Vec<AllowedIpChange> {
+        changes
+            .iter()
+            .map(|&(add, c)| match add {
+                true => AllowedIpChange::Add(c.parse().unwrap()),
+                false => AllowedIpChange::Remove(c.parse().unwrap()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn allowed_ips_change_in_place_replace_add_remove_and_move() {
+        let i = iface();
+        let a = i.add_peer(spec(1, &["10.0.0.0/24", "fd00::/64"])).unwrap();
+        let b = i.add_peer(spec(2, &["10.9.0.0/16"])).unwrap();
+        let a_again = i
+            .update_peer(
+                &a.public_key,
+                PeerUpdate {
+                    // Host bits do not count: this removes fd00::/64.
+                    allowed_ips: allowed(&[
+                        (true, "10.1.0.0/16"),
+                        (false, "fd00::1/64"),
+                        (true, "10.9.0.0/16"),
+                        (false, "192.0.2.0/24"),
+                    ]),
+                    ..PeerUpdate::default()
+                },
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &a_again), "the same peer, changed in place");
+        assert_eq!(
+            a.allowed_ips(),
+            cidrs(&["10.0.0.0/24", "10.1.0.0/16", "10.9.0.0/16"])
+        );
+        assert_eq!(b.allowed_ips(), [], "B's prefix moved to A");
+        for (addr, want) in [
+            ("10.0.0.1", Some(a.id)),
+            ("10.1.2.3", Some(a.id)),
+            ("10.9.1.1", Some(a.id)),
+            ("fd00::1", None),
+        ] {
+            assert_eq!(routed(&i, addr), want, "{addr}");
+        }
+        // A's removal of a prefix B holds leaves it with B.
+        i.update_peer(
+            &b.public_key,
+            PeerUpdate {
+                allowed_ips: allowed(&[(true, "0.0.0.0/0")]),
+                ..PeerUpdate::default()
+            },
+        )
+        .unwrap();
+        i.update_peer(
+            &a.public_key,
+            PeerUpdate {
+                allowed_ips: allowed(&[(false, "0.0.0.0/0")]),
+                ..PeerUpdate::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(routed(&i, "192.0.2.1"), Some(b.id));
+        // Replace: A keeps only ::/0 (and its old prefixes fall to B's /0).
+        i.update_peer(
+            &a.public_key,
+            PeerUpdate {
+                replace_allowed_ips: true,
+                allowed_ips: allowed(&[(true, "::/0")]),
+                ..PeerUpdate::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(a.allowed_ips(), cidrs(&["::/0"]));
+        for (addr, want) in [
+            ("10.0.0.1", Some(b.id)),
+            ("10.9.1.1", Some(b.id)),
+            ("2001:db8::1", Some(a.id)),
+        ] {
+            assert_eq!(routed(&i, addr), want, "{addr}");
+        }
+        // Removing a peer after changes takes exactly what it has.
+        i.remove_peer(&a.public_key);
+        assert_eq!(routed(&i, "2001:db8::1"), None);
+        assert_eq!(routed(&i, "10.0.0.1"), Some(b.id));
+    }
+
+    #[test]
+    fn a_prefix_moved_by_add_peer_leaves_the_other_peers_list() {
+        let i = iface();
+        let a = i
+            .add_peer(spec(1, &["10.0.0.0/24", "10.1.0.0/24"]))
+            .unwrap();
+        i.add_peer(spec(2, &["10.0.0.0/24"])).unwrap();
+        assert_eq!(a.allowed_ips(), cidrs(&["10.1.0.0/24"]));
+    }
+
+    #[test]
+    fn an_update_of_an_unknown_or_removed_peer_is_an_error_naming_it() {
+        let i = iface();
+        let stranger = PrivateKey::from_bytes([9; 32]).public_key();
+        let err = i
+            .update_peer(&stranger, PeerUpdate::default())
+            .err()
+            .expect("an unknown peer was updated");
+        let text = err.to_string();
+        assert!(text.contains(&stranger.to_string()), "{text}");
+        assert!(text.contains("no such peer"), "{text}");
+        let a = i.add_peer(spec(1, &[])).unwrap();
+        i.remove_peer(&a.public_key);
+        assert!(i
+            .update_peer(
+                &a.public_key,
+                PeerUpdate {
+                    allowed_ips: allowed(&[(true, "10.0.0.0/8")]),
+                    ..PeerUpdate::default()
+                }
+            )
+            .is_err());
+        assert_eq!(routed(&i, "10.0.0.1"), None, "nothing routes to it");
+    }
+
+    #[test]
+    fn a_new_psk_gives_new_static_keys_and_keeps_the_sessions() {
+        let i = iface();
+        let a = i.add_peer(spec(1, &[])).unwrap();
+        i.install_initiated(&a, session(5));
+        let before = a.remote();
+        assert!(*before.psk() == PresharedKey::default());
+        let psk = PresharedKey::from_bytes([0x42; 32]);
+        i.update_peer(
+            &a.public_key,
+            PeerUpdate {
+                preshared_key: Some(Some(psk.clone())),
+                ..PeerUpdate::default()
+            },
+        )
+        .unwrap();
+        let after = a.remote();
+        assert!(!Arc::ptr_eq(&before, &after));
+        assert!(*after.psk() == psk);
+        assert!(a.sending_session().is_some(), "its session is kept");
+        i.update_peer(
+            &a.public_key,
+            PeerUpdate {
+                preshared_key: Some(None),
+                ..PeerUpdate::default()
+            },
+        )
+        .unwrap();
+        assert!(*a.remote().psk() == PresharedKey::default());
+    }
+
+    #[test]
+    fn a_keepalive_turned_on_asks_for_one_at_once_and_wakes_the_timers() {
+        let i = iface();
+        let a = i.add_peer(spec(1, &[])).unwrap();
+        let on = |interval| PeerUpdate {
+            persistent_keepalive: Some(interval),
+            ..PeerUpdate::default()
+        };
+        i.update_peer(&a.public_key, on(Some(Duration::from_secs(25))))
+            .unwrap();
+        assert_eq!(a.persistent_keepalive(), Some(Duration::from_secs(25)));
+        assert!(a.take_keepalive_asked());
+        assert_eq!(i.timers_touched().try_recv().ok(), Some(a.id));
+        // Changing an interval that is on asks for nothing more.
+        a.timers_seen();
+        i.update_peer(&a.public_key, on(Some(Duration::from_secs(5))))
+            .unwrap();
+        assert!(!a.take_keepalive_asked());
+        assert_eq!(i.timers_touched().try_recv().ok(), Some(a.id));
+        i.update_peer(&a.public_key, on(None)).unwrap();
+        assert_eq!(a.persistent_keepalive(), None);
+    }
+
+    /// Whether an initiation made with the interface's keys for `peer` is
+    /// accepted by that peer, whose private key is `[key; 32]`.
+    fn peer_accepts_our_initiation(i: &Interface, peer: &Peer, key: u8) -> bool {
+        use crate::protocol::handshake::{consume_initiation, create_initiation};
+        use crate::protocol::messages::Initiation;
+        let (local, remote) = i.handshake_keys(peer);
+        let (_, msg) = create_initiation(
+            &local,
+            &remote,
+            PrivateKey::from_bytes([0x77; 32]),
+            [0; 12],
+            1,
+            None,
+        )
+        .unwrap();
+        let theirs = LocalStatic::new(PrivateKey::from_bytes([key; 32]));
+        consume_initiation(&theirs, &Initiation::parse(&msg).unwrap())
+            .is_ok_and(|a| a.peer_public == local.public)
+    }
+
+    #[test]
+    fn a_new_private_key_recomputes_every_peer_and_removes_our_own_key() {
+        let i = iface();
+        let a = i.add_peer(spec(1, &["10.1.0.0/16"])).unwrap();
+        let b = i.add_peer(spec(2, &[])).unwrap();
+        let c = i.add_peer(spec(3, &["10.3.0.0/16"])).unwrap();
+        let psk = PresharedKey::from_bytes([0x42; 32]);
+        i.update_peer(
+            &b.public_key,
+            PeerUpdate {
+                preshared_key: Some(Some(psk.clone())),
+                ..PeerUpdate::default()
+            },
+        )
+        .unwrap();
+        i.install_initiated(&a, session(5));
+        assert!(peer_accepts_our_initiation(&i, &a, 1));
+        // C's private key becomes ours.
+        i.set_private_key(PrivateKey::from_bytes([3; 32])).unwrap();
+        assert_eq!(i.local().public, c.public_key);
+        assert!(c.is_removed() && i.peer(&c.public_key).is_none());
+        assert_eq!(routed(&i, "10.3.0.1"), None);
+        assert_eq!(i.peers().len(), 2);
+        for (p, key) in [(&a, 1), (&b, 2)] {
+            assert!(peer_accepts_our_initiation(&i, p, key), "peer {key}");
+        }
+        assert!(*b.remote().psk() == psk, "the PSK is kept");
+        // A's session decrypts still but sends no more.
+        assert!(a.sending_session().is_none());
+        assert!(a.keypairs().current.is_some());
+        assert_eq!(routed(&i, "10.1.0.1"), Some(a.id));
+        // The same key again changes nothing.
+        let remote = a.remote();
+        i.set_private_key(PrivateKey::from_bytes([3; 32])).unwrap();
+        assert!(Arc::ptr_eq(&remote, &a.remote()));
     }
 }

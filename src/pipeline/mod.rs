@@ -120,9 +120,7 @@ pub fn spawn(
     udp: Arc<dyn UdpDevice>,
 ) -> Result<TunnelHandle> {
     let iface = Interface::new(cfg.private_key, cfg.mtu, cfg.timing);
-    for spec in cfg.peers {
-        iface.add_peer(spec)?;
-    }
+    iface.add_peers(cfg.peers)?;
     let iface = Arc::new(iface);
     let stop = Arc::new(StopFd::new()?);
     let stats = Arc::new(Stats::default());

@@ -150,6 +150,7 @@ impl Sealer<'_> {
     /// packets for destinations outside every peer's AllowedIPs; gives each
     /// other packet the peer its destination routes to (whitepaper §2).
     fn check_packets(&self, batch: &mut Batch, routes: &Routes) {
+        let mut routes = routes.memo();
         for i in 0..batch.count() {
             let len = batch.len(i);
             if len == 0 {

@@ -3,6 +3,13 @@
 //! packets last went each way. The handshaker writes keypairs (through
 //! [`super::interface::Interface`], which keeps the index table in step);
 //! the encryptor and decryptor take a snapshot of them once per batch.
+//!
+//! What a configuration change may set while the peer runs (its keys, its
+//! AllowedIPs, its persistent keepalive, through
+//! [`super::interface::Interface::update_peer`]) sits behind its own small
+//! lock or atomic that only the handshaker or the changer reads: the data
+//! stages never touch it (they reach AllowedIPs through the interface's
+//! table), so nothing is added per packet.
 
 use crate::cidr::Cidr;
 use crate::protocol::handshake::{PeerStatic, TransportKeys};
@@ -13,7 +20,7 @@ use crate::sys::udp::Endpoint;
 use crossbeam_channel::Sender;
 use std::net::SocketAddr;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// Monotonic time since the tunnel started.
@@ -64,6 +71,25 @@ impl Stamp {
     }
 }
 
+fn keepalive_millis(interval: Option<Duration>) -> u64 {
+    // At least 1 ms so that Some never reads back as None.
+    interval.map_or(0, |d| (d.as_millis() as u64).max(1))
+}
+
+// A poisoned lock means a stage panicked while changing what it guards;
+// each change leaves the value whole, so the others go on with it.
+pub(super) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(super) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// One keypair: the result of a handshake.
 pub struct Session {
     pub send: SessionKey,
@@ -90,6 +116,15 @@ impl Session {
             replay: Mutex::new(ReplayWindow::new()),
             last_minute_done: AtomicBool::new(false),
         }
+    }
+
+    /// Makes the keypair unusable for sending while it still decrypts what
+    /// the peer sends with it, as wireguard-go does to the current keypairs
+    /// when the private key changes: the next packet asks for a handshake.
+    /// The headroom between `REJECT_AFTER_MESSAGES` and `u64::MAX` keeps
+    /// the counters of batches already sealing with it from wrapping.
+    pub fn expire(&self) {
+        self.send_counter.store(REJECT_AFTER_MESSAGES, Relaxed);
     }
 
     /// Takes the next send counter, or None once the key is used up.
@@ -171,10 +206,18 @@ pub struct Peer {
     /// its state of this peer.
     pub id: u64,
     pub public_key: PublicKey,
-    /// The peer's key with what the handshake precomputes from it.
-    pub remote: PeerStatic,
-    pub allowed_ips: Vec<Cidr>,
-    pub persistent_keepalive: Option<Duration>,
+    /// The peer's key with what the handshake precomputes from it (also
+    /// from our private key and the PSK): replaced whole when either
+    /// changes, read by the handshaker only.
+    remote: RwLock<Arc<PeerStatic>>,
+    /// The peer's part of the interface's AllowedIPs table, changed only
+    /// under that table's write lock so the two always agree.
+    allowed_ips: Mutex<Vec<Cidr>>,
+    /// Persistent keepalive interval in milliseconds, 0 for none.
+    persistent_keepalive: AtomicU64,
+    /// Set when a persistent keepalive is turned on: the handshaker sends a
+    /// keepalive (or starts a handshake) at once, as wireguard-go does.
+    keepalive_asked: AtomicBool,
     pub initiate_at_start: bool,
     pub clock: Clock,
     pub timing: Timing,
@@ -212,7 +255,7 @@ pub struct Peer {
 impl Peer {
     pub fn new(
         id: u64,
-        remote: PeerStatic,
+        remote: Arc<PeerStatic>,
         spec: PeerSpec,
         clock: Clock,
         mtu: usize,
@@ -222,9 +265,10 @@ impl Peer {
         Peer {
             id,
             public_key: spec.public_key,
-            remote,
-            allowed_ips: spec.allowed_ips,
-            persistent_keepalive: spec.persistent_keepalive,
+            remote: RwLock::new(remote),
+            allowed_ips: Mutex::new(spec.allowed_ips),
+            persistent_keepalive: AtomicU64::new(keepalive_millis(spec.persistent_keepalive)),
+            keepalive_asked: AtomicBool::new(false),
             initiate_at_start: spec.initiate_at_start && spec.endpoint.is_some(),
             clock,
             timing,
@@ -256,6 +300,60 @@ impl Peer {
 
     pub(super) fn mark_removed(&self) {
         self.removed.store(true, Relaxed);
+    }
+
+    /// The peer's static keys; see [`super::interface::Interface::handshake_keys`]
+    /// for them together with ours.
+    pub fn remote(&self) -> Arc<PeerStatic> {
+        read(&self.remote).clone()
+    }
+
+    pub(super) fn set_remote(&self, remote: Arc<PeerStatic>) {
+        *write(&self.remote) = remote;
+    }
+
+    /// The peer's AllowedIPs, in the order they were added.
+    pub fn allowed_ips(&self) -> Vec<Cidr> {
+        lock(&self.allowed_ips).clone()
+    }
+
+    /// The list to change, with the interface's table write-locked.
+    pub(super) fn allowed_ips_mut(&self) -> MutexGuard<'_, Vec<Cidr>> {
+        lock(&self.allowed_ips)
+    }
+
+    pub fn persistent_keepalive(&self) -> Option<Duration> {
+        match self.persistent_keepalive.load(Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Sets the persistent keepalive interval and has the handshaker plan
+    /// the peer's timers again; turning it on asks for a keepalive at once.
+    pub(super) fn set_persistent_keepalive(&self, interval: Option<Duration>) {
+        let old = self
+            .persistent_keepalive
+            .swap(keepalive_millis(interval), Relaxed);
+        if old == 0 && interval.is_some() {
+            self.keepalive_asked.store(true, Relaxed);
+        }
+        self.touch_timers();
+    }
+
+    /// Whether a keepalive was asked since the handshaker last looked.
+    pub fn take_keepalive_asked(&self) -> bool {
+        self.keepalive_asked.swap(false, Relaxed)
+    }
+
+    /// Stops every keypair sending (see [`Session::expire`]) and has the
+    /// handshaker look at the peer again.
+    pub(super) fn expire_keypairs(&self) {
+        let k = self.keypairs();
+        for s in [&k.current, &k.next].into_iter().flatten() {
+            s.expire();
+        }
+        self.touch_timers();
     }
 
     pub fn keypairs(&self) -> Keypairs {
@@ -356,7 +454,7 @@ impl Peer {
     /// Tells the handshaker, once until it looks, that a stamp moved and
     /// the peer's timers need planning again (timers::next_due): a few
     /// loads per batch, no message while the mark is set.
-    fn touch_timers(&self) {
+    pub(super) fn touch_timers(&self) {
         // Pairs with the fence in `timers_seen`: either the handshaker reads
         // the new stamp, or this reads the cleared mark and sends again.
         fence(SeqCst);

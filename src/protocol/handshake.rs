@@ -105,6 +105,12 @@ impl PeerStatic {
             cookie_key: hash(&[LABEL_COOKIE, public.as_bytes()]),
         })
     }
+
+    /// The PSK (all zeros for none), to compute the peer's keys again from
+    /// a new private key of ours.
+    pub fn psk(&self) -> &PresharedKey {
+        &self.psk
+    }
 }
 
 /// An initiation we sent and wait to see answered.

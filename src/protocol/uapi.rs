@@ -144,7 +144,10 @@ pub struct Set {
     pub peers: Vec<PeerChange>,
 }
 
-/// The changes to one peer, from its `public_key` line to the next one.
+/// The changes to one peer, from its `public_key` line to the next one. A
+/// public key equal to the interface's own (after this request's
+/// `private_key`) names no peer: wireguard-go checks its lines and ignores
+/// them, and so must whoever applies this.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PeerChange {
     pub public_key: PublicKey,
