@@ -11,6 +11,8 @@
 //!
 //! - [`up`] wires a [`config::Config`] to real devices and runs the tunnel
 //!   until a signal.
+//! - [`control`] serves the control socket `wg` speaks (the text is
+//!   [`protocol::uapi`]'s) beside the pipeline.
 //! - [`config`] reads wg-quick style files; [`routes`] plans, records and
 //!   undoes the routes a tunnel adds; [`last_endpoint`] remembers where the
 //!   peer was; [`rundir`] keeps the records root trusts across runs.
@@ -35,6 +37,7 @@
 
 pub mod cidr;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod last_endpoint;
 pub mod pipeline;
