@@ -7,8 +7,9 @@
 #   removal (no ping) and its return, `wg showconf`, fwmark, a refused listen-port;
 # - a malformed request is answered errno=-22 and changes nothing, not even the
 #   valid lines before the bad one;
-# - a second interface of B's name in ns3 finds the socket path taken, warns naming
-#   B's pid, serves elsewhere, and is reachable there with a bind mount;
+# - a second `up` of B's interface in ns2 is refused, naming B's pid; one of B's
+#   name in ns3 finds the socket path taken, warns naming B's pid, serves
+#   elsewhere, and is reachable there with a bind mount;
 # - deleting B's socket file ends B cleanly (exit 0, interface and record gone).
 # pipevpn only: wireguard-go serves this socket natively.
 # shellcheck source=integration/lib.sh
@@ -132,6 +133,13 @@ ping_ok "$NS1" "$INNER2"
 pass
 
 scenario same-name-in-another-namespace-serves-elsewhere
+# In B's own namespace the name is B's: refused before anything is made.
+rc=0
+echo "+ [$NS2] $PIPEVPN up $TMP/b.conf --interface $TUN2" >&2
+ip netns exec "$NS2" timeout --foreground 10 "$PIPEVPN" up "$TMP/b.conf" --interface "$TUN2" >"$TMP/twice.out" 2>&1 || rc=$?
+((rc != 0 && rc != 124)) && grep -q "interface $TUN2 is in use.* pid ${PID_OF[$TUN2]}" "$TMP/twice.out" ||
+	fail "a second $TUN2 in B's namespace: exit $rc: $(cat "$TMP/twice.out")"
+[[ $(n2 wg show "$TUN2" public-key) == "${PUB[b]}" ]] || fail "B's socket no longer answers for B"
 add_ns "$NS3"
 printf '[Interface]\nPrivateKey = %s\nAddress = 10.99.9.1/24\nMTU = 1420\n' "${PRIV[c]}" >"$TMP/c.conf"
 chmod 600 "$TMP/c.conf"

@@ -32,7 +32,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -325,23 +325,38 @@ fn bind_control(name: &str) -> Result<ControlSocket> {
         Ok(socket) => return Ok(socket),
         Err(taken) => taken,
     };
-    let dir = rundir::netns_dir(Path::new(RUN_DIR))?;
-    let socket = control::bind(&dir, name)?.map_err(|again| {
+    let pid = |t: &control::Taken| t.pid.map_or("unknown".into(), |p| p.to_string());
+    // Names are unique in a namespace: a holder here runs this interface.
+    let in_use = |t: &control::Taken| {
         Error::Input(format!(
-            "the control sockets {} and {} are both taken (pid {})",
-            taken.path.display(),
-            again.path.display(),
-            again.pid.map_or("unknown".into(), |p| p.to_string())
+            "interface {name} is in use: pid {} serves its control socket {}",
+            pid(t),
+            t.path.display()
         ))
-    })?;
+    };
+    if taken.pid.is_some_and(in_this_netns) {
+        return Err(in_use(&taken));
+    }
+    let dir = rundir::netns_dir(Path::new(RUN_DIR))?;
+    let socket = control::bind(&dir, name)?.map_err(|again| in_use(&again))?;
+    let holder = pid(&taken);
     log::warn!(
-        "{} is taken by pid {} (an interface {name} in another network namespace):          serving ours at {} instead; in this network namespace,          `unshare -m sh -c 'mount --bind {} {SOCKET_DIR} && wg show {name}'` reaches it",
+        "{} is taken by pid {holder} (an interface {name} in another network namespace): \
+         serving ours at {} instead; in this network namespace, \
+         `unshare -m sh -c 'mount --bind {} {SOCKET_DIR} && wg show {name}'` reaches it",
         taken.path.display(),
-        taken.pid.map_or("unknown".into(), |p| p.to_string()),
         socket.path().display(),
         dir.display(),
     );
     Ok(socket)
+}
+
+/// Whether process `pid` is in our network namespace (false if it cannot
+/// be told: it has gone, say).
+fn in_this_netns(pid: i32) -> bool {
+    let inode = |path: String| fs::metadata(path).map(|m| m.ino()).ok();
+    let theirs = inode(format!("/proc/{pid}/ns/net"));
+    theirs.is_some() && theirs == inode("/proc/thread-self/ns/net".into())
 }
 
 /// SaveConfig: writes the config back over its file (through a symbolic
