@@ -1,6 +1,8 @@
-//! `pipevpn up`: config -> tun, PreUp hooks, addresses, UDP socket, routes
-//! -> pipeline, PostUp hooks; then wait for a terminating signal or a failed
-//! stage, run the PreDown hooks, undo everything, run the PostDown hooks.
+//! `pipevpn up`: config -> control socket (bound), tun, PreUp hooks,
+//! addresses, UDP socket, routes -> pipeline, control socket (served),
+//! PostUp hooks; then wait for a terminating signal, a failed stage or the
+//! control socket's deletion, run the PreDown hooks, undo everything, run
+//! the PostDown hooks.
 //!
 //! Every step that changes the system is undone by a guard's `Drop`, so a
 //! failure at any step, a signal or a failed stage leaves `ip route` as it
