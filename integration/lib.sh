@@ -46,7 +46,7 @@ TMP=$(mktemp -d "/tmp/pipevpn-integ.$$.XXXXXX")
 
 CREATED_NS=()
 STARTED_PIDS=()
-declare -A PID_OF=() NS_OF=() IMPL_OF=() LOG_OF=() HOSTROUTE_OF=() RUN_DIR_OF=()
+declare -A PID_OF=() NS_OF=() IMPL_OF=() LOG_OF=() HOSTROUTE_OF=() RUN_DIR_OF=() IFACE_OF=()
 CURRENT_SCENARIO=""
 FIRST_ERROR=""
 STOP_RC=""
@@ -230,9 +230,11 @@ conf_get() {
 # SIGINT and SIGQUIT ignored, and a peer must see them as it would from a terminal's
 # Ctrl-C and Ctrl-\.
 
-track() { # track PID IFACE NS IMPL LOG
+# KEY names the peer in PID_OF and the others: its interface, unless another peer
+# of the same interface name runs in another namespace (then IFACE is the name).
+track() { # track PID KEY NS IMPL LOG [IFACE]
 	STARTED_PIDS+=("$1")
-	PID_OF[$2]=$1 NS_OF[$2]=$3 IMPL_OF[$2]=$4 LOG_OF[$2]=$5
+	PID_OF[$2]=$1 NS_OF[$2]=$3 IMPL_OF[$2]=$4 LOG_OF[$2]=$5 IFACE_OF[$2]=${6:-$2}
 }
 
 # wait_until SECONDS WHAT CMD...: polls CMD every 0.1 s; fails the scenario on timeout.
@@ -256,17 +258,18 @@ expect_alive() {
 	alive "${PID_OF[$1]}" || fail "${IMPL_OF[$1]} for $1 exited early: $(tail -n 5 "${LOG_OF[$1]}" | tr '\n' ' ')"
 }
 
-start_pipevpn() { # start_pipevpn NS CONFIG IFACE
-	local log="$TMP/$3.log"
-	echo "+ [$1] $PIPEVPN up $2 --interface $3 --stats-file $TMP/$3.stats &" >&2
+start_pipevpn() { # start_pipevpn NS CONFIG IFACE [KEY]
+	local key=${4:-$3}
+	local log="$TMP/$key.log"
+	echo "+ [$1] $PIPEVPN up $2 --interface $3 --stats-file $TMP/$key.stats &" >&2
 	# Emptied here, not only by the job's own redirection, which may come after the
 	# first look below: an earlier run's "up" line must not count for this one.
 	: >"$log"
-	env --default-signal=INT,QUIT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$3.stats" >"$log" 2>&1 &
-	track $! "$3" "$1" pipevpn "$log"
+	env --default-signal=INT,QUIT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$key.stats" >"$log" 2>&1 &
+	track $! "$key" "$1" pipevpn "$log" "$3"
 	# pipevpn logs "IFACE up" once its routes are in place and its pipeline runs.
-	wait_until 10 "pipevpn to bring $3 up in $1" eval "grep -q '\] $3 up, ' $log || ! alive ${PID_OF[$3]}"
-	expect_alive "$3"
+	wait_until 10 "pipevpn to bring $3 up in $1" eval "grep -q '\] $3 up, ' $log || ! alive ${PID_OF[$key]}"
+	expect_alive "$key"
 }
 
 start_wggo() { # start_wggo NS IFACE CONFIG
@@ -311,7 +314,7 @@ start_impl() { # start_impl IMPL NS IFACE CONFIG
 	esac
 }
 
-# stop_impl IFACE [SIGNAL]: signals the peer, waits (bounded) for it to exit and for
+# stop_impl KEY [SIGNAL]: signals the peer, waits (bounded) for it to exit and for
 # its interface to go; the exit status is left in STOP_RC.
 stop_impl() {
 	local iface=$1 sig=${2:-TERM} pid=${PID_OF[$1]} ns=${NS_OF[$1]}
@@ -320,7 +323,7 @@ stop_impl() {
 	wait_until 10 "${IMPL_OF[$iface]} ($pid) to exit after SIG$sig" eval "! alive $pid"
 	STOP_RC=0
 	wait "$pid" || STOP_RC=$?
-	wait_until 5 "$iface to disappear" eval "! iface_exists $ns $iface"
+	wait_until 5 "${IFACE_OF[$iface]} to disappear" eval "! iface_exists $ns ${IFACE_OF[$iface]}"
 	if [[ ${IMPL_OF[$iface]} == wggo && -n ${HOSTROUTE_OF[$iface]:-} ]]; then
 		# shellcheck disable=SC2086 # the recorded route is several words on purpose
 		in_ns "$ns" ip route del ${HOSTROUTE_OF[$iface]}

@@ -12,7 +12,8 @@
 //! - [`up`] wires a [`config::Config`] to real devices and runs the tunnel
 //!   until a signal.
 //! - [`control`] serves the control socket `wg` speaks (the text is
-//!   [`protocol::uapi`]'s) beside the pipeline.
+//!   [`protocol::uapi`]'s) beside the pipeline; [`control::handler`]
+//!   applies its requests to the running [`pipeline::interface`].
 //! - [`config`] reads wg-quick style files; [`routes`] plans, records and
 //!   undoes the routes a tunnel adds; [`last_endpoint`] remembers where the
 //!   peer was; [`rundir`] keeps the records root trusts across runs.

@@ -143,6 +143,15 @@ fn private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// This namespace's directory under `run_dir`, made and checked as the
+/// records' is: for a file that must not clash with another namespace's
+/// (the control socket, when its usual path is taken).
+pub fn netns_dir(run_dir: &Path) -> Result<PathBuf> {
+    let dir = Netns::current()?.dir(run_dir);
+    private_dir(&dir)?;
+    Ok(dir)
+}
+
 /// Replaces the file at `path` with `text` in one step, creating its
 /// directories as needed (see the module's rules).
 pub fn write(path: &Path, text: &str) -> Result<()> {

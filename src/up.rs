@@ -1,6 +1,8 @@
-//! `pipevpn up`: config -> tun, PreUp hooks, addresses, UDP socket, routes
-//! -> pipeline, PostUp hooks; then wait for a terminating signal or a failed
-//! stage, run the PreDown hooks, undo everything, run the PostDown hooks.
+//! `pipevpn up`: config -> control socket (bound), tun, PreUp hooks,
+//! addresses, UDP socket, routes -> pipeline, control socket (served),
+//! PostUp hooks; then wait for a terminating signal, a failed stage or the
+//! control socket's deletion, run the PreDown hooks, undo everything, run
+//! the PostDown hooks.
 //!
 //! Every step that changes the system is undone by a guard's `Drop`, so a
 //! failure at any step, a signal or a failed stage leaves `ip route` as it
@@ -9,8 +11,10 @@
 
 use crate::cidr::Cidr;
 use crate::config::{Config, Dns, Endpoint, Hook, PeerConfig, Table};
+use crate::control::{self, handler::Live, ControlSocket, SOCKET_DIR};
 use crate::last_endpoint;
 use crate::pipeline::{self, PeerSpec, TunnelConfig};
+use crate::protocol::keys::PublicKey;
 use crate::protocol::timers::Timing;
 use crate::routes::{self, InstalledRoutes};
 use crate::rundir::{self, RUN_DIR};
@@ -25,11 +29,12 @@ use crate::{Error, Result};
 use crossbeam_channel::{bounded, select, tick};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -128,6 +133,10 @@ fn run_tunnel(
         last_endpoint::save(path, &kept)?;
     }
 
+    // Bound before anything is made, so a refusal (not root, a file in the
+    // way) changes nothing; served once the pipeline runs.
+    let control = bind_control(name)?;
+
     // From here on, in wg-quick's order (wg-quick(8), cmd_up): the
     // interface, PreUp, addresses and MTU, DNS, routes, PostUp. A failure
     // drops what was made so far, in reverse: routes, DNS, the interface.
@@ -154,6 +163,10 @@ fn run_tunnel(
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
+    // The same socket, for the control socket's `fwmark`.
+    let udp_for_mark = udp
+        .try_clone()
+        .map_err(|e| Error::sys("duplicating the UDP socket", e))?;
     for (peer, e) in config.peers.iter().zip(&endpoints) {
         if let Some(e) = e.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
             return Err(Error::Config {
@@ -206,13 +219,27 @@ fn run_tunnel(
         Arc::new(OffloadTun::new(tun)),
         Arc::new(Udp::new(udp)),
     )?;
-    if let Err(e) = hooks.run("PostUp", &config.interface.post_up) {
-        // As wg-quick: no down hooks, everything made is undone.
-        if let Err(stage) = handle.shutdown() {
-            log::error!("{stage}");
+    // Served before PostUp, whose hooks may well run `wg`.
+    let live = Live::new(
+        handle.interface.clone(),
+        udp_for_mark,
+        bound.port(),
+        config.interface.fw_mark.unwrap_or(0),
+    );
+    let served = control::serve(control, Arc::new(live), control::Limits::default());
+    let server = match served.and_then(|server| {
+        hooks.run("PostUp", &config.interface.post_up)?;
+        Ok(server)
+    }) {
+        Ok(server) => server,
+        Err(e) => {
+            // As wg-quick: no down hooks, everything made is undone.
+            if let Err(stage) = handle.shutdown() {
+                log::error!("{stage}");
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     match (config.peers.as_slice(), endpoints.as_slice(), remembered.as_slice()) {
         ([_], [Some(e)], _) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
         ([_], _, [Some(e)]) => log::info!(
@@ -259,6 +286,11 @@ fn run_tunnel(
             recv(second) -> _ => {
                 write_stats(opts, &handle.stats.render());
                 follow(&handle);
+                // As wireguard-go: deleting the socket asks the tunnel to go.
+                if !server.still_there() {
+                    log::info!("{} was deleted: shutting down", server.path().display());
+                    break None;
+                }
             }
         }
     };
@@ -274,6 +306,7 @@ fn run_tunnel(
         true => save_config(config, &endpoints, &located.now),
         false => Ok(()),
     };
+    server.stop();
     let stats = handle.stats.clone();
     let result = handle.shutdown();
     write_stats(opts, &stats.render());
@@ -283,6 +316,49 @@ fn run_tunnel(
     drop(dns);
     let post_down = hooks.run("PostDown", &config.interface.post_down);
     first_error([result, pre_down, saved_config, post_down])
+}
+
+/// The control socket `wg` reaches, `/var/run/wireguard/<name>.sock`. That
+/// path is the same in every network namespace: if an interface of the same
+/// name in another one holds it, ours goes into this namespace's directory
+/// of records instead, and the warning says how `wg` reaches it there.
+fn bind_control(name: &str) -> Result<ControlSocket> {
+    let taken = match control::bind(Path::new(SOCKET_DIR), name)? {
+        Ok(socket) => return Ok(socket),
+        Err(taken) => taken,
+    };
+    let pid = |t: &control::Taken| t.pid.map_or("unknown".into(), |p| p.to_string());
+    // Names are unique in a namespace: a holder here runs this interface.
+    let in_use = |t: &control::Taken| {
+        Error::Input(format!(
+            "interface {name} is in use: pid {} serves its control socket {}",
+            pid(t),
+            t.path.display()
+        ))
+    };
+    if taken.pid.is_some_and(in_this_netns) {
+        return Err(in_use(&taken));
+    }
+    let dir = rundir::netns_dir(Path::new(RUN_DIR))?;
+    let socket = control::bind(&dir, name)?.map_err(|again| in_use(&again))?;
+    let holder = pid(&taken);
+    log::warn!(
+        "{} is taken by pid {holder} (an interface {name} in another network namespace): \
+         serving ours at {} instead; in this network namespace, \
+         `unshare -m sh -c 'mount --bind {} {SOCKET_DIR} && wg show {name}'` reaches it",
+        taken.path.display(),
+        socket.path().display(),
+        dir.display(),
+    );
+    Ok(socket)
+}
+
+/// Whether process `pid` is in our network namespace (false if it cannot
+/// be told: it has gone, say).
+fn in_this_netns(pid: i32) -> bool {
+    let inode = |path: String| fs::metadata(path).map(|m| m.ino()).ok();
+    let theirs = inode(format!("/proc/{pid}/ns/net"));
+    theirs.is_some() && theirs == inode("/proc/thread-self/ns/net".into())
 }
 
 /// SaveConfig: writes the config back over its file (through a symbolic
@@ -324,9 +400,13 @@ fn with_current_endpoint(
     saved
 }
 
-/// Where each peer of the config is (by config order), as `up` last looked.
+/// Where each peer is, as `up` last looked: the config's first, in its
+/// order, then those added over the control socket, as they appear.
 struct Located {
-    keys: Vec<crate::protocol::keys::PublicKey>,
+    keys: Vec<PublicKey>,
+    /// The index of each key in `keys`.
+    index: HashMap<PublicKey, usize>,
+    /// None for a peer not yet seen anywhere, or no longer a peer.
     now: Vec<Option<SocketAddr>>,
     /// The peer has no Endpoint: where it is goes into the memory.
     waiting: Vec<bool>,
@@ -340,8 +420,10 @@ impl Located {
         endpoints: &[Option<SocketAddr>],
         remembered: &[Option<SocketAddr>],
     ) -> Located {
+        let keys: Vec<PublicKey> = peers.iter().map(|p| p.public_key).collect();
         Located {
-            keys: peers.iter().map(|p| p.public_key).collect(),
+            index: keys.iter().enumerate().map(|(i, k)| (*k, i)).collect(),
+            keys,
             now: endpoints
                 .iter()
                 .zip(remembered)
@@ -353,11 +435,23 @@ impl Located {
     }
 
     /// Reads every peer's endpoint; returns (peer, old address) of those
-    /// whose address changed.
+    /// whose address changed. A peer added over the control socket is
+    /// followed from then on (it is in no file, so never remembered); a
+    /// removed one is forgotten: it is at no address (its host route, if
+    /// any, stays until the tunnel goes down).
     fn update(&mut self, iface: &pipeline::interface::Interface) -> Vec<(usize, Option<IpAddr>)> {
         let mut moved = Vec::new();
-        for (i, key) in self.keys.iter().enumerate() {
-            let now = iface.peer(key).and_then(|p| p.endpoint()).map(|e| e.addr);
+        let mut seen = vec![false; self.keys.len()];
+        for peer in iface.peers() {
+            let i = *self.index.entry(peer.public_key).or_insert_with(|| {
+                self.keys.push(peer.public_key);
+                self.now.push(None);
+                self.waiting.push(false);
+                seen.push(false);
+                self.keys.len() - 1
+            });
+            seen[i] = true;
+            let now = peer.endpoint().map(|e| e.addr);
             if now.is_some() && now != self.now[i] {
                 self.unsaved |= self.waiting[i];
                 let old = self.now[i].map(|a| a.ip());
@@ -367,11 +461,16 @@ impl Located {
                 self.now[i] = now;
             }
         }
+        for (i, _) in seen.iter().enumerate().filter(|(_, &seen)| !seen) {
+            if self.now[i].take().is_some() {
+                self.unsaved |= self.waiting[i];
+            }
+        }
         moved
     }
 
     /// What the memory holds: the peers without an Endpoint that were seen.
-    fn to_remember(&self) -> Vec<(crate::protocol::keys::PublicKey, SocketAddr)> {
+    fn to_remember(&self) -> Vec<(PublicKey, SocketAddr)> {
         self.keys
             .iter()
             .zip(&self.now)
@@ -703,6 +802,51 @@ mod tests {
             endpoint(&with_current_endpoint(&named.peers[0], Some(here), None)).as_deref(),
             Some("vpn.example:51820")
         );
+    }
+
+    #[test]
+    fn located_follows_peers_added_and_removed_live() {
+        use crate::pipeline::interface::Interface;
+        use crate::protocol::keys::PrivateKey;
+        let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
+                    Address = 10.0.0.1/24\n[Peer]\n\
+                    PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
+                    AllowedIPs = 10.0.0.2/32\n";
+        let config = Config::parse(Path::new("t.conf"), text).unwrap();
+        let iface = Interface::new(PrivateKey::from_bytes([1; 32]), 1420, Timing::default());
+        let spec = |key, endpoint: Option<&str>| PeerSpec {
+            public_key: key,
+            preshared_key: None,
+            endpoint: endpoint.map(|e| e.parse().unwrap()),
+            initiate_at_start: false,
+            allowed_ips: Vec::new(),
+            persistent_keepalive: None,
+        };
+        let waiting = config.peers[0].public_key;
+        iface.add_peer(spec(waiting, None)).unwrap();
+        let mut located = Located::new(&config.peers, &[None], &[None]);
+        assert_eq!(located.update(&iface), []);
+
+        // A peer added over the control socket is followed.
+        let added = PrivateKey::from_bytes([2; 32]).public_key();
+        iface
+            .add_peer(spec(added, Some("192.0.2.9:51820")))
+            .unwrap();
+        assert_eq!(located.update(&iface), [(1, None)]);
+        assert_eq!(located.now[1], Some("192.0.2.9:51820".parse().unwrap()));
+        assert!(located.used_by_another("192.0.2.9".parse().unwrap(), 0));
+        assert!(located.to_remember().is_empty(), "it is in no file");
+
+        // Removed, it is at no address; added again, it is followed again.
+        iface.remove_peer(&added);
+        assert_eq!(located.update(&iface), []);
+        assert_eq!(located.now[1], None);
+        assert!(!located.used_by_another("192.0.2.9".parse().unwrap(), 0));
+        iface
+            .add_peer(spec(added, Some("192.0.2.10:51820")))
+            .unwrap();
+        assert_eq!(located.update(&iface), [(1, None)]);
+        assert_eq!(located.keys.len(), 2, "the same entry, not a new one");
     }
 
     #[test]

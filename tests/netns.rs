@@ -95,3 +95,8 @@ fn wgquick() {
 fn hub() {
     run_scenario("hub");
 }
+
+#[test]
+fn uapi() {
+    run_scenario("uapi");
+}

@@ -50,13 +50,11 @@ pub struct PeerUpdate {
     pub allowed_ips: Vec<AllowedIpChange>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AllowedIpChange {
-    /// Taken from the peer that has it, if any, as `add_peer` does.
-    Add(Cidr),
-    /// Removed if the peer has it; another peer's is left alone.
-    Remove(Cidr),
-}
+/// The codec's own change, so a `wg set` applies without a translation:
+/// `Add` takes the prefix from the peer that has it, if any, as `add_peer`
+/// does; `Remove` removes it if the peer has it, and leaves another peer's
+/// alone.
+pub use crate::protocol::uapi::AllowedIpChange;
 
 pub struct Interface {
     /// Replaced whole by [`Interface::set_private_key`], which also
