@@ -10,7 +10,8 @@
 # - a second `up` of B's interface in ns2 is refused, naming B's pid; one of B's
 #   name in ns3 finds the socket path taken, warns naming B's pid, serves
 #   elsewhere, and is reachable there with a bind mount;
-# - deleting B's socket file ends B cleanly (exit 0, interface and record gone).
+# - deleting B's socket file ends B cleanly (exit 0, interface and record gone), and
+#   so does deleting its interface (`ip link del`).
 # pipevpn only: wireguard-go serves this socket natively.
 # shellcheck source=integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -170,4 +171,18 @@ wait_until 5 "$TUN2 to disappear" eval "! iface_exists $NS2 $TUN2"
 no_route_record "$TUN2"
 stop_impl "$TUN1"
 [[ $STOP_RC == 0 ]] || fail "A exited $STOP_RC after SIGTERM"
+pass
+
+scenario deleting-the-interface-ends-the-tunnel
+start_pipevpn "$NS2" "$TMP/b.conf" "$TUN2"
+wait_until 10 "B's control socket" test -S "$SOCK"
+pid=${PID_OF[$TUN2]}
+in_ns "$NS2" ip link del "$TUN2"
+wait_until 5 "pipevpn on $TUN2 to exit once its interface is deleted" eval "! alive $pid"
+rc=0
+wait "$pid" || rc=$?
+((rc == 0)) || fail "exit status $rc after the interface was deleted, expected 0: $(tail -n 3 "${LOG_OF[$TUN2]}")"
+grep -q "interface $TUN2 was removed: shutting down" "${LOG_OF[$TUN2]}" || fail "no log line saying why it stopped"
+[[ ! -e $SOCK ]] || fail "$SOCK left behind"
+no_route_record "$TUN2"
 pass

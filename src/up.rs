@@ -295,8 +295,13 @@ fn run_tunnel(
         }
     };
     follow(&handle);
-    if let Some(exit) = &failure {
-        log::error!("stage {} ended: shutting down", exit.stage.name());
+    match &failure {
+        // As wireguard-go: deleting the interface asks the tunnel to go.
+        Some(_) if iface::ifindex(name) == Err(nix::errno::Errno::ENODEV) => {
+            log::info!("interface {name} was removed: shutting down")
+        }
+        Some(exit) => log::error!("stage {} ended: shutting down", exit.stage.name()),
+        None => {}
     }
     // wg-quick's cmd_down: PreDown, the teardown, PostDown. A failed hook
     // does not stop the teardown; the first failure is the exit's error.

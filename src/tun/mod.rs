@@ -133,10 +133,15 @@ impl TunDevice for OffloadTun {
         // Only the tun_reader reads: the lock is never contended.
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
         let mut dropped = 0;
-        read_when_ready(self.tun.as_raw_fd(), stop, || {
+        match read_when_ready(self.tun.as_raw_fd(), stop, || {
             dropped += reader.fill(&self.tun, batch)?;
             Ok((batch.count() > 0 || dropped > 0).then_some(dropped))
-        })
+        }) {
+            // The interface was deleted (`ip link del`): nothing more comes,
+            // and ending is no failure (whoever runs us sees it is gone).
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => Ok(None),
+            got => got,
+        }
     }
 
     fn write_batch(&self, batch: &mut Batch) -> Written {
