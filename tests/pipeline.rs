@@ -138,8 +138,12 @@ fn pair_starting(
 }
 
 fn shutdown_within_a_second(side: Side) {
+    // The test reads no more: let the tun_writer's delivery fail instead of
+    // waiting for room in a full channel no one empties.
+    let Side { handle, tun } = side;
+    drop(tun);
     let started = Instant::now();
-    side.handle.shutdown().expect("no stage failed");
+    handle.shutdown().expect("no stage failed");
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "all threads joined within 1 s (took {:?})",
