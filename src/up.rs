@@ -760,16 +760,18 @@ fn write_stats(opts: &UpOptions, text: &str) {
 mod tests {
     use super::*;
 
+    const ONE_PEER: &str =
+        "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
+                            Address = 10.0.0.1/24\n[Peer]\n\
+                            PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
+                            AllowedIPs = 10.0.0.2/32\n";
+
     #[test]
     fn saved_endpoint_is_where_the_peer_is() {
-        let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
-                    Address = 10.0.0.1/24\n[Peer]\n\
-                    PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
-                    AllowedIPs = 10.0.0.2/32\n";
-        let waiting = Config::parse(Path::new("t.conf"), text).unwrap();
+        let waiting = Config::parse(Path::new("t.conf"), ONE_PEER).unwrap();
         let named = Config::parse(
             Path::new("t.conf"),
-            &format!("{text}Endpoint = vpn.example:51820\n"),
+            &format!("{ONE_PEER}Endpoint = vpn.example:51820\n"),
         )
         .unwrap();
         let endpoint = |p: &PeerConfig| p.endpoint.as_ref().map(ToString::to_string);
@@ -813,11 +815,8 @@ mod tests {
     fn located_follows_peers_added_and_removed_live() {
         use crate::pipeline::interface::Interface;
         use crate::protocol::keys::PrivateKey;
-        let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
-                    Address = 10.0.0.1/24\n[Peer]\n\
-                    PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
-                    AllowedIPs = 10.0.0.2/32\n";
-        let config = Config::parse(Path::new("t.conf"), text).unwrap();
+
+        let config = Config::parse(Path::new("t.conf"), ONE_PEER).unwrap();
         let iface = Interface::new(PrivateKey::from_bytes([1; 32]), 1420, Timing::default());
         let spec = |key, endpoint: Option<&str>| PeerSpec {
             public_key: key,

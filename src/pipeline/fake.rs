@@ -169,9 +169,16 @@ impl FakeUdp {
     fn record(&self, dest: Endpoint, datagrams: usize) {
         let mut sent = self.sent_to.lock().unwrap_or_else(PoisonError::into_inner);
         *sent.entry(dest.addr).or_default() += datagrams;
-        let thread = std::thread::current().name().unwrap_or_default().to_owned();
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or_default();
         let mut by = self.sent_by.lock().unwrap_or_else(PoisonError::into_inner);
-        *by.entry(thread).or_default() += datagrams;
+        // The name is copied once per thread, not once per run.
+        match by.get_mut(name) {
+            Some(n) => *n += datagrams,
+            None => {
+                by.insert(name.to_owned(), datagrams);
+            }
+        }
     }
 
     /// A datagram to an address no link reaches is lost, as on a network.
