@@ -163,10 +163,6 @@ fn run_tunnel(
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
-    // The same socket, for the control socket's `fwmark`.
-    let udp_for_mark = udp
-        .try_clone()
-        .map_err(|e| Error::sys("duplicating the UDP socket", e))?;
     for (peer, e) in config.peers.iter().zip(&endpoints) {
         if let Some(e) = e.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
             return Err(Error::Config {
@@ -209,6 +205,8 @@ fn run_tunnel(
                 .map(|s| Duration::from_secs(u64::from(s))),
         })
         .collect();
+    // Shared with the control socket, for `listen_port` and `fwmark`.
+    let udp = Arc::new(Udp::new(udp)?);
     let handle = pipeline::spawn(
         TunnelConfig {
             private_key: Some(config.interface.private_key.clone()),
@@ -217,13 +215,12 @@ fn run_tunnel(
             peers,
         },
         Arc::new(OffloadTun::new(tun)),
-        Arc::new(Udp::new(udp)),
+        udp.clone(),
     )?;
     // Served before PostUp, whose hooks may well run `wg`.
     let live = Live::new(
         handle.interface.clone(),
-        udp_for_mark,
-        bound.port(),
+        udp,
         config.interface.fw_mark.unwrap_or(0),
     );
     let served = control::serve(control, Arc::new(live), control::Limits::default());
