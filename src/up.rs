@@ -163,10 +163,6 @@ fn run_tunnel(
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
-    // The same socket, for the control socket's `fwmark`.
-    let udp_for_mark = udp
-        .try_clone()
-        .map_err(|e| Error::sys("duplicating the UDP socket", e))?;
     for (peer, e) in config.peers.iter().zip(&endpoints) {
         if let Some(e) = e.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
             return Err(Error::Config {
@@ -209,21 +205,22 @@ fn run_tunnel(
                 .map(|s| Duration::from_secs(u64::from(s))),
         })
         .collect();
+    // Shared with the control socket, for `listen_port` and `fwmark`.
+    let udp = Arc::new(Udp::new(udp)?);
     let handle = pipeline::spawn(
         TunnelConfig {
-            private_key: config.interface.private_key.clone(),
+            private_key: Some(config.interface.private_key.clone()),
             mtu: usize::from(config.interface.mtu),
             timing,
             peers,
         },
         Arc::new(OffloadTun::new(tun)),
-        Arc::new(Udp::new(udp)),
+        udp.clone(),
     )?;
     // Served before PostUp, whose hooks may well run `wg`.
     let live = Live::new(
         handle.interface.clone(),
-        udp_for_mark,
-        bound.port(),
+        udp,
         config.interface.fw_mark.unwrap_or(0),
     );
     let served = control::serve(control, Arc::new(live), control::Limits::default());
@@ -817,7 +814,11 @@ mod tests {
         use crate::protocol::keys::PrivateKey;
 
         let config = Config::parse(Path::new("t.conf"), ONE_PEER).unwrap();
-        let iface = Interface::new(PrivateKey::from_bytes([1; 32]), 1420, Timing::default());
+        let iface = Interface::new(
+            Some(PrivateKey::from_bytes([1; 32])),
+            1420,
+            Timing::default(),
+        );
         let spec = |key, endpoint: Option<&str>| PeerSpec {
             public_key: key,
             preshared_key: None,
