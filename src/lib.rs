@@ -30,7 +30,8 @@
 //!   text codec of the control socket `wg` speaks ([`protocol::uapi`]).
 //! - [`sys`] holds every `unsafe` block and system call, one small function
 //!   each, and depends on nothing above it.
-//! - [`cidr`] and [`error`] are leaves used throughout.
+//! - [`cidr`] and [`error`] are leaves used throughout; [`logging`] is the
+//!   log both binaries install.
 //!
 //! The `pipevpn` command (its command line, and `pipevpn demo`, which runs
 //! two peers in throw-away network namespaces) is the binary in
@@ -41,6 +42,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod last_endpoint;
+pub mod logging;
 pub mod pipeline;
 pub mod protocol;
 pub mod routes;

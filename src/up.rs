@@ -53,7 +53,15 @@ pub struct UpOptions {
 const STOP_SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
 pub fn run(config: Config, opts: UpOptions) -> Result<()> {
-    // Signals first: a SIGTERM during setup still ends in a clean teardown.
+    with_stop_signals(|signals| run_tunnel(&config, &opts, signals))
+}
+
+/// Runs `tunnel` with the [`STOP_SIGNALS`] caught and delivered on the
+/// channel it is given. Signals first: a SIGTERM during setup still ends in
+/// a clean teardown.
+pub(crate) fn with_stop_signals<T>(
+    tunnel: impl FnOnce(&crossbeam_channel::Receiver<i32>) -> Result<T>,
+) -> Result<T> {
     let mut signals =
         Signals::new(STOP_SIGNALS).map_err(|e| Error::sys("installing signal handlers", e))?;
     let signal_handle = signals.handle();
@@ -67,9 +75,58 @@ pub fn run(config: Config, opts: UpOptions) -> Result<()> {
         })
         .map_err(|e| Error::sys("spawning the signal thread", e))?;
 
-    let result = run_tunnel(&config, &opts, &signal_rx);
+    let result = tunnel(&signal_rx);
     signal_handle.close();
     result
+}
+
+/// What wakes [`wait_for_stop`]'s caller while the tunnel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A peer's endpoint moved.
+    EndpointMoved,
+    /// A second passed.
+    Second,
+}
+
+/// Runs until the tunnel on interface `name` must stop, calling `wake` on
+/// each [`Wake`]; logs why it stops. It stops on a stop signal, a stage that ended, and, as in
+/// wireguard-go, when the control socket file or the interface is deleted
+/// (the latter ends the tun's stages).
+pub(crate) fn wait_for_stop(
+    name: &str,
+    handle: &pipeline::TunnelHandle,
+    server: &control::Server,
+    signals: &crossbeam_channel::Receiver<i32>,
+    mut wake: impl FnMut(Wake),
+) {
+    // A ticker, not a timeout: moves coming more often than once a second
+    // must not hold the stats back.
+    let second = tick(Duration::from_secs(1));
+    let failure = loop {
+        select! {
+            recv(signals) -> sig => {
+                log::info!("signal {}: shutting down", sig.unwrap_or_default());
+                break None;
+            }
+            recv(handle.exits()) -> exit => break exit.ok(),
+            recv(handle.interface.endpoint_moves()) -> _ => wake(Wake::EndpointMoved),
+            recv(second) -> _ => {
+                wake(Wake::Second);
+                if !server.still_there() {
+                    log::info!("{} was deleted: shutting down", server.path().display());
+                    break None;
+                }
+            }
+        }
+    };
+    match &failure {
+        Some(_) if iface::ifindex(name) == Err(nix::errno::Errno::ENODEV) => {
+            log::info!("interface {name} was removed: shutting down")
+        }
+        Some(exit) => log::error!("stage {} ended: shutting down", exit.stage.name()),
+        None => {}
+    }
 }
 
 fn run_tunnel(
@@ -272,37 +329,13 @@ fn run_tunnel(
         }
     };
 
-    // A ticker, not a timeout: moves coming more often than once a second
-    // must not hold the stats back.
-    let second = tick(Duration::from_secs(1));
-    let failure = loop {
-        select! {
-            recv(signals) -> sig => {
-                log::info!("signal {}: shutting down", sig.unwrap_or_default());
-                break None;
-            }
-            recv(handle.exits()) -> exit => break exit.ok(),
-            recv(handle.interface.endpoint_moves()) -> _ => follow(&handle),
-            recv(second) -> _ => {
-                write_stats(opts, &handle.stats.render());
-                follow(&handle);
-                // As wireguard-go: deleting the socket asks the tunnel to go.
-                if !server.still_there() {
-                    log::info!("{} was deleted: shutting down", server.path().display());
-                    break None;
-                }
-            }
+    wait_for_stop(name, &handle, &server, signals, |wake| {
+        if wake == Wake::Second {
+            write_stats(opts, &handle.stats.render());
         }
-    };
+        follow(&handle);
+    });
     follow(&handle);
-    match &failure {
-        // As wireguard-go: deleting the interface asks the tunnel to go.
-        Some(_) if iface::ifindex(name) == Err(nix::errno::Errno::ENODEV) => {
-            log::info!("interface {name} was removed: shutting down")
-        }
-        Some(exit) => log::error!("stage {} ended: shutting down", exit.stage.name()),
-        None => {}
-    }
     // wg-quick's cmd_down: PreDown, the teardown, PostDown. A failed hook
     // does not stop the teardown; the first failure is the exit's error.
     let pre_down = hooks.run("PreDown", &config.interface.pre_down);
@@ -327,7 +360,7 @@ fn run_tunnel(
 /// path is the same in every network namespace: if an interface of the same
 /// name in another one holds it, ours goes into this namespace's directory
 /// of records instead, and the warning says how `wg` reaches it there.
-fn bind_control(name: &str) -> Result<ControlSocket> {
+pub(crate) fn bind_control(name: &str) -> Result<ControlSocket> {
     let taken = match control::bind(Path::new(SOCKET_DIR), name)? {
         Ok(socket) => return Ok(socket),
         Err(taken) => taken,
@@ -679,7 +712,7 @@ fn run_resolvconf(program: &Path, args: &[&str], input: &str) -> std::result::Re
 /// Protocol timers, shortened only by the integration tests through
 /// `PIPEVPN_TEST_TIMING` (e.g. `rekey_after=10`) so a rekey can be watched
 /// in seconds; deliberately not a documented option.
-fn test_timing() -> Result<Timing> {
+pub(crate) fn test_timing() -> Result<Timing> {
     let timing = Timing::default();
     match std::env::var("PIPEVPN_TEST_TIMING") {
         Ok(spec) => {
