@@ -72,7 +72,7 @@ fn pair(idle: u32) -> [(TunnelHandle, FakeTunEnds); 2] {
             persistent_keepalive: None,
         });
         let cfg = TunnelConfig {
-            private_key: PrivateKey::from_bytes(private),
+            private_key: Some(PrivateKey::from_bytes(private)),
             mtu: 1420,
             timing: Timing::default(),
             peers,

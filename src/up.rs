@@ -268,7 +268,7 @@ fn run_tunnel(
         .collect();
     let handle = pipeline::spawn(
         TunnelConfig {
-            private_key: config.interface.private_key.clone(),
+            private_key: Some(config.interface.private_key.clone()),
             mtu: usize::from(config.interface.mtu),
             timing,
             peers,
@@ -850,7 +850,11 @@ mod tests {
         use crate::protocol::keys::PrivateKey;
 
         let config = Config::parse(Path::new("t.conf"), ONE_PEER).unwrap();
-        let iface = Interface::new(PrivateKey::from_bytes([1; 32]), 1420, Timing::default());
+        let iface = Interface::new(
+            Some(PrivateKey::from_bytes([1; 32])),
+            1420,
+            Timing::default(),
+        );
         let spec = |key, endpoint: Option<&str>| PeerSpec {
             public_key: key,
             preshared_key: None,

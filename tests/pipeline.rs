@@ -44,7 +44,7 @@ fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, len: usize, tag: u8) -> Vec<u8> {
 /// A tunnel with the one peer `spec`.
 fn one_peer(private: [u8; 32], mtu: usize, spec: PeerSpec) -> TunnelConfig {
     TunnelConfig {
-        private_key: PrivateKey::from_bytes(private),
+        private_key: Some(PrivateKey::from_bytes(private)),
         mtu,
         timing: Timing::default(),
         peers: vec![spec],
@@ -1039,7 +1039,7 @@ fn after_a_new_private_key_the_next_handshake_uses_it() {
     assert_eq!(old.allowed_ips(), [], "A_TUN moved to the new key");
     a.handle
         .interface
-        .set_private_key(PrivateKey::from_bytes(new_key))
+        .set_private_key(Some(PrivateKey::from_bytes(new_key)))
         .unwrap();
     assert!(
         a.peer().sending_session().is_none(),
@@ -1100,6 +1100,78 @@ fn a_persistent_keepalive_set_live_starts_keepalives() {
         (2..=4).contains(&keepalives),
         "{keepalives} keepalives in 1.5 s at one per 0.4 s"
     );
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+}
+
+/// wireguard-go's interface without a private key (how `pipevpnd` starts):
+/// it answers no initiation and makes none, its packets wait; the key given
+/// later starts the handshake for them at once, and removing the key again
+/// stops its sending.
+#[test]
+fn a_keyless_side_answers_nothing_until_it_gets_a_key_and_stops_without_it() {
+    let (a_key, b_key) = ([0x11u8; 32], [0x22u8; 32]);
+    let a_addr: SocketAddr = A_ADDR.parse().unwrap();
+    let b_addr: SocketAddr = B_ADDR.parse().unwrap();
+    let (a_udp, b_udp) = FakeUdp::pair(a_addr, b_addr, 256);
+    let side = |c: TunnelConfig, udp: FakeUdp| {
+        let (tun, ends) = FakeTun::new(64);
+        let handle = spawn(c, Arc::new(tun), Arc::new(udp)).expect("pipeline starts");
+        Side { handle, tun: ends }
+    };
+    let a = side(
+        one_peer(a_key, 1420, peer_spec(b_key, Some(b_addr), &[host(B_TUN)])),
+        a_udp,
+    );
+    let b = side(
+        TunnelConfig {
+            private_key: None,
+            ..one_peer(b_key, 1420, peer_spec(a_key, Some(a_addr), &[host(A_TUN)]))
+        },
+        b_udp,
+    );
+    let b_hs = b.handle.stats.stage(Stage::Handshaker);
+    let a_hs = a.handle.stats.stage(Stage::Handshaker);
+
+    let p1 = ipv4(A_TUN, B_TUN, 84, 1);
+    a.tun.inject.send(p1.clone()).unwrap();
+    wait_for("B counted A's initiation as no_private_key", || {
+        b_hs.dropped(DropReason::NoPrivateKey) >= 1
+    });
+    let p2 = ipv4(B_TUN, A_TUN, 84, 2);
+    b.tun.inject.send(p2.clone()).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(a_hs.packets(), 0, "B sent A no handshake message");
+    assert_eq!(a_hs.dropped(DropReason::BadMac1), 0);
+    assert!(b.tun.delivered.try_recv().is_err() && a.tun.delivered.try_recv().is_err());
+    assert_eq!(b_hs.packets(), 0, "B handled nothing");
+
+    // The key: B's waiting packet starts a handshake at once (well before
+    // A's retry, 5 s after its first initiation), and both packets cross.
+    b.handle
+        .interface
+        .set_private_key(Some(PrivateKey::from_bytes(b_key)))
+        .unwrap();
+    let got = a
+        .tun
+        .delivered
+        .recv_timeout(Duration::from_secs(3))
+        .expect("B's packet delivered after B's handshake");
+    assert_eq!(got, p2);
+    expect_delivery(&b, &p1);
+    assert_eq!(b.handle.stats.handshakes(), 1, "B initiated");
+
+    // Without the key again B sends nothing (its keypair still decrypts).
+    b.handle.interface.set_private_key(None).unwrap();
+    assert!(b.peer().sending_session().is_none());
+    let sent = a_hs.packets();
+    b.tun.inject.send(ipv4(B_TUN, A_TUN, 84, 3)).unwrap();
+    thread::sleep(Duration::from_millis(500));
+    assert!(a.tun.delivered.try_recv().is_err(), "B sent no data");
+    assert_eq!(a_hs.packets(), sent, "nor a handshake message");
+    let p4 = ipv4(A_TUN, B_TUN, 84, 4);
+    a.tun.inject.send(p4.clone()).unwrap();
+    expect_delivery(&b, &p4);
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
 }

@@ -2,10 +2,11 @@
 //! reads the device and its peers as they are, a set changes them live, in
 //! request order, as wireguard-go applies it (its `IpcSetOperation`).
 //!
-//! What a set does not do yet: move to another `listen_port` (answered
-//! EADDRINUSE, the socket stays where it is), and remove the private key
-//! (an all-zero `private_key`, answered EINVAL: an interface here always has
-//! one). Both are logged.
+//! An all-zero `private_key` removes ours, as in wireguard-go: no handshake
+//! is made or answered until a key comes, and a get writes no
+//! `private_key` line. What a set does not do yet: move to another
+//! `listen_port` (answered EADDRINUSE and logged, the socket stays where it
+//! is).
 
 use super::Handler;
 use crate::pipeline::interface::{Interface, PeerUpdate};
@@ -63,7 +64,7 @@ impl Live {
         let key = change.public_key;
         // A peer with our own key names no peer (the codec's rule): checked
         // against the key as this request left it.
-        if key == self.interface.local().public {
+        if self.interface.local().is_some_and(|l| key == l.public) {
             log::info!("control socket: peer {key} is this interface's own key: ignored");
             return Ok(());
         }
@@ -138,7 +139,8 @@ impl Handler for Live {
     fn get(&self) -> Snapshot {
         let wall = SystemTime::now();
         Snapshot {
-            private_key: Some(self.interface.local().private.clone()),
+            // None writes no line, as wireguard-go omits a zero key.
+            private_key: self.interface.local().map(|l| l.private.clone()),
             listen_port: self.listen_port,
             fwmark: *self.fwmark.lock().unwrap_or_else(|p| p.into_inner()),
             extra: Vec::new(),
@@ -156,19 +158,15 @@ impl Handler for Live {
     /// reply's errno tells the client the request did not all apply).
     fn set(&self, set: Set) -> std::result::Result<(), Errno> {
         let mut fwmark = self.fwmark.lock().unwrap_or_else(|p| p.into_inner());
-        match set.private_key {
-            Some(Some(key)) => self.interface.set_private_key(key).map_err(|e| {
+        if let Some(key) = set.private_key {
+            let removed = key.is_none();
+            self.interface.set_private_key(key).map_err(|e| {
                 log::warn!("control socket: private_key: {e}");
                 Errno::Invalid
-            })?,
-            Some(None) => {
-                log::warn!(
-                    "control socket: removing the private key is not supported: \
-                     the interface keeps its key"
-                );
-                return Err(Errno::Invalid);
+            })?;
+            if removed {
+                log::info!("control socket: private key removed: no handshakes until a new one");
             }
-            None => {}
         }
         match set.listen_port {
             Some(port) if port != self.listen_port => {
@@ -222,7 +220,7 @@ mod tests {
 
     /// A handler over an interface without devices, our key `key(1)`.
     fn live() -> Live {
-        let iface = Arc::new(Interface::new(key(1), 1420, Timing::default()));
+        let iface = Arc::new(Interface::new(Some(key(1)), 1420, Timing::default()));
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         Live::new(iface, udp, 51820, 0)
     }
@@ -392,11 +390,11 @@ mod tests {
             ),
         )
         .unwrap();
-        assert_eq!(live.interface.local().public, public(5));
+        assert_eq!(live.interface.local().unwrap().public, public(5));
         assert_eq!(peers(&live), [(public(1), vec![])]);
         let answer = write_get(&live.get());
         // The key as the interface keeps it (clamped, whitepaper §5.4).
-        let ours = hex::encode(live.interface.local().private.as_bytes());
+        let ours = hex::encode(live.interface.local().unwrap().private.as_bytes());
         assert_eq!(&ours[2..8], "050505");
         assert!(
             answer.starts_with(&format!("private_key={ours}\n")),
@@ -417,11 +415,6 @@ mod tests {
         assert_eq!(mark, 51);
         set(&live, "fwmark=0\n").unwrap();
         assert_eq!(live.get().fwmark, 0);
-        assert_eq!(
-            set(&live, &format!("private_key={}\n", "0".repeat(64))),
-            Err(Errno::Invalid)
-        );
-        assert_eq!(live.interface.local().public, public(1));
         // A low-order peer key fails there; what came before stays applied.
         let err = set(
             &live,
@@ -434,6 +427,41 @@ mod tests {
         );
         assert_eq!(err, Err(Errno::Invalid));
         assert_eq!(peers(&live), [(public(2), vec![])]);
+    }
+
+    /// wireguard-go's semantics: an all-zero key removes ours, a get then
+    /// writes no `private_key` line, peers come and go without a key, and
+    /// a key given later applies to them.
+    #[test]
+    fn a_zero_private_key_removes_ours_and_a_get_omits_it() {
+        let live = live();
+        set(&live, &format!("public_key={}\n", hex(&public(2)))).unwrap();
+        set(&live, &format!("private_key={}\n", "0".repeat(64))).unwrap();
+        assert!(live.interface.local().is_none());
+        let answer = write_get(&live.get());
+        assert!(!answer.contains("private_key="), "{}", &*answer);
+        assert!(answer.starts_with("listen_port=51820\n"), "{}", &*answer);
+        // Our old public key names a peer now: there is no key of ours.
+        set(
+            &live,
+            &format!(
+                "public_key={}\npublic_key={}\n",
+                hex(&public(1)),
+                hex(&public(3))
+            ),
+        )
+        .unwrap();
+        assert_eq!(peers(&live).len(), 3);
+        // A key that is one of the peers' removes that peer, as ever.
+        set(&live, &format!("private_key={}\n", "01".repeat(32))).unwrap();
+        assert_eq!(live.interface.local().unwrap().public, public(1));
+        assert_eq!(
+            peers(&live),
+            [(public(2), vec![]), (public(3), vec![])],
+            "the peer with our new key is gone"
+        );
+        let peer = live.interface.peer(&public(2)).unwrap();
+        assert!(live.interface.handshake_keys(&peer).is_some());
     }
 
     #[test]

@@ -19,7 +19,8 @@ use super::SessionEvent;
 use crate::protocol::dos::{Admission, Gate};
 use crate::protocol::handshake::{
     consume_cookie_reply, consume_initiation, consume_response, create_cookie_reply,
-    create_initiation, create_response, response_mac1, tai64n, verify_mac1, Initiating, PeerStatic,
+    create_initiation, create_response, response_mac1, tai64n, verify_mac1, Initiating,
+    LocalStatic, PeerStatic,
 };
 use crate::protocol::keys::{Key, PrivateKey};
 use crate::protocol::messages::{message_type, CookieReply, Initiation, MessageType, Response};
@@ -327,7 +328,9 @@ impl<'a> Handshaker<'a> {
             session_derived: st.session_derived,
             persistent_keepalive: peer.persistent_keepalive(),
             want_session: st.want_session,
-            have_endpoint: peer.endpoint().is_some(),
+            // Without our private key, the key that comes wakes the peer
+            // (`Interface::set_private_key` expires its keypairs).
+            can_initiate: peer.endpoint().is_some() && self.iface.local().is_some(),
         }
     }
 
@@ -413,6 +416,8 @@ impl<'a> Handshaker<'a> {
     /// Handles one message; returns the id of the peer it concerned.
     fn handle(&mut self, p: &HandshakePacket) -> Option<u64> {
         let result = match message_type(p.bytes()).map_err(DropReason::from) {
+            // Nothing to answer or make a handshake with, as in wireguard-go.
+            Ok(_) if self.iface.local().is_none() => Err(DropReason::NoPrivateKey),
             Ok(MessageType::Initiation) => self.on_initiation(p),
             Ok(MessageType::Response) => self.on_response(p),
             Ok(MessageType::CookieReply) => self.on_cookie_reply(p),
@@ -463,8 +468,7 @@ impl<'a> Handshaker<'a> {
     /// Responder side (whitepaper §5.4.2, §5.4.3).
     fn on_initiation(&mut self, p: &HandshakePacket) -> Result<u64, DropReason> {
         let msg = Initiation::parse(p.bytes()).map_err(DropReason::from)?;
-        self.admit(p, msg.sender, &msg.mac1)?;
-        let local = self.iface.local();
+        let local = self.admit(p, msg.sender, &msg.mac1)?;
         let accepted = consume_initiation(&local, &msg).map_err(|_| DropReason::HandshakeFailed)?;
         let peer = self
             .iface
@@ -484,7 +488,10 @@ impl<'a> Handshaker<'a> {
             st.last_timestamp = Some(accepted.timestamp);
             st.last_initiation_at = Some(now);
             let peer = st.peer.clone();
-            let (local_now, remote) = hs.iface.handshake_keys(&peer);
+            let (local_now, remote) = hs
+                .iface
+                .handshake_keys(&peer)
+                .ok_or(DropReason::NoPrivateKey)?;
             if !Arc::ptr_eq(&local, &local_now) {
                 // Our private key changed since the message was read.
                 return Err(DropReason::HandshakeFailed);
@@ -527,7 +534,10 @@ impl<'a> Handshaker<'a> {
         self.with_state(peer, |hs, st| {
             let attempt = st.attempt_answered_by(msg.receiver)?;
             let peer = st.peer.clone();
-            let (local, remote) = hs.iface.handshake_keys(&peer);
+            let (local, remote) = hs
+                .iface
+                .handshake_keys(&peer)
+                .ok_or(DropReason::NoPrivateKey)?;
             if !Arc::ptr_eq(&attempt.keys, &remote) {
                 // Made with keys since replaced: dropped at the next tick.
                 return Err(DropReason::UnexpectedMessage);
@@ -565,20 +575,20 @@ impl<'a> Handshaker<'a> {
     /// The cheap checks before any Diffie-Hellman work: mac1 always; under
     /// load also mac2, answering a missing one with a cookie reply, and then
     /// the per-source limit (whitepaper §5.3, §5.4.4,
-    /// [`Gate`]).
+    /// [`Gate`]). Returns our static keys the message was checked with.
     fn admit(
         &mut self,
         p: &HandshakePacket,
         sender: u32,
         mac1: &[u8; 16],
-    ) -> Result<(), DropReason> {
-        let local = self.iface.local();
+    ) -> Result<Arc<LocalStatic>, DropReason> {
+        let local = self.iface.local().ok_or(DropReason::NoPrivateKey)?;
         if !verify_mac1(&local, p.bytes()) {
             return Err(DropReason::BadMac1);
         }
         let now = self.iface.now();
         let cookie = match self.gate.admit(p.bytes(), p.src.addr, now, random_key) {
-            Admission::Process => return Ok(()),
+            Admission::Process => return Ok(local),
             Admission::RateLimited => return Err(DropReason::RateLimited),
             Admission::SendCookie(cookie) => cookie,
         };
@@ -615,8 +625,11 @@ impl<'a> Handshaker<'a> {
         let now = self.iface.now();
         // A retry replaces the attempt: its index is freed.
         self.forget_attempt(st);
+        let Some((local, remote)) = self.iface.handshake_keys(&peer) else {
+            // The key went since the timers were read.
+            return;
+        };
         let index = self.iface.new_index(&peer, || random_u64() as u32);
-        let (local, remote) = self.iface.handshake_keys(&peer);
         match create_initiation(
             &local,
             &remote,
@@ -746,7 +759,11 @@ mod tests {
     /// is planned again after the data stages stamped an event for it.
     #[test]
     fn only_peers_with_something_due_have_a_timer() {
-        let iface = Interface::new(PrivateKey::from_bytes([0x11; 32]), 1420, Timing::default());
+        let iface = Interface::new(
+            Some(PrivateKey::from_bytes([0x11; 32])),
+            1420,
+            Timing::default(),
+        );
         for n in 0..1000 {
             iface.add_peer(spec(n)).unwrap();
         }

@@ -357,7 +357,11 @@ mod tests {
     /// peers. A's shorter prefix covering B's does not make B's addresses A's.
     #[test]
     fn the_inner_source_must_route_back_to_the_same_peer() {
-        let iface = Interface::new(PrivateKey::from_bytes([0x11; 32]), 1420, Timing::default());
+        let iface = Interface::new(
+            Some(PrivateKey::from_bytes([0x11; 32])),
+            1420,
+            Timing::default(),
+        );
         let a = iface.add_peer(spec(1, "10.0.0.0/8")).unwrap();
         let b = iface.add_peer(spec(2, "10.1.0.0/16")).unwrap();
         let index = iface.new_index(&a, || 77);

@@ -17,6 +17,11 @@
 //! does); readers take them once per batch or per handshake message, and
 //! writers only on handshakes and peer changes.
 //!
+//! Without a private key (an interface that `wg set` has not given one
+//! yet, or whose key it removed, as in wireguard-go) there are no
+//! handshakes; peers can still be added and changed, and their
+//! static-static DH is computed when a key comes.
+//!
 //! Lock order: `local`, then `by_key`, `peers`, `routes` (then a peer's own
 //! AllowedIPs list), `indices`; a peer's `remote` after `local`.
 
@@ -58,8 +63,9 @@ pub use crate::protocol::uapi::AllowedIpChange;
 
 pub struct Interface {
     /// Replaced whole by [`Interface::set_private_key`], which also
-    /// replaces every peer's `remote` while holding it for writing.
-    local: RwLock<Arc<LocalStatic>>,
+    /// replaces every peer's `remote` while holding it for writing; None
+    /// while the interface has no private key.
+    local: RwLock<Option<Arc<LocalStatic>>>,
     pub clock: Clock,
     pub timing: Timing,
     pub mtu: usize,
@@ -84,12 +90,12 @@ pub struct Interface {
 pub type Routes<'a> = RwLockReadGuard<'a, PrefixTable<Arc<Peer>>>;
 
 impl Interface {
-    /// An interface without peers.
-    pub fn new(private_key: PrivateKey, mtu: usize, timing: Timing) -> Interface {
+    /// An interface without peers, and without a private key if None.
+    pub fn new(private_key: Option<PrivateKey>, mtu: usize, timing: Timing) -> Interface {
         let (timers_wakeup, timers_touched) = crossbeam_channel::unbounded();
         let (endpoint_moved, endpoint_moves) = bounded(1);
         Interface {
-            local: RwLock::new(Arc::new(LocalStatic::new(private_key))),
+            local: RwLock::new(private_key.map(|k| Arc::new(LocalStatic::new(k)))),
             clock: Clock::new(),
             timing,
             mtu,
@@ -112,17 +118,19 @@ impl Interface {
         self.clock.now()
     }
 
-    /// Our static keys (for mac1 checks and cookie replies); for a
-    /// handshake with a peer, take [`Interface::handshake_keys`].
-    pub fn local(&self) -> Arc<LocalStatic> {
+    /// Our static keys (for mac1 checks and cookie replies), None without
+    /// a private key; for a handshake with a peer, take
+    /// [`Interface::handshake_keys`].
+    pub fn local(&self) -> Option<Arc<LocalStatic>> {
         read(&self.local).clone()
     }
 
     /// Our static keys and `peer`'s, read together so that a private key
-    /// changing at that moment never pairs the new with the old.
-    pub fn handshake_keys(&self, peer: &Peer) -> (Arc<LocalStatic>, Arc<PeerStatic>) {
+    /// changing at that moment never pairs the new with the old; None
+    /// without a private key.
+    pub fn handshake_keys(&self, peer: &Peer) -> Option<(Arc<LocalStatic>, Arc<PeerStatic>)> {
         let local = read(&self.local);
-        (local.clone(), peer.remote())
+        Some((local.clone()?, peer.remote()))
     }
 
     /// Adds a peer. An AllowedIP another peer has already is moved to this
@@ -149,13 +157,13 @@ impl Interface {
         let key = spec.public_key;
         // Held until the peer is in `by_key`, where a new private key finds it.
         let local = read(&self.local);
-        if key == local.public {
+        if local.as_ref().is_some_and(|l| key == l.public) {
             // A handshake with ourselves (wireguard-go skips such a peer).
             return Err(Error::Input(format!(
                 "peer {key} has the interface's own public key"
             )));
         }
-        let remote = peer_static(&local, key, spec.preshared_key.clone())?;
+        let remote = peer_static(local.as_deref(), key, spec.preshared_key.clone())?;
         let mut by_key = write(&self.by_key);
         if by_key.contains_key(&key) {
             return Err(Error::Input(format!(
@@ -224,7 +232,7 @@ impl Interface {
         }
         if let Some(psk) = update.preshared_key {
             let local = read(&self.local);
-            peer.set_remote(Arc::new(peer_static(&local, *key, psk)?));
+            peer.set_remote(Arc::new(peer_static(local.as_deref(), *key, psk)?));
             // The handshaker looks at its attempt again.
             peer.touch_timers();
         }
@@ -241,30 +249,37 @@ impl Interface {
     /// key is our new one is removed, every other peer's static keys are
     /// computed again, and their keypairs stop sending (they still decrypt
     /// what is in flight), so the next packet starts a handshake with the
-    /// new key. Nothing changes if the key is the one we have, or if a
-    /// peer's keys cannot be computed (then the error names it).
-    pub fn set_private_key(&self, private_key: PrivateKey) -> Result<()> {
-        let new = LocalStatic::new(private_key);
+    /// new key. None removes the key (wireguard-go's all-zero key): the
+    /// keypairs stop sending all the same, and no handshake is made or
+    /// answered until a key comes. Nothing changes if the key is the one we
+    /// have, or if a peer's keys cannot be computed (then the error names
+    /// it).
+    pub fn set_private_key(&self, private_key: Option<PrivateKey>) -> Result<()> {
+        let new = private_key.map(LocalStatic::new);
         let mut local = write(&self.local);
-        if new.public == local.public {
+        let public = |l: Option<&LocalStatic>| l.map(|l| l.public);
+        if public(new.as_ref()) == public(local.as_deref()) {
             return Ok(());
         }
+        let ours = public(new.as_ref());
         // Not `peers`: a peer being added is in `by_key` first.
         let peers: Vec<Arc<Peer>> = read(&self.by_key)
             .values()
-            .filter(|p| p.public_key != new.public)
+            .filter(|p| Some(p.public_key) != ours)
             .cloned()
             .collect();
         let remotes = peers
             .iter()
             .map(|p| {
                 let old = p.remote();
-                peer_static(&new, p.public_key, Some(old.psk().clone()))
+                peer_static(new.as_ref(), p.public_key, Some(old.psk().clone()))
             })
             .collect::<Result<Vec<_>>>()?;
-        // wireguard-go ignores a peer with our own key; here it goes.
-        self.remove_peer(&new.public);
-        *local = Arc::new(new);
+        if let Some(ours) = ours {
+            // wireguard-go ignores a peer with our own key; here it goes.
+            self.remove_peer(&ours);
+        }
+        *local = new.map(Arc::new);
         for (peer, remote) in peers.iter().zip(remotes) {
             peer.set_remote(Arc::new(remote));
         }
@@ -379,13 +394,17 @@ impl Interface {
     }
 }
 
+/// `key`'s static keys with ours, or without a DH while we have no key.
 fn peer_static(
-    local: &LocalStatic,
+    local: Option<&LocalStatic>,
     key: PublicKey,
     psk: Option<PresharedKey>,
 ) -> Result<PeerStatic> {
-    PeerStatic::new(local, key, psk)
-        .map_err(|_| Error::Input(format!("peer {key}: the public key is of low order")))
+    match local {
+        Some(local) => PeerStatic::new(local, key, psk),
+        None => PeerStatic::without_local(key, psk),
+    }
+    .map_err(|_| Error::Input(format!("peer {key}: the public key is of low order")))
 }
 
 /// Routes `cidr` to `peer`, whose AllowedIPs list is `list`; the peer that
@@ -429,7 +448,11 @@ mod tests {
     }
 
     fn iface() -> Interface {
-        Interface::new(PrivateKey::from_bytes([0x11; 32]), 1420, Timing::default())
+        Interface::new(
+            Some(PrivateKey::from_bytes([0x11; 32])),
+            1420,
+            Timing::default(),
+        )
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -491,7 +514,11 @@ mod tests {
     #[test]
     fn peer_changes_leave_the_table_compressed_and_whole() {
         // Not iface()'s key, which spec(0x11) would share.
-        let i = Interface::new(PrivateKey::from_bytes([0xee; 32]), 1420, Timing::default());
+        let i = Interface::new(
+            Some(PrivateKey::from_bytes([0xee; 32])),
+            1420,
+            Timing::default(),
+        );
         let host = |n: u8| format!("10.0.1.{n}/32");
         let specs = (1..=100).map(|n| spec(n, &[host(n).as_str()]));
         i.add_peers(specs).unwrap();
@@ -825,7 +852,7 @@ mod tests {
     fn peer_accepts_our_initiation(i: &Interface, peer: &Peer, key: u8) -> bool {
         use crate::protocol::handshake::{consume_initiation, create_initiation};
         use crate::protocol::messages::Initiation;
-        let (local, remote) = i.handshake_keys(peer);
+        let (local, remote) = i.handshake_keys(peer).expect("a private key");
         let (_, msg) = create_initiation(
             &local,
             &remote,
@@ -858,8 +885,9 @@ mod tests {
         i.install_initiated(&a, session(5));
         assert!(peer_accepts_our_initiation(&i, &a, 1));
         // C's private key becomes ours.
-        i.set_private_key(PrivateKey::from_bytes([3; 32])).unwrap();
-        assert_eq!(i.local().public, c.public_key);
+        i.set_private_key(Some(PrivateKey::from_bytes([3; 32])))
+            .unwrap();
+        assert_eq!(i.local().unwrap().public, c.public_key);
         assert!(c.is_removed() && i.peer(&c.public_key).is_none());
         assert_eq!(routed(&i, "10.3.0.1"), None);
         assert_eq!(i.peers().len(), 2);
@@ -873,7 +901,37 @@ mod tests {
         assert_eq!(routed(&i, "10.1.0.1"), Some(a.id));
         // The same key again changes nothing.
         let remote = a.remote();
-        i.set_private_key(PrivateKey::from_bytes([3; 32])).unwrap();
+        i.set_private_key(Some(PrivateKey::from_bytes([3; 32])))
+            .unwrap();
         assert!(Arc::ptr_eq(&remote, &a.remote()));
+    }
+
+    #[test]
+    fn without_a_private_key_peers_wait_for_one_and_removing_it_stops_sending() {
+        let i = Interface::new(None, 1420, Timing::default());
+        let a = i.add_peer(spec(1, &["10.1.0.0/16"])).unwrap();
+        assert!(i.local().is_none() && i.handshake_keys(&a).is_none());
+        assert_eq!(routed(&i, "10.1.0.1"), Some(a.id), "routed all the same");
+        let low = PeerSpec {
+            public_key: PublicKey::from_bytes([0; 32]),
+            ..spec(2, &[])
+        };
+        let err = i.add_peer(low).err().expect("a low-order key was added");
+        assert!(err.to_string().contains("low order"), "{err}");
+        // Removing a key we do not have changes nothing.
+        i.set_private_key(None).unwrap();
+        assert!(i.peer(&a.public_key).is_some());
+
+        i.set_private_key(Some(PrivateKey::from_bytes([0x11; 32])))
+            .unwrap();
+        assert!(peer_accepts_our_initiation(&i, &a, 1));
+        i.install_initiated(&a, session(5));
+        assert!(a.sending_session().is_some());
+
+        i.set_private_key(None).unwrap();
+        assert!(i.local().is_none() && i.handshake_keys(&a).is_none());
+        assert!(a.sending_session().is_none(), "its keypair sends no more");
+        assert!(a.keypairs().current.is_some(), "but still decrypts");
+        assert!(i.peer(&a.public_key).is_some(), "the peer stays");
     }
 }

@@ -88,7 +88,8 @@ pub enum SessionEvent {
 /// Everything the pipeline needs to know, already validated.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
-    pub private_key: PrivateKey,
+    /// None for an interface that gets its key later (`wg set`).
+    pub private_key: Option<PrivateKey>,
     pub mtu: usize,
     pub timing: Timing,
     pub peers: Vec<PeerSpec>,
@@ -324,7 +325,7 @@ mod tests {
         let private = PrivateKey::from_bytes([0x3c; 32]);
         let psk = [0xa7; 32];
         let cfg = TunnelConfig {
-            private_key: private.clone(),
+            private_key: Some(private.clone()),
             mtu: 1420,
             timing: Timing::default(),
             peers: vec![PeerSpec {

@@ -91,6 +91,7 @@ drop_reasons! {
     BadTunPacket => "bad_tun_packet",
     // Handshake messages (whitepaper §5.4.2–§5.4.4, §5.4.7).
     HandshakeQueueFull => "handshake_queue_full",
+    NoPrivateKey => "no_private_key",
     BadMac1 => "bad_mac1",
     HandshakeFailed => "handshake_failed",
     UnknownPeer => "unknown_peer",

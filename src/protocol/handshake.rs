@@ -42,6 +42,9 @@ pub enum HandshakeError {
     BadMac,
     /// The initiation came from another peer than the one answering it.
     UnexpectedPeer,
+    /// The peer's keys were made while we had no private key: there is no
+    /// static-static DH to initiate with.
+    NoPrivateKey,
 }
 
 impl HandshakeError {
@@ -52,6 +55,7 @@ impl HandshakeError {
             HandshakeError::Decrypt => "decrypt",
             HandshakeError::BadMac => "bad_mac",
             HandshakeError::UnexpectedPeer => "unexpected_peer",
+            HandshakeError::NoPrivateKey => "no_private_key",
         }
     }
 }
@@ -84,7 +88,8 @@ impl LocalStatic {
 pub struct PeerStatic {
     pub public: PublicKey,
     psk: PresharedKey,
-    static_dh: Zeroizing<Key>,
+    /// None while we have no private key (see [`PeerStatic::without_local`]).
+    static_dh: Option<Zeroizing<Key>>,
     mac1_key: Key,
     cookie_key: Key,
 }
@@ -98,9 +103,26 @@ impl PeerStatic {
         psk: Option<PresharedKey>,
     ) -> Result<Self, HandshakeError> {
         Ok(PeerStatic {
+            static_dh: Some(dh(&local.private, public.as_bytes())?),
+            ..PeerStatic::without_local(public, psk)?
+        })
+    }
+
+    /// The peer of an interface that has no private key yet (wireguard-go's
+    /// all-zero device key): everything but the static-static DH, which
+    /// [`PeerStatic::new`] computes once a key comes. Low-order keys are
+    /// refused all the same.
+    pub fn without_local(
+        public: PublicKey,
+        psk: Option<PresharedKey>,
+    ) -> Result<Self, HandshakeError> {
+        if public.is_low_order() {
+            return Err(HandshakeError::LowOrderKey);
+        }
+        Ok(PeerStatic {
             public,
             psk: psk.unwrap_or_default(),
-            static_dh: dh(&local.private, public.as_bytes())?,
+            static_dh: None,
             mac1_key: hash(&[LABEL_MAC1, public.as_bytes()]),
             cookie_key: hash(&[LABEL_COOKIE, public.as_bytes()]),
         })
@@ -152,13 +174,17 @@ pub fn create_initiation(
     sender_index: u32,
     cookie: Option<&[u8; 16]>,
 ) -> Result<(Initiating, [u8; 148]), HandshakeError> {
+    let static_dh = peer
+        .static_dh
+        .as_ref()
+        .ok_or(HandshakeError::NoPrivateKey)?;
     let mut t = Transcript::new(&peer.public);
     let ephemeral = *ephemeral_private.public_key().as_bytes();
     t.mix_ephemeral(&ephemeral);
     let k = t.mix_key_and_take(&*dh(&ephemeral_private, peer.public.as_bytes())?);
     let mut encrypted_static = [0; 48];
     t.seal(&k, local.public.as_bytes(), &mut encrypted_static);
-    let k = t.mix_key_and_take(&peer.static_dh);
+    let k = t.mix_key_and_take(static_dh);
     let mut encrypted_timestamp = [0; 28];
     t.seal(&k, &timestamp, &mut encrypted_timestamp);
 
@@ -811,6 +837,8 @@ pub(crate) mod tests {
             assert!(public.is_low_order());
             let result = PeerStatic::new(&local, public, None);
             assert_eq!(result.err(), Some(HandshakeError::LowOrderKey));
+            let result = PeerStatic::without_local(public, None);
+            assert_eq!(result.err(), Some(HandshakeError::LowOrderKey));
         }
         // A low-order ephemeral key in an initiation.
         let p = pair(random_key(), random_key(), None);
@@ -819,6 +847,17 @@ pub(crate) mod tests {
         msg.ephemeral = order_eight;
         let result = consume_initiation(&p.responder, &msg);
         assert_eq!(result.err(), Some(HandshakeError::LowOrderKey));
+    }
+
+    #[test]
+    fn keys_made_without_our_private_key_initiate_nothing_but_keep_the_macs() {
+        let p = pair(random_key(), random_key(), Some([7; 32]));
+        let keyless = PeerStatic::without_local(p.responder.public, None).unwrap();
+        let result = create_initiation(&p.initiator, &keyless, random_key(), [0; 12], 1, None);
+        assert_eq!(result.err(), Some(HandshakeError::NoPrivateKey));
+        // The mac1 and cookie keys depend on the peer's key alone.
+        assert_eq!(keyless.mac1_key, p.responder_peer.mac1_key);
+        assert_eq!(keyless.cookie_key, p.responder_peer.cookie_key);
     }
 
     #[test]
@@ -978,11 +1017,18 @@ pub(crate) mod tests {
             HandshakeError::Decrypt,
             HandshakeError::BadMac,
             HandshakeError::UnexpectedPeer,
+            HandshakeError::NoPrivateKey,
         ]
         .map(HandshakeError::reason);
         assert_eq!(
             names,
-            ["low_order_key", "decrypt", "bad_mac", "unexpected_peer"]
+            [
+                "low_order_key",
+                "decrypt",
+                "bad_mac",
+                "unexpected_peer",
+                "no_private_key"
+            ]
         );
     }
 }

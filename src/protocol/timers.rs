@@ -115,8 +115,9 @@ pub struct Events {
     pub persistent_keepalive: Option<Duration>,
     /// Packets are waiting for a usable keypair.
     pub want_session: bool,
-    /// We know where the peer is, so we can initiate.
-    pub have_endpoint: bool,
+    /// We know where the peer is and have a private key, so we can
+    /// initiate.
+    pub can_initiate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +187,7 @@ pub fn due(t: &Timing, ev: &Events) -> Due {
                 d.initiate = Some(Initiate::Retry);
             }
         }
-    } else if ev.have_endpoint && wants_new_handshake(t, ev, &mut d) {
+    } else if ev.can_initiate && wants_new_handshake(t, ev, &mut d) {
         // Never initiate within REKEY_TIMEOUT of our last handshake message.
         let rate_ok = since(now, ev.handshake_sent).is_none_or(|s| s >= t.rekey_timeout);
         if rate_ok {
@@ -226,7 +227,7 @@ pub fn next_due(t: &Timing, ev: &Events) -> Option<Duration> {
     let mut candidate = |x: Duration| at = Some(at.map_or(x, |a| a.min(x)));
     if let Some(p) = ev.pending {
         candidate(p.sent + t.rekey_timeout + p.jitter);
-    } else if ev.have_endpoint {
+    } else if ev.can_initiate {
         if let Some(x) = new_handshake_at(t, ev) {
             candidate(ev.handshake_sent.map_or(x, |h| x.max(h + t.rekey_timeout)));
         }
@@ -345,7 +346,7 @@ mod tests {
                 sent_messages: 10,
             }),
             session_derived: Some(s(0)),
-            have_endpoint: true,
+            can_initiate: true,
             handshake_sent: Some(s(0)),
             ..Events::default()
         }
@@ -417,7 +418,7 @@ mod tests {
         assert_eq!(due(&t, &ev).initiate, None);
         ev.now = s(15);
         assert_eq!(due(&t, &ev).initiate, Some(Initiate::New));
-        ev.have_endpoint = false;
+        ev.can_initiate = false;
         assert_eq!(due(&t, &ev).initiate, None, "no endpoint: cannot initiate");
     }
 
@@ -489,7 +490,7 @@ mod tests {
         assert_eq!(next_due(&t, &ev), Some(Duration::from_millis(34_100)));
         let idle = Events {
             now: s(7),
-            have_endpoint: true,
+            can_initiate: true,
             ..Events::default()
         };
         assert_eq!(next_due(&t, &idle), None, "nothing until traffic");
@@ -573,7 +574,7 @@ mod tests {
                 persistent_keepalive: (rng.next() % 2 == 0)
                     .then(|| rng.time(60_000) + Duration::from_millis(1)),
                 want_session: rng.next() % 4 == 0,
-                have_endpoint: rng.next() % 4 != 0,
+                can_initiate: rng.next() % 4 != 0,
             };
             if due(&t, &ev) != Due::default() {
                 // The handshaker acts on it first, then asks again.
@@ -630,7 +631,7 @@ mod tests {
         let ev = Events {
             now: s(1),
             want_session: true,
-            have_endpoint: true,
+            can_initiate: true,
             ..Events::default()
         };
         assert_eq!(due(&t, &ev).initiate, Some(Initiate::New));
