@@ -32,7 +32,7 @@ use signal_hook::iterator::Signals;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -78,6 +78,48 @@ pub(crate) fn with_stop_signals<T>(
     let result = tunnel(&signal_rx);
     signal_handle.close();
     result
+}
+
+/// The pipeline over `tun` and `udp` (its UDP socket, already marked with
+/// `fwmark` if not 0), and the control socket served over it. If serving
+/// fails, the pipeline is stopped again.
+pub(crate) fn start_tunnel(
+    control: ControlSocket,
+    tun: Tun,
+    udp: UdpSocket,
+    config: TunnelConfig,
+    fwmark: u32,
+) -> Result<(pipeline::TunnelHandle, control::Server)> {
+    tun.set_nonblocking()?;
+    let port = udp
+        .local_addr()
+        .map_err(|e| Error::sys("reading the UDP socket's address", e))?
+        .port();
+    // The same socket, for the control socket's `fwmark`.
+    let udp_for_mark = udp
+        .try_clone()
+        .map_err(|e| Error::sys("duplicating the UDP socket", e))?;
+    let handle = pipeline::spawn(
+        config,
+        Arc::new(OffloadTun::new(tun)),
+        Arc::new(Udp::new(udp)),
+    )?;
+    let live = Live::new(handle.interface.clone(), udp_for_mark, port, fwmark);
+    match control::serve(control, Arc::new(live), control::Limits::default()) {
+        Ok(server) => Ok((handle, server)),
+        Err(e) => {
+            stop_pipeline(handle);
+            Err(e)
+        }
+    }
+}
+
+/// Stops the pipeline on the way out of a failed start; a stage's failure
+/// is logged, the start's error is the one returned.
+fn stop_pipeline(handle: pipeline::TunnelHandle) {
+    if let Err(stage) = handle.shutdown() {
+        log::error!("{stage}");
+    }
 }
 
 /// What wakes [`wait_for_stop`]'s caller while the tunnel runs.
@@ -220,10 +262,6 @@ fn run_tunnel(
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
-    // The same socket, for the control socket's `fwmark`.
-    let udp_for_mark = udp
-        .try_clone()
-        .map_err(|e| Error::sys("duplicating the UDP socket", e))?;
     for (peer, e) in config.peers.iter().zip(&endpoints) {
         if let Some(e) = e.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
             return Err(Error::Config {
@@ -248,8 +286,6 @@ fn run_tunnel(
         }
         false => None,
     };
-    tun.set_nonblocking()?;
-
     let peers = config
         .peers
         .iter()
@@ -266,37 +302,25 @@ fn run_tunnel(
                 .map(|s| Duration::from_secs(u64::from(s))),
         })
         .collect();
-    let handle = pipeline::spawn(
+    // Served before PostUp, whose hooks may well run `wg`.
+    let (handle, server) = start_tunnel(
+        control,
+        tun,
+        udp,
         TunnelConfig {
             private_key: Some(config.interface.private_key.clone()),
             mtu: usize::from(config.interface.mtu),
             timing,
             peers,
         },
-        Arc::new(OffloadTun::new(tun)),
-        Arc::new(Udp::new(udp)),
-    )?;
-    // Served before PostUp, whose hooks may well run `wg`.
-    let live = Live::new(
-        handle.interface.clone(),
-        udp_for_mark,
-        bound.port(),
         config.interface.fw_mark.unwrap_or(0),
-    );
-    let served = control::serve(control, Arc::new(live), control::Limits::default());
-    let server = match served.and_then(|server| {
-        hooks.run("PostUp", &config.interface.post_up)?;
-        Ok(server)
-    }) {
-        Ok(server) => server,
-        Err(e) => {
-            // As wg-quick: no down hooks, everything made is undone.
-            if let Err(stage) = handle.shutdown() {
-                log::error!("{stage}");
-            }
-            return Err(e);
-        }
-    };
+    )?;
+    if let Err(e) = hooks.run("PostUp", &config.interface.post_up) {
+        // As wg-quick: no down hooks, everything made is undone.
+        server.stop();
+        stop_pipeline(handle);
+        return Err(e);
+    }
     match (config.peers.as_slice(), endpoints.as_slice(), remembered.as_slice()) {
         ([_], [Some(e)], _) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
         ([_], _, [Some(e)]) => log::info!(
