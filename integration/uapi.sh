@@ -4,7 +4,10 @@
 # (ns2) starts with no peer at all, and is given A over the socket:
 # - `wg show`, `wg show dump` (every field), `wg set ... peer A` that then connects,
 #   a change of its AllowedIPs that cuts it off and one that lets it in again, its
-#   removal (no ping) and its return, `wg showconf`, fwmark, a refused listen-port;
+#   removal (no ping) and its return, `wg showconf`, fwmark;
+# - `wg set listen-port` moves B's socket (A reaches B again once told the new
+#   endpoint; only the new port is bound); a port another socket holds is refused
+#   and the old one still carries the tunnel;
 # - a malformed request is answered errno=-22 and changes nothing, not even the
 #   valid lines before the bad one;
 # - a second `up` of B's interface in ns2 is refused, naming B's pid; one of B's
@@ -99,7 +102,7 @@ wait_for_handshake "$NS2" "$INNER1"
 ping_ok "$NS1" "$INNER2"
 pass
 
-scenario wg-showconf-fwmark-listen-port
+scenario wg-showconf-fwmark
 conf=$(n2 wg showconf "$TUN2")
 for want in "PrivateKey = ${PRIV[b]}" "ListenPort = $PORT" "PublicKey = ${PUB[a]}" \
 	"AllowedIPs = $INNER1/32" "Endpoint = $UNDER1:$PORT"; do
@@ -108,10 +111,42 @@ done
 n2 wg set "$TUN2" fwmark 0x1234
 [[ $(n2 wg show "$TUN2" fwmark) == 0x1234 ]] || fail "fwmark not set: $(n2 wg show "$TUN2" fwmark)"
 n2 wg set "$TUN2" fwmark 0
-! n2 wg set "$TUN2" listen-port $((PORT + 1)) 2>"$TMP/port.err" || fail "listen-port $((PORT + 1)) was accepted"
-grep -q "Address already in use" "$TMP/port.err" || fail "listen-port refusal: $(cat "$TMP/port.err")"
-[[ $(n2 wg show "$TUN2" listen-port) == "$PORT" ]] || fail "the listen port changed"
+pass
+
+# udp_ports NS: the local ports of the UDP sockets bound in NS, one a line.
+udp_ports() { ip netns exec "$1" ss -Hnlu | awk '{ n = split($4, a, ":"); print a[n] }'; }
+
+scenario wg-set-listen-port-moves-the-socket
+moved=$((PORT + 7))
+n2 wg set "$TUN2" listen-port "$moved"
+[[ $(n2 wg show "$TUN2" listen-port) == "$moved" ]] || fail "wg show reports port $(n2 wg show "$TUN2" listen-port), not $moved"
+[[ $(udp_ports "$NS2") == "$moved" ]] || fail "B's namespace has UDP ports '$(udp_ports "$NS2" | tr '\n' ' ')', expected only $moved"
+no_ping "$NS1" "$INNER2" "A still reaches B at B's old port $PORT"
+n1 wg set "$TUN1" peer "${PUB[b]}" endpoint "$UNDER2:$moved"
 ping_ok "$NS1" "$INNER2"
+ping_ok "$NS2" "$INNER1"
+grep -q "UDP port $PORT -> $moved" "${LOG_OF[$TUN2]}" || fail "B's log does not say it moved"
+pass
+
+scenario wg-set-listen-port-taken-changes-nothing
+held=$((PORT + 9))
+echo "+ [$NS2] python3 (holds UDP port $held) &" >&2
+ip netns exec "$NS2" python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", int(sys.argv[1])))
+time.sleep(60)
+' "$held" &
+track $! holder "$NS2" python3 /dev/null
+wait_until 5 "a socket on port $held in B's namespace" eval "udp_ports $NS2 | grep -qx $held"
+! n2 wg set "$TUN2" listen-port "$held" 2>"$TMP/port.err" || fail "listen-port $held, held by another socket, was accepted"
+grep -q "Address already in use" "$TMP/port.err" || fail "listen-port refusal: $(cat "$TMP/port.err")"
+[[ $(n2 wg show "$TUN2" listen-port) == "$moved" ]] || fail "the listen port changed"
+grep -q "listen_port $held: .*staying on port $moved" "${LOG_OF[$TUN2]}" || fail "B's log does not say why it stays"
+ping_ok "$NS1" "$INNER2"
+ping_ok "$NS2" "$INNER1"
+kill -TERM "${PID_OF[holder]}"
+wait "${PID_OF[holder]}" || true
 pass
 
 scenario malformed-request-changes-nothing

@@ -1,46 +1,123 @@
 //! The kernel's UDP socket as a [`UdpDevice`]: sends with UDP GSO and
 //! receives with UDP GRO where the kernel has them, cutting what arrives
 //! into a batch's slots ([`crate::sys::udp`] holds the system calls).
+//!
+//! [`Udp::rebind`] moves the device to another port while the stages run
+//! (`wg set listen-port`): the new socket takes the old one's descriptor,
+//! so the senders use it from their next send and check nothing per batch
+//! or packet; the receiver, which may be asleep in poll(2) on the old
+//! socket, is woken by that socket's own stop flag, polled beside the
+//! pipeline's.
 
 use crate::pipeline::device::{read_when_ready, run_datagrams, Sent, UdpDevice, Unfit};
 use crate::pipeline::pool::{Batch, MAX_DATAGRAM};
 use crate::sys::poll::StopFd;
 use crate::sys::udp::{
-    enable_gro, enable_pktinfo, gso_supported, recv_many, send_many, Endpoint, RecvMeta, MAX_BATCH,
+    bind_udp, enable_gro, enable_pktinfo, gso_supported, recv_many, replace_socket, send_many,
+    set_mark, Endpoint, RecvMeta, MAX_BATCH,
 };
+use crate::{Error, Result};
 use std::io;
-use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, PoisonError};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The kernel's UDP socket, sending with UDP GSO where the kernel has it and
 /// until it refuses it (see [`send_many`]), and receiving through
 /// `RecvBuffers`, with UDP GRO where the kernel has it.
 pub struct Udp {
+    /// The same descriptor for the device's life; [`Udp::rebind`] puts
+    /// another socket behind it.
     sock: UdpSocket,
     gso: AtomicBool,
-    received: Mutex<RecvBuffers>,
+    received: Mutex<Receiving>,
+    /// Signalled when the socket now behind `sock` is replaced (a fresh
+    /// flag for each socket, since a stop flag stays set); held for the
+    /// whole of a rebind, so rebinds go one at a time.
+    replaced: Mutex<Arc<StopFd>>,
+}
+
+/// The receiver's own state: the buffers, and the `replaced` flag of the
+/// socket it waits on.
+struct Receiving {
+    buffers: RecvBuffers,
+    replaced: Arc<StopFd>,
 }
 
 impl Udp {
-    pub fn new(sock: UdpSocket) -> Udp {
-        let gso = AtomicBool::new(gso_supported(&sock));
-        // Without GRO every message holds one datagram: the same path serves.
-        if !enable_gro(&sock) {
-            log::debug!("UDP GRO refused: receiving datagrams one by one");
-        }
-        // Without it, answers go out from whichever address routing picks.
-        if !enable_pktinfo(&sock) {
-            log::warn!("IP_PKTINFO refused: answers may come from another local address");
-        }
-        let received = Mutex::new(RecvBuffers::new());
-        Udp {
+    pub fn new(sock: UdpSocket) -> Result<Udp> {
+        let gso = AtomicBool::new(prepare(&sock));
+        let replaced = Arc::new(StopFd::new()?);
+        let received = Mutex::new(Receiving {
+            buffers: RecvBuffers::new(),
+            replaced: replaced.clone(),
+        });
+        Ok(Udp {
             sock,
             gso,
             received,
-        }
+            replaced: Mutex::new(replaced),
+        })
     }
+
+    /// The address the socket is bound to now.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.sock
+            .local_addr()
+            .map_err(|e| Error::sys("reading the UDP socket's address", e))
+    }
+
+    /// Marks what the socket sends from now on with `mark` (see [`set_mark`]).
+    pub fn set_mark(&self, mark: u32) -> Result<()> {
+        set_mark(&self.sock, mark)
+    }
+
+    /// Moves to UDP `port` (0: one the kernel picks), as wireguard-go does
+    /// for a new `listen_port`: a socket bound as the first one was (same
+    /// address and family, dual-stack, buffers: [`bind_udp`]), marked with
+    /// `mark` (0: none) and with the same options, replaces the old one,
+    /// which closes. Returns the port now bound. On an error (the port is
+    /// taken: EADDRINUSE) nothing changes and the old socket stays.
+    pub fn rebind(&self, port: u16, mark: u32) -> Result<u16> {
+        let mut replaced = self.replaced.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut addr = self.local_addr()?;
+        addr.set_port(port);
+        let new = bind_udp(addr)?;
+        if mark != 0 {
+            set_mark(&new, mark)?;
+        }
+        let gso = prepare(&new);
+        let flag = Arc::new(StopFd::new()?);
+        let bound = new
+            .local_addr()
+            .map_err(|e| Error::sys("reading the new UDP socket's address", e))?;
+        replace_socket(&self.sock, new)?;
+        self.gso.store(gso, Relaxed);
+        // The receiver wakes, takes the new flag and waits on the new socket.
+        std::mem::replace(&mut *replaced, flag).signal();
+        Ok(bound.port())
+    }
+}
+
+/// The descriptor, for socket options (it outlives every rebind).
+impl AsFd for Udp {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+/// Sets a socket's receive options; returns whether it may send with GSO.
+fn prepare(sock: &UdpSocket) -> bool {
+    // Without GRO every message holds one datagram: the same path serves.
+    if !enable_gro(sock) {
+        log::debug!("UDP GRO refused: receiving datagrams one by one");
+    }
+    // Without it, answers go out from whichever address routing picks.
+    if !enable_pktinfo(sock) {
+        log::warn!("IP_PKTINFO refused: answers may come from another local address");
+    }
+    gso_supported(sock)
 }
 
 /// Largest buffer one GRO receive may fill: a whole UDP datagram's worth,
@@ -130,30 +207,42 @@ pub fn datagram_at(meta: &RecvMeta, offset: usize) -> (usize, usize, Option<usiz
 impl UdpDevice for Udp {
     fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>> {
         // Only the udp_receiver receives: the lock is never contended.
-        let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut receiving = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+        let Receiving { buffers, replaced } = &mut *receiving;
         let mut unfit = Unfit::default();
-        received.cut(batch, &mut unfit);
+        buffers.cut(batch, &mut unfit);
         if batch.count() > 0 {
             // The rest of the last receive may fill only part of the batch
             // (long datagrams took the room of more, or a GRO run was cut in
             // two): top it up with what is ready, so batches stay full under
             // load. An error is met again by the next receive.
-            if received.all_cut() && !batch.is_full() && received.receive(&self.sock).is_ok() {
-                received.cut(batch, &mut unfit);
+            if buffers.all_cut() && !batch.is_full() && buffers.receive(&self.sock).is_ok() {
+                buffers.cut(batch, &mut unfit);
             }
             return Ok(Some(unfit));
         }
-        read_when_ready(self.sock.as_raw_fd(), stop, || {
-            match received.receive(&self.sock) {
-                Ok(()) => {
-                    received.cut(batch, &mut unfit);
-                    Ok(Some(unfit))
+        loop {
+            let got = read_when_ready(self.sock.as_raw_fd(), [stop, replaced], || {
+                match buffers.receive(&self.sock) {
+                    Ok(()) => {
+                        buffers.cut(batch, &mut unfit);
+                        Ok(Some(unfit))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+                    Err(e) => Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
-                Err(e) => Err(e),
+            })?;
+            if got.is_some() || stop.is_set() {
+                return Ok(got);
             }
-        })
+            // The socket was replaced ([`Udp::rebind`]): wait on the new one.
+            *replaced = self
+                .replaced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+        }
     }
 
     fn send_batch(&self, batch: &Batch) -> Sent {
@@ -269,7 +358,7 @@ mod tests {
         for len in [300; 60].into_iter().chain([10; 64]) {
             sender.send_to(&vec![len as u8; len], to).unwrap();
         }
-        let (udp, stop) = (Udp::new(sock), StopFd::new().unwrap());
+        let (udp, stop) = (Udp::new(sock).unwrap(), StopFd::new().unwrap());
         let pool = Pool::new(3, 256);
         let lens = |b: &Batch| -> Vec<usize> { (0..b.count()).map(|i| b.len(i)).collect() };
         let mut first = pool.get();
@@ -311,5 +400,62 @@ mod tests {
                 empty: 0
             }
         );
+    }
+
+    /// A rebind while the receiver sleeps in poll(2): the receiver wakes
+    /// and receives on the new port, sends leave from it, the old port is
+    /// free again; a port that is taken changes nothing.
+    #[test]
+    fn a_rebind_moves_the_receiver_and_the_sender_to_the_new_port() {
+        let udp = Arc::new(Udp::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap());
+        let old = udp.local_addr().unwrap();
+        let stop = Arc::new(StopFd::new().unwrap());
+        let (got_tx, got) = std::sync::mpsc::channel();
+        let receiver = {
+            let (udp, stop) = (udp.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let pool = Pool::new(2, 256);
+                loop {
+                    let mut batch = pool.get();
+                    if udp.recv_batch(&mut batch, &stop).unwrap().is_none() {
+                        return;
+                    }
+                    let datagram = batch.slot(0)[..batch.len(0)].to_vec();
+                    got_tx.send((datagram, batch.addr(0).addr)).unwrap();
+                }
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let err = udp
+            .rebind(taken.local_addr().unwrap().port(), 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        assert_eq!(udp.local_addr().unwrap(), old, "nothing changed");
+
+        let port = udp.rebind(0, 0).unwrap();
+        let new = udp.local_addr().unwrap();
+        assert_eq!((new.ip(), new.port()), (old.ip(), port));
+        assert_ne!(port, old.port());
+        peer.send_to(b"to the new port", new).unwrap();
+        let timeout = std::time::Duration::from_secs(5);
+        let (data, from) = got.recv_timeout(timeout).expect("received on the new port");
+        assert_eq!(
+            (&data[..], from),
+            (&b"to the new port"[..], peer.local_addr().unwrap())
+        );
+        // Sent from the new port too, and the old one is closed.
+        udp.send_to(b"back", Endpoint::from(peer.local_addr().unwrap()))
+            .unwrap();
+        let mut buf = [0; 16];
+        peer.set_read_timeout(Some(timeout)).unwrap();
+        let (n, src) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], src), (&b"back"[..], new));
+        UdpSocket::bind(old).expect("the old port is free");
+
+        stop.signal();
+        receiver.join().unwrap();
+        assert!(got.try_recv().is_err(), "nothing else arrived");
     }
 }

@@ -91,20 +91,10 @@ pub(crate) fn start_tunnel(
     fwmark: u32,
 ) -> Result<(pipeline::TunnelHandle, control::Server)> {
     tun.set_nonblocking()?;
-    let port = udp
-        .local_addr()
-        .map_err(|e| Error::sys("reading the UDP socket's address", e))?
-        .port();
-    // The same socket, for the control socket's `fwmark`.
-    let udp_for_mark = udp
-        .try_clone()
-        .map_err(|e| Error::sys("duplicating the UDP socket", e))?;
-    let handle = pipeline::spawn(
-        config,
-        Arc::new(OffloadTun::new(tun)),
-        Arc::new(Udp::new(udp)),
-    )?;
-    let live = Live::new(handle.interface.clone(), udp_for_mark, port, fwmark);
+    // Shared with the control socket, for `listen_port` and `fwmark`.
+    let udp = Arc::new(Udp::new(udp)?);
+    let handle = pipeline::spawn(config, Arc::new(OffloadTun::new(tun)), udp.clone())?;
+    let live = Live::new(handle.interface.clone(), udp, fwmark);
     match control::serve(control, Arc::new(live), control::Limits::default()) {
         Ok(server) => Ok((handle, server)),
         Err(e) => {

@@ -1080,7 +1080,7 @@ fn udp_gso_runs_arrive_as_the_datagrams_sent() {
 #[test]
 fn a_batch_for_several_destinations_sends_each_run_to_its_own() {
     in_netns(|| {
-        let tx = Udp::new(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap());
+        let tx = Udp::new(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
         let rx: Vec<_> = (0..2)
             .map(|_| bind_udp("127.0.0.1:0".parse().unwrap()).unwrap())
             .collect();

@@ -13,30 +13,32 @@ use crate::pipeline::interface::{Interface, PeerUpdate};
 use crate::pipeline::PeerSpec;
 use crate::protocol::keys::PresharedKey;
 use crate::protocol::uapi::{Errno, PeerChange, PeerSnapshot, Set, Snapshot};
-use crate::sys::udp::set_mark;
-use std::net::UdpSocket;
+use crate::udp::Udp;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What `up` knows besides the interface: the bound UDP port, and the
-/// socket itself (a duplicate of the pipeline's descriptor) for `fwmark`.
+/// What the control socket changes besides the interface: the pipeline's
+/// UDP device, for `listen_port` and `fwmark`.
 pub struct Live {
     interface: Arc<Interface>,
-    listen_port: u16,
-    udp: UdpSocket,
+    udp: Arc<Udp>,
     /// The mark now on `udp`, 0 for none. Held for the whole of a set, so
     /// two clients' sets apply one after the other, as in wireguard-go.
     fwmark: Mutex<u32>,
 }
 
 impl Live {
-    pub fn new(interface: Arc<Interface>, udp: UdpSocket, listen_port: u16, fwmark: u32) -> Live {
+    pub fn new(interface: Arc<Interface>, udp: Arc<Udp>, fwmark: u32) -> Live {
         Live {
             interface,
-            listen_port,
             udp,
             fwmark: Mutex::new(fwmark),
         }
+    }
+
+    /// The UDP port really bound now.
+    fn listen_port(&self) -> u16 {
+        self.udp.local_addr().map_or(0, |a| a.port())
     }
 
     fn peer_snapshot(&self, peer: &crate::pipeline::peer::Peer, wall: SystemTime) -> PeerSnapshot {
@@ -141,7 +143,7 @@ impl Handler for Live {
         Snapshot {
             // None writes no line, as wireguard-go omits a zero key.
             private_key: self.interface.local().map(|l| l.private.clone()),
-            listen_port: self.listen_port,
+            listen_port: self.listen_port(),
             fwmark: *self.fwmark.lock().unwrap_or_else(|p| p.into_inner()),
             extra: Vec::new(),
             peers: self
@@ -168,19 +170,17 @@ impl Handler for Live {
                 log::info!("control socket: private key removed: no handshakes until a new one");
             }
         }
-        match set.listen_port {
-            Some(port) if port != self.listen_port => {
-                log::warn!(
-                    "control socket: listen_port {port}: moving the UDP socket is not \
-                     supported yet, it stays on port {}",
-                    self.listen_port
-                );
-                return Err(Errno::PortInUse);
-            }
-            _ => {}
+        if let Some(port) = set.listen_port.filter(|&p| p != self.listen_port()) {
+            // Any bind error is EADDRINUSE, as wireguard-go answers it.
+            let old = self.listen_port();
+            let bound = self.udp.rebind(port, *fwmark).map_err(|e| {
+                log::warn!("control socket: listen_port {port}: {e}; staying on port {old}");
+                Errno::PortInUse
+            })?;
+            log::info!("control socket: UDP port {old} -> {bound}");
         }
         if let Some(mark) = set.fwmark.filter(|&m| m != *fwmark) {
-            set_mark(&self.udp, mark).map_err(|e| {
+            self.udp.set_mark(mark).map_err(|e| {
                 log::warn!("control socket: fwmark: {e}");
                 Errno::PortInUse
             })?;
@@ -204,7 +204,7 @@ mod tests {
     use crate::protocol::keys::{PrivateKey, PublicKey};
     use crate::protocol::timers::Timing;
     use crate::protocol::uapi::{write_get, Request, RequestReader};
-    use std::net::SocketAddr;
+    use std::net::{SocketAddr, UdpSocket};
 
     fn key(n: u8) -> PrivateKey {
         PrivateKey::from_bytes([n; 32])
@@ -218,11 +218,12 @@ mod tests {
         hex::encode(k.as_bytes())
     }
 
-    /// A handler over an interface without devices, our key `key(1)`.
+    /// A handler over an interface without a tun, our key `key(1)`, its
+    /// UDP socket on a loopback port.
     fn live() -> Live {
         let iface = Arc::new(Interface::new(Some(key(1)), 1420, Timing::default()));
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        Live::new(iface, udp, 51820, 0)
+        let udp = Udp::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        Live::new(iface, Arc::new(udp), 0)
     }
 
     /// Parses `text` as `wg` would send it and applies it.
@@ -406,13 +407,22 @@ mod tests {
     #[test]
     fn device_keys_apply_or_are_refused() {
         let live = live();
-        set(&live, "listen_port=51820\n").unwrap();
-        assert_eq!(set(&live, "listen_port=4000\n"), Err(Errno::PortInUse));
         set(&live, "fwmark=51\n").unwrap();
         assert_eq!(live.get().fwmark, 51);
-        let mark: u32 = nix::sys::socket::getsockopt(&live.udp, nix::sys::socket::sockopt::Mark)
-            .expect("SO_MARK readable (root)");
-        assert_eq!(mark, 51);
+        let mark = || -> u32 {
+            nix::sys::socket::getsockopt(&*live.udp, nix::sys::socket::sockopt::Mark)
+                .expect("SO_MARK readable (root)")
+        };
+        assert_eq!(mark(), 51);
+        // A new port keeps the mark; a mark set with it applies to the new
+        // socket.
+        let before = live.get().listen_port;
+        set(&live, "listen_port=0\n").unwrap();
+        let moved = live.get().listen_port;
+        assert_ne!(moved, before, "a new random port");
+        assert_eq!(mark(), 51);
+        set(&live, "listen_port=0\nfwmark=52\n").unwrap();
+        assert_eq!((mark(), live.get().fwmark), (52, 52));
         set(&live, "fwmark=0\n").unwrap();
         assert_eq!(live.get().fwmark, 0);
         // A low-order peer key fails there; what came before stays applied.
@@ -440,7 +450,12 @@ mod tests {
         assert!(live.interface.local().is_none());
         let answer = write_get(&live.get());
         assert!(!answer.contains("private_key="), "{}", &*answer);
-        assert!(answer.starts_with("listen_port=51820\n"), "{}", &*answer);
+        let port = live.get().listen_port;
+        assert!(
+            answer.starts_with(&format!("listen_port={port}\n")),
+            "{}",
+            &*answer
+        );
         // Our old public key names a peer now: there is no key of ours.
         set(
             &live,
@@ -462,6 +477,40 @@ mod tests {
         );
         let peer = live.interface.peer(&public(2)).unwrap();
         assert!(live.interface.handshake_keys(&peer).is_some());
+    }
+
+    /// wireguard-go's `listen_port`: the socket moves and a get reports the
+    /// port bound; a port that is taken is EADDRINUSE and nothing moves; the
+    /// port we are on already is no change.
+    #[test]
+    fn a_new_listen_port_moves_the_socket_or_is_refused() {
+        let live = live();
+        let first = live.get().listen_port;
+        set(&live, &format!("listen_port={first}\n")).unwrap();
+        assert_eq!(live.get().listen_port, first);
+        let free = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        set(&live, &format!("listen_port={port}\n")).unwrap();
+        assert_eq!(live.get().listen_port, port);
+        UdpSocket::bind(("127.0.0.1", first)).expect("the first port is free again");
+
+        let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap().port();
+        assert_eq!(
+            set(&live, &format!("listen_port={busy}\n")),
+            Err(Errno::PortInUse)
+        );
+        assert_eq!(live.get().listen_port, port, "it stays where it was");
+        // A set stops at the failed line, as wireguard-go's does.
+        assert_eq!(
+            set(
+                &live,
+                &format!("listen_port={busy}\npublic_key={}\n", hex(&public(2)))
+            ),
+            Err(Errno::PortInUse)
+        );
+        assert_eq!(peers(&live), []);
     }
 
     #[test]

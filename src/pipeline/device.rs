@@ -4,7 +4,7 @@
 //! [`crate::udp::Udp`]).
 
 use super::pool::Batch;
-use crate::sys::poll::{wait_readable, Ready, StopFd};
+use crate::sys::poll::{wait_readable_or, Ready, StopFd};
 use crate::sys::udp::Endpoint;
 use std::io;
 
@@ -96,24 +96,24 @@ impl Unfit {
     }
 }
 
-/// Repeats a non-blocking `attempt` until it yields or `stop` is set,
-/// sleeping in poll(2) on `fd` between tries: how a device's read honours
-/// `stop`.
+/// Repeats a non-blocking `attempt` until it yields or one of `stops` is
+/// set (the same one twice for one), sleeping in poll(2) on `fd` between
+/// tries: how a device's read honours `stop`.
 pub fn read_when_ready<T>(
     fd: i32,
-    stop: &StopFd,
+    stops: [&StopFd; 2],
     mut attempt: impl FnMut() -> io::Result<Option<T>>,
 ) -> io::Result<Option<T>> {
     loop {
         // Checked first: under constant traffic the device is always ready,
         // and a stop must still end the stage.
-        if stop.is_set() {
+        if stops.iter().any(|s| s.is_set()) {
             return Ok(None);
         }
         if let Some(v) = attempt()? {
             return Ok(Some(v));
         }
-        if let Some(Ready::Stopped) = wait_readable(fd, stop, None)? {
+        if let Some(Ready::Stopped) = wait_readable_or(fd, stops, None)? {
             return Ok(None);
         }
     }

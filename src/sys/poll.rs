@@ -1,5 +1,6 @@
 //! Waking blocked threads at shutdown: an eventfd every blocking wait also
-//! polls, so one `signal` releases all of them.
+//! polls, so one `signal` releases all of them. A wait may watch a second
+//! one, for an end of its own (the UDP socket it waits on being replaced).
 
 use crate::{Error, Result};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -69,6 +70,16 @@ pub fn wait_readable(
     stop: &StopFd,
     timeout: Option<Duration>,
 ) -> io::Result<Option<Ready>> {
+    wait_readable_or(fd, [stop, stop], timeout)
+}
+
+/// As [`wait_readable`], ending as `Stopped` when either of `stops` is
+/// signalled (the caller tells which by [`StopFd::is_set`]).
+pub fn wait_readable_or(
+    fd: RawFd,
+    stops: [&StopFd; 2],
+    timeout: Option<Duration>,
+) -> io::Result<Option<Ready>> {
     let deadline = timeout.map(|t| Instant::now() + t);
     // SAFETY: the caller keeps `fd` open for the duration of this call.
     let watched = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -79,14 +90,25 @@ pub fn wait_readable(
         };
         let mut fds = [
             PollFd::new(watched, PollFlags::POLLIN),
-            PollFd::new(stop.fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stops[0].fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stops[1].fd.as_fd(), PollFlags::POLLIN),
         ];
-        match nix::poll::poll(&mut fds, poll_timeout) {
+        // One stop twice is watched once.
+        let n = if std::ptr::eq(stops[0], stops[1]) {
+            2
+        } else {
+            3
+        };
+        match nix::poll::poll(&mut fds[..n], poll_timeout) {
             Ok(0) => return Ok(None),
             Ok(_) => {
-                let stop_ev = fds[1].revents().unwrap_or(PollFlags::empty());
                 let fd_ev = fds[0].revents().unwrap_or(PollFlags::empty());
-                if stop_ev.contains(PollFlags::POLLIN) {
+                let stopped = fds[1..n].iter().any(|f| {
+                    f.revents()
+                        .unwrap_or(PollFlags::empty())
+                        .contains(PollFlags::POLLIN)
+                });
+                if stopped {
                     return Ok(Some(Ready::Stopped));
                 }
                 if fd_ev.contains(PollFlags::POLLNVAL) {
@@ -147,6 +169,32 @@ mod tests {
         stop.signal();
         assert_eq!(waiter.join().unwrap(), Some(Ready::Stopped));
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn either_of_two_stops_ends_the_wait() {
+        let (stop, other) = (StopFd::new().unwrap(), StopFd::new().unwrap());
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let t = Some(Duration::from_millis(20));
+        assert_eq!(
+            wait_readable_or(a.as_raw_fd(), [&stop, &other], t).unwrap(),
+            None
+        );
+        b.send(b"x").unwrap();
+        assert_eq!(
+            wait_readable_or(a.as_raw_fd(), [&stop, &other], t).unwrap(),
+            Some(Ready::Readable)
+        );
+        other.signal();
+        assert_eq!(
+            wait_readable_or(a.as_raw_fd(), [&stop, &other], None).unwrap(),
+            Some(Ready::Stopped)
+        );
+        assert!(!stop.is_set(), "the other one ended it");
+        assert_eq!(
+            wait_readable(a.as_raw_fd(), &stop, t).unwrap(),
+            Some(Ready::Readable)
+        );
     }
 
     #[test]

@@ -187,6 +187,24 @@ pub fn recv_many<'a>(
     Ok(got)
 }
 
+/// Puts socket `new` in the place of `sock`: `sock`'s descriptor refers to
+/// `new` from now on, in every thread (a call already under way ends on
+/// the old socket), and the old socket closes with its last reference
+/// (`sock` must hold the only descriptor of it). The descriptor stays
+/// close-on-exec. One dup3(2); `new`'s own descriptor is closed after it.
+pub fn replace_socket(sock: &UdpSocket, new: UdpSocket) -> Result<()> {
+    // SAFETY: dup3 takes two descriptors and no pointers; `sock` keeps its
+    // descriptor, open and owned by it, only the socket behind it changes.
+    let r = unsafe { libc::dup3(new.as_raw_fd(), sock.as_raw_fd(), libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(Error::sys(
+            "putting the new UDP socket in place",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// Marks every packet the socket sends with `mark` (SO_MARK, root only), so
 /// that policy routing (`ip rule fwmark`) can tell the tunnel's own packets
 /// apart, as wg's FwMark does.

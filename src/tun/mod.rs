@@ -133,7 +133,7 @@ impl TunDevice for OffloadTun {
         // Only the tun_reader reads: the lock is never contended.
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
         let mut dropped = 0;
-        match read_when_ready(self.tun.as_raw_fd(), stop, || {
+        match read_when_ready(self.tun.as_raw_fd(), [stop, stop], || {
             dropped += reader.fill(&self.tun, batch)?;
             Ok((batch.count() > 0 || dropped > 0).then_some(dropped))
         }) {
