@@ -4,6 +4,10 @@
 //! control socket's deletion, run the PreDown hooks, undo everything, run
 //! the PostDown hooks.
 //!
+//! What `pipevpnd` ([`crate::daemon`]) does too is a function here that
+//! both call: catching the stop signals, binding the control socket,
+//! starting the pipeline and serving the socket, waiting for a stop.
+//!
 //! Every step that changes the system is undone by a guard's `Drop`, so a
 //! failure at any step, a signal or a failed stage leaves `ip route` as it
 //! was. Routes are also recorded in a state file before they are added, so a
@@ -122,9 +126,9 @@ pub(crate) enum Wake {
 }
 
 /// Runs until the tunnel on interface `name` must stop, calling `wake` on
-/// each [`Wake`]; logs why it stops. It stops on a stop signal, a stage that ended, and, as in
-/// wireguard-go, when the control socket file or the interface is deleted
-/// (the latter ends the tun's stages).
+/// each [`Wake`]; logs why it stops. It stops on a stop signal, a stage
+/// that ended, and, as in wireguard-go, when the control socket file or the
+/// interface is deleted (the latter ends the tun's stages).
 pub(crate) fn wait_for_stop(
     name: &str,
     handle: &pipeline::TunnelHandle,
