@@ -21,7 +21,8 @@
 #   internet host, routed through the tunnel; after `down` every routing table, the rules
 #   (IPv4 and IPv6) and `nft list ruleset` are exactly as before, no process is left;
 # - pipevpnd itself: a bad name, a user who is not root and a second pipevpnd for a name in
-#   use are refused with a clear message and status 1, leaving nothing behind and the first
+#   use, in this namespace or another (whose daemon wg-quick's `wg setconf` would reach),
+#   are refused with a clear message and status 1, leaving nothing behind and the first
 #   daemon serving; the background daemon ends when its socket is deleted; `pipevpnd -f`
 #   ends cleanly (status 0, interface and socket gone) on SIGTERM and on the socket's
 #   deletion.
@@ -207,6 +208,24 @@ n1 wg set "$WQ" private-key <(echo "${PRIV[a]}") || fail "the first pipevpnd no 
 rm "$SOCK"
 wait_until 10 "pipevpnd ($first) to exit once $SOCK is deleted" eval "! daemon_alive $first"
 wait_until 5 "$WQ to disappear" eval "! iface_exists $NS1 $WQ"
+pass
+
+scenario pipevpnd-name-taken-in-another-namespace
+# wg and wg-quick reach any namespace's daemon through the one path: a second
+# pipevpnd of the name would have its `wg setconf` configure the first.
+n2 "$PIPEVPND" "$WQ" >&2
+daemon_of_socket
+first=$DAEMON_PID
+rc=0
+out=$(n1 "$PIPEVPND" "$WQ" 2>&1) || rc=$?
+log "$out"
+[[ $rc == 1 && $out == *"$SOCK is taken by pid $first (an interface $WQ in another network namespace)"* ]] ||
+	fail "pipevpnd $WQ in A's namespace beside B's: status $rc, output: $out"
+! iface_exists "$NS1" "$WQ" >&2 || fail "the refused pipevpnd left $WQ in A's namespace"
+daemon_alive "$first" && iface_exists "$NS2" "$WQ" >&2 || fail "B's pipevpnd or its interface is gone"
+[[ $(socket_pid "$SOCK") == "$first" ]] || fail "$SOCK is no longer B's pipevpnd's"
+rm "$SOCK"
+wait_until 10 "B's pipevpnd ($first) to exit once $SOCK is deleted" eval "! daemon_alive $first"
 pass
 
 # start_foreground KEY: `pipevpnd -f $WQ` in A's namespace as a job, tracked as KEY.

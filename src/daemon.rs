@@ -24,8 +24,10 @@ pub fn run(name: &str, ready: impl FnOnce() -> Result<()>) -> Result<()> {
     iface::validate_name(name)?;
     let timing = up::test_timing()?;
     up::with_stop_signals(|signals| {
-        // Bound first: a name in use changes nothing.
-        let control = up::bind_control(name)?;
+        // Bound first: a name in use changes nothing. Taken in another
+        // namespace, the usual path would lead wg-quick's `wg setconf` to
+        // that namespace's interface: refused, as wireguard-go does.
+        let control = up::bind_control(name, up::WhenTaken::Refuse)?;
         let tun = Tun::open(name)?;
         iface::set_mtu(name, u32::from(MTU))?;
         let udp = bind_udp_any(0)?;

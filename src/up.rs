@@ -228,7 +228,7 @@ fn run_tunnel(
 
     // Bound before anything is made, so a refusal (not root, a file in the
     // way) changes nothing; served once the pipeline runs.
-    let control = bind_control(name)?;
+    let control = bind_control(name, WhenTaken::ServeElsewhere)?;
 
     // From here on, in wg-quick's order (wg-quick(8), cmd_up): the
     // interface, PreUp, addresses and MTU, DNS, routes, PostUp. A failure
@@ -374,11 +374,24 @@ fn run_tunnel(
     first_error([result, pre_down, saved_config, post_down])
 }
 
+/// What to do when an interface of the same name in another network
+/// namespace holds the control socket's usual path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhenTaken {
+    /// Serve ours in this namespace's directory of records (`up`, which
+    /// runs from its config file).
+    ServeElsewhere,
+    /// Refuse to start: whoever configures us through the usual path (as
+    /// wg-quick does pipevpnd) would configure the other interface.
+    Refuse,
+}
+
 /// The control socket `wg` reaches, `/var/run/wireguard/<name>.sock`. That
 /// path is the same in every network namespace: if an interface of the same
-/// name in another one holds it, ours goes into this namespace's directory
-/// of records instead, and the warning says how `wg` reaches it there.
-pub(crate) fn bind_control(name: &str) -> Result<ControlSocket> {
+/// name in another one holds it, `when_taken` says what to do; served in
+/// this namespace's directory of records instead, the warning says how
+/// `wg` reaches it there.
+pub(crate) fn bind_control(name: &str, when_taken: WhenTaken) -> Result<ControlSocket> {
     let taken = match control::bind(Path::new(SOCKET_DIR), name)? {
         Ok(socket) => return Ok(socket),
         Err(taken) => taken,
@@ -394,6 +407,14 @@ pub(crate) fn bind_control(name: &str) -> Result<ControlSocket> {
     };
     if taken.pid.is_some_and(in_this_netns) {
         return Err(in_use(&taken));
+    }
+    if when_taken == WhenTaken::Refuse {
+        return Err(Error::Input(format!(
+            "{} is taken by pid {} (an interface {name} in another network namespace): \
+             wg and wg-quick would configure that one; choose another name",
+            taken.path.display(),
+            pid(&taken)
+        )));
     }
     let dir = rundir::netns_dir(Path::new(RUN_DIR))?;
     let socket = control::bind(&dir, name)?.map_err(|again| in_use(&again))?;
