@@ -2,11 +2,12 @@
 //! reads the device and its peers as they are, a set changes them live, in
 //! request order, as wireguard-go applies it (its `IpcSetOperation`).
 //!
-//! An all-zero `private_key` removes ours, as in wireguard-go: no handshake
-//! is made or answered until a key comes, and a get writes no
-//! `private_key` line. What a set does not do yet: move to another
-//! `listen_port` (answered EADDRINUSE and logged, the socket stays where it
-//! is).
+//! Device keys as in wireguard-go: an all-zero `private_key` removes ours
+//! (no handshake is made or answered until a key comes, and a get writes
+//! no `private_key` line); a new `listen_port` moves the pipeline to a new
+//! UDP socket ([`Udp::rebind`]), and one that cannot be bound is answered
+//! EADDRINUSE, logged, with the old socket kept; `fwmark` marks the socket
+//! at once.
 
 use super::Handler;
 use crate::pipeline::interface::{Interface, PeerUpdate};
