@@ -32,6 +32,9 @@ fi
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PIPEVPN=${PIPEVPN:-target/release/pipevpn}
 [[ $PIPEVPN == /* ]] || PIPEVPN="$REPO_ROOT/$PIPEVPN"
+# pipevpnd, the daemon wg-quick starts: beside pipevpn unless named.
+PIPEVPND=${PIPEVPND:-$(dirname "$PIPEVPN")/pipevpnd}
+[[ $PIPEVPND == /* ]] || PIPEVPND="$REPO_ROOT/$PIPEVPND"
 WGGO_BIN=wireguard-go # bench.sh runs a newer build through the same code
 
 PREFIX="pv$$"
@@ -99,8 +102,9 @@ n1() { in_ns "$NS1" "$@"; }
 n2() { in_ns "$NS2" "$@"; }
 n3() { in_ns "$NS3" "$@"; }
 
-# require_tools [pipevpn|wggo|ipv6|tcpdump]...: the tools every scenario uses, root,
-# the tun device, and what is named: an implementation, a kernel with IPv6, tcpdump.
+# require_tools [pipevpn|pipevpnd|wggo|ipv6|tcpdump|wgquick]...: the tools every
+# scenario uses, root, the tun device, and what is named: an implementation, a kernel
+# with IPv6, tcpdump, wg-quick with nft (its full tunnel's firewall rules).
 require_tools() {
 	local missing=() t
 	for t in ip ping iperf3 wg wireguard-go python3 timeout ss sysctl; do
@@ -114,10 +118,15 @@ require_tools() {
 	for need in "$@"; do
 		case $need in
 		pipevpn) [[ -x $PIPEVPN ]] || fail "pipevpn binary not found at $PIPEVPN (build it, or set PIPEVPN)" ;;
+		pipevpnd) [[ -x $PIPEVPND ]] || fail "pipevpnd binary not found at $PIPEVPND (build it, or set PIPEVPND)" ;;
+		wgquick)
+			command -v wg-quick >/dev/null || fail "wg-quick is missing (Debian: apt-get install wireguard-tools)"
+			command -v nft >/dev/null || fail "nft is missing, which wg-quick's full tunnel needs (Debian: apt-get install nftables)"
+			;;
 		wggo) ;;
 		ipv6) [[ -e /proc/net/if_inet6 ]] || fail "the kernel has no IPv6" ;;
 		tcpdump) command -v tcpdump >/dev/null || fail "tcpdump is missing (Debian: apt-get install tcpdump)" ;;
-		*) fail "unknown requirement '$need' (expected pipevpn, wggo, ipv6 or tcpdump)" ;;
+		*) fail "unknown requirement '$need' (expected pipevpn, pipevpnd, wggo, ipv6, tcpdump or wgquick)" ;;
 		esac
 	done
 	pass
@@ -252,6 +261,18 @@ iface_exists() { ip netns exec "$1" ip link show dev "$2"; }
 # once a job has ended, bash reaps it, and the kernel may give its PID to another
 # process, which the cleanup would then signal (pid_max is 32768 here).
 alive() { [[ " $(jobs -rp | tr '\n' ' ') " == *" $1 "* ]]; }
+
+# Daemons that put themselves in the background (pipevpnd), so are no jobs of ours:
+# PID -> a word of their command line (the interface), by which a PID the kernel has
+# since given to another process is told apart and never signalled.
+declare -A DAEMON_OF=()
+track_daemon() { DAEMON_OF[$1]=$2; }
+# daemon_alive PID: the tracked daemon PID still runs.
+daemon_alive() {
+	local argv
+	argv=$( { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 1
+	[[ " $argv " == *" ${DAEMON_OF[$1]} "* ]]
+}
 
 # Fails unless the process is still running (it must not have died on start-up).
 expect_alive() {
@@ -651,11 +672,16 @@ cleanup() {
 		((rc != 0)) || rc=1
 	fi
 	for pid in "${STARTED_PIDS[@]}"; do alive "$pid" && kill -TERM "$pid"; done
+	for pid in "${!DAEMON_OF[@]}"; do daemon_alive "$pid" && kill -TERM "$pid"; done
 	deadline=$((SECONDS + 5))
 	for pid in "${STARTED_PIDS[@]}"; do
 		while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
 		alive "$pid" && kill -KILL "$pid"
 		wait "$pid" 2>/dev/null
+	done
+	for pid in "${!DAEMON_OF[@]}"; do
+		while daemon_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+		daemon_alive "$pid" && kill -KILL "$pid"
 	done
 	if ((rc != 0)); then
 		for f in "$TMP"/*.log; do
@@ -673,6 +699,7 @@ cleanup() {
 		[[ -e ${RUN_DIR_OF[$ns]} ]] && leaks+=("${RUN_DIR_OF[$ns]}")
 	done
 	for pid in "${STARTED_PIDS[@]}"; do alive "$pid" && leaks+=("pid $pid"); done
+	for pid in "${!DAEMON_OF[@]}"; do daemon_alive "$pid" && leaks+=("daemon pid $pid"); done
 	ip -o link show | grep -q "$PREFIX" && leaks+=("interface $PREFIX* in the root namespace")
 	compgen -G "/var/run/wireguard/$PREFIX*" >/dev/null && leaks+=("wireguard-go socket /var/run/wireguard/$PREFIX*")
 	[[ -e $TMP ]] && leaks+=("$TMP")

@@ -9,6 +9,9 @@
 //!
 //! Modules, each depending only on those listed after it (no cycles):
 //!
+//! - [`daemon`] is `pipevpnd`'s tunnel, started keyless and configured over
+//!   the control socket, as wg-quick drives wireguard-go; it runs through
+//!   [`up`]'s functions.
 //! - [`up`] wires a [`config::Config`] to real devices and runs the tunnel
 //!   until a signal.
 //! - [`control`] serves the control socket `wg` speaks (the text is
@@ -30,17 +33,21 @@
 //!   text codec of the control socket `wg` speaks ([`protocol::uapi`]).
 //! - [`sys`] holds every `unsafe` block and system call, one small function
 //!   each, and depends on nothing above it.
-//! - [`cidr`] and [`error`] are leaves used throughout.
+//! - [`cidr`] and [`error`] are leaves used throughout; [`logging`] is the
+//!   log both binaries install.
 //!
 //! The `pipevpn` command (its command line, and `pipevpn demo`, which runs
 //! two peers in throw-away network namespaces) is the binary in
-//! `src/bin/pipevpn/`, not part of the library.
+//! `src/bin/pipevpn/`, not part of the library; `pipevpnd` (its command
+//! line, and starting itself in the background) is `src/bin/pipevpnd.rs`.
 
 pub mod cidr;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod error;
 pub mod last_endpoint;
+pub mod logging;
 pub mod pipeline;
 pub mod protocol;
 pub mod routes;

@@ -4,6 +4,10 @@
 //! control socket's deletion, run the PreDown hooks, undo everything, run
 //! the PostDown hooks.
 //!
+//! What `pipevpnd` ([`crate::daemon`]) does too is a function here that
+//! both call: catching the stop signals, binding the control socket,
+//! starting the pipeline and serving the socket, waiting for a stop.
+//!
 //! Every step that changes the system is undone by a guard's `Drop`, so a
 //! failure at any step, a signal or a failed stage leaves `ip route` as it
 //! was. Routes are also recorded in a state file before they are added, so a
@@ -32,7 +36,7 @@ use signal_hook::iterator::Signals;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -53,7 +57,15 @@ pub struct UpOptions {
 const STOP_SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
 pub fn run(config: Config, opts: UpOptions) -> Result<()> {
-    // Signals first: a SIGTERM during setup still ends in a clean teardown.
+    with_stop_signals(|signals| run_tunnel(&config, &opts, signals))
+}
+
+/// Runs `tunnel` with the [`STOP_SIGNALS`] caught and delivered on the
+/// channel it is given. Signals first: a SIGTERM during setup still ends in
+/// a clean teardown.
+pub(crate) fn with_stop_signals<T>(
+    tunnel: impl FnOnce(&crossbeam_channel::Receiver<i32>) -> Result<T>,
+) -> Result<T> {
     let mut signals =
         Signals::new(STOP_SIGNALS).map_err(|e| Error::sys("installing signal handlers", e))?;
     let signal_handle = signals.handle();
@@ -67,9 +79,90 @@ pub fn run(config: Config, opts: UpOptions) -> Result<()> {
         })
         .map_err(|e| Error::sys("spawning the signal thread", e))?;
 
-    let result = run_tunnel(&config, &opts, &signal_rx);
+    let result = tunnel(&signal_rx);
     signal_handle.close();
     result
+}
+
+/// The pipeline over `tun` and `udp` (its UDP socket, already marked with
+/// `fwmark` if not 0), and the control socket served over it. If serving
+/// fails, the pipeline is stopped again.
+pub(crate) fn start_tunnel(
+    control: ControlSocket,
+    tun: Tun,
+    udp: UdpSocket,
+    config: TunnelConfig,
+    fwmark: u32,
+) -> Result<(pipeline::TunnelHandle, control::Server)> {
+    tun.set_nonblocking()?;
+    // Shared with the control socket, for `listen_port` and `fwmark`.
+    let udp = Arc::new(Udp::new(udp)?);
+    let handle = pipeline::spawn(config, Arc::new(OffloadTun::new(tun)), udp.clone())?;
+    let live = Live::new(handle.interface.clone(), udp, fwmark);
+    match control::serve(control, Arc::new(live), control::Limits::default()) {
+        Ok(server) => Ok((handle, server)),
+        Err(e) => {
+            stop_pipeline(handle);
+            Err(e)
+        }
+    }
+}
+
+/// Stops the pipeline on the way out of a failed start; a stage's failure
+/// is logged, the start's error is the one returned.
+fn stop_pipeline(handle: pipeline::TunnelHandle) {
+    if let Err(stage) = handle.shutdown() {
+        log::error!("{stage}");
+    }
+}
+
+/// What wakes [`wait_for_stop`]'s caller while the tunnel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A peer's endpoint moved.
+    EndpointMoved,
+    /// A second passed.
+    Second,
+}
+
+/// Runs until the tunnel on interface `name` must stop, calling `wake` on
+/// each [`Wake`]; logs why it stops. It stops on a stop signal, a stage
+/// that ended, and, as in wireguard-go, when the control socket file or the
+/// interface is deleted (the latter ends the tun's stages).
+pub(crate) fn wait_for_stop(
+    name: &str,
+    handle: &pipeline::TunnelHandle,
+    server: &control::Server,
+    signals: &crossbeam_channel::Receiver<i32>,
+    mut wake: impl FnMut(Wake),
+) {
+    // A ticker, not a timeout: moves coming more often than once a second
+    // must not hold the stats back.
+    let second = tick(Duration::from_secs(1));
+    let failure = loop {
+        select! {
+            recv(signals) -> sig => {
+                log::info!("signal {}: shutting down", sig.unwrap_or_default());
+                break None;
+            }
+            recv(handle.exits()) -> exit => break exit.ok(),
+            recv(handle.interface.endpoint_moves()) -> _ => wake(Wake::EndpointMoved),
+            recv(second) -> _ => {
+                wake(Wake::Second);
+                if !server.still_there() {
+                    log::info!("{} was deleted: shutting down", server.path().display());
+                    break None;
+                }
+            }
+        }
+    };
+    match &failure {
+        Some(_) if iface::ifindex(name) == Err(nix::errno::Errno::ENODEV) => {
+            log::info!("interface {name} was removed: shutting down")
+        }
+        Some(exit) => log::error!("stage {} ended: shutting down", exit.stage.name()),
+        None => {}
+    }
 }
 
 fn run_tunnel(
@@ -135,7 +228,7 @@ fn run_tunnel(
 
     // Bound before anything is made, so a refusal (not root, a file in the
     // way) changes nothing; served once the pipeline runs.
-    let control = bind_control(name)?;
+    let control = bind_control(name, WhenTaken::ServeElsewhere)?;
 
     // From here on, in wg-quick's order (wg-quick(8), cmd_up): the
     // interface, PreUp, addresses and MTU, DNS, routes, PostUp. A failure
@@ -187,8 +280,6 @@ fn run_tunnel(
         }
         false => None,
     };
-    tun.set_nonblocking()?;
-
     let peers = config
         .peers
         .iter()
@@ -205,38 +296,25 @@ fn run_tunnel(
                 .map(|s| Duration::from_secs(u64::from(s))),
         })
         .collect();
-    // Shared with the control socket, for `listen_port` and `fwmark`.
-    let udp = Arc::new(Udp::new(udp)?);
-    let handle = pipeline::spawn(
+    // Served before PostUp, whose hooks may well run `wg`.
+    let (handle, server) = start_tunnel(
+        control,
+        tun,
+        udp,
         TunnelConfig {
             private_key: Some(config.interface.private_key.clone()),
             mtu: usize::from(config.interface.mtu),
             timing,
             peers,
         },
-        Arc::new(OffloadTun::new(tun)),
-        udp.clone(),
-    )?;
-    // Served before PostUp, whose hooks may well run `wg`.
-    let live = Live::new(
-        handle.interface.clone(),
-        udp,
         config.interface.fw_mark.unwrap_or(0),
-    );
-    let served = control::serve(control, Arc::new(live), control::Limits::default());
-    let server = match served.and_then(|server| {
-        hooks.run("PostUp", &config.interface.post_up)?;
-        Ok(server)
-    }) {
-        Ok(server) => server,
-        Err(e) => {
-            // As wg-quick: no down hooks, everything made is undone.
-            if let Err(stage) = handle.shutdown() {
-                log::error!("{stage}");
-            }
-            return Err(e);
-        }
-    };
+    )?;
+    if let Err(e) = hooks.run("PostUp", &config.interface.post_up) {
+        // As wg-quick: no down hooks, everything made is undone.
+        server.stop();
+        stop_pipeline(handle);
+        return Err(e);
+    }
     match (config.peers.as_slice(), endpoints.as_slice(), remembered.as_slice()) {
         ([_], [Some(e)], _) => log::info!("{name} up, udp port {}, peer at {e}", bound.port()),
         ([_], _, [Some(e)]) => log::info!(
@@ -269,37 +347,13 @@ fn run_tunnel(
         }
     };
 
-    // A ticker, not a timeout: moves coming more often than once a second
-    // must not hold the stats back.
-    let second = tick(Duration::from_secs(1));
-    let failure = loop {
-        select! {
-            recv(signals) -> sig => {
-                log::info!("signal {}: shutting down", sig.unwrap_or_default());
-                break None;
-            }
-            recv(handle.exits()) -> exit => break exit.ok(),
-            recv(handle.interface.endpoint_moves()) -> _ => follow(&handle),
-            recv(second) -> _ => {
-                write_stats(opts, &handle.stats.render());
-                follow(&handle);
-                // As wireguard-go: deleting the socket asks the tunnel to go.
-                if !server.still_there() {
-                    log::info!("{} was deleted: shutting down", server.path().display());
-                    break None;
-                }
-            }
+    wait_for_stop(name, &handle, &server, signals, |wake| {
+        if wake == Wake::Second {
+            write_stats(opts, &handle.stats.render());
         }
-    };
+        follow(&handle);
+    });
     follow(&handle);
-    match &failure {
-        // As wireguard-go: deleting the interface asks the tunnel to go.
-        Some(_) if iface::ifindex(name) == Err(nix::errno::Errno::ENODEV) => {
-            log::info!("interface {name} was removed: shutting down")
-        }
-        Some(exit) => log::error!("stage {} ended: shutting down", exit.stage.name()),
-        None => {}
-    }
     // wg-quick's cmd_down: PreDown, the teardown, PostDown. A failed hook
     // does not stop the teardown; the first failure is the exit's error.
     let pre_down = hooks.run("PreDown", &config.interface.pre_down);
@@ -320,11 +374,24 @@ fn run_tunnel(
     first_error([result, pre_down, saved_config, post_down])
 }
 
+/// What to do when an interface of the same name in another network
+/// namespace holds the control socket's usual path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhenTaken {
+    /// Serve ours in this namespace's directory of records (`up`, which
+    /// runs from its config file).
+    ServeElsewhere,
+    /// Refuse to start: whoever configures us through the usual path (as
+    /// wg-quick does pipevpnd) would configure the other interface.
+    Refuse,
+}
+
 /// The control socket `wg` reaches, `/var/run/wireguard/<name>.sock`. That
 /// path is the same in every network namespace: if an interface of the same
-/// name in another one holds it, ours goes into this namespace's directory
-/// of records instead, and the warning says how `wg` reaches it there.
-fn bind_control(name: &str) -> Result<ControlSocket> {
+/// name in another one holds it, `when_taken` says what to do; served in
+/// this namespace's directory of records instead, the warning says how
+/// `wg` reaches it there.
+pub(crate) fn bind_control(name: &str, when_taken: WhenTaken) -> Result<ControlSocket> {
     let taken = match control::bind(Path::new(SOCKET_DIR), name)? {
         Ok(socket) => return Ok(socket),
         Err(taken) => taken,
@@ -340,6 +407,14 @@ fn bind_control(name: &str) -> Result<ControlSocket> {
     };
     if taken.pid.is_some_and(in_this_netns) {
         return Err(in_use(&taken));
+    }
+    if when_taken == WhenTaken::Refuse {
+        return Err(Error::Input(format!(
+            "{} is taken by pid {} (an interface {name} in another network namespace): \
+             wg and wg-quick would configure that one; choose another name",
+            taken.path.display(),
+            pid(&taken)
+        )));
     }
     let dir = rundir::netns_dir(Path::new(RUN_DIR))?;
     let socket = control::bind(&dir, name)?.map_err(|again| in_use(&again))?;
@@ -676,7 +751,7 @@ fn run_resolvconf(program: &Path, args: &[&str], input: &str) -> std::result::Re
 /// Protocol timers, shortened only by the integration tests through
 /// `PIPEVPN_TEST_TIMING` (e.g. `rekey_after=10`) so a rekey can be watched
 /// in seconds; deliberately not a documented option.
-fn test_timing() -> Result<Timing> {
+pub(crate) fn test_timing() -> Result<Timing> {
     let timing = Timing::default();
     match std::env::var("PIPEVPN_TEST_TIMING") {
         Ok(spec) => {

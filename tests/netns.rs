@@ -1,7 +1,8 @@
 //! The network-namespace scenarios in `integration/`, one test per script, each
-//! against the `pipevpn` binary cargo just built. They need root, iproute2,
-//! ping, iperf3, tcpdump, python3, wg and wireguard-go: a missing prerequisite
-//! fails the test with the script's own message, it is never skipped.
+//! against the `pipevpn` and `pipevpnd` binaries cargo just built. They need
+//! root, iproute2, ping, iperf3, tcpdump, python3, wg, wg-quick, nft and
+//! wireguard-go: a missing prerequisite fails the test with the script's own
+//! message, it is never skipped.
 //! Measurements the scripts print as `INFO` lines are shown beside the `PASS`
 //! lines (`--nocapture`).
 
@@ -22,6 +23,7 @@ fn run_scenario(name: &str) {
     let output = Command::new("bash")
         .args(["-c", "exec bash \"$0\" 2>&1", &script])
         .env("PIPEVPN", env!("CARGO_BIN_EXE_pipevpn"))
+        .env("PIPEVPND", env!("CARGO_BIN_EXE_pipevpnd"))
         .env_remove("IMPL_A")
         .env_remove("IMPL_B")
         .env_remove("PV_UNDER_TIMEOUT")
@@ -99,4 +101,9 @@ fn hub() {
 #[test]
 fn uapi() {
     run_scenario("uapi");
+}
+
+#[test]
+fn wgquick_daemon() {
+    run_scenario("wgquick_daemon");
 }

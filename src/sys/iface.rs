@@ -20,6 +20,7 @@ mod raw {
     nix::ioctl_write_ptr_bad!(siocsifaddr6, libc::SIOCSIFADDR, libc::in6_ifreq);
     nix::ioctl_write_ptr_bad!(siocsifnetmask, libc::SIOCSIFNETMASK, libc::ifreq);
     nix::ioctl_write_ptr_bad!(siocsifmtu, libc::SIOCSIFMTU, libc::ifreq);
+    nix::ioctl_read_bad!(siocgifmtu, libc::SIOCGIFMTU, libc::ifreq);
     nix::ioctl_write_ptr_bad!(siocsifflags, libc::SIOCSIFFLAGS, libc::ifreq);
     nix::ioctl_read_bad!(siocgifflags, libc::SIOCGIFFLAGS, libc::ifreq);
 }
@@ -142,6 +143,18 @@ pub fn set_mtu(name: &str, mtu: u32) -> Result<()> {
     // SAFETY: `req` is a valid, initialised ifreq that outlives the call.
     unsafe { raw::siocsifmtu(sock.as_raw_fd(), &req) }.map_err(|e| Error::sys(op, e.into()))?;
     Ok(())
+}
+
+/// The interface's MTU (SIOCGIFMTU).
+pub fn mtu(name: &str) -> Result<u32> {
+    let op = format!("SIOCGIFMTU on {name}");
+    let mut req = ifreq(name)?;
+    let sock = control_socket(AddressFamily::Inet, &op)?;
+    // SAFETY: `req` is a valid ifreq the kernel fills in; it outlives the call.
+    unsafe { raw::siocgifmtu(sock.as_raw_fd(), &mut req) }.map_err(|e| Error::sys(op, e.into()))?;
+    // SAFETY: SIOCGIFMTU wrote the mtu member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(u32::try_from(mtu).unwrap_or(0))
 }
 
 /// Brings the interface up: reads its flags and writes them back with

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 fn main() -> ExitCode {
     // Usage errors and --help/--version exit here, with clap's codes (2 / 0).
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    pipevpn::logging::init("pipevpn", cli.verbose);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -84,41 +84,4 @@ fn run(cli: Cli) -> Result<()> {
 /// error, not a panic.
 fn print_key(text: &str) -> Result<()> {
     writeln!(io::stdout(), "{text}").map_err(|e| Error::sys("writing to stdout", e))
-}
-
-/// Log lines on stderr as `pipevpn[LEVEL] message`.
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level()
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            // A log line lost to a closed stderr is not worth stopping for.
-            let _ = writeln!(
-                io::stderr().lock(),
-                "pipevpn[{}] {}",
-                record.level(),
-                record.args()
-            );
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-static LOGGER: StderrLogger = StderrLogger;
-
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => log::LevelFilter::Info,
-        1 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
-    // set_logger fails only if a logger is already set, which main never does.
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(level);
-    }
 }
