@@ -11,7 +11,7 @@ use pipevpn::rundir::{self, RUN_DIR};
 use pipevpn::sys::{iface, process};
 use pipevpn::{daemon, Error, Result};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -49,8 +49,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // Nothing useful to do if stderr itself is gone.
-            let _ = writeln!(io::stderr(), "pipevpnd: {err}");
+            pipevpn::logging::print_error("pipevpnd", &err);
             // As wireguard-go: every failure is status 1.
             ExitCode::FAILURE
         }

@@ -23,8 +23,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // Nothing useful to do if stderr itself is gone.
-            let _ = writeln!(io::stderr(), "pipevpn: {err}");
+            pipevpn::logging::print_error("pipevpn", &err);
             ExitCode::from(err.exit_code())
         }
     }
