@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The Debian package (packaging/build-deb.sh) on this machine: built, installed
 # with dpkg -i, its binaries' --version, each man page rendered by `man -l`
-# without a word on stderr, bash completion loaded from its standard place
-# and completing a subcommand, then removed (/etc/pipevpn kept) and purged,
+# without a word on stderr, bash and fish completions loaded from their
+# standard places and completing a subcommand, zsh's in zsh's default fpath
+# and parsed by zsh, then removed (/etc/pipevpn kept) and purged,
 # leaving the package's directories as they were; a purge keeps an
 # /etc/pipevpn that holds a file. Unlike the netns scripts it changes this
 # machine's /usr and /etc, so it runs only where pipevpn is not installed
 # and /etc/pipevpn does not exist; the cleanup purges the package whatever
 # happened. Run by .ci/run after the tests; needs root, cargo, cargo-deb,
-# dpkg, man-db and bash-completion.
+# dpkg, man-db, bash-completion, zsh and fish.
 
 # Building may compile from scratch on a slow machine.
 export PV_TIMEOUT=${PV_TIMEOUT:-900}
@@ -66,10 +67,10 @@ $(diff <(echo "$BEFORE") <(echo "$now") | grep '^[<>]')"
 scenario prerequisites
 [[ $(id -u) == 0 ]] || fail "must run as root (dpkg -i)"
 missing=()
-for t in cargo dpkg dpkg-deb dpkg-query man gzip find; do
+for t in cargo dpkg dpkg-deb dpkg-query man gzip find zsh fish; do
 	command -v "$t" >/dev/null || missing+=("$t")
 done
-((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (Debian: apt-get install man-db dpkg gzip findutils)"
+((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (Debian: apt-get install man-db dpkg gzip findutils zsh fish)"
 [[ -r $BASH_COMPLETION ]] || fail "$BASH_COMPLETION is missing (Debian: apt-get install bash-completion)"
 cargo deb --version >/dev/null 2>&1 || fail "cargo-deb is missing (cargo install cargo-deb --locked)"
 ! installed || fail "$PACKAGE is installed on this machine already; this test installs and purges it: dpkg --purge $PACKAGE first"
@@ -127,10 +128,10 @@ $(head -n 8 <<<"$text")"
 done
 pass
 
-scenario bash-completion
+scenario completions
 # bash-completion's own loader finds the file by the command's name in its
 # standard directory, as an interactive shell does on the first Tab.
-complete_words() {
+bash_complete() {
 	bash -c '
 		source "$1"
 		__load_completion "$2" || exit 3
@@ -144,10 +145,25 @@ complete_words() {
 		"$func" "$2" "$3" "$2"
 		printf "%s\n" "${COMPREPLY[@]}"' _ "$BASH_COMPLETION" "$1" "$2"
 }
-got=$(complete_words pipevpn "$COMPLETE_WORD") || fail "no bash completion loaded for pipevpn (status $?)"
-[[ $got == "$COMPLETE_TO" ]] || fail "pipevpn $COMPLETE_WORD<Tab> offers '$(tr '\n' ' ' <<<"$got")', expected '$COMPLETE_TO'"
-got=$(complete_words pipevpnd --fo) || fail "no bash completion loaded for pipevpnd (status $?)"
-[[ $got == --foreground ]] || fail "pipevpnd --fo<Tab> offers '$(tr '\n' ' ' <<<"$got")', expected '--foreground'"
+# fish loads a command's completions from its vendor directory on first use;
+# a home of this run's own keeps any user's completions out.
+fish_complete() {
+	mkdir -p "$TMP/home"
+	HOME=$TMP/home XDG_CONFIG_HOME=$TMP/home/.config XDG_DATA_HOME=$TMP/home/.local/share \
+		fish -c 'complete -C"$argv[1] $argv[2]"' "$1" "$2" | cut -f1
+}
+for shell in bash fish; do
+	got=$("${shell}_complete" pipevpn "$COMPLETE_WORD") || fail "$shell: no completion loaded for pipevpn (status $?)"
+	[[ $got == "$COMPLETE_TO" ]] || fail "$shell: pipevpn $COMPLETE_WORD<Tab> offers '$(tr '\n' ' ' <<<"$got")', expected '$COMPLETE_TO'"
+	got=$("${shell}_complete" pipevpnd --fo) || fail "$shell: no completion loaded for pipevpnd (status $?)"
+	[[ $got == --foreground ]] || fail "$shell: pipevpnd --fo<Tab> offers '$(tr '\n' ' ' <<<"$got")', expected '--foreground'"
+done
+zsh -fc 'print -l $fpath' | grep -qx /usr/share/zsh/vendor-completions ||
+	fail "/usr/share/zsh/vendor-completions is not in zsh's default fpath"
+for bin in pipevpn pipevpnd; do
+	zsh -n "/usr/share/zsh/vendor-completions/_$bin" 2>"$TMP/zsh.err" ||
+		fail "zsh cannot parse _$bin: $(cat "$TMP/zsh.err")"
+done
 pass
 
 scenario remove-and-purge
