@@ -615,7 +615,7 @@ fn up_with_journal_stream(dir: &TempDir, journal: &str) -> String {
     let private = genkey();
     let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
     let path = dir.write(
-        &format!("journal{}.conf", journal.len()),
+        &format!("{}.conf", unique_interface()),
         &config(private.trim(), public.trim(), ""),
     );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
