@@ -100,3 +100,8 @@ fn hub() {
 fn uapi() {
     run_scenario("uapi");
 }
+
+#[test]
+fn reload() {
+    run_scenario("reload");
+}
