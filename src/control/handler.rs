@@ -2,6 +2,9 @@
 //! reads the device and its peers as they are, a set changes them live, in
 //! request order, as wireguard-go applies it (its `IpcSetOperation`).
 //!
+//! `up`'s SIGHUP reload applies its config file through [`Live`]'s `set`
+//! too ([`crate::reload`] builds that set): one applier for both.
+//!
 //! What a set does not do yet: move to another `listen_port` (answered
 //! EADDRINUSE, the socket stays where it is), and remove the private key
 //! (an all-zero `private_key`, answered EINVAL: an interface here always has
