@@ -1054,6 +1054,40 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_applies_the_rest_when_the_listen_port_is_refused() {
+        use crate::pipeline::interface::Interface;
+        use crate::protocol::keys::PrivateKey;
+
+        let started = Config::parse(Path::new("t.conf"), ONE_PEER).unwrap();
+        let iface = Arc::new(Interface::new(
+            started.interface.private_key.clone(),
+            1420,
+            Timing::default(),
+        ));
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        let live = Live::new(iface.clone(), udp, port, 0);
+        // Another port (refused today), another MTU (not applied), a new peer.
+        let added = PrivateKey::from_bytes([2; 32]).public_key();
+        let text = ONE_PEER.replace(
+            "Address",
+            &format!("ListenPort = {}\nMTU = 1380\nAddress", port ^ 1),
+        ) + &format!("[Peer]\nPublicKey = {added}\nAllowedIPs = 10.0.0.3/32\n");
+        let new = Config::parse(Path::new("t.conf"), &text).unwrap();
+        apply_reload(&started, &(new, vec![None, None]), &live);
+        let peers: Vec<PublicKey> = iface.peers().iter().map(|p| p.public_key).collect();
+        assert_eq!(peers, [started.peers[0].public_key, added]);
+        assert_eq!(
+            iface
+                .routes()
+                .lookup("10.0.0.3".parse().unwrap())
+                .map(|p| p.public_key),
+            Some(added)
+        );
+        assert_eq!(iface.mtu, 1420, "MTU waits for a restart");
+    }
+
+    #[test]
     fn located_follows_peers_added_and_removed_live() {
         use crate::pipeline::interface::Interface;
         use crate::protocol::keys::PrivateKey;
