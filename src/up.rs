@@ -465,7 +465,8 @@ fn with_current_endpoint(
 }
 
 /// Where each peer is, as `up` last looked: the config's first, in its
-/// order, then those added over the control socket, as they appear.
+/// order, then those added over the control socket or by a reload, as
+/// they appear.
 struct Located {
     keys: Vec<PublicKey>,
     /// The index of each key in `keys`.
