@@ -19,8 +19,8 @@
 //! [`restart_keys`] names those that changed, for one warning.
 
 use crate::cidr::Cidr;
-use crate::config::{Config, InterfaceConfig};
-use crate::protocol::keys::PresharedKey;
+use crate::config::{Config, Hook, InterfaceConfig, Table};
+use crate::protocol::keys::PublicKey;
 use crate::protocol::uapi::{AllowedIpChange, PeerChange, PeerSnapshot, Set, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -91,12 +91,12 @@ pub fn sync_set(config: &Config, endpoints: &[Option<SocketAddr>], live: &Snapsh
 }
 
 /// A change to the peer `key` that changes nothing yet.
-fn change(key: crate::protocol::keys::PublicKey) -> PeerChange {
+fn change(key: PublicKey) -> PeerChange {
     PeerChange {
         public_key: key,
         remove: false,
         update_only: false,
-        preshared_key: None::<PresharedKey>,
+        preshared_key: None,
         endpoint: None,
         persistent_keepalive_interval: None,
         replace_allowed_ips: false,
@@ -109,18 +109,17 @@ fn change(key: crate::protocol::keys::PublicKey) -> PeerChange {
 /// with) and `new`: a reload leaves them as they are.
 pub fn restart_keys(running: &InterfaceConfig, new: &InterfaceConfig) -> Vec<&'static str> {
     // A hook's line number is where it is, not what it does.
-    let commands = |hooks: &[crate::config::Hook]| -> Vec<String> {
-        hooks.iter().map(|h| h.command.clone()).collect()
-    };
+    let commands =
+        |hooks: &[Hook]| -> Vec<String> { hooks.iter().map(|h| h.command.clone()).collect() };
     let dns = |i: &InterfaceConfig| {
         i.dns
             .as_ref()
             .map(|d| (d.servers.clone(), d.search.clone()))
     };
     let table = |i: &InterfaceConfig| match i.table {
-        crate::config::Table::Id { id, .. } => Some(Some(id)),
-        crate::config::Table::Off => Some(None),
-        crate::config::Table::Auto => None,
+        Table::Id { id, .. } => Some(Some(id)),
+        Table::Off => Some(None),
+        Table::Auto => None,
     };
     [
         ("Address", running.addresses != new.addresses),
@@ -153,7 +152,7 @@ mod tests {
     use crate::control::handler::Live;
     use crate::control::Handler;
     use crate::pipeline::interface::Interface;
-    use crate::protocol::keys::{PrivateKey, PublicKey};
+    use crate::protocol::keys::{PresharedKey, PrivateKey};
     use crate::protocol::timers::Timing;
     use std::net::UdpSocket;
     use std::path::Path;
