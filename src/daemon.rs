@@ -31,7 +31,7 @@ pub fn run(name: &str, ready: impl FnOnce() -> Result<()>) -> Result<()> {
         let tun = Tun::open(name)?;
         iface::set_mtu(name, u32::from(MTU))?;
         let udp = bind_udp_any(0)?;
-        let (handle, server) = up::start_tunnel(
+        let (handle, server, _) = up::start_tunnel(
             control,
             tun,
             udp,
@@ -52,7 +52,7 @@ pub fn run(name: &str, ready: impl FnOnce() -> Result<()>) -> Result<()> {
         let readied = ready();
         if readied.is_ok() {
             let mut mtu = MtuWatch::default();
-            up::wait_for_stop(name, &handle, &server, signals, |wake| {
+            up::wait_for_stop(name, &handle, &server, signals, false, |wake| {
                 if wake == up::Wake::Second {
                     mtu.check(name);
                 }

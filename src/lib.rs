@@ -17,6 +17,8 @@
 //! - [`control`] serves the control socket `wg` speaks (the text is
 //!   [`protocol::uapi`]'s) beside the pipeline; [`control::handler`]
 //!   applies its requests to the running [`pipeline::interface`].
+//! - [`reload`] turns a config file into the control socket's set that
+//!   makes a running interface match it (`wg syncconf`), for SIGHUP.
 //! - [`config`] reads wg-quick style files; [`routes`] plans, records and
 //!   undoes the routes a tunnel adds; [`last_endpoint`] remembers where the
 //!   peer was; [`rundir`] keeps the records root trusts across runs.
@@ -52,6 +54,7 @@ pub mod last_endpoint;
 pub mod logging;
 pub mod pipeline;
 pub mod protocol;
+pub mod reload;
 pub mod routes;
 pub mod rundir;
 pub mod sys;

@@ -28,7 +28,8 @@
 //! that interface: routes through it, and host routes to the recorded
 //! endpoints (one line lists the endpoints of every peer). When a peer's
 //! endpoint moves, [`InstalledRoutes::follow_endpoint`] records the new host
-//! route before adding it, and removes the old one.
+//! route before adding it, and removes the old one; when a peer goes,
+//! [`InstalledRoutes::forget_endpoint`] removes its host route.
 
 use crate::cidr::Cidr;
 use crate::rundir::{self, Netns};
@@ -542,10 +543,18 @@ impl InstalledRoutes {
                 None => self.write()?,
             }
         }
-        let Some(from) = from.map(|f| f.to_canonical()).filter(|f| *f != to) else {
-            return Ok(());
-        };
-        if from_still_used {
+        match from.map(|f| f.to_canonical()).filter(|f| *f != to) {
+            Some(from) => self.forget_endpoint(from, from_still_used),
+            None => Ok(()),
+        }
+    }
+
+    /// No peer is at `from` any more (it moved or was removed): its host
+    /// route goes, unless `still_used` (another peer is there), and so does
+    /// the address from the record.
+    pub fn forget_endpoint(&mut self, from: IpAddr, still_used: bool) -> Result<()> {
+        let from = from.to_canonical();
+        if still_used {
             return Ok(());
         }
         let iface = self.iface.as_str();

@@ -8,6 +8,13 @@
 //! both call: catching the stop signals, binding the control socket,
 //! starting the pipeline and serving the socket, waiting for a stop.
 //!
+//! SIGHUP re-reads the config file and applies it live as `wg syncconf`
+//! would (see [`crate::reload`]), through the control socket's handler: a
+//! file that does not parse changes nothing and the tunnel runs on. The
+//! endpoint host routes follow the live peers at once: a peer added (over
+//! the socket or by a reload) gets its own, a removed one's goes; routes
+//! for AllowedIPs stay as they were made at start, as with wg-quick.
+//!
 //! Every step that changes the system is undone by a guard's `Drop`, so a
 //! failure at any step, a signal or a failed stage leaves `ip route` as it
 //! was. Routes are also recorded in a state file before they are added, so a
@@ -15,11 +22,13 @@
 
 use crate::cidr::Cidr;
 use crate::config::{Config, Dns, Endpoint, Hook, PeerConfig, Table};
-use crate::control::{self, handler::Live, ControlSocket, SOCKET_DIR};
+use crate::control::{self, handler::Live, ControlSocket, Handler, SOCKET_DIR};
 use crate::last_endpoint;
 use crate::pipeline::{self, PeerSpec, TunnelConfig};
 use crate::protocol::keys::PublicKey;
 use crate::protocol::timers::Timing;
+use crate::protocol::uapi::{Set, Snapshot};
+use crate::reload;
 use crate::routes::{self, InstalledRoutes};
 use crate::rundir::{self, RUN_DIR};
 use crate::sys::{
@@ -52,29 +61,34 @@ pub struct UpOptions {
 }
 
 /// The signals whose default action would end the process with its routes
-/// and route record left behind: Ctrl-C, `kill`, a closed terminal, Ctrl-\.
-/// Each ends in the same clean teardown.
-const STOP_SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+/// and route record left behind: Ctrl-C, `kill`, Ctrl-\ end in the same
+/// clean teardown; SIGHUP (by convention, "read your config again") reloads
+/// `up` and stops `pipevpnd`.
+const SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
 pub fn run(config: Config, opts: UpOptions) -> Result<()> {
     with_stop_signals(|signals| run_tunnel(&config, &opts, signals))
 }
 
-/// Runs `tunnel` with the [`STOP_SIGNALS`] caught and delivered on the
+/// Runs `tunnel` with the [`SIGNALS`] caught and delivered on the
 /// channel it is given. Signals first: a SIGTERM during setup still ends in
 /// a clean teardown.
 pub(crate) fn with_stop_signals<T>(
     tunnel: impl FnOnce(&crossbeam_channel::Receiver<i32>) -> Result<T>,
 ) -> Result<T> {
     let mut signals =
-        Signals::new(STOP_SIGNALS).map_err(|e| Error::sys("installing signal handlers", e))?;
+        Signals::new(SIGNALS).map_err(|e| Error::sys("installing signal handlers", e))?;
     let signal_handle = signals.handle();
     let (signal_tx, signal_rx) = bounded(1);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                let _ = signal_tx.send(sig);
+            // Blocks while the tunnel handles the one before: a SIGTERM
+            // after a SIGHUP waits for the reload, and is never lost.
+            for sig in signals.forever() {
+                if signal_tx.send(sig).is_err() {
+                    break;
+                }
             }
         })
         .map_err(|e| Error::sys("spawning the signal thread", e))?;
@@ -93,14 +107,14 @@ pub(crate) fn start_tunnel(
     udp: UdpSocket,
     config: TunnelConfig,
     fwmark: u32,
-) -> Result<(pipeline::TunnelHandle, control::Server)> {
+) -> Result<(pipeline::TunnelHandle, control::Server, Arc<Live>)> {
     tun.set_nonblocking()?;
     // Shared with the control socket, for `listen_port` and `fwmark`.
     let udp = Arc::new(Udp::new(udp)?);
     let handle = pipeline::spawn(config, Arc::new(OffloadTun::new(tun)), udp.clone())?;
-    let live = Live::new(handle.interface.clone(), udp, fwmark);
-    match control::serve(control, Arc::new(live), control::Limits::default()) {
-        Ok(server) => Ok((handle, server)),
+    let live = Arc::new(Live::new(handle.interface.clone(), udp, fwmark));
+    match control::serve(control, live.clone(), control::Limits::default()) {
+        Ok(server) => Ok((handle, server, live)),
         Err(e) => {
             stop_pipeline(handle);
             Err(e)
@@ -121,6 +135,10 @@ fn stop_pipeline(handle: pipeline::TunnelHandle) {
 pub(crate) enum Wake {
     /// A peer's endpoint moved.
     EndpointMoved,
+    /// A peer was added or removed.
+    PeersChanged,
+    /// SIGHUP, when the caller reloads on it (else it stops).
+    Reload,
     /// A second passed.
     Second,
 }
@@ -134,6 +152,7 @@ pub(crate) fn wait_for_stop(
     handle: &pipeline::TunnelHandle,
     server: &control::Server,
     signals: &crossbeam_channel::Receiver<i32>,
+    reloads: bool,
     mut wake: impl FnMut(Wake),
 ) {
     // A ticker, not a timeout: moves coming more often than once a second
@@ -141,12 +160,16 @@ pub(crate) fn wait_for_stop(
     let second = tick(Duration::from_secs(1));
     let failure = loop {
         select! {
-            recv(signals) -> sig => {
-                log::info!("signal {}: shutting down", sig.unwrap_or_default());
-                break None;
-            }
+            recv(signals) -> sig => match sig {
+                Ok(SIGHUP) if reloads => wake(Wake::Reload),
+                sig => {
+                    log::info!("signal {}: shutting down", sig.unwrap_or_default());
+                    break None;
+                }
+            },
             recv(handle.exits()) -> exit => break exit.ok(),
             recv(handle.interface.endpoint_moves()) -> _ => wake(Wake::EndpointMoved),
+            recv(handle.interface.peer_set_changes()) -> _ => wake(Wake::PeersChanged),
             recv(second) -> _ => {
                 wake(Wake::Second);
                 if !server.still_there() {
@@ -184,17 +207,7 @@ fn run_tunnel(
     };
     let timing = test_timing()?;
     let ipv6 = inner_ipv6(config)?;
-    // Each peer's Endpoint, resolved (the error names its line).
-    let endpoints = config
-        .peers
-        .iter()
-        .map(|p| {
-            p.endpoint
-                .as_ref()
-                .map(|e| e.resolve(&config.path))
-                .transpose()
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let endpoints = resolve_endpoints(config)?;
 
     let state = routes::state_path(Path::new(RUN_DIR), name)?;
     routes::sweep_stale(&state)?;
@@ -256,15 +269,7 @@ fn run_tunnel(
     let bound = udp
         .local_addr()
         .map_err(|e| Error::sys("reading the UDP socket's address", e))?;
-    for (peer, e) in config.peers.iter().zip(&endpoints) {
-        if let Some(e) = e.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
-            return Err(Error::Config {
-                file: config.path.clone(),
-                line: peer.endpoint.as_ref().map_or(peer.line, |e| e.line),
-                msg: format!("Endpoint {e} is IPv6, but this kernel has no IPv6"),
-            });
-        }
-    }
+    reachable_endpoints(config, &endpoints, bound)?;
 
     let mut installed = match routed {
         true => {
@@ -297,7 +302,7 @@ fn run_tunnel(
         })
         .collect();
     // Served before PostUp, whose hooks may well run `wg`.
-    let (handle, server) = start_tunnel(
+    let (handle, server, live) = start_tunnel(
         control,
         tun,
         udp,
@@ -332,8 +337,9 @@ fn run_tunnel(
     }
     // Where the peers are now, for the host routes and the memory of the
     // peers without an Endpoint: at once when a peer's endpoint moves (a
-    // reply to its new address must not loop into a full tunnel), and once
-    // a second, which retries a memory write that failed.
+    // reply to its new address must not loop into a full tunnel) or a peer
+    // comes or goes, and once a second, which retries a memory write that
+    // failed.
     let mut follow = |handle: &pipeline::TunnelHandle| {
         let moved = located.update(&handle.interface);
         if let Some(installed) = installed.as_mut().filter(|_| !moved.is_empty()) {
@@ -347,9 +353,20 @@ fn run_tunnel(
         }
     };
 
-    wait_for_stop(name, &handle, &server, signals, |wake| {
-        if wake == Wake::Second {
-            write_stats(opts, &handle.stats.render());
+    // The file as last applied, and its peers' Endpoints resolved: what a
+    // reload changes, and where SaveConfig finds the peers' host names.
+    let mut applied = (config.clone(), endpoints);
+    wait_for_stop(name, &handle, &server, signals, true, |wake| {
+        match wake {
+            Wake::Reload => match reread(config, bound) {
+                Ok(new) => {
+                    apply_reload(config, &new, &live);
+                    applied = new;
+                }
+                Err(e) => log::error!("SIGHUP: {e}; nothing changed, the tunnel runs on"),
+            },
+            Wake::Second => write_stats(opts, &handle.stats.render()),
+            Wake::EndpointMoved | Wake::PeersChanged => {}
         }
         follow(&handle);
     });
@@ -359,7 +376,7 @@ fn run_tunnel(
     let pre_down = hooks.run("PreDown", &config.interface.pre_down);
     // Then, as wg-quick, the config is saved while the tunnel still runs.
     let saved_config = match config.interface.save_config {
-        true => save_config(config, &endpoints, &located.now),
+        true => save_config(&live_config(config, &applied, &live.get(), bound.port())),
         false => Ok(()),
     };
     server.stop();
@@ -438,24 +455,74 @@ fn in_this_netns(pid: i32) -> bool {
     theirs.is_some() && theirs == inode("/proc/thread-self/ns/net".into())
 }
 
-/// SaveConfig: writes the config back over its file (through a symbolic
-/// link to it, as wg-quick does), mode 0600, as [`Config::render`] writes
-/// it: the keys as read, comments gone, and the peer's Endpoint where the
-/// peer is now if that is not where the file's Endpoint resolved to.
-fn save_config(
-    config: &Config,
-    resolved: &[Option<SocketAddr>],
-    now: &[Option<SocketAddr>],
-) -> Result<()> {
-    let mut saved = config.clone();
-    for (peer, (resolved, now)) in saved.peers.iter_mut().zip(resolved.iter().zip(now)) {
-        *peer = with_current_endpoint(peer, *resolved, *now);
-    }
-    let path = fs::canonicalize(&config.path)
-        .map_err(|e| Error::sys(format!("SaveConfig: finding {}", config.path.display()), e))?;
+/// SaveConfig: writes `saved` over its file (through a symbolic link to
+/// it, as wg-quick does), mode 0600, as [`Config::render`] writes it.
+fn save_config(saved: &Config) -> Result<()> {
+    let path = fs::canonicalize(&saved.path)
+        .map_err(|e| Error::sys(format!("SaveConfig: finding {}", saved.path.display()), e))?;
     rundir::replace_file(&path, &saved.render())?;
     log::info!("SaveConfig: wrote {}", path.display());
     Ok(())
+}
+
+/// What SaveConfig writes, as wg-quick's save_config: the interface as it
+/// runs (`live`, what `wg showconf` shows: the key, the port and mark, every
+/// peer with its AllowedIPs, PSK, keepalive and Endpoint, including those
+/// added or changed over the control socket) with the wg-quick keys of
+/// `started` (the file `up` started with: Address, DNS, hooks... are
+/// applied only then). A peer of the file last `applied` (with its
+/// Endpoints resolved) keeps its Endpoint as written while that still
+/// leads to where the peer is. ListenPort stays out if the file had none
+/// and the port is still the one the kernel picked (`picked`).
+fn live_config(
+    started: &Config,
+    applied: &(Config, Vec<Option<SocketAddr>>),
+    live: &Snapshot,
+    picked: u16,
+) -> Config {
+    let (file, resolved) = applied;
+    let in_file: HashMap<PublicKey, (&PeerConfig, Option<SocketAddr>)> = file
+        .peers
+        .iter()
+        .zip(resolved)
+        .map(|(p, r)| (p.public_key, (p, *r)))
+        .collect();
+    let mut saved = started.clone();
+    let i = &mut saved.interface;
+    if let Some(key) = &live.private_key {
+        i.private_key = key.clone();
+    }
+    i.listen_port = match (file.interface.listen_port, live.listen_port) {
+        (None, port) if port == picked => None,
+        (_, port) => Some(port),
+    };
+    i.fw_mark = Some(live.fwmark).filter(|&m| m != 0);
+    saved.peers = live
+        .peers
+        .iter()
+        .map(|p| {
+            let (written, resolved) = match in_file.get(&p.public_key) {
+                Some(&(peer, resolved)) => (peer.clone(), resolved),
+                None => (
+                    PeerConfig {
+                        line: 0,
+                        public_key: p.public_key,
+                        preshared_key: None,
+                        endpoint: None,
+                        allowed_ips: Vec::new(),
+                        persistent_keepalive: None,
+                    },
+                    None,
+                ),
+            };
+            let mut peer = with_current_endpoint(&written, resolved, p.endpoint);
+            peer.preshared_key = Some(p.preshared_key.clone()).filter(|k| *k != Default::default());
+            peer.allowed_ips = p.allowed_ips.clone();
+            peer.persistent_keepalive = Some(p.persistent_keepalive_interval).filter(|&s| s != 0);
+            peer
+        })
+        .collect();
+    saved
 }
 
 /// `peer` with its Endpoint replaced by `now`, where the peer is, unless
@@ -478,7 +545,8 @@ fn with_current_endpoint(
 }
 
 /// Where each peer is, as `up` last looked: the config's first, in its
-/// order, then those added over the control socket, as they appear.
+/// order, then those added over the control socket or by a reload, as
+/// they appear.
 struct Located {
     keys: Vec<PublicKey>,
     /// The index of each key in `keys`.
@@ -512,10 +580,10 @@ impl Located {
     }
 
     /// Reads every peer's endpoint; returns (peer, old address) of those
-    /// whose address changed. A peer added over the control socket is
-    /// followed from then on (it is in no file, so never remembered); a
-    /// removed one is forgotten: it is at no address (its host route, if
-    /// any, stays until the tunnel goes down).
+    /// whose address changed, a removed peer's included (it is now at no
+    /// address). A peer added over the control socket or by a reload is
+    /// followed from then on (it is in no file `up` started with, so never
+    /// remembered).
     fn update(&mut self, iface: &pipeline::interface::Interface) -> Vec<(usize, Option<IpAddr>)> {
         let mut moved = Vec::new();
         let mut seen = vec![false; self.keys.len()];
@@ -539,8 +607,9 @@ impl Located {
             }
         }
         for (i, _) in seen.iter().enumerate().filter(|(_, &seen)| !seen) {
-            if self.now[i].take().is_some() {
+            if let Some(old) = self.now[i].take() {
                 self.unsaved |= self.waiting[i];
+                moved.push((i, Some(old.ip())));
             }
         }
         moved
@@ -568,7 +637,8 @@ impl Located {
 
 /// Moves the host routes of the peers that moved: whitepaper §2.1 lets a
 /// peer's endpoint change with any authenticated packet, and a full tunnel
-/// must keep the new address out of itself.
+/// must keep the new address out of itself. A peer that is gone (no
+/// address now) takes its host route with it.
 fn follow_endpoints(
     installed: &mut InstalledRoutes,
     moved: &[(usize, Option<IpAddr>)],
@@ -579,8 +649,17 @@ fn follow_endpoints(
         Err(e) => return log::warn!("following moved endpoints: {e}"),
     };
     for &(i, old) in moved {
-        let Some(new) = located.now[i] else { continue };
         let still_used = old.is_some_and(|o| located.used_by_another(o, i));
+        let Some(new) = located.now[i] else {
+            let Some(old) = old else { continue };
+            if let Err(e) = installed.forget_endpoint(old, still_used) {
+                log::warn!(
+                    "removing the host route of peer {}, gone, to {old}: {e}",
+                    located.keys[i]
+                );
+            }
+            continue;
+        };
         match installed.follow_endpoint(old, new.ip(), still_used, &tables) {
             Ok(()) => log::debug!("routes follow peer {} to {new}", located.keys[i]),
             Err(e) => log::warn!(
@@ -589,6 +668,92 @@ fn follow_endpoints(
             ),
         }
     }
+}
+
+/// Each peer's Endpoint, resolved (the error names its line).
+fn resolve_endpoints(config: &Config) -> Result<Vec<Option<SocketAddr>>> {
+    config
+        .peers
+        .iter()
+        .map(|p| {
+            p.endpoint
+                .as_ref()
+                .map(|e| e.resolve(&config.path))
+                .transpose()
+        })
+        .collect()
+}
+
+/// Refuses an IPv6 Endpoint when the UDP socket, `bound`, is IPv4 only.
+fn reachable_endpoints(
+    config: &Config,
+    endpoints: &[Option<SocketAddr>],
+    bound: SocketAddr,
+) -> Result<()> {
+    for (peer, e) in config.peers.iter().zip(endpoints) {
+        if let Some(e) = e.filter(|e| e.ip().to_canonical().is_ipv6() && bound.is_ipv4()) {
+            return Err(Error::Config {
+                file: config.path.clone(),
+                line: peer.endpoint.as_ref().map_or(peer.line, |e| e.line),
+                msg: format!("Endpoint {e} is IPv6, but this kernel has no IPv6"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// SIGHUP, first half: reads `started`'s file again and resolves its
+/// Endpoints. Everything that can be refused is refused here, before
+/// anything changes (the error names the file and line).
+fn reread(started: &Config, bound: SocketAddr) -> Result<(Config, Vec<Option<SocketAddr>>)> {
+    let new = Config::load(&started.path)?;
+    let endpoints = resolve_endpoints(&new)?;
+    reachable_endpoints(&new, &endpoints, bound)?;
+    Ok((new, endpoints))
+}
+
+/// SIGHUP, second half: applies the file `reread` gave to `live` with `wg
+/// syncconf`'s semantics ([`reload::sync_set`]), through the handler a `wg
+/// set` goes through. A ListenPort the handler refuses is logged and the
+/// rest applies; so is a failure of the set itself, which (as for `wg
+/// set`) stops where it happened.
+fn apply_reload(started: &Config, new: &(Config, Vec<Option<SocketAddr>>), live: &Live) {
+    let (new, endpoints) = new;
+    let file = new.path.display();
+    let later = reload::restart_keys(&started.interface, &new.interface);
+    if !later.is_empty() {
+        log::warn!(
+            "SIGHUP: {file}: {} changed: not applied, restart to apply",
+            later.join(", ")
+        );
+    }
+    let mut set = reload::sync_set(new, endpoints, &live.get());
+    let port = set.listen_port.take();
+    let changes = set.peers.len();
+    let why = |errno: crate::protocol::uapi::Errno| io::Error::from_raw_os_error(-errno.code());
+    if let Err(errno) = live.set(set) {
+        return log::error!(
+            "SIGHUP: {file}: applying it failed ({}); the changes before the failing \
+             one stay applied, the tunnel runs on",
+            why(errno)
+        );
+    }
+    if let Some(port) = port {
+        let moved = live.set(Set {
+            listen_port: Some(port),
+            ..Set::default()
+        });
+        if let Err(errno) = moved {
+            log::warn!(
+                "SIGHUP: {file}: ListenPort = {port} not applied ({}); the rest is",
+                why(errno)
+            );
+        }
+    }
+    log::info!(
+        "SIGHUP: {file} applied: {} peers, {changes} added, changed or removed",
+        new.peers.len()
+    );
 }
 
 /// The first error of `results`, in order; later ones are logged.
@@ -884,6 +1049,135 @@ mod tests {
     }
 
     #[test]
+    fn saved_config_is_the_live_interface_with_the_wg_quick_keys_of_the_file() {
+        use crate::protocol::keys::{PresharedKey, PrivateKey};
+        use crate::protocol::uapi::PeerSnapshot;
+        let key = |n: u8| PrivateKey::from_bytes([n; 32]);
+        let started = Config::parse(
+            Path::new("t.conf"),
+            &format!(
+                "[Interface]\nPrivateKey = {}\nAddress = 10.0.0.1/24\nPostUp = echo up\n\
+                 SaveConfig = true\n[Peer]\nPublicKey = {}\nAllowedIPs = 10.0.0.2/32\n\
+                 Endpoint = vpn.example:51820\n[Peer]\nPublicKey = {}\nAllowedIPs = 10.0.0.4/32\n",
+                &*key(1).to_base64(),
+                key(2).public_key(),
+                key(4).public_key()
+            ),
+        )
+        .unwrap();
+        let here: SocketAddr = "192.0.2.7:51820".parse().unwrap();
+        let applied = (started.clone(), vec![Some(here), None]);
+        let peer = |n: u8, endpoint: &str, allowed: &[&str], psk: u8, keepalive| PeerSnapshot {
+            public_key: key(n).public_key(),
+            preshared_key: PresharedKey::from_bytes([psk; 32]),
+            endpoint: Some(endpoint.parse().unwrap()),
+            last_handshake: None,
+            tx_bytes: 0,
+            rx_bytes: 0,
+            persistent_keepalive_interval: keepalive,
+            allowed_ips: allowed.iter().map(|c| c.parse().unwrap()).collect(),
+            extra: Vec::new(),
+        };
+        // Peer 2 got a prefix more over the socket, peer 4 was removed,
+        // peer 3 added; the key and the mark were changed.
+        let live = Snapshot {
+            private_key: Some(key(5)),
+            listen_port: 40000,
+            fwmark: 0x20,
+            extra: Vec::new(),
+            peers: vec![
+                peer(2, "192.0.2.7:51820", &["10.0.0.2/32", "10.0.5.0/24"], 0, 0),
+                peer(3, "192.0.2.9:4000", &["10.0.0.3/32"], 7, 25),
+            ],
+        };
+        let saved = live_config(&started, &applied, &live, 40000);
+        let text = saved.render();
+        let back = Config::parse(Path::new("t.conf"), &text).unwrap();
+        assert_eq!(back.interface.private_key, key(5));
+        assert_eq!(
+            back.interface.listen_port, None,
+            "the kernel's pick stays out"
+        );
+        assert_eq!(back.interface.fw_mark, Some(0x20));
+        assert_eq!(back.interface.addresses, started.interface.addresses);
+        assert_eq!(back.interface.post_up[0].command, "echo up");
+        assert!(back.interface.save_config);
+        let keys: Vec<_> = back.peers.iter().map(|p| p.public_key).collect();
+        assert_eq!(keys, [key(2).public_key(), key(3).public_key()]);
+        let (two, three) = (&back.peers[0], &back.peers[1]);
+        assert_eq!(
+            two.endpoint.as_ref().unwrap().to_string(),
+            "vpn.example:51820"
+        );
+        assert_eq!(two.allowed_ips, live.peers[0].allowed_ips);
+        assert_eq!(
+            (two.preshared_key.is_none(), two.persistent_keepalive),
+            (true, None)
+        );
+        assert_eq!(
+            three.endpoint.as_ref().unwrap().to_string(),
+            "192.0.2.9:4000"
+        );
+        assert_eq!(three.allowed_ips, live.peers[1].allowed_ips);
+        assert_eq!(three.preshared_key, Some(PresharedKey::from_bytes([7; 32])));
+        assert_eq!(three.persistent_keepalive, Some(25));
+        // A port set over the socket is saved.
+        let moved = Snapshot {
+            listen_port: 40001,
+            ..live
+        };
+        assert_eq!(
+            live_config(&started, &applied, &moved, 40000)
+                .interface
+                .listen_port,
+            Some(40001)
+        );
+    }
+
+    #[test]
+    fn a_reload_applies_the_rest_when_the_listen_port_is_refused() {
+        use crate::pipeline::interface::Interface;
+        use crate::protocol::keys::PrivateKey;
+
+        let started = Config::parse(Path::new("t.conf"), ONE_PEER).unwrap();
+        let iface = Arc::new(Interface::new(
+            Some(started.interface.private_key.clone()),
+            1420,
+            Timing::default(),
+        ));
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        let live = Live::new(iface.clone(), Arc::new(Udp::new(udp).unwrap()), 0);
+        // A port another socket holds (refused), another MTU (not applied),
+        // a new peer.
+        let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap().port();
+        let added = PrivateKey::from_bytes([2; 32]).public_key();
+        let text = ONE_PEER.replace(
+            "Address",
+            &format!("ListenPort = {taken}\nMTU = 1380\nAddress"),
+        ) + &format!("[Peer]\nPublicKey = {added}\nAllowedIPs = 10.0.0.3/32\n");
+        let new = Config::parse(Path::new("t.conf"), &text).unwrap();
+        apply_reload(&started, &(new, vec![None, None]), &live);
+        let peers: Vec<PublicKey> = iface.peers().iter().map(|p| p.public_key).collect();
+        assert_eq!(peers, [started.peers[0].public_key, added]);
+        assert_eq!(
+            iface
+                .routes()
+                .lookup("10.0.0.3".parse().unwrap())
+                .map(|p| p.public_key),
+            Some(added)
+        );
+        assert_eq!(iface.mtu, 1420, "MTU waits for a restart");
+        assert_eq!(
+            live.get().listen_port,
+            port,
+            "the refused port changes nothing"
+        );
+        drop(holder);
+    }
+
+    #[test]
     fn located_follows_peers_added_and_removed_live() {
         use crate::pipeline::interface::Interface;
         use crate::protocol::keys::PrivateKey;
@@ -917,9 +1211,14 @@ mod tests {
         assert!(located.used_by_another("192.0.2.9".parse().unwrap(), 0));
         assert!(located.to_remember().is_empty(), "it is in no file");
 
-        // Removed, it is at no address; added again, it is followed again.
+        // Removed, it is at no address: a move, so its host route goes;
+        // added again, it is followed again.
         iface.remove_peer(&added);
-        assert_eq!(located.update(&iface), []);
+        assert_eq!(
+            located.update(&iface),
+            [(1, Some("192.0.2.9".parse().unwrap()))]
+        );
+        assert_eq!(located.update(&iface), [], "reported once");
         assert_eq!(located.now[1], None);
         assert!(!located.used_by_another("192.0.2.9".parse().unwrap(), 0));
         iface

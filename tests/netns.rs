@@ -107,3 +107,8 @@ fn uapi() {
 fn wgquick_daemon() {
     run_scenario("wgquick_daemon");
 }
+
+#[test]
+fn reload() {
+    run_scenario("reload");
+}

@@ -863,7 +863,7 @@ fn full_tunnel_keeps_the_endpoint_on_the_old_default_route() {
 
 /// Two peers' endpoints both captured by a full tunnel; one moves, and its
 /// host route follows: the new one is recorded and added, the old one removed,
-/// and the other peer's stays.
+/// and the other peer's stays. Then it goes, and its host route with it.
 #[test]
 fn a_moved_endpoint_takes_its_host_route_along() {
     in_netns(|| {
@@ -917,6 +917,17 @@ fn a_moved_endpoint_takes_its_host_route_along() {
             has_route(&host(one)) && has_route(&host(two)),
             "{:?}",
             table()
+        );
+        // A peer that is gone takes its host route along, unless another
+        // peer is still at its address.
+        installed.forget_endpoint(moved, true).unwrap();
+        assert!(has_route(&host(moved)), "{:?}", table());
+        installed.forget_endpoint(moved, false).unwrap();
+        assert!(!has_route(&host(moved)), "{:?}", table());
+        let text = state_text(&state);
+        assert!(
+            !text.contains("198.51.100.9") && text.contains(&host(one)),
+            "{text}"
         );
 
         drop(installed);

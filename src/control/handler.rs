@@ -8,6 +8,9 @@
 //! UDP socket ([`Udp::rebind`]), and one that cannot be bound is answered
 //! EADDRINUSE, logged, with the old socket kept; `fwmark` marks the socket
 //! at once.
+//!
+//! `up`'s SIGHUP reload applies its config file through [`Live`]'s `set`
+//! too ([`crate::reload`] builds that set): one applier for both.
 
 use super::Handler;
 use crate::pipeline::interface::{Interface, PeerUpdate};

@@ -32,7 +32,7 @@ use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::protocol::timers::Timing;
 use crate::sys::udp::Endpoint;
 use crate::{Error, Result};
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -84,6 +84,11 @@ pub struct Interface {
     timers_touched: Receiver<u64>,
     /// One wake-up pending at most, so a moving peer never blocks a stage.
     endpoint_moves: Receiver<()>,
+    /// A peer was added or removed: the same one-pending wake-up, apart
+    /// from `endpoint_moves` so that its readers (and their tests) still
+    /// learn of roaming alone there.
+    peer_set_changed: Sender<()>,
+    peer_set_changes: Receiver<()>,
 }
 
 /// The AllowedIPs of all peers, as the data stages hold it for a batch.
@@ -94,6 +99,7 @@ impl Interface {
     pub fn new(private_key: Option<PrivateKey>, mtu: usize, timing: Timing) -> Interface {
         let (timers_wakeup, timers_touched) = crossbeam_channel::unbounded();
         let (endpoint_moved, endpoint_moves) = bounded(1);
+        let (peer_set_changed, peer_set_changes) = bounded(1);
         Interface {
             local: RwLock::new(private_key.map(|k| Arc::new(LocalStatic::new(k)))),
             clock: Clock::new(),
@@ -111,6 +117,8 @@ impl Interface {
             },
             timers_touched,
             endpoint_moves,
+            peer_set_changed,
+            peer_set_changes,
         }
     }
 
@@ -191,6 +199,7 @@ impl Interface {
                 claim(&mut routes, &peer, &mut list, cidr);
             }
         }
+        let _ = self.peer_set_changed.try_send(());
         Ok(peer)
     }
 
@@ -304,6 +313,7 @@ impl Interface {
         write(&self.indices).retain(|_, p| !Arc::ptr_eq(p, &peer));
         peer.clear_keypairs();
         self.removals.fetch_add(1, Relaxed);
+        let _ = self.peer_set_changed.try_send(());
         Some(peer)
     }
 
@@ -312,6 +322,13 @@ impl Interface {
     /// [`Peer::endpoint`]. Several moves before that make one wake-up.
     pub fn endpoint_moves(&self) -> &Receiver<()> {
         &self.endpoint_moves
+    }
+
+    /// Ready once a peer was added or removed since it was last read: the
+    /// reader then looks at [`Interface::peers`]. Several changes before
+    /// that make one wake-up.
+    pub fn peer_set_changes(&self) -> &Receiver<()> {
+        &self.peer_set_changes
     }
 
     /// Peers with events since the handshaker last planned their timers.
@@ -647,6 +664,34 @@ mod tests {
         b.update_endpoint(at("192.0.2.8:4000")).unwrap();
         assert!(moves.try_recv().is_ok());
         assert!(moves.try_recv().is_err(), "one wake-up for both");
+    }
+
+    #[test]
+    fn adding_or_removing_a_peer_wakes_the_peer_set_reader_not_the_endpoint_one() {
+        let i = iface();
+        let (changes, moves) = (i.peer_set_changes(), i.endpoint_moves());
+        let mut with_endpoint = spec(1, &["10.0.0.1/32"]);
+        with_endpoint.endpoint = Some("192.0.2.1:51820".parse().unwrap());
+        let a = i.add_peer(with_endpoint).unwrap();
+        assert!(changes.try_recv().is_ok(), "an added peer wakes the reader");
+        assert!(
+            moves.try_recv().is_err(),
+            "a new peer's endpoint is no move"
+        );
+        // Two changes before the reader looks: one wake-up.
+        i.add_peers([spec(2, &[]), spec(3, &[])]).unwrap();
+        assert!(changes.try_recv().is_ok());
+        assert!(changes.try_recv().is_err(), "one wake-up for both");
+        i.remove_peer(&a.public_key).unwrap();
+        assert!(
+            changes.try_recv().is_ok(),
+            "a removed peer wakes the reader"
+        );
+        // Neither a failed add nor the removal of no peer changes the set.
+        assert!(i.add_peer(spec(2, &[])).is_err());
+        assert!(i.remove_peer(&a.public_key).is_none());
+        assert!(changes.try_recv().is_err());
+        assert!(moves.try_recv().is_err());
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub enum Command {
     Genkey,
     /// Read a base64 private key on stdin, print its public key (like `wg pubkey`)
     Pubkey,
-    /// Bring a tunnel up in the foreground until SIGINT, SIGTERM, SIGHUP or SIGQUIT
+    /// Bring a tunnel up in the foreground until SIGINT, SIGTERM or SIGQUIT;
+    /// SIGHUP re-reads the config file and applies it live (as `wg syncconf`)
     Up {
         /// wg-quick style configuration file (one [Interface], any number of [Peer]s)
         config: PathBuf,
