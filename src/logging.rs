@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 /// How the lines of this process are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Style {
+enum Style {
     /// `PROGRAM[LEVEL] message`.
     Plain,
     /// `<N>message`, every line of a message.
@@ -48,7 +48,7 @@ fn style() -> Style {
 
 /// Whether `value`, as systemd sets `JOURNAL_STREAM` ("DEVICE:INODE", both
 /// decimal), names the file with device `dev` and inode `ino`.
-pub fn names_stream(value: &str, dev: u64, ino: u64) -> bool {
+fn names_stream(value: &str, dev: u64, ino: u64) -> bool {
     let Some((d, i)) = value.split_once(':') else {
         return false;
     };
@@ -68,7 +68,7 @@ fn priority(level: Level) -> u8 {
 
 /// `message` of `level` as `program` writes it in `style`, newline ended.
 /// In the journal each line is an entry of its own, so each gets the prefix.
-pub fn format(style: Style, program: &str, level: Level, message: &dyn Display) -> String {
+fn format(style: Style, program: &str, level: Level, message: &dyn Display) -> String {
     let text = message.to_string();
     match style {
         Style::Plain => format!("{program}[{level}] {text}\n"),
