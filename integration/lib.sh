@@ -53,6 +53,9 @@ declare -A PID_OF=() NS_OF=() IMPL_OF=() LOG_OF=() HOSTROUTE_OF=() RUN_DIR_OF=()
 CURRENT_SCENARIO=""
 FIRST_ERROR=""
 STOP_RC=""
+# Functions the cleanup calls first, each undoing what a script changed
+# outside the namespaces (package.sh: the package it installed).
+CLEANUP_HOOKS=()
 
 # Result lines and cleanup output go to the script's own stdout/stderr (fds 3 and 4),
 # even when a signal arrives while a command's output is redirected to a file.
@@ -663,7 +666,7 @@ restart_peer() {
 # ---- cleanup --------------------------------------------------------------------
 
 cleanup() {
-	local rc=$? pid ns deadline leaks=()
+	local rc=$? pid ns deadline hook leaks=()
 	set +eE
 	trap - ERR
 	exec 1>&3 2>&4
@@ -671,6 +674,7 @@ cleanup() {
 		echo "FAIL $CURRENT_SCENARIO: ${FIRST_ERROR:-script exited with status $rc}"
 		((rc != 0)) || rc=1
 	fi
+	for hook in "${CLEANUP_HOOKS[@]}"; do "$hook"; done
 	for pid in "${STARTED_PIDS[@]}"; do alive "$pid" && kill -TERM "$pid"; done
 	for pid in "${!DAEMON_OF[@]}"; do daemon_alive "$pid" && kill -TERM "$pid"; done
 	deadline=$((SECONDS + 5))

@@ -36,7 +36,8 @@
 //! - [`sys`] holds every `unsafe` block and system call, one small function
 //!   each, and depends on nothing above it.
 //! - [`cidr`] and [`error`] are leaves used throughout; [`logging`] is the
-//!   log both binaries install.
+//!   log both binaries install; [`docs`] makes their man pages and shell
+//!   completions from their command-line definitions.
 //!
 //! The `pipevpn` command (its command line, and `pipevpn demo`, which runs
 //! two peers in throw-away network namespaces) is the binary in
@@ -47,6 +48,7 @@ pub mod cidr;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod docs;
 pub mod error;
 pub mod last_endpoint;
 pub mod logging;

@@ -605,3 +605,53 @@ fn demo_reports_and_leaves_nothing_behind() {
     }
     assert!(left.is_empty(), "pipevpn demo left behind: {left:?}");
 }
+
+/// `up` on a config others may read, stopped by a bad interface name (a
+/// warning, then the error), with `JOURNAL_STREAM` set by the shell that
+/// execs it to the device and inode of `journal` (stat(1) `%d:%i`, as
+/// systemd writes them); returns stderr.
+fn up_with_journal_stream(dir: &TempDir, journal: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let private = genkey();
+    let public = String::from_utf8(pipevpn(&["pubkey"], private.as_bytes()).stdout).unwrap();
+    let path = dir.write(
+        &format!("{}.conf", unique_interface()),
+        &config(private.trim(), public.trim(), ""),
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "JOURNAL_STREAM=$(stat -L -c %d:%i \"$1\") || exit 99; export JOURNAL_STREAM; \
+         exec \"$0\" up -i name-longer-than-15 \"$2\"",
+        BIN,
+        journal,
+        path.to_str().unwrap(),
+    ]);
+    let out = run_up(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+#[test]
+fn logs_carry_syslog_priorities_when_stderr_is_the_journal() {
+    let dir = TempDir::new();
+    // Our stderr itself (the pipe the test reads): journald's stream.
+    let stderr = up_with_journal_stream(&dir, "/proc/self/fd/2");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].starts_with("<4>")
+            && lines[0].contains("holds a PrivateKey")
+            && lines[1].starts_with("<3>bad interface name"),
+        "expected a <4> warning and a <3> error, got '{stderr}'"
+    );
+    // Inherited by a process whose stderr is elsewhere: as before.
+    let stderr = up_with_journal_stream(&dir, "/dev/null");
+    assert!(
+        stderr.starts_with("pipevpn[WARN] ") && stderr.contains("\npipevpn: bad interface name"),
+        "expected the plain style, got '{stderr}'"
+    );
+    assert!(!stderr.contains('<'), "{stderr}");
+}

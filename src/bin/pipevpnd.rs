@@ -6,15 +6,15 @@
 //! and returns once it serves the control socket, or with its failure.
 //! Nothing else prints errors.
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
 use pipevpn::rundir::{self, RUN_DIR};
 use pipevpn::sys::{iface, process};
-use pipevpn::{daemon, Error, Result};
+use pipevpn::{daemon, docs, Error, Result};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 #[derive(Debug, Parser)]
@@ -31,12 +31,19 @@ struct Cli {
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
     /// The interface to create (its control socket: /var/run/wireguard/IFACE.sock)
-    #[arg(value_name = "IFACE")]
-    interface: String,
+    // Required, shown so in --help; the exclusive --generate-* lift that.
+    #[arg(value_name = "IFACE", required = true)]
+    interface: Option<String>,
     /// Write one byte to this inherited pipe once the control socket serves
     /// (how the background start learns that the daemon is up)
     #[arg(long, hide = true, requires = "foreground")]
     ready_fd: Option<i32>,
+    /// Write the man page into DIR (for the package build)
+    #[arg(long, hide = true, value_name = "DIR", exclusive = true)]
+    generate_man: Option<PathBuf>,
+    /// Print the completion script for SHELL (for the package build)
+    #[arg(long, hide = true, value_name = "SHELL", exclusive = true)]
+    generate_completions: Option<docs::Shell>,
 }
 
 /// How many lines of a failed start's log are shown.
@@ -49,8 +56,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // Nothing useful to do if stderr itself is gone.
-            let _ = writeln!(io::stderr(), "pipevpnd: {err}");
+            pipevpn::logging::print_error("pipevpnd", &err);
             // As wireguard-go: every failure is status 1.
             ExitCode::FAILURE
         }
@@ -58,11 +64,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    if let Some(dir) = &cli.generate_man {
+        return docs::write_man_pages(Cli::command(), dir);
+    }
+    if let Some(shell) = cli.generate_completions {
+        return docs::write_completions(Cli::command(), shell, &mut std::io::stdout());
+    }
+    // clap requires IFACE without a --generate-* option.
+    let name = cli
+        .interface
+        .as_deref()
+        .ok_or_else(|| Error::Input("no interface named".into()))?;
     if !cli.foreground {
-        return start_in_background(cli);
+        return start_in_background(cli, name);
     }
     let ready = cli.ready_fd.map(process::inherited_pipe).transpose()?;
-    daemon::run(&cli.interface, || match ready {
+    daemon::run(name, || match ready {
         Some(mut pipe) => pipe
             .write_all(b"1")
             .map_err(|e| Error::sys("telling the starting pipevpnd that the socket serves", e)),
@@ -73,8 +90,7 @@ fn run(cli: &Cli) -> Result<()> {
 /// Starts `pipevpnd -f` in a new session and waits for its byte on a pipe:
 /// it comes once the control socket serves; end of file instead means the
 /// daemon exited, and its status and last log lines make the error.
-fn start_in_background(cli: &Cli) -> Result<()> {
-    let name = cli.interface.as_str();
+fn start_in_background(cli: &Cli, name: &str) -> Result<()> {
     // Checked here too, so that these refusals leave no log file.
     iface::validate_name(name)?;
     if pipevpn::sys::effective_uid() != 0 {
@@ -149,7 +165,6 @@ fn log_tail(path: &Path, start: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -159,7 +174,8 @@ mod tests {
     #[test]
     fn wireguard_go_calling_convention() {
         let cli = Cli::try_parse_from(["pipevpnd", "-f", "wg0"]).unwrap();
-        assert!(cli.foreground && cli.interface == "wg0" && cli.ready_fd.is_none());
+        assert!(cli.foreground && cli.interface.as_deref() == Some("wg0"));
+        assert!(cli.ready_fd.is_none());
         let cli = Cli::try_parse_from(["pipevpnd", "--foreground", "wg0"]).unwrap();
         assert!(cli.foreground);
         let cli = Cli::try_parse_from(["pipevpnd", "wg0"]).unwrap();
@@ -167,5 +183,10 @@ mod tests {
         // The pipe is the background start's, for a foreground daemon only.
         assert!(Cli::try_parse_from(["pipevpnd", "--ready-fd=3", "wg0"]).is_err());
         assert!(Cli::try_parse_from(["pipevpnd"]).is_err());
+        // The package build's generators stand alone.
+        let cli = Cli::try_parse_from(["pipevpnd", "--generate-man", "d"]).unwrap();
+        assert!(cli.interface.is_none());
+        assert!(Cli::try_parse_from(["pipevpnd", "--generate-man", "d", "wg0"]).is_err());
+        assert!(Cli::try_parse_from(["pipevpnd", "-f", "--generate-completions", "bash"]).is_err());
     }
 }

@@ -100,3 +100,10 @@ pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// The device and inode of this process's stderr (`fstat(2)`), or `None` if
+/// it is closed.
+pub fn stderr_identity() -> Option<(u64, u64)> {
+    let st = nix::sys::stat::fstat(std::io::stderr()).ok()?;
+    Some((st.st_dev, st.st_ino))
+}

@@ -45,6 +45,12 @@ pub enum Command {
         /// A file written by `up --stats-file`
         file: PathBuf,
     },
+    /// Write the man pages into DIR (for the package build)
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
+    /// Print the completion script for SHELL (for the package build)
+    #[command(hide = true)]
+    GenerateCompletions { shell: pipevpn::docs::Shell },
 }
 
 /// Longest interface name the kernel takes (IFNAMSIZ - 1).

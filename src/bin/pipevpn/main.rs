@@ -6,12 +6,12 @@
 mod cli;
 mod demo;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use pipevpn::config::Config;
 use pipevpn::pipeline::stats::Snapshot;
 use pipevpn::protocol::keys::PrivateKey;
-use pipevpn::{up, Error, Result};
+use pipevpn::{docs, up, Error, Result};
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 use zeroize::Zeroizing;
@@ -23,8 +23,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // Nothing useful to do if stderr itself is gone.
-            let _ = writeln!(io::stderr(), "pipevpn: {err}");
+            pipevpn::logging::print_error("pipevpn", &err);
             ExitCode::from(err.exit_code())
         }
     }
@@ -76,6 +75,10 @@ fn run(cli: Cli) -> Result<()> {
                 .ok_or_else(|| Error::Input(format!("{}: no such file", file.display())))?;
             write!(io::stdout(), "{}", snapshot.render())
                 .map_err(|e| Error::sys("writing to stdout", e))
+        }
+        Command::GenerateMan { dir } => docs::write_man_pages(Cli::command(), &dir),
+        Command::GenerateCompletions { shell } => {
+            docs::write_completions(Cli::command(), shell, &mut io::stdout())
         }
     }
 }
