@@ -5,7 +5,8 @@
 #   0x1000 (CAP_NET_ADMIN, bit 12), CapInh = CapAmb = 0, NoNewPrivs 1;
 # - what still works with that: pings both ways, `wg set fwmark` (SO_MARK),
 #   `wg set listen-port` (a new socket, SO_RCVBUFFORCE/SNDBUFFORCE), a SIGHUP
-#   reload adding a peer, the teardown (routes as before, no route record, no
+#   reload adding a peer (and one of a file root may not read refused, logged),
+#   the teardown (routes as before, no route record, no
 #   control socket), and B's hooks: PreUp, PostUp and PostDown record their own
 #   /proc/self/status (the same confinement), a PostUp hook adds a veth pair and
 #   a PreDown hook deletes it (CAP_NET_ADMIN suffices), `unshare --mount` in a
@@ -104,6 +105,13 @@ printf '\n[Peer]\nPublicKey = %s\nAllowedIPs = 10.99.0.3/32\n' "${PUB[c]}" >>"$T
 kill -HUP "${PID_OF[$TUN2]}"
 wait_until 5 "B's reload to add C" eval "n2 wg show $TUN2 peers | grep -qxF '${PUB[c]}'"
 grep -q "SIGHUP: $TMP/b.conf applied: 2 peers" "${LOG_OF[$TUN2]}" || fail "B's log has no reload line"
+ping_ok "$NS1" "$INNER2"
+# Without CAP_DAC_OVERRIDE, a file root does not own and may not read is not re-read.
+chown nobody "$TMP/b.conf"
+kill -HUP "${PID_OF[$TUN2]}"
+wait_until 5 "B's log to refuse the unreadable file" \
+	grep -q "SIGHUP: .*$TMP/b.conf.*Permission denied.*nothing changed" "${LOG_OF[$TUN2]}"
+chown root "$TMP/b.conf"
 ping_ok "$NS1" "$INNER2"
 pass
 
