@@ -14,6 +14,9 @@
 # - what no longer works, refused clearly: ListenPort below
 #   net.ipv4.ip_unprivileged_port_start at start (exit 2, the message says why,
 #   nothing left), `wg set listen-port 80` live (the port unchanged);
+# - started as a service manager may start it, with CAP_NET_ADMIN alone in the
+#   bounding set (no CAP_SETPCAP to drop more): up and confined; started without
+#   CAP_NET_ADMIN: exit 2, the message says so, nothing made;
 # - an unconfined holder of the control socket's path (wireguard-go, whose
 #   /proc/PID/ns/net a confined process may not read): in its namespace `up` of
 #   that name is refused naming its pid; in another one `up` serves elsewhere.
@@ -135,6 +138,27 @@ n2 timeout 10 "$PIPEVPN" up "$TMP/low.conf" --interface "$TUN2" >"$TMP/low.out" 
 	fail "ListenPort = 80: exit $rc: $(cat "$TMP/low.out")"
 ! iface_exists "$NS2" "$TUN2" >/dev/null 2>&1 || fail "the refused start left $TUN2"
 no_route_record "$TUN2"
+pass
+
+scenario started-with-cap-net-admin-alone
+# As a service manager may start it, CAP_NET_ADMIN alone in the bounding set
+# (systemd's CapabilityBoundingSet=): nothing left to drop, so no CAP_SETPCAP
+# needed. Without CAP_NET_ADMIN: refused before anything is made.
+printf '#!/bin/bash\nexec setpriv --bounding-set -all,+net_admin --inh-caps -all "%s" "$@"\n' \
+	"$PIPEVPN" >"$TMP/bounded"
+chmod 755 "$TMP/bounded"
+sed -e '/^ListenPort/d' -e '/^\(Pre\|Post\)/d' "$TMP/b.conf" >"$TMP/plain.conf"
+chmod 600 "$TMP/plain.conf"
+PIPEVPN="$TMP/bounded" start_pipevpn "$NS2" "$TMP/plain.conf" "$TUN2" bounded
+all_tasks_confined "${PID_OF[bounded]}" "pipevpn up started with CAP_NET_ADMIN alone"
+stop_impl bounded
+[[ $STOP_RC == 0 ]] || fail "it exited $STOP_RC after SIGTERM: $(tail -n 3 "${LOG_OF[bounded]}")"
+rc=0
+n2 setpriv --bounding-set -net_admin --inh-caps -all "$PIPEVPN" up "$TMP/plain.conf" \
+	--interface "$TUN2" >"$TMP/no-admin.out" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "CAP_NET_ADMIN is needed .*this process does not have it" "$TMP/no-admin.out" ||
+	fail "without CAP_NET_ADMIN: exit $rc: $(cat "$TMP/no-admin.out")"
+! iface_exists "$NS2" "$TUN2" >/dev/null 2>&1 || fail "the refused start left $TUN2"
 pass
 
 scenario pipevpnd-holds-cap-net-admin-alone

@@ -23,7 +23,8 @@ const KEPT: Capability = Capability::CAP_NET_ADMIN;
 pub fn keep_only_net_admin() -> Result<()> {
     if !caps::has_cap(None, CapSet::Permitted, KEPT).map_err(caps_error("capget"))? {
         return Err(Error::Input(
-            "pipevpn needs CAP_NET_ADMIN (it creates an interface and its routes): run it as root"
+            "CAP_NET_ADMIN is needed (to make the interface and its routes), and this process \
+             does not have it: run it as root, with CAP_NET_ADMIN in its capability bounding set"
                 .into(),
         ));
     }
