@@ -27,7 +27,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_tools pipevpn pipevpnd
 
 scenario topology
-command -v unshare >/dev/null || fail "unshare is missing (Debian: apt-get install util-linux)"
+command -v unshare >/dev/null && command -v setpriv >/dev/null ||
+	fail "unshare or setpriv is missing (Debian: apt-get install util-linux)"
 make_topology
 setup_pair a no
 before=$(route_snapshot "$NS2")
