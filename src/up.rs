@@ -32,7 +32,7 @@ use crate::reload;
 use crate::routes::{self, InstalledRoutes};
 use crate::rundir::{self, RUN_DIR};
 use crate::sys::{
-    iface,
+    iface, privilege,
     tun::Tun,
     udp::{bind_udp_any, set_mark},
 };
@@ -70,12 +70,16 @@ pub fn run(config: Config, opts: UpOptions) -> Result<()> {
     with_stop_signals(|signals| run_tunnel(&config, &opts, signals))
 }
 
-/// Runs `tunnel` with the [`SIGNALS`] caught and delivered on the
-/// channel it is given. Signals first: a SIGTERM during setup still ends in
-/// a clean teardown.
+/// Runs `tunnel` confined to CAP_NET_ADMIN with no_new_privs (see
+/// [`privilege`]), with the [`SIGNALS`] caught and delivered on the channel
+/// it is given. Confined first, since capabilities are per thread and the
+/// signal thread is the process's first: every thread, and every program a
+/// thread runs (hooks, resolvconf), has only what is left. Then signals: a
+/// SIGTERM during setup still ends in a clean teardown.
 pub(crate) fn with_stop_signals<T>(
     tunnel: impl FnOnce(&crossbeam_channel::Receiver<i32>) -> Result<T>,
 ) -> Result<T> {
+    privilege::keep_only_net_admin()?;
     let mut signals =
         Signals::new(SIGNALS).map_err(|e| Error::sys("installing signal handlers", e))?;
     let signal_handle = signals.handle();
@@ -207,6 +211,7 @@ fn run_tunnel(
     };
     let timing = test_timing()?;
     let ipv6 = inner_ipv6(config)?;
+    bindable_port(config)?;
     let endpoints = resolve_endpoints(config)?;
 
     let state = routes::state_path(Path::new(RUN_DIR), name)?;
@@ -422,7 +427,7 @@ pub(crate) fn bind_control(name: &str, when_taken: WhenTaken) -> Result<ControlS
             t.path.display()
         ))
     };
-    if taken.pid.is_some_and(in_this_netns) {
+    if taken.pid.is_some_and(|pid| in_this_netns(pid, name)) {
         return Err(in_use(&taken));
     }
     if when_taken == WhenTaken::Refuse {
@@ -447,12 +452,20 @@ pub(crate) fn bind_control(name: &str, when_taken: WhenTaken) -> Result<ControlS
     Ok(socket)
 }
 
-/// Whether process `pid` is in our network namespace (false if it cannot
-/// be told: it has gone, say).
-fn in_this_netns(pid: i32) -> bool {
-    let inode = |path: String| fs::metadata(path).map(|m| m.ino()).ok();
-    let theirs = inode(format!("/proc/{pid}/ns/net"));
-    theirs.is_some() && theirs == inode("/proc/thread-self/ns/net".into())
+/// Whether process `pid`, which holds the control socket of interface
+/// `name`, is in our network namespace (false if it has gone).
+/// /proc/PID/ns/net is readable only by a process whose capabilities cover
+/// the holder's (ptrace(2), "ptrace access mode checking"), so ours, reduced
+/// to CAP_NET_ADMIN, cannot read that of an unconfined holder (wireguard-go,
+/// say): then an interface `name` here says the holder is here, since names
+/// are unique in a namespace.
+fn in_this_netns(pid: i32, name: &str) -> bool {
+    let inode = |path: String| fs::metadata(path).map(|m| m.ino());
+    match inode(format!("/proc/{pid}/ns/net")) {
+        Ok(theirs) => inode("/proc/thread-self/ns/net".into()).is_ok_and(|ours| ours == theirs),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => iface::ifindex(name).is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// SaveConfig: writes `saved` over its file (through a symbolic link to
@@ -682,6 +695,36 @@ fn resolve_endpoints(config: &Config) -> Result<Vec<Option<SocketAddr>>> {
                 .transpose()
         })
         .collect()
+}
+
+/// Where the ports that only CAP_NET_BIND_SERVICE may bind end, in the
+/// calling thread's network namespace.
+const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+
+/// Refuses a ListenPort that needs CAP_NET_BIND_SERVICE (below
+/// [`UNPRIVILEGED_PORT_START`], 1024 by default, for IPv4 and IPv6): `up`
+/// keeps CAP_NET_ADMIN alone (see [`privilege`]).
+fn bindable_port(config: &Config) -> Result<()> {
+    let Some(port) = config.interface.listen_port else {
+        return Ok(());
+    };
+    let read = fs::read_to_string(UNPRIVILEGED_PORT_START)
+        .map_err(|e| Error::sys(format!("reading {UNPRIVILEGED_PORT_START}"), e))?;
+    let start: u32 = read.trim().parse().map_err(|_| {
+        Error::Input(format!(
+            "{UNPRIVILEGED_PORT_START}: '{}' is not a port number",
+            read.trim()
+        ))
+    })?;
+    match u32::from(port) < start {
+        true => Err(Error::Input(format!(
+            "{}: ListenPort = {port} is below net.ipv4.ip_unprivileged_port_start ({start}), \
+             so binding it needs CAP_NET_BIND_SERVICE, and pipevpn keeps only CAP_NET_ADMIN: \
+             choose a port from {start} up",
+            config.path.display()
+        ))),
+        false => Ok(()),
+    }
 }
 
 /// Refuses an IPv6 Endpoint when the UDP socket, `bound`, is IPv4 only.

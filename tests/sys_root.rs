@@ -22,11 +22,12 @@ use pipevpn::sys::iface::{
     set_mtu, set_up,
 };
 use pipevpn::sys::poll::{wait_readable, Ready, StopFd};
+use pipevpn::sys::privilege::keep_only_net_admin;
 use pipevpn::sys::route::{add_route, del_route};
 use pipevpn::sys::tun::Tun;
 use pipevpn::sys::udp::{
-    bind_udp, bind_udp_any, enable_gro, enable_pktinfo, recv_many, send_many, Endpoint, Local,
-    RecvMeta, MAX_BATCH,
+    bind_udp, bind_udp_any, enable_gro, enable_pktinfo, recv_many, send_many, set_mark, Endpoint,
+    Local, RecvMeta, MAX_BATCH,
 };
 use pipevpn::tun::offload::{VnetHdr, VNET_HDR_LEN};
 use pipevpn::tun::OffloadTun;
@@ -399,6 +400,48 @@ fn routes_are_added_and_deleted() {
             "{err}"
         );
     });
+}
+
+/// The calling thread's capability sets and no_new_privs, as
+/// /proc/thread-self/status shows them, on one line.
+fn confinement() -> String {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("Cap") || l.starts_with("NoNewPrivs"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn confined_to_cap_net_admin_a_thread_still_sets_a_tunnel_up() {
+    let before = confinement();
+    in_netns(|| {
+        keep_only_net_admin().unwrap();
+        let confined = "CapInh: 0000000000000000, CapPrm: 0000000000001000, \
+                        CapEff: 0000000000001000, CapBnd: 0000000000001000, \
+                        CapAmb: 0000000000000000, NoNewPrivs: 1";
+        assert_eq!(confinement(), confined);
+        // A thread started from here on copies it.
+        assert_eq!(std::thread::spawn(confinement).join().unwrap(), confined);
+        // What `up` does at setup: TUNSETIFF, the interface ioctls and the
+        // disable_ipv6 sysctl, the UDP socket with its FORCE buffers and a
+        // mark, a route.
+        let _tun = tun_up("pvt20", Ipv4Addr::new(10, 99, 20, 1));
+        let udp = bind_udp_any(0).unwrap();
+        set_mark(&udp, 0x99).unwrap();
+        let rcvbuf = nix::sys::socket::getsockopt(&udp, nix::sys::socket::sockopt::RcvBuf).unwrap();
+        // The plain option stops at net.core.rmem_max (208 KiB by default).
+        assert!(rcvbuf >= 4 << 20, "SO_RCVBUFFORCE not applied: {rcvbuf}");
+        let r = route("10.50.0.0/16 dev pvt20");
+        assert!(add_route(r.spec()).unwrap());
+        del_route(r.spec()).unwrap();
+        // A port below 1024 needs CAP_NET_BIND_SERVICE, which is gone.
+        let err = bind_udp_any(80).unwrap_err();
+        assert!(err.to_string().contains("Permission denied"), "{err}");
+    });
+    assert_eq!(confinement(), before, "capabilities are per thread");
 }
 
 /// The routes of table `table` (both families) in this thread's namespace,

@@ -10,6 +10,7 @@ pub mod iface;
 pub mod mem;
 mod netlink;
 pub mod poll;
+pub mod privilege;
 pub mod process;
 pub mod route;
 pub mod tun;

@@ -26,6 +26,10 @@ pub enum Command {
     Pubkey,
     /// Bring a tunnel up in the foreground until SIGINT, SIGTERM or SIGQUIT;
     /// SIGHUP re-reads the config file and applies it live (as `wg syncconf`)
+    ///
+    /// It holds CAP_NET_ADMIN alone, with no_new_privs, from the start, and so
+    /// do its hooks and resolvconf (enough for ip, nft, sysctl under net; not
+    /// for ping, sudo, ip netns); a ListenPort below 1024 is refused.
     Up {
         /// wg-quick style configuration file (one [Interface], any number of [Peer]s)
         config: PathBuf,
