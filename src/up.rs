@@ -225,7 +225,8 @@ fn run_tunnel(
         udp_for_mark,
         bound.port(),
         config.interface.fw_mark.unwrap_or(0),
-    );
+    )
+    .with_stats(handle.stats.clone());
     let served = control::serve(control, Arc::new(live), control::Limits::default());
     let server = match served.and_then(|server| {
         hooks.run("PostUp", &config.interface.post_up)?;

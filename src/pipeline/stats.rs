@@ -1,12 +1,17 @@
-//! Per-stage counters: packets and bytes handled, drops by reason, and the
-//! depth of the queue feeding the stage. Relaxed atomics: each counter has one
-//! writer, and readers only want a recent value.
+//! Per-stage counters: packets and bytes handled, drops by reason, the
+//! depth of the queue feeding the stage, and how often and how long the
+//! stage waited for room in the channel to the next one (backpressure).
+//! Relaxed atomics: each counter has one writer, and readers only want a
+//! recent value.
 
 use crate::protocol::messages::ParseError;
+use crate::protocol::uapi::Extra;
 use crate::{Error, Result};
+use crossbeam_channel::{SendError, Sender, TrySendError};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
 use std::{fs, io};
 
 /// The pipeline's threads, in flow order.
@@ -121,9 +126,39 @@ pub struct StageStats {
     bytes: AtomicU64,
     drops: [AtomicU64; REASONS],
     queue: AtomicU64,
+    blocked: AtomicU64,
+    blocked_ns: AtomicU64,
 }
 
 impl StageStats {
+    /// Sends `item` to the next stage. Only when that channel is full is the
+    /// wait counted and timed (one clock pair): the common case costs what a
+    /// plain send costs.
+    pub fn send<T>(&self, tx: &Sender<T>, item: T) -> std::result::Result<(), SendError<T>> {
+        match tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(item)) => Err(SendError(item)),
+            Err(TrySendError::Full(item)) => {
+                let start = Instant::now();
+                let sent = tx.send(item);
+                let waited = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.blocked.fetch_add(1, Relaxed);
+                self.blocked_ns.fetch_add(waited, Relaxed);
+                sent
+            }
+        }
+    }
+
+    /// How many sends found the next stage's channel full.
+    pub fn blocked(&self) -> u64 {
+        self.blocked.load(Relaxed)
+    }
+
+    /// Nanoseconds spent waiting for room in the next stage's channel.
+    pub fn blocked_ns(&self) -> u64 {
+        self.blocked_ns.load(Relaxed)
+    }
+
     pub fn pass(&self, packets: usize, bytes: usize) {
         self.packets.fetch_add(packets as u64, Relaxed);
         self.bytes.fetch_add(bytes as u64, Relaxed);
@@ -186,6 +221,8 @@ impl Stats {
                     packets: s.packets(),
                     bytes: s.bytes(),
                     queue: s.queue.load(Relaxed),
+                    blocked: s.blocked(),
+                    blocked_ns: s.blocked_ns(),
                     drops: std::array::from_fn(|k| s.drops[k].load(Relaxed)),
                 }
             }),
@@ -207,6 +244,10 @@ pub struct StageCounts {
     pub bytes: u64,
     /// Batches waiting in the channel feeding the stage.
     pub queue: u64,
+    /// Sends that found the next stage's channel full, and the time they
+    /// waited for room, in nanoseconds.
+    pub blocked: u64,
+    pub blocked_ns: u64,
     /// Per reason, indexed by `DropReason as usize`.
     pub drops: [u64; REASONS],
 }
@@ -238,7 +279,8 @@ impl Snapshot {
     }
 
     /// One line per stage, in [`Stage::ALL`] order:
-    /// `STAGE packets=N bytes=N drops=N queue=N [drop_REASON=N ...]`
+    /// `STAGE packets=N bytes=N drops=N queue=N blocked=N blocked_ns=N
+    /// [drop_REASON=N ...]`
     /// (only reasons that dropped something), then
     /// `handshake last_ms=N completed=N`.
     pub fn render(&self) -> String {
@@ -247,12 +289,14 @@ impl Snapshot {
             let s = self.stage(stage);
             let _ = write!(
                 out,
-                "{} packets={} bytes={} drops={} queue={}",
+                "{} packets={} bytes={} drops={} queue={} blocked={} blocked_ns={}",
                 stage.name(),
                 s.packets,
                 s.bytes,
                 s.total_drops(),
-                s.queue
+                s.queue,
+                s.blocked,
+                s.blocked_ns
             );
             for &r in DropReason::ALL {
                 let n = s.dropped(r);
@@ -268,6 +312,42 @@ impl Snapshot {
             self.last_handshake_ms, self.handshakes
         );
         out
+    }
+
+    /// The counters as the control socket's get answers them: each line
+    /// of [`Snapshot::render`] as an extra line, a stage's under
+    /// [`STAGE_KEY`], the handshake line's fields under [`HANDSHAKES_KEY`]
+    /// (see [`crate::protocol::uapi::Extra`]).
+    pub fn extras(&self) -> Vec<Extra> {
+        let extra = |key: &str, value: &str| Extra {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        self.render()
+            .lines()
+            .map(|line| match line.strip_prefix(HANDSHAKE_LINE) {
+                Some(fields) => extra(HANDSHAKES_KEY, fields),
+                None => extra(STAGE_KEY, line),
+            })
+            .collect()
+    }
+
+    /// Reads what [`Snapshot::extras`] wrote, from the extra lines of a get
+    /// answer; other `pipevpn_` keys (of a later version) are skipped. The
+    /// error names the key and what is wrong.
+    pub fn from_extras(extras: &[Extra]) -> std::result::Result<Snapshot, String> {
+        let mut text = String::new();
+        for Extra { key, value } in extras {
+            let line = match key.as_str() {
+                STAGE_KEY if !value.starts_with(HANDSHAKE_LINE) => value.clone(),
+                HANDSHAKES_KEY => format!("{HANDSHAKE_LINE}{value}"),
+                STAGE_KEY => return Err(format!("{key}={value}: not a stage")),
+                _ => continue,
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        Snapshot::parse(&text).map_err(|e| format!("the pipevpn_ lines of the answer: {e}"))
     }
 
     /// The stats file at `path`, or None when there is none (yet: it
@@ -321,11 +401,19 @@ impl Snapshot {
             let (totals, reasons): (Vec<_>, Vec<_>) = fields
                 .into_iter()
                 .partition(|(k, _)| !k.starts_with("drop_"));
-            let [packets, bytes, drops, queue] =
-                take_fields(&totals, ["packets", "bytes", "drops", "queue"])
-                    .map_err(|e| at(format!("{name}: {e}")))?;
+            let fields = [
+                "packets",
+                "bytes",
+                "drops",
+                "queue",
+                "blocked",
+                "blocked_ns",
+            ];
+            let [packets, bytes, drops, queue, blocked, blocked_ns] =
+                take_fields(&totals, fields).map_err(|e| at(format!("{name}: {e}")))?;
             let s = &mut snap.stages[slot];
             (s.packets, s.bytes, s.queue) = (packets, bytes, queue);
+            (s.blocked, s.blocked_ns) = (blocked, blocked_ns);
             let mut given = [false; REASONS];
             for (k, v) in reasons {
                 let reason = &k["drop_".len()..];
@@ -352,6 +440,13 @@ impl Snapshot {
         Ok(snap)
     }
 }
+
+/// The key of a stage's line in a get answer of the control socket.
+pub const STAGE_KEY: &str = "pipevpn_stage";
+/// The key of the handshake counters in a get answer.
+pub const HANDSHAKES_KEY: &str = "pipevpn_handshakes";
+/// How [`Snapshot::render`]'s handshake line starts.
+const HANDSHAKE_LINE: &str = "handshake ";
 
 /// The values of exactly the fields `names`, in that order.
 fn take_fields<const N: usize>(
@@ -392,6 +487,33 @@ mod tests {
         );
     }
 
+    /// A stalled next stage: the send that waits for it is counted and
+    /// timed; sends that find room, and a send to a stage that has ended,
+    /// count nothing.
+    #[test]
+    fn a_send_counts_only_the_waits_for_a_full_channel() {
+        let stats = Stats::default();
+        let s = stats.stage(Stage::Decryptor);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        s.send(&tx, 1).unwrap();
+        assert_eq!((s.blocked(), s.blocked_ns()), (0, 0));
+        let stalled = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let first = rx.recv().unwrap();
+            (first, rx.recv().unwrap())
+        });
+        s.send(&tx, 2).unwrap();
+        assert_eq!(stalled.join().unwrap(), (1, 2));
+        assert_eq!(s.blocked(), 1);
+        assert!(s.blocked_ns() > 0);
+        assert_eq!(s.send(&tx, 3).unwrap_err().0, 3, "the receiver has gone");
+        assert_eq!(s.blocked(), 1);
+        let snap = stats.snapshot();
+        assert_eq!(snap.stage(Stage::Decryptor).blocked, 1);
+        assert_eq!(snap.stage(Stage::Decryptor).blocked_ns, s.blocked_ns());
+        assert_eq!(snap.stage(Stage::Encryptor).blocked, 0);
+    }
+
     #[test]
     fn render_lists_every_stage_and_nonzero_drops() {
         let stats = Stats::default();
@@ -399,8 +521,12 @@ mod tests {
         stats.stage(Stage::Decryptor).drop(DropReason::Replay);
         stats.handshake_completed(12);
         let text = stats.render();
-        assert!(text.contains("decryptor packets=3 bytes=300 drops=1 queue=0 drop_replay=1\n"));
-        assert!(text.contains("tun_reader packets=0 bytes=0 drops=0 queue=0\n"));
+        assert!(text.contains(
+            "decryptor packets=3 bytes=300 drops=1 queue=0 blocked=0 blocked_ns=0 drop_replay=1\n"
+        ));
+        assert!(
+            text.contains("tun_reader packets=0 bytes=0 drops=0 queue=0 blocked=0 blocked_ns=0\n")
+        );
         assert!(text.ends_with("handshake last_ms=12 completed=1\n"));
         assert_eq!(text.lines().count(), Stage::ALL.len() + 1);
     }
@@ -416,6 +542,7 @@ mod tests {
         for (k, s) in snap.stages.iter_mut().enumerate() {
             let k = k as u64;
             (s.packets, s.bytes, s.queue) = (1000 + k, 2000 + k, 3000 + k);
+            (s.blocked, s.blocked_ns) = (4000 + k, 5000 + k);
             // Stage k dropped only for reasons k, k+7, k+14 ...: many are 0.
             for (r, n) in s.drops.iter_mut().enumerate() {
                 if r as u64 % 7 == k {
@@ -448,6 +575,44 @@ mod tests {
         assert_eq!(r.dropped(DropReason::BadMac1), 1);
         assert_eq!(back.stage(Stage::TunWriter).queue, 2);
         assert_eq!((back.handshakes, back.last_handshake_ms), (1, 9));
+    }
+
+    #[test]
+    fn extras_read_back_and_a_bad_one_is_named() {
+        let snap = distinct_snapshot();
+        let extras = snap.extras();
+        assert_eq!(extras.len(), Stage::ALL.len() + 1);
+        assert!(extras[..Stage::ALL.len()]
+            .iter()
+            .all(|e| e.key == STAGE_KEY));
+        assert_eq!(extras[Stage::ALL.len()].key, HANDSHAKES_KEY);
+        assert_eq!(extras[Stage::ALL.len()].value, "last_ms=17 completed=3");
+        assert!(extras[1]
+            .value
+            .starts_with("encryptor packets=1001 bytes=2001 drops="));
+        assert!(extras[1].value.contains(" blocked=4001 blocked_ns=5001"));
+        assert_eq!(Snapshot::from_extras(&extras), Ok(snap.clone()));
+        // A later version's key is skipped; a stage missing is named.
+        let mut more = extras.clone();
+        more.insert(
+            0,
+            Extra {
+                key: "pipevpn_future".into(),
+                value: "x".into(),
+            },
+        );
+        assert_eq!(Snapshot::from_extras(&more), Ok(snap));
+        let e = Snapshot::from_extras(&extras[1..]).unwrap_err();
+        assert!(e.contains("no 'tun_reader' line"), "{e}");
+        let mut bad = extras.clone();
+        bad[0].value = bad[0].value.replace("blocked=4000", "blocked=x");
+        let e = Snapshot::from_extras(&bad).unwrap_err();
+        assert!(e.contains("'blocked=x': not a count"), "{e}");
+        bad[0].value = extras[Stage::ALL.len()].value.clone();
+        bad[0].value.insert_str(0, HANDSHAKE_LINE);
+        assert!(Snapshot::from_extras(&bad)
+            .unwrap_err()
+            .contains("not a stage"));
     }
 
     #[test]
