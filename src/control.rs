@@ -16,6 +16,7 @@
 //!   100 MB or never finishes holds one thread for seconds and blocks no
 //!   other client, and no stage ever waits for the control socket.
 
+pub mod client;
 pub mod handler;
 
 use crate::protocol::uapi::{write_get, Errno, Request, RequestReader, Set, Snapshot, OK_REPLY};

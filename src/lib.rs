@@ -14,6 +14,8 @@
 //! - [`control`] serves the control socket `wg` speaks (the text is
 //!   [`protocol::uapi`]'s) beside the pipeline; [`control::handler`]
 //!   applies its requests to the running [`pipeline::interface`].
+//! - [`show`] renders what `pipevpn show` prints from a get answer (pure);
+//!   [`control::client`] asks a running interface's socket for it.
 //! - [`config`] reads wg-quick style files; [`routes`] plans, records and
 //!   undoes the routes a tunnel adds; [`last_endpoint`] remembers where the
 //!   peer was; [`rundir`] keeps the records root trusts across runs.
@@ -45,6 +47,7 @@ pub mod pipeline;
 pub mod protocol;
 pub mod routes;
 pub mod rundir;
+pub mod show;
 pub mod sys;
 pub mod tun;
 pub mod udp;

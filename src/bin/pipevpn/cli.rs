@@ -35,6 +35,18 @@ pub enum Command {
         #[arg(long, hide = true)]
         stats_file: Option<PathBuf>,
     },
+    /// Show running interfaces as `wg show` does, plus each pipeline stage's
+    /// figures, read from their control sockets (root)
+    Show {
+        /// The interface [default: every interface with a control socket]
+        interface: Option<String>,
+        /// One JSON object instead of text (field names in the README)
+        #[arg(long)]
+        json: bool,
+        /// Redraw every second with per-second rates, until Ctrl-C
+        #[arg(long)]
+        watch: bool,
+    },
     /// Run two peers in throw-away network namespaces and show live figures (root)
     Demo(crate::demo::DemoArgs),
     /// Check a --stats-file and print it back, one line per stage (used by

@@ -11,9 +11,10 @@ use cli::{Cli, Command};
 use pipevpn::config::Config;
 use pipevpn::pipeline::stats::Snapshot;
 use pipevpn::protocol::keys::PrivateKey;
-use pipevpn::{up, Error, Result};
-use std::io::{self, Read, Write};
+use pipevpn::{control, pipeline, show, up, Error, Result};
+use std::io::{self, IsTerminal, Read, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
@@ -70,6 +71,11 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
+        Command::Show {
+            interface,
+            json,
+            watch,
+        } => show(interface.as_deref(), json, watch),
         Command::Demo(args) => demo::run(&args),
         Command::Stats { file } => {
             let snapshot = Snapshot::read(&file)?
@@ -77,6 +83,77 @@ fn run(cli: Cli) -> Result<()> {
             write!(io::stdout(), "{}", snapshot.render())
                 .map_err(|e| Error::sys("writing to stdout", e))
         }
+    }
+}
+
+/// `pipevpn show`: one frame, or with `--watch` one a second until
+/// interrupted (SIGINT's default action ends the process). On a terminal
+/// each frame replaces the last; elsewhere frames follow each other,
+/// without escape codes.
+fn show(interface: Option<&str>, json: bool, watch: bool) -> Result<()> {
+    if pipevpn::sys::effective_uid() != 0 {
+        return Err(Error::Input(
+            "show reads the control sockets, which only root may reach: run it as root".into(),
+        ));
+    }
+    let names = match interface {
+        Some(name) => vec![name.to_string()],
+        None => control::client::interfaces()?,
+    };
+    let terminal = io::stdout().is_terminal();
+    let mut before: Vec<Option<(Instant, pipeline::stats::Snapshot)>> = vec![None; names.len()];
+    loop {
+        let mut frame = String::new();
+        let mut objects = serde_json::Map::new();
+        for (name, was) in names.iter().zip(&mut before) {
+            let answer = control::client::get(name)?;
+            let dev = show::Device::new(name, answer)
+                .map_err(|e| Error::Input(format!("interface {name}: {e}")))?;
+            let read_at = Instant::now();
+            let rates = match (&*was, &dev.stages) {
+                (Some((at, stages)), Some(_)) => Some(show::Before {
+                    stages,
+                    secs: read_at.duration_since(*at).as_secs_f64(),
+                }),
+                _ => None,
+            };
+            if json {
+                objects.insert(name.clone(), show::json(&dev, rates.as_ref()));
+            } else {
+                if !frame.is_empty() {
+                    frame.push('\n');
+                }
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                frame.push_str(&show::text(&dev, now, rates.as_ref()));
+            }
+            *was = dev.stages.map(|s| (read_at, s));
+        }
+        if json {
+            // One interface named: its object; else one object by name.
+            let value = match (interface, objects.len()) {
+                (Some(_), 1) => objects
+                    .into_iter()
+                    .next()
+                    .map(|(_, v)| v)
+                    .unwrap_or_default(),
+                _ => serde_json::Value::Object(objects),
+            };
+            frame = format!("{value}\n");
+        }
+        if watch && terminal {
+            // Home and clear the screen, then the frame.
+            frame.insert_str(0, "\x1b[H\x1b[2J");
+        }
+        let mut out = io::stdout().lock();
+        out.write_all(frame.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::sys("writing to stdout", e))?;
+        if !watch {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
