@@ -112,7 +112,7 @@ if [[ $HUB_IMPL == pipevpn ]]; then
 			fail "the hub's $stage dropped packets while two clients sent: $d"
 	done
 	(($(stat_value "$TMP/hub.after" handshake completed) >= 3)) ||
-		fail "the hub completed fewer than 3 handshakes: $(grep '^handshake' "$TMP/hub.after")"
+		fail "the hub completed fewer than 3 handshakes: $(jq -c .handshakes "$TMP/hub.after")"
 fi
 for c in "${CLIENTS[@]}"; do expect_alive "${C_TUN[$c]}"; done
 expect_alive "$HUB_TUN"

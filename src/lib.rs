@@ -27,7 +27,7 @@
 //!   bounded channels that carry batches of pooled packet buffers. It reaches
 //!   the kernel only through [`pipeline::device`]'s traits (in-memory fakes in
 //!   tests); [`pipeline::stats`] is the one list of stages and drop reasons and
-//!   the one codec of the stats file.
+//!   the one codec of their counters in the control socket's answer.
 //! - [`protocol`] is pure WireGuard: bytes in, typed results out; also the
 //!   text codec of the control socket `wg` speaks ([`protocol::uapi`]).
 //! - [`sys`] holds every `unsafe` block and system call, one small function

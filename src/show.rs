@@ -10,7 +10,7 @@ use crate::pipeline::stats::{self, DropReason, Stage};
 use crate::protocol::uapi::Snapshot;
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One interface as read at one moment.
 pub struct Device {
@@ -37,9 +37,30 @@ impl Device {
 }
 
 /// Per-second rates: the same device's counters `secs` seconds before.
-pub struct Before<'a> {
-    pub stages: &'a stats::Snapshot,
+pub struct Before {
+    pub stages: stats::Snapshot,
     pub secs: f64,
+}
+
+/// One interface's frames over time (`--watch`, the demo): each frame's
+/// rates are from the one before.
+#[derive(Default)]
+pub struct Watch {
+    last: Option<(Instant, stats::Snapshot)>,
+}
+
+impl Watch {
+    /// The rates for `dev`, read at `at`, since the last call (None the
+    /// first time, or without stages); remembers this reading.
+    pub fn next(&mut self, dev: &Device, at: Instant) -> Option<Before> {
+        let last = std::mem::replace(&mut self.last, dev.stages.clone().map(|s| (at, s)));
+        let (was, stages) = last?;
+        dev.stages.as_ref()?;
+        Some(Before {
+            stages,
+            secs: at.duration_since(was).as_secs_f64(),
+        })
+    }
 }
 
 /// `wg show`'s text for `dev`, then the stage table. `now` is the time
@@ -347,7 +368,7 @@ mod tests {
         was.stages[Stage::Encryptor as usize].packets = 0;
         was.stages[Stage::Encryptor as usize].bytes = 1_268_000 - 250_000;
         let before = Before {
-            stages: &was,
+            stages: was,
             secs: 2.0,
         };
         let t = text(&now, Duration::from_secs(NOW), Some(&before));
@@ -357,6 +378,20 @@ mod tests {
         let j = json(&now, Some(&before));
         assert_eq!(j["stages"]["encryptor"]["packets_per_second"], 500.0);
         assert_eq!(j["stages"]["encryptor"]["mbit_per_second"], 1.0);
+    }
+
+    #[test]
+    fn a_watch_gives_rates_from_the_second_reading_on() {
+        let dev = device(true);
+        let mut watch = Watch::default();
+        let start = Instant::now();
+        assert!(watch.next(&dev, start).is_none());
+        let b = watch.next(&dev, start + Duration::from_secs(2)).unwrap();
+        assert_eq!(b.secs, 2.0);
+        assert_eq!(Some(&b.stages), dev.stages.as_ref());
+        // A device without stages has no rates, and starts afresh after.
+        assert!(watch.next(&device(false), start).is_none());
+        assert!(watch.next(&dev, start).is_none());
     }
 
     #[test]

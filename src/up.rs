@@ -43,8 +43,6 @@ use std::time::Duration;
 pub struct UpOptions {
     /// Interface name (already validated).
     pub interface: String,
-    /// Where to write the per-stage counters every second and at exit.
-    pub stats_file: Option<PathBuf>,
 }
 
 /// The signals whose default action would end the process with its routes
@@ -274,7 +272,7 @@ fn run_tunnel(
     };
 
     // A ticker, not a timeout: moves coming more often than once a second
-    // must not hold the stats back.
+    // must not hold back the checks made once a second.
     let second = tick(Duration::from_secs(1));
     let failure = loop {
         select! {
@@ -285,7 +283,6 @@ fn run_tunnel(
             recv(handle.exits()) -> exit => break exit.ok(),
             recv(handle.interface.endpoint_moves()) -> _ => follow(&handle),
             recv(second) -> _ => {
-                write_stats(opts, &handle.stats.render());
                 follow(&handle);
                 // As wireguard-go: deleting the socket asks the tunnel to go.
                 if !server.still_there() {
@@ -313,9 +310,7 @@ fn run_tunnel(
         false => Ok(()),
     };
     server.stop();
-    let stats = handle.stats.clone();
     let result = handle.shutdown();
-    write_stats(opts, &stats.render());
     if let Some(installed) = installed {
         installed.remove();
     }
@@ -744,17 +739,6 @@ fn configure_interface(name: &str, addresses: &[Cidr], mtu: u16, ipv6: bool) -> 
         }
     }
     iface::set_up(name)
-}
-
-/// Replaces the stats file atomically; a failure is logged, never fatal.
-fn write_stats(opts: &UpOptions, text: &str) {
-    let Some(path) = &opts.stats_file else {
-        return;
-    };
-    let tmp = path.with_extension("tmp");
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
-        log::warn!("writing stats to {}: {e}", path.display());
-    }
 }
 
 #[cfg(test)]

@@ -117,3 +117,9 @@ pub fn get(iface: &str) -> Result<Snapshot> {
         ))
     })
 }
+
+/// [`get`], with the pipeline's counters read out of the answer.
+pub fn device(iface: &str) -> Result<crate::show::Device> {
+    crate::show::Device::new(iface, get(iface)?)
+        .map_err(|e| Error::Input(format!("interface {iface}: {e}")))
+}

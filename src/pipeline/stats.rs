@@ -6,13 +6,10 @@
 
 use crate::protocol::messages::ParseError;
 use crate::protocol::uapi::Extra;
-use crate::{Error, Result};
 use crossbeam_channel::{SendError, Sender, TrySendError};
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
-use std::{fs, io};
 
 /// The pipeline's threads, in flow order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,14 +227,9 @@ impl Stats {
             last_handshake_ms: self.last_handshake_ms.load(Relaxed),
         }
     }
-
-    /// The text of `--stats-file` ([`Snapshot::render`]).
-    pub fn render(&self) -> String {
-        self.snapshot().render()
-    }
 }
 
-/// One stage's counters at one moment: a line of the stats file.
+/// One stage's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StageCounts {
     pub packets: u64,
@@ -262,9 +254,9 @@ impl StageCounts {
     }
 }
 
-/// The tunnel's counters at one moment: what the stats file holds. The one
-/// codec of that file: `pipevpn up` writes it with [`Snapshot::render`],
-/// `pipevpn demo` reads it back with [`Snapshot::parse`].
+/// The tunnel's counters at one moment. The one codec of them: the control
+/// socket's get answers them as [`Snapshot::extras`], and `pipevpn show`
+/// reads them back with [`Snapshot::from_extras`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Indexed by `Stage as usize`.
@@ -283,7 +275,7 @@ impl Snapshot {
     /// [drop_REASON=N ...]`
     /// (only reasons that dropped something), then
     /// `handshake last_ms=N completed=N`.
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         let mut out = String::new();
         for stage in Stage::ALL {
             let s = self.stage(stage);
@@ -350,22 +342,10 @@ impl Snapshot {
         Snapshot::parse(&text).map_err(|e| format!("the pipevpn_ lines of the answer: {e}"))
     }
 
-    /// The stats file at `path`, or None when there is none (yet: it
-    /// appears a second after `pipevpn up` starts).
-    pub fn read(path: &Path) -> Result<Option<Snapshot>> {
-        match fs::read_to_string(path) {
-            Ok(text) => Snapshot::parse(&text)
-                .map(Some)
-                .map_err(|e| Error::Input(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::sys(format!("reading {}", path.display()), e)),
-        }
-    }
-
     /// Reads what [`Snapshot::render`] wrote. Every stage line and the
     /// handshake line must be there once, with all their fields; the error
     /// names the line and what is wrong with it.
-    pub fn parse(text: &str) -> std::result::Result<Snapshot, String> {
+    fn parse(text: &str) -> std::result::Result<Snapshot, String> {
         let mut snap = Snapshot::default();
         let mut seen = [false; Stage::ALL.len() + 1];
         for (i, line) in text.lines().enumerate() {
@@ -520,7 +500,7 @@ mod tests {
         stats.stage(Stage::Decryptor).pass(3, 300);
         stats.stage(Stage::Decryptor).drop(DropReason::Replay);
         stats.handshake_completed(12);
-        let text = stats.render();
+        let text = stats.snapshot().render();
         assert!(text.contains(
             "decryptor packets=3 bytes=300 drops=1 queue=0 blocked=0 blocked_ns=0 drop_replay=1\n"
         ));
@@ -568,7 +548,7 @@ mod tests {
         stats.stage(Stage::Handshaker).drop(DropReason::RateLimited);
         stats.stage(Stage::TunWriter).queue(2);
         stats.handshake_completed(9);
-        let back = Snapshot::parse(&stats.render()).unwrap();
+        let back = Snapshot::parse(&stats.snapshot().render()).unwrap();
         assert_eq!(back, stats.snapshot());
         let r = back.stage(Stage::UdpReceiver);
         assert_eq!((r.packets, r.bytes, r.total_drops()), (5, 700, 1));
@@ -681,20 +661,5 @@ mod tests {
             "no 'handshake' line"
         );
         assert_eq!(Snapshot::parse("").unwrap_err(), "no 'tun_reader' line");
-    }
-
-    #[test]
-    fn read_takes_a_missing_file_as_none_and_names_a_bad_one() {
-        let path = std::env::temp_dir().join(format!("pipevpn-stats-{}", std::process::id()));
-        let _ = fs::remove_file(&path);
-        assert_eq!(Snapshot::read(&path).unwrap(), None);
-        fs::write(&path, "tun_reader packets=1\n").unwrap();
-        let err = Snapshot::read(&path).unwrap_err().to_string();
-        fs::write(&path, distinct_snapshot().render()).unwrap();
-        let back = Snapshot::read(&path);
-        fs::remove_file(&path).unwrap();
-        assert_eq!(back.unwrap(), Some(distinct_snapshot()));
-        let want = format!("{}: line 1: tun_reader: no 'bytes=N'", path.display());
-        assert!(err.contains(&want), "{err}");
     }
 }

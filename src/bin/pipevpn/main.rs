@@ -9,9 +9,8 @@ mod demo;
 use clap::Parser;
 use cli::{Cli, Command};
 use pipevpn::config::Config;
-use pipevpn::pipeline::stats::Snapshot;
 use pipevpn::protocol::keys::PrivateKey;
-use pipevpn::{control, pipeline, show, up, Error, Result};
+use pipevpn::{control, show, up, Error, Result};
 use std::io::{self, IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -56,20 +55,10 @@ fn run(cli: Cli) -> Result<()> {
                 PrivateKey::decode(text).map_err(|e| Error::Input(format!("stdin: {e}")))?;
             print_key(&private.public_key().to_string())
         }
-        Command::Up {
-            config,
-            interface,
-            stats_file,
-        } => {
+        Command::Up { config, interface } => {
             let loaded = Config::load(&config)?;
             let interface = cli::interface_name(&config, interface.as_deref())?;
-            up::run(
-                loaded,
-                up::UpOptions {
-                    interface,
-                    stats_file,
-                },
-            )
+            up::run(loaded, up::UpOptions { interface })
         }
         Command::Show {
             interface,
@@ -77,12 +66,6 @@ fn run(cli: Cli) -> Result<()> {
             watch,
         } => show(interface.as_deref(), json, watch),
         Command::Demo(args) => demo::run(&args),
-        Command::Stats { file } => {
-            let snapshot = Snapshot::read(&file)?
-                .ok_or_else(|| Error::Input(format!("{}: no such file", file.display())))?;
-            write!(io::stdout(), "{}", snapshot.render())
-                .map_err(|e| Error::sys("writing to stdout", e))
-        }
     }
 }
 
@@ -101,22 +84,13 @@ fn show(interface: Option<&str>, json: bool, watch: bool) -> Result<()> {
         None => control::client::interfaces()?,
     };
     let terminal = io::stdout().is_terminal();
-    let mut before: Vec<Option<(Instant, pipeline::stats::Snapshot)>> = vec![None; names.len()];
+    let mut watches: Vec<show::Watch> = names.iter().map(|_| show::Watch::default()).collect();
     loop {
         let mut frame = String::new();
         let mut objects = serde_json::Map::new();
-        for (name, was) in names.iter().zip(&mut before) {
-            let answer = control::client::get(name)?;
-            let dev = show::Device::new(name, answer)
-                .map_err(|e| Error::Input(format!("interface {name}: {e}")))?;
-            let read_at = Instant::now();
-            let rates = match (&*was, &dev.stages) {
-                (Some((at, stages)), Some(_)) => Some(show::Before {
-                    stages,
-                    secs: read_at.duration_since(*at).as_secs_f64(),
-                }),
-                _ => None,
-            };
+        for (name, watch) in names.iter().zip(&mut watches) {
+            let dev = control::client::device(name)?;
+            let rates = watch.next(&dev, Instant::now());
             if json {
                 objects.insert(name.clone(), show::json(&dev, rates.as_ref()));
             } else {
@@ -128,7 +102,6 @@ fn show(interface: Option<&str>, json: bool, watch: bool) -> Result<()> {
                     .unwrap_or_default();
                 frame.push_str(&show::text(&dev, now, rates.as_ref()));
             }
-            *was = dev.stages.map(|s| (read_at, s));
         }
         if json {
             // One interface named: its object; else one object by name.
