@@ -567,3 +567,34 @@ fn demo_reports_and_leaves_nothing_behind() {
     }
     assert!(left.is_empty(), "pipevpn demo left behind: {left:?}");
 }
+
+/// `pipevpn show` of an interface with no control socket, as root: exit 2
+/// and both places it looked named; run as nobody, the root rule first.
+#[test]
+fn show_names_a_missing_interface_and_the_need_for_root() {
+    let name = format!("pvnone{}", std::process::id());
+    let out = pipevpn(&["show", &name], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no interface {name}: no control socket "))
+            && stderr.contains(&format!("/var/run/wireguard/{name}.sock")),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "show",
+        ],
+        b"",
+    )
+    .expect("setpriv (util-linux) is required for this test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("only root may reach"), "{stderr}");
+}
