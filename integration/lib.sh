@@ -103,11 +103,11 @@ n3() { in_ns "$NS3" "$@"; }
 # the tun device, and what is named: an implementation, a kernel with IPv6, tcpdump.
 require_tools() {
 	local missing=() t
-	for t in ip ping iperf3 wg wireguard-go python3 timeout ss sysctl; do
+	for t in ip ping iperf3 wg wireguard-go python3 jq timeout ss sysctl; do
 		command -v "$t" >/dev/null || missing+=("$t")
 	done
 	scenario prerequisites
-	((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (Debian: apt-get install iproute2 iputils-ping iperf3 wireguard-go wireguard-tools procps python3)"
+	((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (Debian: apt-get install iproute2 iputils-ping iperf3 wireguard-go wireguard-tools procps python3 jq)"
 	[[ $(id -u) == 0 ]] || fail "must run as root (network namespaces)"
 	[[ -c /dev/net/tun ]] || fail "/dev/net/tun is missing"
 	local need
