@@ -130,23 +130,25 @@ pub struct StageStats {
 impl StageStats {
     /// Sends `item` to the next stage. Only when that channel is full is the
     /// wait counted and timed (one clock pair): the common case costs what a
-    /// plain send costs.
+    /// plain send costs. The wait is counted as it begins, so a stage stuck
+    /// behind a stalled one shows at once; its time is added as it ends.
     pub fn send<T>(&self, tx: &Sender<T>, item: T) -> std::result::Result<(), SendError<T>> {
         match tx.try_send(item) {
             Ok(()) => Ok(()),
             Err(TrySendError::Disconnected(item)) => Err(SendError(item)),
             Err(TrySendError::Full(item)) => {
+                self.blocked.fetch_add(1, Relaxed);
                 let start = Instant::now();
                 let sent = tx.send(item);
                 let waited = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                self.blocked.fetch_add(1, Relaxed);
                 self.blocked_ns.fetch_add(waited, Relaxed);
                 sent
             }
         }
     }
 
-    /// How many sends found the next stage's channel full.
+    /// How many sends found the next stage's channel full (the one under
+    /// way included).
     pub fn blocked(&self) -> u64 {
         self.blocked.load(Relaxed)
     }
@@ -477,15 +479,25 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(1);
         s.send(&tx, 1).unwrap();
         assert_eq!((s.blocked(), s.blocked_ns()), (0, 0));
-        let stalled = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            let first = rx.recv().unwrap();
-            (first, rx.recv().unwrap())
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| s.send(&tx, 2));
+            // The wait shows while it lasts, its time once it ends.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while s.blocked() == 0 {
+                if Instant::now() > deadline {
+                    rx.recv().unwrap(); // frees the sender before failing
+                    panic!("a send waiting for a full channel is not counted");
+                }
+                std::thread::yield_now();
+            }
+            assert_eq!(s.blocked_ns(), 0);
+            assert!(!waiting.is_finished());
+            assert_eq!((rx.recv().unwrap(), rx.recv().unwrap()), (1, 2));
+            waiting.join().unwrap().unwrap();
         });
-        s.send(&tx, 2).unwrap();
-        assert_eq!(stalled.join().unwrap(), (1, 2));
         assert_eq!(s.blocked(), 1);
         assert!(s.blocked_ns() > 0);
+        drop(rx);
         assert_eq!(s.send(&tx, 3).unwrap_err().0, 3, "the receiver has gone");
         assert_eq!(s.blocked(), 1);
         let snap = stats.snapshot();
