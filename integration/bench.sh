@@ -243,12 +243,13 @@ measure() {
 
 }
 
-# Keeps pipevpn's counters, which it writes a last time as it exits.
+# save_stats IMPL REP: keeps pipevpn's counters (`pipevpn show --json`), read
+# before the tunnel goes down.
 save_stats() {
-	local f
-	for f in "$TMP"/*.stats; do
-		[[ -e $f ]] || continue
-		mv "$f" "$OUT/$1-r$2-$(basename "$f")"
+	local key
+	[[ $1 == pipevpn* ]] || return 0
+	for key in "$TUN1" "$TUN2"; do
+		fresh_stats "$key" "$OUT/$1-r$2-$key.stats"
 	done
 }
 
@@ -267,8 +268,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
 		log "load $(cut -d' ' -f1 /proc/loadavg)"
 		bring_up "$impl"
 		measure "$impl" "$rep"
-		bring_down "$impl"
 		save_stats "$impl" "$rep"
+		bring_down "$impl"
 		pass
 	done
 done

@@ -62,8 +62,11 @@ arrived_at_b() { (($(udp_counter "$NS2" InDatagrams) - FLOOD_UDP_BEFORE >= $1));
 # it any. replies_at_attacker_above N: more than N.
 replies_at_attacker() { echo $(($(udp_counter "$NS3" InDatagrams) + $(udp_counter "$NS3" RcvbufErrors) + $(udp_counter "$NS3" NoPorts))); }
 replies_at_attacker_above() { (($(replies_at_attacker) > $1)); }
-# cookies_sent_above N: B's stats file counts more than N cookie replies sent.
-cookies_sent_above() { (($(stat_value "$TMP/$TUN2.stats" handshaker drop_under_load_cookie_sent) > $1)); }
+# cookies_sent_above N: B's counters count more than N cookie replies sent.
+cookies_sent_above() {
+	fresh_stats "$TUN2" "$TMP/$TUN2.stats"
+	(($(stat_value "$TMP/$TUN2.stats" handshaker drop_under_load_cookie_sent) > $1))
+}
 flood_wait() {
 	wait_until 60 "the flood to finish" eval "! alive $FLOOD_PID"
 	wait "$FLOOD_PID" || fail "the flood failed: $(cat "$TMP/$1.flood")"
@@ -132,7 +135,8 @@ to_client=$(sizes "$TMP/load-client.pcap" "$UNDER2" "$UNDER1")
 info "flood: $FLOOD"
 info "B: $d"
 info "B to the attacker: $to_attacker; B to A: $to_client"
-info "B's handshaker: $(grep '^handshaker' "$TMP/load.after"); A's: $(grep '^handshaker' "$TMP/$TUN1.stats")"
+fresh_stats "$TUN1" "$TMP/$TUN1.stats"
+info "B's handshaker: $(stage_line "$TMP/load.after" handshaker); A's: $(stage_line "$TMP/$TUN1.stats" handshaker)"
 expect_alive "$TUN2"
 expect_alive "$TUN1"
 (($(reason "$d" under_load_cookie_sent) > 0)) || fail "B never counted under_load_cookie_sent: $d"
@@ -143,7 +147,7 @@ expect_alive "$TUN1"
 (($(json_get "$to_client" response/92) == 1)) || fail "expected exactly one handshake response from B to A: $to_client"
 grep -q "received a cookie" "${LOG_OF[$TUN1]}" || fail "A's log does not show the cookie reply"
 (($(stat_value "$TMP/$TUN1.stats" handshaker packets) >= 2)) ||
-	fail "A's handshaker should have passed the cookie reply and the response: $(grep '^handshaker' "$TMP/$TUN1.stats")"
+	fail "A's handshaker should have passed the cookie reply and the response: $(stage_line "$TMP/$TUN1.stats" handshaker)"
 stop_pair
 pass
 
@@ -171,12 +175,13 @@ stop_capture wggo-client
 to_client=$(sizes "$TMP/wggo-client.pcap" "$UNDER2" "$UNDER1")
 info "flood: $FLOOD"
 info "wireguard-go sent the attacker $(($(replies_at_attacker) - replies_before)) datagrams (cookie replies)"
-info "wireguard-go to A: $to_client; A's handshaker: $(grep '^handshaker' "$TMP/$TUN1.stats")"
+fresh_stats "$TUN1" "$TMP/$TUN1.stats"
+info "wireguard-go to A: $to_client; A's handshaker: $(stage_line "$TMP/$TUN1.stats" handshaker)"
 expect_alive "$TUN2"
 (($(json_get "$to_client" cookie/64) > 0)) || fail "wireguard-go sent A no cookie reply (not under load?): $to_client"
 grep -q "received a cookie" "${LOG_OF[$TUN1]}" || fail "A's log does not show wireguard-go's cookie reply"
 (($(stat_value "$TMP/$TUN1.stats" handshaker packets) >= 2)) ||
-	fail "A's handshaker should have passed the cookie reply and the response: $(grep '^handshaker' "$TMP/$TUN1.stats")"
+	fail "A's handshaker should have passed the cookie reply and the response: $(stage_line "$TMP/$TUN1.stats" handshaker)"
 stop_pair
 pass
 

@@ -3,7 +3,7 @@
 # ns2). An attacker namespace (ns3) reaches B's listening port over its own veth
 # and sends replays, malformed and crafted messages, peers with wrong keys, and a
 # flood of random datagrams. Each time: B must stay up, emit nothing it should not,
-# count every drop under its reason in --stats-file, and the tunnel must carry
+# count every drop under its reason (`pipevpn show --json`), and the tunnel must carry
 # traffic afterwards. Also: low-order public keys in a config are refused before
 # anything is created.
 # shellcheck source=integration/lib.sh
@@ -124,7 +124,7 @@ wrong_key_peer() {
 	stop_impl "$TUN3"
 	fresh_stats "$TUN2" "$TMP/$name.after"
 	stop_capture "$name"
-	info "B $(wire delta "$TMP/$name.before" "$TMP/$name.after"); the $name peer: $(grep -E '^handshake' "$TMP/$name.self" | tr '\n' ' ')"
+	info "B $(wire delta "$TMP/$name.before" "$TMP/$name.after"); the $name peer: $(jq -c '{handshaker: .stages.handshaker, handshakes}' "$TMP/$name.self")"
 	((PING_RECEIVED == PING_SENT)) || fail "A's ping through the tunnel lost $((PING_SENT - PING_RECEIVED)) of $PING_SENT while the $name peer tried"
 	[[ $(stat_value "$TMP/$name.self" handshake completed) == 0 ]] || fail "the $name peer completed a handshake"
 	[[ $(stat_value "$TMP/$name.after" handshake completed) == "$(stat_value "$TMP/$name.before" handshake completed)" ]] ||
@@ -141,7 +141,7 @@ got=$(wire count "$TMP/wrong-psk.pcap" "$INTERNET_GW")
 [[ $(json_get "$got" response) -ge 1 && $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.pop("response", 0); print(len(d))' "$got") == 0 ]] ||
 	fail "B should send handshake responses only to a peer with the wrong PSK, sent $got"
 [[ $(stat_value "$TMP/wrong-psk.self" handshaker drop_handshake_failed) -ge 1 ]] ||
-	fail "the wrong-PSK peer did not count a failed handshake: $(grep handshaker "$TMP/wrong-psk.self")"
+	fail "the wrong-PSK peer did not count a failed handshake: $(stage_line "$TMP/wrong-psk.self" handshaker)"
 tunnel_still_up
 pass
 

@@ -13,6 +13,8 @@
 #   two-at-once    iperf3 TCP from c1 (pipevpn) and c3 (wireguard-go) to the hub
 #                  at the same time: both move data, the hub's inbound stages drop
 #                  nothing, and its stats show three completed handshakes;
+#   show-during-transfer  `pipevpn show`, `--json` and `--watch` on the hub while
+#                  c1 sends: peers, stages, growing counters, and `wg show` agreeing;
 #   full-tunnel-two-peers  c1 alone, with a full tunnel to the hub and a second
 #                  peer, a server on c2 (10.88.0.2), both endpoints behind c1's
 #                  gateway: `up` adds a host route to each; c2's address changes
@@ -110,10 +112,84 @@ if [[ $HUB_IMPL == pipevpn ]]; then
 			fail "the hub's $stage dropped packets while two clients sent: $d"
 	done
 	(($(stat_value "$TMP/hub.after" handshake completed) >= 3)) ||
-		fail "the hub completed fewer than 3 handshakes: $(grep '^handshake' "$TMP/hub.after")"
+		fail "the hub completed fewer than 3 handshakes: $(jq -c .handshakes "$TMP/hub.after")"
 fi
 for c in "${CLIENTS[@]}"; do expect_alive "${C_TUN[$c]}"; done
 expect_alive "$HUB_TUN"
+pass
+
+# show-during-transfer: `pipevpn show` and `show --json` on the hub while c1
+# sends through it, each beside `wg show HUB dump`: the three peers and every
+# stage are there, the counters grow from one call to the next, and wg, asked
+# just after each call, agrees with it within what moved in between. Against a
+# wireguard-go hub the same, without the stages. `--watch` into a file prints
+# one frame a second, without escape codes.
+scenario show-during-transfer
+show_hub() { ip netns exec "$HUB_NS" "$PIPEVPN" show "$@"; }
+# show_vs_wg BEFORE_JSON WG_DUMP AFTER_JSON: for each peer, its rx/tx bytes in the
+# dump lie between the two pipevpn answers (taken just before and just after it).
+show_vs_wg() {
+	local c key wg_rx wg_tx lo hi
+	for c in "${CLIENTS[@]}"; do
+		key=${PUB[c$c]}
+		read -r wg_rx wg_tx < <(awk -v k="$key" '$1 == k { print $6, $7 }' <<<"$2")
+		[[ -n $wg_rx ]] || fail "wg show dump lists no peer c$c ($key): $2"
+		for f in rx_bytes:"$wg_rx" tx_bytes:"$wg_tx"; do
+			lo=$(jq -r --arg k "$key" ".peers[] | select(.public_key == \$k) | .${f%%:*}" <<<"$1")
+			hi=$(jq -r --arg k "$key" ".peers[] | select(.public_key == \$k) | .${f%%:*}" <<<"$3")
+			[[ -n $lo && -n $hi ]] || fail "pipevpn show --json lists no peer c$c ($key)"
+			((lo <= ${f#*:} && ${f#*:} <= hi)) ||
+				fail "peer c$c: wg says ${f%%:*} ${f#*:}, pipevpn show said $lo just before and $hi just after"
+		done
+	done
+}
+iperf_between show 4 "$HUB_NS" "$HUB_INNER" "${C_NS[1]}" 5203
+sleep 1
+first=$(show_hub "$HUB_TUN" --json) || fail "pipevpn show $HUB_TUN --json failed"
+dump1=$(in_ns "$HUB_NS" wg show "$HUB_TUN" dump)
+second=$(show_hub "$HUB_TUN" --json) || fail "pipevpn show $HUB_TUN --json failed"
+sleep 1
+text=$(show_hub "$HUB_TUN") || fail "pipevpn show $HUB_TUN failed"
+third=$(show_hub "$HUB_TUN" --json)
+dump2=$(in_ns "$HUB_NS" wg show "$HUB_TUN" dump)
+fourth=$(show_hub "$HUB_TUN" --json)
+wgtext=$(in_ns "$HUB_NS" wg show "$HUB_TUN")
+timeout -s INT 2.6 ip netns exec "$HUB_NS" "$PIPEVPN" show "$HUB_TUN" --watch >"$TMP/watch.txt" || true
+iperf_wait show
+log "pipevpn show $HUB_TUN during the transfer:"$'\n'"$text"
+log "wg show $HUB_TUN beside it:"$'\n'"$wgtext"
+[[ $text == "interface: $HUB_TUN"$'\n'* ]] || fail "pipevpn show does not start with the interface: $text"
+for c in "${CLIENTS[@]}"; do
+	[[ $text == *"peer: ${PUB[c$c]}"* ]] || fail "pipevpn show lists no peer c$c: $text"
+done
+[[ $text == *"transfer: "*" received, "*" sent"* && $text == *"latest handshake: "* ]] ||
+	fail "pipevpn show has no transfer or handshake line: $text"
+[[ $text != *"${PRIV[hub]}"* && $first != *"${PRIV[hub]}"* ]] || fail "pipevpn show printed the private key"
+[[ $(jq -r .public_key <<<"$first") == "${PUB[hub]}" ]] || fail "pipevpn show --json: public_key is not the hub's: $first"
+[[ $(jq '.peers | length' <<<"$first") == 3 ]] || fail "pipevpn show --json: not 3 peers: $first"
+show_vs_wg "$first" "$dump1" "$second"
+show_vs_wg "$third" "$dump2" "$fourth"
+c1_rx() { jq -r --arg k "${PUB[c1]}" '.peers[] | select(.public_key == $k) | .rx_bytes' <<<"$1"; }
+(($(c1_rx "$third") > $(c1_rx "$first"))) || fail "c1's received bytes did not grow: $(c1_rx "$first") then $(c1_rx "$third")"
+frames=$(grep -c "^interface: $HUB_TUN\$" "$TMP/watch.txt" || true)
+((frames >= 2)) || fail "show --watch printed $frames frames in 2.6 s: $(cat "$TMP/watch.txt")"
+! grep -q $'\x1b' "$TMP/watch.txt" || fail "show --watch into a file printed escape codes"
+if [[ $HUB_IMPL == pipevpn ]]; then
+	for stage in $(jq -r '.stages | keys[]' <<<"$first"); do
+		[[ $text == *$'\n'"  $stage "* ]] || fail "pipevpn show has no row for stage $stage: $text"
+	done
+	for stage in udp_receiver decryptor tun_writer; do
+		a=$(jq ".stages.$stage.bytes" <<<"$first") b=$(jq ".stages.$stage.bytes" <<<"$third")
+		((b > a)) || fail "the hub's $stage bytes did not grow between two calls: $a then $b"
+	done
+	[[ $(jq '.handshakes.completed' <<<"$first") -ge 3 ]] || fail "show --json: fewer than 3 handshakes: $first"
+	grep -q "pkt/s" "$TMP/watch.txt" || fail "show --watch has no rates: $(cat "$TMP/watch.txt")"
+else
+	[[ $text != *"pipeline:"* ]] || fail "pipevpn show of wireguard-go shows a pipeline"
+fi
+err=$(show_hub "${PREFIX}none" 2>&1) && fail "pipevpn show of a missing interface succeeded: $err"
+[[ $err == *"no interface ${PREFIX}none"* ]] || fail "pipevpn show of a missing interface: $err"
+info "pipevpn show $HUB_TUN: $(tr '\n' '|' <<<"$text")"
 pass
 
 scenario full-tunnel-two-peers

@@ -33,12 +33,12 @@ start_ping rekey "$NS2" "$INNER1" 0.05
 iperf_start rekey 20 100M
 iperf_wait rekey
 stop_ping rekey
-sleep 1.2
 overflow_b=$(($(udp_counter "$NS2" RcvbufErrors) - overflow_b))
+fresh_stats "$TUN1" "$TMP/$TUN1.stats"
 hs_a=$(stat_value "$TMP/$TUN1.stats" handshake completed)
 age=$(($(date +%s) - $(wg_latest "$TUN2")))
 info "20 s TCP: $IPERF_MBPS Mbit/s, $IPERF_RETRANS retransmits, slowest second $IPERF_WORST Mbit/s (median $IPERF_MEDIAN), retransmits per second $IPERF_RETRANS_SECONDS; pipevpn completed $hs_a handshakes; wireguard-go's latest is ${age}s old; B->A ping $PING_RECEIVED/$PING_SENT; datagrams B's kernel dropped for a full receive buffer: $overflow_b"
-info "A: $(tr '\n' ' ' <"$TMP/$TUN1.stats")"
+info "A: $(jq -c .stages "$TMP/$TUN1.stats")"
 ((hs_a >= 4)) || fail "pipevpn completed only $hs_a handshakes in 20 s with rekey_after=5"
 ((age <= 7)) || fail "wireguard-go's latest handshake is ${age}s old: it did not follow the rekeys"
 ((IPERF_ZERO == 0)) || fail "$IPERF_ZERO one-second intervals without data"
@@ -101,10 +101,10 @@ n2 ping -q -f -c 5000 -W 1 -s 1452 -M dont "$INNER1" >"$TMP/mixed.ping" 2>&1 || 
 summary=$(grep -E 'packets transmitted' "$TMP/mixed.ping" || true)
 fresh_stats "$TUN1" "$TMP/mixed.stats"
 rss=$(awk '/^VmHWM/ {print $2}' "/proc/${PID_OF[$TUN1]}/status")
-info "flood of 5000 pings of 1480 bytes from MTU 1500 to pipevpn at 1420: $summary; pipevpn peak RSS ${rss} KiB; A: $(tr '\n' ' ' <"$TMP/mixed.stats")"
+info "flood of 5000 pings of 1480 bytes from MTU 1500 to pipevpn at 1420: $summary; pipevpn peak RSS ${rss} KiB; A: $(jq -c .stages "$TMP/mixed.stats")"
 for stage in udp_receiver decryptor tun_writer; do
 	drops=$(stat_value "$TMP/mixed.stats" "$stage" drops)
-	((drops == 0)) || fail "pipevpn's $stage dropped $drops packets: $(grep "^$stage " "$TMP/mixed.stats")"
+	((drops == 0)) || fail "pipevpn's $stage dropped $drops packets: $(stage_line "$TMP/mixed.stats" "$stage")"
 done
 [[ $summary =~ ([0-9]+)\ received ]] || fail "the ping flood printed no summary: $(tail -n 3 "$TMP/mixed.ping" | tr '\n' ' ')"
 answered=${BASH_REMATCH[1]}

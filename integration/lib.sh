@@ -110,11 +110,11 @@ n3() { in_ns "$NS3" "$@"; }
 # with IPv6, tcpdump, wg-quick with nft (its full tunnel's firewall rules).
 require_tools() {
 	local missing=() t
-	for t in ip ping iperf3 wg wireguard-go python3 timeout ss sysctl; do
+	for t in ip ping iperf3 wg wireguard-go python3 jq timeout ss sysctl; do
 		command -v "$t" >/dev/null || missing+=("$t")
 	done
 	scenario prerequisites
-	((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (Debian: apt-get install iproute2 iputils-ping iperf3 wireguard-go wireguard-tools procps python3)"
+	((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (Debian: apt-get install iproute2 iputils-ping iperf3 wireguard-go wireguard-tools procps python3 jq)"
 	[[ $(id -u) == 0 ]] || fail "must run as root (network namespaces)"
 	[[ -c /dev/net/tun ]] || fail "/dev/net/tun is missing"
 	local need
@@ -285,11 +285,11 @@ expect_alive() {
 start_pipevpn() { # start_pipevpn NS CONFIG IFACE [KEY]
 	local key=${4:-$3}
 	local log="$TMP/$key.log"
-	echo "+ [$1] $PIPEVPN up $2 --interface $3 --stats-file $TMP/$key.stats &" >&2
+	echo "+ [$1] $PIPEVPN up $2 --interface $3 &" >&2
 	# Emptied here, not only by the job's own redirection, which may come after the
 	# first look below: an earlier run's "up" line must not count for this one.
 	: >"$log"
-	env --default-signal=INT,QUIT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" --stats-file "$TMP/$key.stats" >"$log" 2>&1 &
+	env --default-signal=INT,QUIT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" >"$log" 2>&1 &
 	track $! "$key" "$1" pipevpn "$log" "$3"
 	# pipevpn logs "IFACE up" once its routes are in place and its pipeline runs.
 	wait_until 10 "pipevpn to bring $3 up in $1" eval "grep -q '\] $3 up, ' $log || ! alive ${PID_OF[$key]}"
@@ -458,26 +458,35 @@ full_tunnel_routes_ok() {
 	[[ $(ip netns exec "$ns" ip -4 route get "$endpoint") == *"dev $veth"* ]] || fail "endpoint $endpoint is not routed via $veth in $ns"
 }
 
-# stat_value FILE STAGE FIELD: a number from a pipevpn --stats-file.
+# stat_value FILE STAGE FIELD: a number from FILE, what `pipevpn show --json`
+# printed (fresh_stats): STAGE's packets, bytes, drops, queue, blocked or
+# drop_REASON (0 if that reason dropped nothing), or with STAGE "handshake" the
+# handshakes' completed or last_ms.
 stat_value() {
-	awk -v s="$2" -v f="$3" '$1 == s { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$1"
+	jq -r --arg s "$2" --arg f "$3" '
+		if $s == "handshake" then .handshakes[$f]
+		elif ($f | startswith("drop_")) then (.stages[$s].drops_by_reason[$f[5:]] // 0)
+		else .stages[$s][$f] end' "$1"
 }
 
-# check_stats IFACE: the stats file of a pipevpn peer that has carried traffic both
-# ways is whole (`pipevpn stats` checks it has every stage, in the one codec of
-# src/pipeline/stats.rs), has packets through every stage but the handshaker, and
-# a completed handshake. The stages are the lines it prints: none are listed here.
+# stage_line FILE STAGE: STAGE's figures from FILE, on one line, for messages.
+stage_line() { jq -c --arg s "$2" '{($s): .stages[$s]}' "$1"; }
+
+# check_stats IFACE: a pipevpn peer that has carried traffic both ways answers
+# `pipevpn show --json` with every stage (its control socket's counters, read
+# with the one codec of src/pipeline/stats.rs), packets through every stage but
+# the handshaker, and a completed handshake. The stages are the ones it lists:
+# none are listed here.
 check_stats() {
-	local file="$TMP/$1.stats" text stage n
-	[[ -s $file ]] || fail "no stats file $file from pipevpn on $1"
-	log "stats of $1:"$'\n'"$(cat "$file")"
-	text=$("$PIPEVPN" stats "$file") || fail "pipevpn stats refuses the stats file of $1 (see above)"
-	while read -r stage _; do
+	local file="$TMP/$1.stats" stage n
+	fresh_stats "$1" "$file"
+	log "stats of $1: $(jq -c .stages "$file")"
+	for stage in $(jq -r '.stages | keys[]' "$file"); do
 		# The handshaker counts handshake messages, not traffic.
-		[[ $stage != handshake && $stage != handshaker ]] || continue
+		[[ $stage != handshaker ]] || continue
 		n=$(stat_value "$file" "$stage" packets)
 		((n > 0)) || fail "stats of $1: $stage moved no packets"
-	done <<<"$text"
+	done
 	n=$(stat_value "$file" handshake completed)
 	((n >= 1)) || fail "stats of $1: no completed handshake (handshake completed=$n)"
 }
@@ -552,14 +561,13 @@ first_reply_after() {
 
 now_epoch() { date +%s.%N; }
 
-# fresh_stats IFACE OUT: copies the stats file of a pipevpn peer once it has been
-# rewritten after this call, so it holds every counter change made before it.
+# fresh_stats KEY OUT: the counters of the pipevpn peer KEY (started by
+# start_pipevpn) now, as `pipevpn show IFACE --json` in its namespace prints them
+# from its control socket, into OUT: every counter change made before the call.
 fresh_stats() {
-	local file="$TMP/$1.stats"
-	touch "$TMP/stats.mark"
-	sleep 0.05
-	wait_until 5 "pipevpn on $1 to rewrite its stats file" test "$file" -nt "$TMP/stats.mark"
-	cp "$file" "$2"
+	ip netns exec "${NS_OF[$1]}" "$PIPEVPN" show "${IFACE_OF[$1]}" --json >"$2" 2>"$2.err" ||
+		fail "pipevpn show ${IFACE_OF[$1]} --json in ${NS_OF[$1]}: $(cat "$2.err")"
+	jq -e .stages "$2" >/dev/null || fail "pipevpn show ${IFACE_OF[$1]} --json has no stages: $(cat "$2")"
 }
 
 # json_get JSON KEY: a top-level value of a JSON object, 0 when absent.

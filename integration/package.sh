@@ -21,7 +21,7 @@ ETC=/etc/pipevpn
 BASH_COMPLETION=/usr/share/bash-completion/bash_completion
 # The word completed and what it must complete to (a subcommand with no
 # other subcommand sharing its first letters).
-COMPLETE_WORD=ge COMPLETE_TO=genkey
+COMPLETE_WORD=sh COMPLETE_TO=show
 # Where the package puts files (dpkg -L), which must be as before afterwards.
 DIRS=(/usr/bin /usr/share/man/man8 /usr/share/bash-completion/completions
 	/usr/share/zsh/vendor-completions /usr/share/fish/vendor_completions.d
@@ -112,7 +112,7 @@ pass
 
 scenario man-pages
 pages=$(dpkg -L "$PACKAGE" | grep '^/usr/share/man/man8/.*\.8\.gz$' | sort)
-want="pipevpn-demo pipevpn-genkey pipevpn-pubkey pipevpn-up pipevpn pipevpnd"
+want="pipevpn-demo pipevpn-genkey pipevpn-pubkey pipevpn-show pipevpn-up pipevpn pipevpnd"
 for name in $want; do
 	grep -qx "/usr/share/man/man8/$name.8.gz" <<<"$pages" || fail "no page $name.8.gz in the package:
 $pages"

@@ -64,12 +64,13 @@ unset PIPEVPN_TEST_TIMING
 wait_for_handshake "$NS1" "$INNER2"
 iperf_start rekey 30
 iperf_wait rekey
-sleep 1.2
+fresh_stats "$TUN1" "$TMP/$TUN1.stats"
+fresh_stats "$TUN2" "$TMP/$TUN2.stats"
 hs_a=$(stat_value "$TMP/$TUN1.stats" handshake completed)
 hs_b=$(stat_value "$TMP/$TUN2.stats" handshake completed)
 info "30 s TCP: $IPERF_MBPS Mbit/s, $IPERF_RETRANS retransmits, slowest second $IPERF_WORST Mbit/s (median $IPERF_MEDIAN), $IPERF_ZERO seconds without data; handshakes completed: A $hs_a, B $hs_b; Mbit/s per second: $IPERF_SECONDS; retransmits per second: $IPERF_RETRANS_SECONDS"
-info "A: $(tr '\n' ' ' <"$TMP/$TUN1.stats")"
-info "B: $(tr '\n' ' ' <"$TMP/$TUN2.stats")"
+info "A: $(jq -c .stages "$TMP/$TUN1.stats")"
+info "B: $(jq -c .stages "$TMP/$TUN2.stats")"
 ((hs_a >= 4 && hs_b >= 4)) || fail "only $hs_a (A) / $hs_b (B) handshakes completed in 30 s with rekey_after=5"
 ((IPERF_ZERO == 0)) || fail "$IPERF_ZERO one-second intervals without any data"
 ((IPERF_WORST * 100 >= IPERF_MEDIAN)) || fail "the slowest second ($IPERF_WORST Mbit/s) is under 1% of the median ($IPERF_MEDIAN Mbit/s): a stall"
@@ -113,6 +114,8 @@ sleep 2
 stop_ping sim-a
 sent_a=$PING_SENT received_a=$PING_RECEIVED
 stop_ping sim-b
+fresh_stats "$TUN1" "$TMP/$TUN1.stats"
+fresh_stats "$TUN2" "$TMP/$TUN2.stats"
 info "A->B $received_a/$sent_a, B->A $PING_RECEIVED/$PING_SENT answered; handshakes: A $(stat_value "$TMP/$TUN1.stats" handshake completed), B $(stat_value "$TMP/$TUN2.stats" handshake completed)"
 ping_ok "$NS1" "$INNER2"
 ping_ok "$NS2" "$INNER1"

@@ -2,7 +2,8 @@
 # `pipevpn up` serves the control socket `wg` speaks (src/control.rs): unmodified
 # wg(8) reads and changes the running tunnel. A (ns1) starts with B as its peer; B
 # (ns2) starts with no peer at all, and is given A over the socket:
-# - `wg show`, `wg show dump` (every field), `wg set ... peer A` that then connects,
+# - `wg show`, `wg show dump` (every field; the answer also carries pipevpn's
+#   per-stage lines, which wg skips), `wg set ... peer A` that then connects,
 #   a change of its AllowedIPs that cuts it off and one that lets it in again, its
 #   removal (no ping) and its return, `wg showconf`, fwmark;
 # - `wg set listen-port` moves B's socket (A reaches B again once told the new
@@ -68,6 +69,12 @@ log "$show"
 	fail "wg show $TUN2 lacks the interface, its key or its port: $show"
 dump=$(n2 wg show "$TUN2" dump)
 [[ $dump == "${PRIV[b]}	${PUB[b]}	$PORT	off" ]] || fail "wg show $TUN2 dump of a peerless interface: '$dump'"
+# The answer wg read above carries pipevpn's own lines (the per-stage figures),
+# which it skipped: the output above is unchanged by them.
+get=$(uapi "$NS2" "$SOCK" $'get=1\n\n')
+grep -q '^pipevpn_stage=tun_reader packets=' <<<"$get" && grep -q '^pipevpn_handshakes=' <<<"$get" ||
+	fail "the get answer has no pipevpn_ lines: $get"
+[[ $show != *pipevpn* && $dump != *pipevpn* ]] || fail "wg printed a pipevpn_ line: $show $dump"
 pass
 
 scenario wg-set-adds-a-peer-that-connects
@@ -104,6 +111,7 @@ pass
 
 scenario wg-showconf-fwmark
 conf=$(n2 wg showconf "$TUN2")
+[[ $conf != *pipevpn* ]] || fail "wg showconf printed a pipevpn_ line: $conf"
 for want in "PrivateKey = ${PRIV[b]}" "ListenPort = $PORT" "PublicKey = ${PUB[a]}" \
 	"AllowedIPs = $INNER1/32" "Endpoint = $UNDER1:$PORT"; do
 	grep -qxF "$want" <<<"$conf" || fail "wg showconf lacks '$want': $conf"
@@ -188,6 +196,11 @@ grep -q "$SOCK is taken by pid ${PID_OF[$TUN2]} .*serving ours at $elsewhere" "$
 # As the warning says: a private mount namespace sees ours where wg looks.
 got=$(n3 unshare -m sh -c "mount --bind '${RUN_DIR_OF[$NS3]}' /var/run/wireguard && wg show '$TUN2' public-key")
 [[ $got == "${PUB[c]}" ]] || fail "through the bind mount wg found '$got', not the third interface's key"
+# pipevpn show looks in its namespace's directory first: each finds its own.
+for ns_key in "$NS3:c" "$NS2:b"; do
+	got=$(ip netns exec "${ns_key%%:*}" "$PIPEVPN" show "$TUN2" --json | jq -r .public_key)
+	[[ $got == "${PUB[${ns_key#*:}]}" ]] || fail "pipevpn show $TUN2 in ${ns_key%%:*} found '$got', not ${ns_key#*:}'s key"
+done
 stop_impl third
 [[ $STOP_RC == 0 ]] || fail "the third pipevpn exited $STOP_RC after SIGTERM"
 [[ ! -e $elsewhere && -S $SOCK ]] || fail "after the third stopped: its socket left, or B's gone"

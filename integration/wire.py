@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Hostile-network tools for the netns scenarios: floods, pcap extraction,
-crafted WireGuard messages, and stats-file arithmetic.
+crafted WireGuard messages, and arithmetic on `pipevpn show --json` output.
 
 Subcommands (all output is JSON on stdout unless noted):
   flood HOST PORT COUNT                  random datagrams of 0..2000 bytes
@@ -14,7 +14,7 @@ Subcommands (all output is JSON on stdout unless noted):
                                          sent from SRC_IP:SRC_PORT if given (a
                                          local address: spoofing another host's)
   count PCAP SRC_IP                      datagrams from SRC_IP by message type
-  stats FILE                             a --stats-file as JSON
+  stats FILE                             `pipevpn show --json` output as {stage: {field: n}}
   delta BEFORE AFTER                     per-reason drop deltas summed over stages
   expect BEFORE AFTER EXPECTED           exit 1 unless the drop deltas equal EXPECTED
 """
@@ -292,14 +292,17 @@ def write_items(items, out):
 
 
 def stats(path):
-    """{stage: {field: int}} from a --stats-file."""
-    out = {}
+    """{stage: {field: int}} from what `pipevpn show --json` printed: each
+    stage's packets, bytes, drops, queue, blocked, blocked_ns and drop_REASON,
+    and "handshake": {completed, last_ms}."""
     with open(path) as f:
-        for line in f:
-            words = line.split()
-            if not words:
-                continue
-            out[words[0]] = {k: int(v) for k, v in (w.split("=", 1) for w in words[1:])}
+        shown = json.load(f)
+    out = {}
+    for stage, fields in shown["stages"].items():
+        out[stage] = {k: v for k, v in fields.items() if isinstance(v, int)}
+        for reason, n in fields["drops_by_reason"].items():
+            out[stage]["drop_" + reason] = n
+    out["handshake"] = dict(shown["handshakes"])
     return out
 
 

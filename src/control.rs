@@ -15,7 +15,10 @@
 //!   long, and the reader bounds a request's size: a client that sends
 //!   100 MB or never finishes holds one thread for seconds and blocks no
 //!   other client, and no stage ever waits for the control socket.
+//! - [`client`] is the other end, for `pipevpn show`: it finds the socket
+//!   where [`bind`]'s caller serves it and reads a get's answer.
 
+pub mod client;
 pub mod handler;
 
 use crate::protocol::uapi::{write_get, Errno, Request, RequestReader, Set, Snapshot, OK_REPLY};

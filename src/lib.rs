@@ -19,6 +19,8 @@
 //!   applies its requests to the running [`pipeline::interface`].
 //! - [`reload`] turns a config file into the control socket's set that
 //!   makes a running interface match it (`wg syncconf`), for SIGHUP.
+//! - [`show`] renders what `pipevpn show` prints from a get answer (pure);
+//!   [`control::client`] asks a running interface's socket for it.
 //! - [`config`] reads wg-quick style files; [`routes`] plans, records and
 //!   undoes the routes a tunnel adds; [`last_endpoint`] remembers where the
 //!   peer was; [`rundir`] keeps the records root trusts across runs.
@@ -30,7 +32,7 @@
 //!   bounded channels that carry batches of pooled packet buffers. It reaches
 //!   the kernel only through [`pipeline::device`]'s traits (in-memory fakes in
 //!   tests); [`pipeline::stats`] is the one list of stages and drop reasons and
-//!   the one codec of the stats file.
+//!   the one codec of their counters in the control socket's answer.
 //! - [`protocol`] is pure WireGuard: bytes in, typed results out; also the
 //!   text codec of the control socket `wg` speaks ([`protocol::uapi`]).
 //! - [`sys`] holds every `unsafe` block and system call, one small function
@@ -57,6 +59,7 @@ pub mod protocol;
 pub mod reload;
 pub mod routes;
 pub mod rundir;
+pub mod show;
 pub mod sys;
 pub mod tun;
 pub mod udp;

@@ -56,8 +56,6 @@ use std::time::Duration;
 pub struct UpOptions {
     /// Interface name (already validated).
     pub interface: String,
-    /// Where to write the per-stage counters every second and at exit.
-    pub stats_file: Option<PathBuf>,
 }
 
 /// The signals whose default action would end the process with its routes
@@ -116,7 +114,8 @@ pub(crate) fn start_tunnel(
     // Shared with the control socket, for `listen_port` and `fwmark`.
     let udp = Arc::new(Udp::new(udp)?);
     let handle = pipeline::spawn(config, Arc::new(OffloadTun::new(tun)), udp.clone())?;
-    let live = Arc::new(Live::new(handle.interface.clone(), udp, fwmark));
+    let live =
+        Arc::new(Live::new(handle.interface.clone(), udp, fwmark).with_stats(handle.stats.clone()));
     match control::serve(control, live.clone(), control::Limits::default()) {
         Ok(server) => Ok((handle, server, live)),
         Err(e) => {
@@ -160,7 +159,7 @@ pub(crate) fn wait_for_stop(
     mut wake: impl FnMut(Wake),
 ) {
     // A ticker, not a timeout: moves coming more often than once a second
-    // must not hold the stats back.
+    // must not hold back the checks made once a second.
     let second = tick(Duration::from_secs(1));
     let failure = loop {
         select! {
@@ -370,8 +369,7 @@ fn run_tunnel(
                 }
                 Err(e) => log::error!("SIGHUP: {e}; nothing changed, the tunnel runs on"),
             },
-            Wake::Second => write_stats(opts, &handle.stats.render()),
-            Wake::EndpointMoved | Wake::PeersChanged => {}
+            Wake::Second | Wake::EndpointMoved | Wake::PeersChanged => {}
         }
         follow(&handle);
     });
@@ -385,9 +383,7 @@ fn run_tunnel(
         false => Ok(()),
     };
     server.stop();
-    let stats = handle.stats.clone();
     let result = handle.shutdown();
-    write_stats(opts, &stats.render());
     if let Some(installed) = installed {
         installed.remove();
     }
@@ -1023,17 +1019,6 @@ fn configure_interface(name: &str, addresses: &[Cidr], mtu: u16, ipv6: bool) -> 
         }
     }
     iface::set_up(name)
-}
-
-/// Replaces the stats file atomically; a failure is logged, never fatal.
-fn write_stats(opts: &UpOptions, text: &str) {
-    let Some(path) = &opts.stats_file else {
-        return;
-    };
-    let tmp = path.with_extension("tmp");
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
-        log::warn!("writing stats to {}: {e}", path.display());
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ mod common;
 
 use common::in_netns;
 use pipevpn::config::MAX_CONFIG_BYTES;
-use pipevpn::pipeline::stats::{DropReason, Stage, Stats};
 use pipevpn::rundir::{Netns, RUN_DIR};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -504,52 +503,6 @@ fn up_warns_when_group_or_others_may_read_the_private_key() {
     }
 }
 
-/// The harness's view of a stats file: printed back whole when it is one
-/// `up` wrote, refused with the file and line when it is not.
-#[test]
-fn stats_checks_a_stats_file_and_prints_it_back() {
-    let dir = TempDir::new();
-    let stats = Stats::default();
-    for stage in Stage::ALL {
-        stats.stage(stage).pass(4, 400);
-    }
-    stats.stage(Stage::Decryptor).drop(DropReason::Replay);
-    stats.handshake_completed(2);
-    let good = stats.render();
-    let path = dir.write("good.stats", &good);
-    let out = pipevpn(&["stats", path.to_str().unwrap()], b"");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), good);
-
-    let bad = dir.write(
-        "bad.stats",
-        &good.replace("decryptor packets=4", "decryptor packets=x"),
-    );
-    let out = pipevpn(&["stats", bad.to_str().unwrap()], b"");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && out.stdout.is_empty());
-    assert!(
-        stderr.contains(&format!(
-            "{}: line 5: 'packets=x': not a count",
-            bad.display()
-        )),
-        "{stderr}"
-    );
-
-    let missing = dir.0.join("missing.stats");
-    let out = pipevpn(&["stats", missing.to_str().unwrap()], b"");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains(&format!("{}: no such file", missing.display())),
-        "{stderr}"
-    );
-}
-
 /// `pipevpn demo` with a 1 s transfer, started in a namespace of its own
 /// (it makes its two namespaces itself), reports its figures and leaves
 /// nothing behind: no namespace, no directory, and no file of its peers
@@ -577,10 +530,19 @@ fn demo_reports_and_leaves_nothing_behind() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    // The live and final figures are `pipevpn show`'s, from the control
+    // sockets: the peers' interfaces and every stage.
     for figure in [
         "first reply through the tunnel",
+        "the handshake itself took",
         "round trip",
         "bulk TCP A -> B",
+        "peer A:\n    interface: pvd",
+        "peer B:\n    interface: pvd",
+        "pipeline:",
+        "  tun_reader ",
+        "  handshaker ",
+        "pkt/s",
     ] {
         assert!(stdout.contains(figure), "no '{figure}' in: {stdout}");
     }
@@ -654,4 +616,35 @@ fn logs_carry_syslog_priorities_when_stderr_is_the_journal() {
         "expected the plain style, got '{stderr}'"
     );
     assert!(!stderr.contains('<'), "{stderr}");
+}
+
+/// `pipevpn show` of an interface with no control socket, as root: exit 2
+/// and both places it looked named; run as nobody, the root rule first.
+#[test]
+fn show_names_a_missing_interface_and_the_need_for_root() {
+    let name = format!("pvnone{}", std::process::id());
+    let out = pipevpn(&["show", &name], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no interface {name}: no control socket "))
+            && stderr.contains(&format!("/var/run/wireguard/{name}.sock")),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "show",
+        ],
+        b"",
+    )
+    .expect("setpriv (util-linux) is required for this test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("only root may reach"), "{stderr}");
 }

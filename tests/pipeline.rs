@@ -378,6 +378,51 @@ fn disallowed_destinations_and_sources_are_counted_drops() {
     shutdown_within_a_second(b);
 }
 
+/// Backpressure is counted where it is felt: once B's applications stop
+/// reading and B's tun is full, B's tun_writer blocks in its write and the
+/// decryptor, finding the channel to it full, counts and times its waits.
+#[test]
+fn a_stalled_tun_writer_makes_the_decryptor_count_its_waits() {
+    let (a, b) = pair(1024);
+    let first = ipv4(A_TUN, B_TUN, 100, 0);
+    a.tun.inject.send(first.clone()).unwrap();
+    expect_delivery(&b, &first);
+    let dec = || b.handle.stats.stage(Stage::Decryptor);
+    // A sends far more than B's tun holds, which nothing reads now.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0u32;
+    while dec().blocked() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "B's decryptor counted no wait for its stalled tun_writer after {sent} packets"
+        );
+        let packet = ipv4(A_TUN, B_TUN, 1000, sent as u8);
+        if a.tun
+            .inject
+            .send_timeout(packet, Duration::from_millis(100))
+            .is_ok()
+        {
+            sent += 1;
+        }
+    }
+    assert!(sent > 1024, "B's tun held {sent} packets: it was not full");
+    // Once B's applications read again, the wait ends and is timed.
+    while b
+        .tun
+        .delivered
+        .recv_timeout(Duration::from_millis(300))
+        .is_ok()
+    {}
+    assert!(dec().blocked_ns() > 0, "the wait is timed");
+    assert_eq!(
+        b.handle.stats.stage(Stage::TunWriter).blocked(),
+        0,
+        "the tun_writer has no channel after it"
+    );
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+}
+
 #[test]
 fn a_slow_sink_pushes_back_instead_of_growing() {
     // B's applications read nothing: its tun queue holds 8 packets.

@@ -14,6 +14,7 @@
 
 use super::Handler;
 use crate::pipeline::interface::{Interface, PeerUpdate};
+use crate::pipeline::stats::Stats;
 use crate::pipeline::PeerSpec;
 use crate::protocol::keys::PresharedKey;
 use crate::protocol::uapi::{Errno, PeerChange, PeerSnapshot, Set, Snapshot};
@@ -29,6 +30,8 @@ pub struct Live {
     /// The mark now on `udp`, 0 for none. Held for the whole of a set, so
     /// two clients' sets apply one after the other, as in wireguard-go.
     fwmark: Mutex<u32>,
+    /// The pipeline's counters, answered as extra lines of a get.
+    stats: Option<Arc<Stats>>,
 }
 
 impl Live {
@@ -37,12 +40,20 @@ impl Live {
             interface,
             udp,
             fwmark: Mutex::new(fwmark),
+            stats: None,
         }
     }
 
     /// The UDP port really bound now.
     fn listen_port(&self) -> u16 {
         self.udp.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Answers a get with the pipeline's per-stage counters too
+    /// ([`crate::pipeline::stats::Snapshot::extras`]).
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Live {
+        self.stats = Some(stats);
+        self
     }
 
     fn peer_snapshot(&self, peer: &crate::pipeline::peer::Peer, wall: SystemTime) -> PeerSnapshot {
@@ -149,7 +160,10 @@ impl Handler for Live {
             private_key: self.interface.local().map(|l| l.private.clone()),
             listen_port: self.listen_port(),
             fwmark: *self.fwmark.lock().unwrap_or_else(|p| p.into_inner()),
-            extra: Vec::new(),
+            extra: self
+                .stats
+                .as_ref()
+                .map_or_else(Vec::new, |s| s.snapshot().extras()),
             peers: self
                 .interface
                 .peers()
@@ -515,6 +529,23 @@ mod tests {
             Err(Errno::PortInUse)
         );
         assert_eq!(peers(&live), []);
+    }
+
+    #[test]
+    fn a_get_carries_the_stage_counters_after_the_device_lines() {
+        let stats = Arc::new(Stats::default());
+        stats
+            .stage(crate::pipeline::stats::Stage::Encryptor)
+            .pass(2, 200);
+        stats.handshake_completed(7);
+        let served = live().with_stats(stats.clone());
+        let answer = write_get(&served.get());
+        let back = crate::protocol::uapi::read_get(&answer).unwrap();
+        let snap = crate::pipeline::stats::Snapshot::from_extras(&back.extra).unwrap();
+        assert_eq!(snap, stats.snapshot());
+        assert!(answer.contains("\npipevpn_stage=encryptor packets=2 bytes=200 "));
+        assert!(answer.contains("\npipevpn_handshakes=last_ms=7 completed=1\n"));
+        assert!(live().get().extra.is_empty(), "no counters, no extra lines");
     }
 
     #[test]

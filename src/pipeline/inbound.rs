@@ -48,7 +48,7 @@ pub fn udp_receiver(
             shortcut.take(batch);
             continue;
         }
-        if inbound_sealed.send(Sealed(batch)).is_err() {
+        if stats.send(inbound_sealed, Sealed(batch)).is_err() {
             return Ok(());
         }
     }
@@ -112,7 +112,13 @@ impl Decryptor<'_> {
             self.stats
                 .stage(Stage::Decryptor)
                 .queue(inbound_sealed.len());
-            if self.open_batch(&mut batch) && inbound_plain.send(Plain(batch)).is_err() {
+            if self.open_batch(&mut batch)
+                && self
+                    .stats
+                    .stage(Stage::Decryptor)
+                    .send(inbound_plain, Plain(batch))
+                    .is_err()
+            {
                 return;
             }
         }

@@ -48,7 +48,7 @@ pub fn tun_reader(
             },
             false => batch,
         };
-        if outbound_plain.send(Plain(batch)).is_err() {
+        if stats.send(outbound_plain, Plain(batch)).is_err() {
             return Ok(()); // the encryptor has ended and reports why
         }
     }
@@ -262,7 +262,12 @@ impl<'a> Encryptor<'a> {
             }
             self.sealer.seal(&mut batch, k, &peer, &session);
         }
-        !batch.has_packets() || outbound_sealed.send(Sealed(batch)).is_ok()
+        !batch.has_packets()
+            || self
+                .sealer
+                .stats
+                .send(outbound_sealed, Sealed(batch))
+                .is_ok()
     }
 
     /// Copies the packets of the `k`th peer of `batch` into its queue, and
@@ -360,7 +365,11 @@ impl<'a> Encryptor<'a> {
         outbound_sealed: &Sender<Sealed>,
     ) -> bool {
         !self.sealer.seal(&mut batch, 0, peer, session)
-            || outbound_sealed.send(Sealed(batch)).is_ok()
+            || self
+                .sealer
+                .stats
+                .send(outbound_sealed, Sealed(batch))
+                .is_ok()
     }
 
     fn drop_waiting(&mut self, id: u64, reason: DropReason) {

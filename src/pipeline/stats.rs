@@ -1,13 +1,15 @@
-//! Per-stage counters: packets and bytes handled, drops by reason, and the
-//! depth of the queue feeding the stage. Relaxed atomics: each counter has one
-//! writer, and readers only want a recent value.
+//! Per-stage counters: packets and bytes handled, drops by reason, the
+//! depth of the queue feeding the stage, and how often and how long the
+//! stage waited for room in the channel to the next one (backpressure).
+//! Relaxed atomics: each counter has one writer, and readers only want a
+//! recent value.
 
 use crate::protocol::messages::ParseError;
-use crate::{Error, Result};
+use crate::protocol::uapi::Extra;
+use crossbeam_channel::{SendError, Sender, TrySendError};
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::{fs, io};
+use std::time::Instant;
 
 /// The pipeline's threads, in flow order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +124,41 @@ pub struct StageStats {
     bytes: AtomicU64,
     drops: [AtomicU64; REASONS],
     queue: AtomicU64,
+    blocked: AtomicU64,
+    blocked_ns: AtomicU64,
 }
 
 impl StageStats {
+    /// Sends `item` to the next stage. Only when that channel is full is the
+    /// wait counted and timed (one clock pair): the common case costs what a
+    /// plain send costs. The wait is counted as it begins, so a stage stuck
+    /// behind a stalled one shows at once; its time is added as it ends.
+    pub fn send<T>(&self, tx: &Sender<T>, item: T) -> std::result::Result<(), SendError<T>> {
+        match tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(item)) => Err(SendError(item)),
+            Err(TrySendError::Full(item)) => {
+                self.blocked.fetch_add(1, Relaxed);
+                let start = Instant::now();
+                let sent = tx.send(item);
+                let waited = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.blocked_ns.fetch_add(waited, Relaxed);
+                sent
+            }
+        }
+    }
+
+    /// How many sends found the next stage's channel full (the one under
+    /// way included).
+    pub fn blocked(&self) -> u64 {
+        self.blocked.load(Relaxed)
+    }
+
+    /// Nanoseconds spent waiting for room in the next stage's channel.
+    pub fn blocked_ns(&self) -> u64 {
+        self.blocked_ns.load(Relaxed)
+    }
+
     pub fn pass(&self, packets: usize, bytes: usize) {
         self.packets.fetch_add(packets as u64, Relaxed);
         self.bytes.fetch_add(bytes as u64, Relaxed);
@@ -187,6 +221,8 @@ impl Stats {
                     packets: s.packets(),
                     bytes: s.bytes(),
                     queue: s.queue.load(Relaxed),
+                    blocked: s.blocked(),
+                    blocked_ns: s.blocked_ns(),
                     drops: std::array::from_fn(|k| s.drops[k].load(Relaxed)),
                 }
             }),
@@ -194,20 +230,19 @@ impl Stats {
             last_handshake_ms: self.last_handshake_ms.load(Relaxed),
         }
     }
-
-    /// The text of `--stats-file` ([`Snapshot::render`]).
-    pub fn render(&self) -> String {
-        self.snapshot().render()
-    }
 }
 
-/// One stage's counters at one moment: a line of the stats file.
+/// One stage's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StageCounts {
     pub packets: u64,
     pub bytes: u64,
     /// Batches waiting in the channel feeding the stage.
     pub queue: u64,
+    /// Sends that found the next stage's channel full, and the time they
+    /// waited for room, in nanoseconds.
+    pub blocked: u64,
+    pub blocked_ns: u64,
     /// Per reason, indexed by `DropReason as usize`.
     pub drops: [u64; REASONS],
 }
@@ -222,9 +257,9 @@ impl StageCounts {
     }
 }
 
-/// The tunnel's counters at one moment: what the stats file holds. The one
-/// codec of that file: `pipevpn up` writes it with [`Snapshot::render`],
-/// `pipevpn demo` reads it back with [`Snapshot::parse`].
+/// The tunnel's counters at one moment. The one codec of them: the control
+/// socket's get answers them as [`Snapshot::extras`], and `pipevpn show`
+/// reads them back with [`Snapshot::from_extras`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Indexed by `Stage as usize`.
@@ -239,21 +274,24 @@ impl Snapshot {
     }
 
     /// One line per stage, in [`Stage::ALL`] order:
-    /// `STAGE packets=N bytes=N drops=N queue=N [drop_REASON=N ...]`
+    /// `STAGE packets=N bytes=N drops=N queue=N blocked=N blocked_ns=N
+    /// [drop_REASON=N ...]`
     /// (only reasons that dropped something), then
     /// `handshake last_ms=N completed=N`.
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         let mut out = String::new();
         for stage in Stage::ALL {
             let s = self.stage(stage);
             let _ = write!(
                 out,
-                "{} packets={} bytes={} drops={} queue={}",
+                "{} packets={} bytes={} drops={} queue={} blocked={} blocked_ns={}",
                 stage.name(),
                 s.packets,
                 s.bytes,
                 s.total_drops(),
-                s.queue
+                s.queue,
+                s.blocked,
+                s.blocked_ns
             );
             for &r in DropReason::ALL {
                 let n = s.dropped(r);
@@ -271,22 +309,46 @@ impl Snapshot {
         out
     }
 
-    /// The stats file at `path`, or None when there is none (yet: it
-    /// appears a second after `pipevpn up` starts).
-    pub fn read(path: &Path) -> Result<Option<Snapshot>> {
-        match fs::read_to_string(path) {
-            Ok(text) => Snapshot::parse(&text)
-                .map(Some)
-                .map_err(|e| Error::Input(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::sys(format!("reading {}", path.display()), e)),
+    /// The counters as the control socket's get answers them: each line
+    /// of [`Snapshot::render`] as an extra line, a stage's under
+    /// [`STAGE_KEY`], the handshake line's fields under [`HANDSHAKES_KEY`]
+    /// (see [`crate::protocol::uapi::Extra`]).
+    pub fn extras(&self) -> Vec<Extra> {
+        let extra = |key: &str, value: &str| Extra {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        self.render()
+            .lines()
+            .map(|line| match line.strip_prefix(HANDSHAKE_LINE) {
+                Some(fields) => extra(HANDSHAKES_KEY, fields),
+                None => extra(STAGE_KEY, line),
+            })
+            .collect()
+    }
+
+    /// Reads what [`Snapshot::extras`] wrote, from the extra lines of a get
+    /// answer; other `pipevpn_` keys (of a later version) are skipped. The
+    /// error names the key and what is wrong.
+    pub fn from_extras(extras: &[Extra]) -> std::result::Result<Snapshot, String> {
+        let mut text = String::new();
+        for Extra { key, value } in extras {
+            let line = match key.as_str() {
+                STAGE_KEY if !value.starts_with(HANDSHAKE_LINE) => value.clone(),
+                HANDSHAKES_KEY => format!("{HANDSHAKE_LINE}{value}"),
+                STAGE_KEY => return Err(format!("{key}={value}: not a stage")),
+                _ => continue,
+            };
+            text.push_str(&line);
+            text.push('\n');
         }
+        Snapshot::parse(&text).map_err(|e| format!("the pipevpn_ lines of the answer: {e}"))
     }
 
     /// Reads what [`Snapshot::render`] wrote. Every stage line and the
     /// handshake line must be there once, with all their fields; the error
     /// names the line and what is wrong with it.
-    pub fn parse(text: &str) -> std::result::Result<Snapshot, String> {
+    fn parse(text: &str) -> std::result::Result<Snapshot, String> {
         let mut snap = Snapshot::default();
         let mut seen = [false; Stage::ALL.len() + 1];
         for (i, line) in text.lines().enumerate() {
@@ -322,11 +384,19 @@ impl Snapshot {
             let (totals, reasons): (Vec<_>, Vec<_>) = fields
                 .into_iter()
                 .partition(|(k, _)| !k.starts_with("drop_"));
-            let [packets, bytes, drops, queue] =
-                take_fields(&totals, ["packets", "bytes", "drops", "queue"])
-                    .map_err(|e| at(format!("{name}: {e}")))?;
+            let fields = [
+                "packets",
+                "bytes",
+                "drops",
+                "queue",
+                "blocked",
+                "blocked_ns",
+            ];
+            let [packets, bytes, drops, queue, blocked, blocked_ns] =
+                take_fields(&totals, fields).map_err(|e| at(format!("{name}: {e}")))?;
             let s = &mut snap.stages[slot];
             (s.packets, s.bytes, s.queue) = (packets, bytes, queue);
+            (s.blocked, s.blocked_ns) = (blocked, blocked_ns);
             let mut given = [false; REASONS];
             for (k, v) in reasons {
                 let reason = &k["drop_".len()..];
@@ -353,6 +423,13 @@ impl Snapshot {
         Ok(snap)
     }
 }
+
+/// The key of a stage's line in a get answer of the control socket.
+pub const STAGE_KEY: &str = "pipevpn_stage";
+/// The key of the handshake counters in a get answer.
+pub const HANDSHAKES_KEY: &str = "pipevpn_handshakes";
+/// How [`Snapshot::render`]'s handshake line starts.
+const HANDSHAKE_LINE: &str = "handshake ";
 
 /// The values of exactly the fields `names`, in that order.
 fn take_fields<const N: usize>(
@@ -393,15 +470,56 @@ mod tests {
         );
     }
 
+    /// A stalled next stage: the send that waits for it is counted and
+    /// timed; sends that find room, and a send to a stage that has ended,
+    /// count nothing.
+    #[test]
+    fn a_send_counts_only_the_waits_for_a_full_channel() {
+        let stats = Stats::default();
+        let s = stats.stage(Stage::Decryptor);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        s.send(&tx, 1).unwrap();
+        assert_eq!((s.blocked(), s.blocked_ns()), (0, 0));
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| s.send(&tx, 2));
+            // The wait shows while it lasts, its time once it ends.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while s.blocked() == 0 {
+                if Instant::now() > deadline {
+                    rx.recv().unwrap(); // frees the sender before failing
+                    panic!("a send waiting for a full channel is not counted");
+                }
+                std::thread::yield_now();
+            }
+            assert_eq!(s.blocked_ns(), 0);
+            assert!(!waiting.is_finished());
+            assert_eq!((rx.recv().unwrap(), rx.recv().unwrap()), (1, 2));
+            waiting.join().unwrap().unwrap();
+        });
+        assert_eq!(s.blocked(), 1);
+        assert!(s.blocked_ns() > 0);
+        drop(rx);
+        assert_eq!(s.send(&tx, 3).unwrap_err().0, 3, "the receiver has gone");
+        assert_eq!(s.blocked(), 1);
+        let snap = stats.snapshot();
+        assert_eq!(snap.stage(Stage::Decryptor).blocked, 1);
+        assert_eq!(snap.stage(Stage::Decryptor).blocked_ns, s.blocked_ns());
+        assert_eq!(snap.stage(Stage::Encryptor).blocked, 0);
+    }
+
     #[test]
     fn render_lists_every_stage_and_nonzero_drops() {
         let stats = Stats::default();
         stats.stage(Stage::Decryptor).pass(3, 300);
         stats.stage(Stage::Decryptor).drop(DropReason::Replay);
         stats.handshake_completed(12);
-        let text = stats.render();
-        assert!(text.contains("decryptor packets=3 bytes=300 drops=1 queue=0 drop_replay=1\n"));
-        assert!(text.contains("tun_reader packets=0 bytes=0 drops=0 queue=0\n"));
+        let text = stats.snapshot().render();
+        assert!(text.contains(
+            "decryptor packets=3 bytes=300 drops=1 queue=0 blocked=0 blocked_ns=0 drop_replay=1\n"
+        ));
+        assert!(
+            text.contains("tun_reader packets=0 bytes=0 drops=0 queue=0 blocked=0 blocked_ns=0\n")
+        );
         assert!(text.ends_with("handshake last_ms=12 completed=1\n"));
         assert_eq!(text.lines().count(), Stage::ALL.len() + 1);
     }
@@ -417,6 +535,7 @@ mod tests {
         for (k, s) in snap.stages.iter_mut().enumerate() {
             let k = k as u64;
             (s.packets, s.bytes, s.queue) = (1000 + k, 2000 + k, 3000 + k);
+            (s.blocked, s.blocked_ns) = (4000 + k, 5000 + k);
             // Stage k dropped only for reasons k, k+7, k+14 ...: many are 0.
             for (r, n) in s.drops.iter_mut().enumerate() {
                 if r as u64 % 7 == k {
@@ -442,13 +561,51 @@ mod tests {
         stats.stage(Stage::Handshaker).drop(DropReason::RateLimited);
         stats.stage(Stage::TunWriter).queue(2);
         stats.handshake_completed(9);
-        let back = Snapshot::parse(&stats.render()).unwrap();
+        let back = Snapshot::parse(&stats.snapshot().render()).unwrap();
         assert_eq!(back, stats.snapshot());
         let r = back.stage(Stage::UdpReceiver);
         assert_eq!((r.packets, r.bytes, r.total_drops()), (5, 700, 1));
         assert_eq!(r.dropped(DropReason::BadMac1), 1);
         assert_eq!(back.stage(Stage::TunWriter).queue, 2);
         assert_eq!((back.handshakes, back.last_handshake_ms), (1, 9));
+    }
+
+    #[test]
+    fn extras_read_back_and_a_bad_one_is_named() {
+        let snap = distinct_snapshot();
+        let extras = snap.extras();
+        assert_eq!(extras.len(), Stage::ALL.len() + 1);
+        assert!(extras[..Stage::ALL.len()]
+            .iter()
+            .all(|e| e.key == STAGE_KEY));
+        assert_eq!(extras[Stage::ALL.len()].key, HANDSHAKES_KEY);
+        assert_eq!(extras[Stage::ALL.len()].value, "last_ms=17 completed=3");
+        assert!(extras[1]
+            .value
+            .starts_with("encryptor packets=1001 bytes=2001 drops="));
+        assert!(extras[1].value.contains(" blocked=4001 blocked_ns=5001"));
+        assert_eq!(Snapshot::from_extras(&extras), Ok(snap.clone()));
+        // A later version's key is skipped; a stage missing is named.
+        let mut more = extras.clone();
+        more.insert(
+            0,
+            Extra {
+                key: "pipevpn_future".into(),
+                value: "x".into(),
+            },
+        );
+        assert_eq!(Snapshot::from_extras(&more), Ok(snap));
+        let e = Snapshot::from_extras(&extras[1..]).unwrap_err();
+        assert!(e.contains("no 'tun_reader' line"), "{e}");
+        let mut bad = extras.clone();
+        bad[0].value = bad[0].value.replace("blocked=4000", "blocked=x");
+        let e = Snapshot::from_extras(&bad).unwrap_err();
+        assert!(e.contains("'blocked=x': not a count"), "{e}");
+        bad[0].value = extras[Stage::ALL.len()].value.clone();
+        bad[0].value.insert_str(0, HANDSHAKE_LINE);
+        assert!(Snapshot::from_extras(&bad)
+            .unwrap_err()
+            .contains("not a stage"));
     }
 
     #[test]
@@ -517,20 +674,5 @@ mod tests {
             "no 'handshake' line"
         );
         assert_eq!(Snapshot::parse("").unwrap_err(), "no 'tun_reader' line");
-    }
-
-    #[test]
-    fn read_takes_a_missing_file_as_none_and_names_a_bad_one() {
-        let path = std::env::temp_dir().join(format!("pipevpn-stats-{}", std::process::id()));
-        let _ = fs::remove_file(&path);
-        assert_eq!(Snapshot::read(&path).unwrap(), None);
-        fs::write(&path, "tun_reader packets=1\n").unwrap();
-        let err = Snapshot::read(&path).unwrap_err().to_string();
-        fs::write(&path, distinct_snapshot().render()).unwrap();
-        let back = Snapshot::read(&path);
-        fs::remove_file(&path).unwrap();
-        assert_eq!(back.unwrap(), Some(distinct_snapshot()));
-        let want = format!("{}: line 1: tun_reader: no 'bytes=N'", path.display());
-        assert!(err.contains(&want), "{err}");
     }
 }

@@ -543,16 +543,212 @@ pub struct PeerSnapshot {
 }
 
 /// A line of pipevpn's own after wireguard-go's. `wg` skips every key it
-/// does not know, wherever it comes, even one whose value holds `=`
-/// (wireguard-tools' `ipc-uapi.h`, checked with `wg show IFACE dump`
-/// against such an answer). The key must start with `pipevpn_`, so that no
-/// key of wireguard-go's (which `wg` would parse) is ever taken, and the key
-/// and value hold no newline.
+/// does not know, wherever it comes, even one whose value holds `=`: its
+/// reader (wireguard-tools' `ipc-uapi.h`, `userspace_get_device`) splits a
+/// line at its first `=` and matches the key against the keys it knows, with
+/// no branch for the others; checked with `wg show`, `wg show IFACE dump` and
+/// `wg showconf` against such an answer (`integration/uapi.sh`). The key must
+/// start with `pipevpn_`, so that no key of wireguard-go's (which `wg` would
+/// parse) is ever taken, and the key and value hold no newline.
+///
+/// The keys pipevpn writes, all on the device, before the first peer (their
+/// values are built and read by `pipeline::stats`, which owns the stage and
+/// drop-reason names):
+///
+/// - `pipevpn_stage=STAGE packets=N bytes=N drops=N queue=N blocked=N
+///   blocked_ns=N [drop_REASON=N ...]`, once per stage of the pipeline in
+///   flow order: packets and bytes it passed on, drops in all and by reason
+///   (only reasons that dropped something), batches waiting in the channel
+///   feeding it, and how often and how long (nanoseconds) it waited for room
+///   in the channel to the next stage;
+/// - `pipevpn_handshakes=last_ms=N completed=N`: how long the last
+///   handshake took, and how many completed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extra {
-    pub key: &'static str,
+    pub key: String,
     pub value: String,
 }
+
+/// The longest get answer [`read_get`] takes: twice the longest request, as
+/// an answer adds a few counters to each peer of what `wg setconf` sent.
+pub const MAX_ANSWER_BYTES: usize = 2 * MAX_REQUEST_BYTES;
+
+/// Reads the answer to a `get=1`, as [`write_get`] writes it (or
+/// wireguard-go: its keys are the same), up to and including `errno=N` and
+/// the empty line. Keys it does not know are skipped, as `wg` skips them;
+/// a malformed value, a peer key before any `public_key`, a non-zero errno
+/// or an answer cut short is an error naming the line. The keys in the
+/// answer are wiped with the snapshot; the caller wipes `text`.
+pub fn read_get(text: &str) -> Result<Snapshot, UapiError> {
+    let mut snapshot = Snapshot::default();
+    let bad = |line: usize, errno: Errno, msg: String| UapiError {
+        errno,
+        line,
+        msg,
+        ends_connection: true,
+    };
+    if text.len() > MAX_ANSWER_BYTES {
+        return Err(bad(
+            1,
+            Errno::Io,
+            format!("answer longer than {MAX_ANSWER_BYTES} bytes"),
+        ));
+    }
+    let mut lines = text.split('\n').enumerate();
+    for (i, text) in lines.by_ref() {
+        let line = i + 1;
+        let at = |(errno, msg): (Errno, String)| bad(line, errno, msg);
+        let Some((key, value)) = text.split_once('=') else {
+            let msg = match text.is_empty() {
+                true => "the answer ends before its errno line".to_string(),
+                false => "not a key=value line".to_string(),
+            };
+            return Err(bad(line, Errno::Protocol, msg));
+        };
+        if key == "errno" {
+            let code: i64 = value
+                .parse()
+                .map_err(|_| bad(line, Errno::Protocol, format!("errno {value:?}")))?;
+            if code != 0 {
+                return Err(bad(
+                    line,
+                    Errno::Unknown,
+                    format!("the get failed: errno={code}"),
+                ));
+            }
+            // "errno=0\n\n" ends the text: two empty pieces after it.
+            let rest: Vec<&str> = lines.map(|(_, l)| l).collect();
+            return match rest[..] {
+                ["", ""] => Ok(snapshot),
+                _ => Err(bad(
+                    line + 1,
+                    Errno::Protocol,
+                    "no empty line after errno, or text after it".into(),
+                )),
+            };
+        }
+        get_line(&mut snapshot, key, value).map_err(at)?;
+    }
+    // The last piece had no newline after it: the answer was cut short.
+    let line = text.split('\n').count();
+    Err(bad(
+        line,
+        Errno::Protocol,
+        "the answer ends before its errno line".into(),
+    ))
+}
+
+/// Applies one `key=value` line of a get answer.
+fn get_line(snapshot: &mut Snapshot, key: &str, value: &str) -> LineResult<()> {
+    if let Some(own) = key.strip_prefix("pipevpn_").filter(|k| !k.is_empty()) {
+        let extra = Extra {
+            key: format!("pipevpn_{own}"),
+            value: value.to_string(),
+        };
+        match snapshot.peers.last_mut() {
+            Some(peer) => peer.extra.push(extra),
+            None => snapshot.extra.push(extra),
+        }
+        return Ok(());
+    }
+    if key == "public_key" {
+        snapshot.peers.push(PeerSnapshot {
+            public_key: PublicKey::from_bytes(*hex_key(value, key)?),
+            preshared_key: PresharedKey::default(),
+            endpoint: None,
+            last_handshake: None,
+            tx_bytes: 0,
+            rx_bytes: 0,
+            persistent_keepalive_interval: 0,
+            allowed_ips: Vec::new(),
+            extra: Vec::new(),
+        });
+        return Ok(());
+    }
+    let Some(peer) = snapshot.peers.last_mut() else {
+        match key {
+            "private_key" => {
+                snapshot.private_key = Some(PrivateKey::from_bytes(*hex_key(value, key)?))
+            }
+            "listen_port" => snapshot.listen_port = decimal(value, key)?,
+            "fwmark" => snapshot.fwmark = decimal(value, key)?,
+            _ if GET_PEER_KEYS.contains(&key) => {
+                return Err((
+                    Errno::Invalid,
+                    format!("peer key {key:?} before any public_key"),
+                ))
+            }
+            _ => {}
+        }
+        return Ok(());
+    };
+    match key {
+        "preshared_key" => peer.preshared_key = PresharedKey::from_bytes(*hex_key(value, key)?),
+        "endpoint" => {
+            let endpoint = value.parse().map_err(|_| {
+                (
+                    Errno::Invalid,
+                    format!("endpoint {value:?} is not a numeric IP:port"),
+                )
+            })?;
+            peer.endpoint = Some(endpoint);
+        }
+        "last_handshake_time_sec" => {
+            let nanos = peer.last_handshake.map_or(0, |d| d.subsec_nanos());
+            let secs = decimal(value, key)?;
+            peer.last_handshake = ((secs, nanos) != (0, 0)).then(|| Duration::new(secs, nanos));
+        }
+        "last_handshake_time_nsec" => {
+            let secs = peer.last_handshake.map_or(0, |d| d.as_secs());
+            let nanos: u32 = decimal(value, key)?;
+            if nanos >= 1_000_000_000 {
+                return Err((Errno::Invalid, format!("{key} {value:?}: not below 10^9")));
+            }
+            peer.last_handshake = ((secs, nanos) != (0, 0)).then(|| Duration::new(secs, nanos));
+        }
+        "tx_bytes" => peer.tx_bytes = decimal(value, key)?,
+        "rx_bytes" => peer.rx_bytes = decimal(value, key)?,
+        "persistent_keepalive_interval" => {
+            peer.persistent_keepalive_interval = decimal(value, key)?
+        }
+        "allowed_ip" => match allowed_ip(value)? {
+            AllowedIpChange::Add(cidr) => peer.allowed_ips.push(cidr),
+            AllowedIpChange::Remove(_) => {
+                return Err((
+                    Errno::Invalid,
+                    format!("allowed_ip {value:?}: a removal in an answer"),
+                ))
+            }
+        },
+        "protocol_version" if value != "1" => {
+            return Err((
+                Errno::Invalid,
+                format!("protocol_version {value:?}: only 1 exists"),
+            ))
+        }
+        "private_key" | "listen_port" | "fwmark" => {
+            return Err((
+                Errno::Invalid,
+                format!("device key {key:?} after a public_key: device keys come first"),
+            ))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The peer keys of a get answer.
+const GET_PEER_KEYS: &[&str] = &[
+    "preshared_key",
+    "protocol_version",
+    "endpoint",
+    "last_handshake_time_sec",
+    "last_handshake_time_nsec",
+    "tx_bytes",
+    "rx_bytes",
+    "persistent_keepalive_interval",
+    "allowed_ip",
+];
 
 /// The whole answer to a get, `errno=0` and the empty line included, in
 /// wireguard-go's order of keys. It holds the private and preshared keys in
@@ -1304,7 +1500,7 @@ replace_allowed_ips=true
             listen_port: 51820,
             fwmark: 4660,
             extra: vec![Extra {
-                key: "pipevpn_stage",
+                key: "pipevpn_stage".to_string(),
                 value: "tun_reader packets=3".to_string(),
             }],
             peers: vec![
@@ -1322,7 +1518,7 @@ replace_allowed_ips=true
                     persistent_keepalive_interval: 25,
                     allowed_ips: vec![cidr("10.0.0.2/32"), cidr("fd00::/64")],
                     extra: vec![Extra {
-                        key: "pipevpn_queue",
+                        key: "pipevpn_queue".to_string(),
                         value: "a=b".to_string(),
                     }],
                 },
@@ -1420,6 +1616,105 @@ errno=0
                 .collect();
             assert_eq!(got.allowed_ips, adds);
         }
+    }
+
+    #[test]
+    fn a_get_answer_reads_back_to_the_same_answer() {
+        for snapshot in [sample_snapshot(), Snapshot::default()] {
+            let answer = write_get(&snapshot);
+            let back = read_get(&answer).unwrap();
+            assert_eq!(*write_get(&back), *answer);
+        }
+        let back = read_get(&write_get(&sample_snapshot())).unwrap();
+        assert_eq!(back.extra[0].key, "pipevpn_stage");
+        assert_eq!(back.extra[0].value, "tun_reader packets=3");
+        assert_eq!(back.peers[0].extra[0].value, "a=b");
+        assert_eq!(back.peers[0].rx_bytes, 5678);
+        assert_eq!(back.peers[1].last_handshake, None);
+    }
+
+    /// What wireguard-go answered (v0.0.20230223, a peer with a handshake),
+    /// with keys it may add later: those are skipped, as `wg` skips them.
+    #[test]
+    fn a_wireguard_go_answer_with_unknown_keys_is_read() {
+        let answer = format!(
+            "private_key={}\nlisten_port=51820\nsome_future_key=1\npublic_key={PEER}\n\
+             preshared_key={}\nprotocol_version=1\nendpoint=10.0.0.1:51821\n\
+             last_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\n\
+             tx_bytes=92\nrx_bytes=180\npersistent_keepalive_interval=0\n\
+             allowed_ip=10.9.0.2/32\nfuture_peer_key=x=y\nerrno=0\n\n",
+            "68c1714b6683e3608833fcc0022391606337a1d6c1c009d3ef97390f63545d5e",
+            "0".repeat(64)
+        );
+        let s = read_get(&answer).unwrap();
+        assert_eq!((s.listen_port, s.fwmark, s.extra.len()), (51820, 0, 0));
+        let p = &s.peers[0];
+        assert_eq!(p.last_handshake, Some(Duration::new(1_700_000_000, 5)));
+        assert_eq!((p.tx_bytes, p.rx_bytes), (92, 180));
+        assert_eq!(p.allowed_ips, vec![cidr("10.9.0.2/32")]);
+        assert_eq!(p.endpoint, Some("10.0.0.1:51821".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_malformed_get_answer_names_its_line() {
+        let good = write_get(&sample_snapshot()).to_string();
+        let refused = |text: &str, line: usize, what: &str| {
+            let e = read_get(text).unwrap_err();
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.msg.contains(what), "{e} (expected {what:?})");
+        };
+        let edit = |from: &str, to: &str| {
+            assert!(good.contains(from), "{from}");
+            good.replacen(from, to, 1)
+        };
+        refused(
+            &edit("listen_port=51820", "listen_port=x"),
+            2,
+            "listen_port",
+        );
+        refused(&edit("fwmark=4660", "fwmark"), 3, "not a key=value");
+        refused(&edit("tx_bytes=1234", "tx_bytes=-1"), 11, "tx_bytes");
+        refused(
+            &edit("endpoint=[2001:db8::1]:51821", "endpoint=x"),
+            8,
+            "endpoint",
+        );
+        refused(
+            &edit("allowed_ip=10.0.0.2/32", "allowed_ip=-10.0.0.2/32"),
+            14,
+            "removal",
+        );
+        refused(
+            &edit(
+                "last_handshake_time_nsec=123456789",
+                "last_handshake_time_nsec=1000000000",
+            ),
+            10,
+            "10^9",
+        );
+        refused(
+            &edit("protocol_version=1", "protocol_version=2"),
+            7,
+            "only 1",
+        );
+        refused("tx_bytes=1\nerrno=0\n\n", 1, "before any public_key");
+        refused(
+            &format!("public_key={PEER}\nfwmark=1\nerrno=0\n\n"),
+            2,
+            "device key",
+        );
+        refused(
+            &format!("public_key={}\nerrno=0\n\n", &PEER[1..]),
+            1,
+            "64 hex digits",
+        );
+        refused("listen_port=1\nerrno=-22\n\n", 2, "errno=-22");
+        refused("listen_port=1\nerrno=0\n", 3, "no empty line");
+        refused("listen_port=1\n", 2, "ends before its errno");
+        for cut in 0..good.len() - 1 {
+            assert!(read_get(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(read_get(&"x".repeat(MAX_ANSWER_BYTES + 1)).is_err());
     }
 
     #[test]

@@ -36,19 +36,21 @@ pub enum Command {
         /// Interface name [default: the config file name without its extension]
         #[arg(long, short)]
         interface: Option<String>,
-        /// Write per-stage counters to this file every second (used by `demo`)
-        #[arg(long, hide = true)]
-        stats_file: Option<PathBuf>,
+    },
+    /// Show running interfaces as `wg show` does, plus each pipeline stage's
+    /// figures, read from their control sockets (root)
+    Show {
+        /// The interface [default: every interface with a control socket]
+        interface: Option<String>,
+        /// One JSON object instead of text (field names in the README)
+        #[arg(long)]
+        json: bool,
+        /// Redraw every second with per-second rates, until Ctrl-C
+        #[arg(long)]
+        watch: bool,
     },
     /// Run two peers in throw-away network namespaces and show live figures (root)
     Demo(crate::demo::DemoArgs),
-    /// Check a --stats-file and print it back, one line per stage (used by
-    /// the integration harness, so that it lists no stages itself)
-    #[command(hide = true)]
-    Stats {
-        /// A file written by `up --stats-file`
-        file: PathBuf,
-    },
     /// Write the man pages into DIR (for the package build)
     #[command(hide = true)]
     GenerateMan { dir: PathBuf },

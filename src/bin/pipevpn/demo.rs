@@ -13,9 +13,10 @@
 //! the namespaces, so nothing but `ip` and `ping` is needed. Everything the demo creates is owned by a guard and undone on any
 //! exit: error, Ctrl-C (SIGINT) or SIGTERM.
 
-use pipevpn::pipeline::stats::{DropReason, Snapshot, Stage};
+use pipevpn::control::client;
 use pipevpn::protocol::keys::PrivateKey;
 use pipevpn::rundir::{Netns, RUN_DIR};
+use pipevpn::show::{self, Watch};
 use pipevpn::{Error, Result};
 use std::fmt::Write as _;
 use std::fs;
@@ -62,7 +63,6 @@ struct Peer {
     netns: String,
     interface: String,
     config: PathBuf,
-    stats: PathBuf,
     log: PathBuf,
 }
 
@@ -82,7 +82,6 @@ fn demo(seconds: Duration) -> Result<()> {
         netns: format!("pvdemo{id}{side}"),
         interface: format!("pvd{id}{side}"),
         config: lab.dir.join(format!("{side}.conf")),
-        stats: lab.dir.join(format!("{side}.stats")),
         log: lab.dir.join(format!("{side}.log")),
     });
     build_topology(&mut lab, &peers, id)?;
@@ -94,8 +93,7 @@ fn demo(seconds: Duration) -> Result<()> {
         let mut up = in_netns(&peer.netns, &exe);
         up.arg("up")
             .arg(&peer.config)
-            .args(["--interface", &peer.interface, "--stats-file"])
-            .arg(&peer.stats);
+            .args(["--interface", &peer.interface]);
         running.push(Proc::spawn(
             format!("peer {} (pipevpn up)", peer.label),
             up,
@@ -106,9 +104,9 @@ fn demo(seconds: Duration) -> Result<()> {
     let started = Instant::now();
     wait_for_first_reply(&peers, &mut running, &stop)?;
     let first_reply = started.elapsed();
-    let handshake = match handshake_duration(&peers[0].stats, &stop)? {
+    let handshake = match handshake_duration(&peers[0].interface, &stop)? {
         Some(ms) => format!("the handshake itself took {ms} ms (A's handshaker)"),
-        None => "the handshake itself: not reported in A's stats file".to_string(),
+        None => "the handshake itself: not reported by A's control socket".to_string(),
     };
     show(format!(
         "handshake\n  first reply through the tunnel after {} ms\n  {handshake}\n",
@@ -127,15 +125,12 @@ fn demo(seconds: Duration) -> Result<()> {
         seconds.as_secs()
     ))?;
 
-    // Stopped peers write their stats one last time on the way out.
+    let last = frames(&peers, &mut [Watch::default(), Watch::default()])?;
     for proc in &mut running {
         proc.stop();
     }
-    let last = read_both(&peers)?;
     show(format!(
-        "\nfinal counters (written by each peer as it stopped)\n{}{}",
-        stage_table(&last),
-        drop_reasons(&peers, &last)
+        "\nfinal counters (`pipevpn show` of each peer before it stopped)\n{last}"
     ))?;
     show(format!(
         "\nstopped both peers; the namespaces and {} are removed on exit\n",
@@ -255,20 +250,13 @@ fn wait_for_first_reply(peers: &[Peer; 2], running: &mut [Proc], stop: &AtomicBo
     }
 }
 
-/// The last handshake's duration from A's stats file, once it reports one
-/// (the file is rewritten every second).
-fn handshake_duration(stats: &Path, stop: &AtomicBool) -> Result<Option<u64>> {
-    let deadline = Instant::now() + Duration::from_millis(2500);
-    while Instant::now() < deadline {
-        check_stop(stop)?;
-        if let Some(s) = Snapshot::read(stats)? {
-            if s.handshakes > 0 {
-                return Ok(Some(s.last_handshake_ms));
-            }
-        }
-        sleep(Duration::from_millis(100));
-    }
-    Ok(None)
+/// The last handshake's duration, from A's control socket.
+fn handshake_duration(interface: &str, stop: &AtomicBool) -> Result<Option<u64>> {
+    check_stop(stop)?;
+    let stages = client::device(interface)?.stages;
+    Ok(stages
+        .filter(|s| s.handshakes > 0)
+        .map(|s| s.last_handshake_ms))
 }
 
 struct Rtt {
@@ -354,11 +342,13 @@ fn bulk_transfer(
     let mut source_out = source.stdout()?;
 
     show(format!(
-        "\nlive counters, every second, while A sends to B ({tool})\n"
+        "\nlive counters, every second, while A sends to B ({tool}): \
+         `pipevpn show --watch` of each peer\n"
     ))?;
     let redraw = io::stdout().is_terminal();
     let started = Instant::now();
     let mut drawn_lines = 0;
+    let mut watches = [Watch::default(), Watch::default()];
     loop {
         for _ in 0..10 {
             check_stop(stop)?;
@@ -370,7 +360,7 @@ fn bulk_transfer(
         let table = format!(
             "  after {} s\n{}",
             started.elapsed().as_secs(),
-            stage_table(&read_both(peers)?)
+            frames(peers, &mut watches)?
         );
         if redraw && drawn_lines > 0 {
             // Cursor up over the previous table, so it updates in place.
@@ -486,78 +476,29 @@ fn tcp_source(addr: SocketAddr, seconds: Duration) -> Result<()> {
         .map_err(|e| Error::sys(format!("closing the stream to {addr}"), e))
 }
 
-// ---- stats files ----------------------------------------------------------------
+// ---- the peers' figures ---------------------------------------------------------
 
-fn read_both(peers: &[Peer; 2]) -> Result<[Option<Snapshot>; 2]> {
-    Ok([
-        Snapshot::read(&peers[0].stats)?,
-        Snapshot::read(&peers[1].stats)?,
-    ])
-}
-
-/// Stage rows for both peers side by side; `-` where a peer reports nothing.
-fn stage_table(stats: &[Option<Snapshot>; 2]) -> String {
+/// `pipevpn show` of both peers, from their control sockets, each with its
+/// rates since the watch's last frame.
+fn frames(peers: &[Peer; 2], watches: &mut [Watch; 2]) -> Result<String> {
     let mut out = String::new();
-    let title = format!(
-        "  {:<13}|{:^33}|{:^33}",
-        "", "peer A (sends)", "peer B (receives)"
-    );
-    let _ = writeln!(out, "{}", title.trim_end());
-    let _ = writeln!(
-        out,
-        "  {:<13}|{:>11}{:>12}{:>9} |{:>11}{:>12}{:>9}",
-        "stage", "packets", "bytes", "drops", "packets", "bytes", "drops"
-    );
-    for stage in Stage::ALL {
-        let mut row = format!("  {:<13}", stage.name());
-        for peer in stats {
-            let cells = match peer.as_ref().map(|s| s.stage(stage)) {
-                Some(s) => (
-                    s.packets.to_string(),
-                    human_bytes(s.bytes),
-                    s.total_drops().to_string(),
-                ),
-                None => ("-".into(), "-".into(), "-".into()),
-            };
-            let _ = write!(row, "|{:>11}{:>12}{:>9} ", cells.0, cells.1, cells.2);
-        }
-        let _ = writeln!(out, "{}", row.trim_end());
-    }
-    out
-}
-
-/// Each non-zero drop reason, per peer and stage.
-fn drop_reasons(peers: &[Peer; 2], stats: &[Option<Snapshot>; 2]) -> String {
-    let mut out = String::new();
-    for (peer, stats) in peers.iter().zip(stats) {
-        let Some(stats) = stats else { continue };
-        for stage in Stage::ALL {
-            let s = stats.stage(stage);
-            for &r in DropReason::ALL {
-                let n = s.dropped(r);
-                if n > 0 {
-                    let (stage, reason) = (stage.name(), r.name());
-                    let _ = writeln!(out, "  peer {}: {stage} dropped {n} ({reason})", peer.label);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    for (peer, watch) in peers.iter().zip(watches) {
+        let dev = client::device(&peer.interface)?;
+        let rates = watch.next(&dev, Instant::now());
+        let _ = writeln!(out, "\n  peer {}:", peer.label);
+        for line in show::text(&dev, now, rates.as_ref()).lines() {
+            match line.is_empty() {
+                true => out.push('\n'),
+                false => {
+                    let _ = writeln!(out, "    {line}");
                 }
             }
         }
     }
-    out
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    Ok(out)
 }
 
 // ---- what the demo creates, and its undoing -------------------------------------
@@ -774,17 +715,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_shows_both_peers_and_gaps() {
-        let mut a = Snapshot::default();
-        a.stages[Stage::TunReader as usize].bytes = 2048;
-        let table = stage_table(&[Some(a), None]);
-        let row = table.lines().find(|l| l.contains("tun_reader")).unwrap();
-        assert!(row.contains("2.0 KiB"), "{row}");
-        assert!(row.trim_end().ends_with('-'), "{row}");
-        assert_eq!(table.lines().count(), 2 + Stage::ALL.len());
-    }
-
-    #[test]
     fn parses_ping_summary() {
         let text = "--- 10.77.0.2 ping statistics ---\n\
                     10 packets transmitted, 9 received, 10% packet loss, time 1803ms\n\
@@ -803,11 +733,9 @@ mod tests {
     }
 
     #[test]
-    fn parses_sink_report_and_sizes() {
+    fn parses_sink_report() {
         assert_eq!(parse_sink_report("1000 2.0"), Some((1000, 2.0)));
         assert_eq!(parse_sink_report("1000 0"), None);
         assert_eq!(parse_sink_report("x"), None);
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
     }
 }

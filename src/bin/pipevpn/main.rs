@@ -9,11 +9,11 @@ mod demo;
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use pipevpn::config::Config;
-use pipevpn::pipeline::stats::Snapshot;
 use pipevpn::protocol::keys::PrivateKey;
-use pipevpn::{docs, up, Error, Result};
-use std::io::{self, Read, Write};
+use pipevpn::{control, docs, show, up, Error, Result};
+use std::io::{self, IsTerminal, Read, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
@@ -54,32 +54,82 @@ fn run(cli: Cli) -> Result<()> {
                 PrivateKey::decode(text).map_err(|e| Error::Input(format!("stdin: {e}")))?;
             print_key(&private.public_key().to_string())
         }
-        Command::Up {
-            config,
-            interface,
-            stats_file,
-        } => {
+        Command::Up { config, interface } => {
             let loaded = Config::load(&config)?;
             let interface = cli::interface_name(&config, interface.as_deref())?;
-            up::run(
-                loaded,
-                up::UpOptions {
-                    interface,
-                    stats_file,
-                },
-            )
+            up::run(loaded, up::UpOptions { interface })
         }
+        Command::Show {
+            interface,
+            json,
+            watch,
+        } => show(interface.as_deref(), json, watch),
         Command::Demo(args) => demo::run(&args),
-        Command::Stats { file } => {
-            let snapshot = Snapshot::read(&file)?
-                .ok_or_else(|| Error::Input(format!("{}: no such file", file.display())))?;
-            write!(io::stdout(), "{}", snapshot.render())
-                .map_err(|e| Error::sys("writing to stdout", e))
-        }
         Command::GenerateMan { dir } => docs::write_man_pages(Cli::command(), &dir),
         Command::GenerateCompletions { shell } => {
             docs::write_completions(Cli::command(), shell, &mut io::stdout())
         }
+    }
+}
+
+/// `pipevpn show`: one frame, or with `--watch` one a second until
+/// interrupted (SIGINT's default action ends the process). On a terminal
+/// each frame replaces the last; elsewhere frames follow each other,
+/// without escape codes.
+fn show(interface: Option<&str>, json: bool, watch: bool) -> Result<()> {
+    if pipevpn::sys::effective_uid() != 0 {
+        return Err(Error::Input(
+            "show reads the control sockets, which only root may reach: run it as root".into(),
+        ));
+    }
+    let names = match interface {
+        Some(name) => vec![name.to_string()],
+        None => control::client::interfaces()?,
+    };
+    let terminal = io::stdout().is_terminal();
+    let mut watches: Vec<show::Watch> = names.iter().map(|_| show::Watch::default()).collect();
+    loop {
+        let mut frame = String::new();
+        let mut objects = serde_json::Map::new();
+        for (name, watch) in names.iter().zip(&mut watches) {
+            let dev = control::client::device(name)?;
+            let rates = watch.next(&dev, Instant::now());
+            if json {
+                objects.insert(name.clone(), show::json(&dev, rates.as_ref()));
+            } else {
+                if !frame.is_empty() {
+                    frame.push('\n');
+                }
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                frame.push_str(&show::text(&dev, now, rates.as_ref()));
+            }
+        }
+        if json {
+            // One interface named: its object; else one object by name.
+            let value = match (interface, objects.len()) {
+                (Some(_), 1) => objects
+                    .into_iter()
+                    .next()
+                    .map(|(_, v)| v)
+                    .unwrap_or_default(),
+                _ => serde_json::Value::Object(objects),
+            };
+            frame = format!("{value}\n");
+        }
+        if watch && terminal {
+            // Home and clear the screen, then the frame.
+            frame.insert_str(0, "\x1b[H\x1b[2J");
+        }
+        let mut out = io::stdout().lock();
+        out.write_all(frame.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::sys("writing to stdout", e))?;
+        if !watch {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
