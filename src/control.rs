@@ -26,7 +26,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -205,6 +205,27 @@ pub struct Server {
     accept: Option<JoinHandle<()>>,
     clients: Arc<AtomicUsize>,
     socket: Arc<ControlSocket>,
+    accepting: Arc<Accepting>,
+}
+
+/// Whether the accept thread still runs: cleared when it returns or
+/// unwinds, for a watchdog.
+#[derive(Default)]
+pub struct Accepting(AtomicBool);
+
+impl Accepting {
+    pub fn get(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Clears [`Accepting`] when the accept thread ends, however it ends.
+struct ClearOnExit(Arc<Accepting>);
+
+impl Drop for ClearOnExit {
+    fn drop(&mut self) {
+        self.0 .0.store(false, Relaxed);
+    }
 }
 
 /// How often a client's thread looks at the stop flag while it waits.
@@ -215,11 +236,16 @@ pub fn serve(socket: ControlSocket, handler: Arc<dyn Handler>, limits: Limits) -
     let stop = Arc::new(StopFd::new()?);
     let clients = Arc::new(AtomicUsize::new(0));
     let socket = Arc::new(socket);
+    let accepting = Arc::new(Accepting(AtomicBool::new(true)));
     let accept = {
         let (stop, clients, socket) = (stop.clone(), clients.clone(), socket.clone());
+        let running = ClearOnExit(accepting.clone());
         std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(&socket, &handler, limits, &stop, &clients))
+            .spawn(move || {
+                let _running = running;
+                accept_loop(&socket, &handler, limits, &stop, &clients)
+            })
             .map_err(|e| Error::sys("spawning thread control", e))?
     };
     Ok(Server {
@@ -227,6 +253,7 @@ pub fn serve(socket: ControlSocket, handler: Arc<dyn Handler>, limits: Limits) -
         accept: Some(accept),
         clients,
         socket,
+        accepting,
     })
 }
 
@@ -238,6 +265,11 @@ impl Server {
     /// See [`ControlSocket::still_there`].
     pub fn still_there(&self) -> bool {
         self.socket.still_there()
+    }
+
+    /// Whether the accept thread runs, as it goes on.
+    pub fn accepting(&self) -> Arc<Accepting> {
+        self.accepting.clone()
     }
 
     pub fn stop(mut self) {

@@ -2,6 +2,7 @@
 //! no root, no kernel. Two tunnels are joined back to back.
 
 use pipevpn::cidr::Cidr;
+use pipevpn::notify::{Health, Judge, Look};
 use pipevpn::pipeline::device::UdpDevice;
 use pipevpn::pipeline::fake::{FakeTun, FakeTunEnds, FakeUdp};
 use pipevpn::pipeline::interface::{AllowedIpChange, PeerUpdate};
@@ -1174,4 +1175,61 @@ fn a_keyless_side_answers_nothing_until_it_gets_a_key_and_stops_without_it() {
     expect_delivery(&b, &p4);
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
+}
+
+/// Three looks at `side` for the watchdog's judge, a little apart (the
+/// judge counts looks, not time: the pause only lets the stages run).
+fn watchdog_verdict(side: &Side) -> Health {
+    let mut judge = Judge::default();
+    let mut health = Health::Alive;
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(100));
+        let look = Look::take(&side.handle.backlog, &side.handle.stats, true);
+        health = judge.judge(look);
+    }
+    health
+}
+
+#[test]
+fn the_watchdog_finds_an_idle_pipeline_alive_and_a_stuck_stage_stuck() {
+    // B's applications read nothing: its tun (8 packets) fills, and its
+    // tun_writer blocks with batches waiting, as a hung stage would.
+    let (a, b) = pair(8);
+    let first = ipv4(A_TUN, B_TUN, 100, 0);
+    a.tun.inject.send(first.clone()).unwrap();
+    expect_delivery(&b, &first);
+    assert_eq!(watchdog_verdict(&b), Health::Alive, "idle is alive");
+    assert_eq!(watchdog_verdict(&a), Health::Alive, "idle is alive");
+
+    let waiting_for_writer = || {
+        let waiting = b.handle.backlog.waiting();
+        waiting.contains(&(Stage::TunWriter, 0)) || waiting.is_empty()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0u32;
+    while waiting_for_writer() && Instant::now() < deadline {
+        let _ = a.tun.inject.try_send(ipv4(A_TUN, B_TUN, 1000, i as u8));
+        i += 1;
+        thread::sleep(Duration::from_micros(50));
+    }
+    assert!(
+        !waiting_for_writer(),
+        "batches wait for B's tun_writer: {:?}",
+        b.handle.backlog.waiting()
+    );
+    match watchdog_verdict(&b) {
+        Health::Stuck(stages) => assert!(stages.contains(&Stage::TunWriter), "{stages:?}"),
+        other => panic!("B's tun_writer is stuck, judged {other:?}"),
+    }
+    // Once the applications read again, B is alive again.
+    let drain = {
+        let delivered = b.tun.delivered.clone();
+        thread::spawn(move || while delivered.recv_timeout(Duration::from_millis(500)).is_ok() {})
+    };
+    assert_eq!(watchdog_verdict(&b), Health::Alive, "moving again");
+    drain.join().unwrap();
+    let backlog = b.handle.backlog.clone();
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+    assert!(backlog.waiting().is_empty(), "released at shutdown");
 }
