@@ -112,3 +112,8 @@ fn wgquick_daemon() {
 fn reload() {
     run_scenario("reload");
 }
+
+#[test]
+fn systemd() {
+    run_scenario("systemd");
+}
