@@ -1,8 +1,8 @@
 //! `pipevpn up`: config -> control socket (bound), tun, PreUp hooks,
 //! addresses, UDP socket, routes -> pipeline, control socket (served),
-//! PostUp hooks, READY=1 to systemd ([`crate::notify`]); then wait for a terminating signal, a failed stage or the
-//! control socket's deletion, run the PreDown hooks, undo everything, run
-//! the PostDown hooks.
+//! PostUp hooks, READY=1 to systemd ([`crate::notify`]); then wait for a
+//! terminating signal, a failed stage or the control socket's deletion,
+//! run the PreDown hooks, undo everything, run the PostDown hooks.
 //!
 //! What `pipevpnd` ([`crate::daemon`]) does too is a function here that
 //! both call: catching the stop signals, binding the control socket,

@@ -118,8 +118,10 @@ pub struct TunnelHandle {
 
 /// How many batches (or handshake messages) wait in the input channel of
 /// each stage that has one; read-only, for a watchdog. It holds a receiver
-/// of each channel, which [`TunnelHandle::shutdown`] drops first: a stage
-/// blocked sending to a neighbour that ended is then woken as before.
+/// of each channel: while the tunnel runs, a stage sending to a neighbour
+/// that ended blocks instead of failing (the tunnel stops on the first
+/// stage that ends anyway), and [`TunnelHandle::shutdown`] drops these
+/// receivers first, which wakes it.
 pub struct Backlog(Mutex<Vec<(Stage, Waiting)>>);
 
 type Waiting = Box<dyn Fn() -> usize + Send>;
