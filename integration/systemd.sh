@@ -8,7 +8,13 @@
 # - kill -HUP: RELOADING=1 (with MONOTONIC_USEC) and then READY=1 again;
 # - SIGTERM: STOPPING=1, and a clean exit;
 # - `pipevpnd -f` sends READY=1 once `wg show` answers, then the watchdog's
-#   pings, and STOPPING=1 on SIGTERM.
+#   pings, and STOPPING=1 on SIGTERM;
+# - `up` in a copy of the unit's sandbox, made from dist/systemd/pipevpn@.service
+#   (systemd is not needed, nor started): the system read-only (/etc /usr /var
+#   /run) but for the unit's RuntimeDirectory= and ReadWritePaths=, /proc/sys
+#   read-only (ProtectKernelTunables=), the bounding set and no_new_privs: READY=1
+#   with everything up, a reload, pings, STOPPING=1 and exit 0. /tmp stays
+#   writable, as the unit's private one is.
 # The peer B runs without NOTIFY_SOCKET, as outside systemd.
 # shellcheck source=integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,6 +22,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_tools pipevpn
 WATCHDOG_SECS=2
 NOTIFY_PY="$REPO_ROOT/integration/notify_socket.py"
+UNIT="$REPO_ROOT/dist/systemd/pipevpn@.service"
 
 # listen NAME CHECK: a fresh notification socket $TMP/NAME.sock, its messages in
 # $TMP/NAME.notify, CHECK run when READY=1 first comes.
@@ -101,4 +108,60 @@ stop_impl "$TUN1"
 [[ $STOP_RC == 0 ]] || fail "pipevpnd exited with status $STOP_RC after SIGTERM"
 [[ $(tail -n1 "$TMP/daemon.notify") == STOPPING=1 ]] ||
 	fail "the last message was not STOPPING=1: $(tail -n3 "$TMP/daemon.notify" | tr '\n' ' ')"
+pass
+
+# unit_values KEY: the values of every KEY= line of the unit, one a line.
+unit_values() { sed -n "s/^$1=//p" "$UNIT" | tr ' ' '\n' | sed '/^$/d'; }
+
+# sandbox_wrapper FILE: a script that runs pipevpn as the unit would confine it,
+# in a mount namespace made inside the network namespace it is started in.
+sandbox_wrapper() {
+	local rw=() caps ro="/etc /usr /var /run" d
+	grep -qx 'ProtectSystem=strict' "$UNIT" || fail "the unit has no ProtectSystem=strict"
+	grep -qx 'ProtectKernelTunables=yes' "$UNIT" && ro+=" /proc/sys"
+	grep -qx 'NoNewPrivileges=yes' "$UNIT" || fail "the unit has no NoNewPrivileges=yes"
+	for d in $(unit_values RuntimeDirectory); do rw+=("/run/$d"); done
+	for d in $(unit_values ReadWritePaths); do rw+=("${d#-}"); done
+	caps=$(unit_values CapabilityBoundingSet | tr 'A-Z' 'a-z' | sed 's/^cap_/+/' | paste -sd,)
+	[[ -n $caps ]] || fail "the unit has no CapabilityBoundingSet="
+	mkdir -p /run/pipevpn /run/wireguard # what RuntimeDirectory= makes
+	cat >"$1" <<-WRAPPER
+		#!/bin/bash
+		exec unshare -m --propagation private bash -c '
+		set -e
+		for d in $ro; do mount --bind \$d \$d; mount -o remount,bind,ro \$d; done
+		for d in ${rw[*]}; do [[ ! -e \$d ]] || { mount --bind \$d \$d; mount -o remount,bind,rw \$d; }; done
+		exec setpriv --no-new-privs --bounding-set=-all,$caps --inh-caps=-all "$PIPEVPN" "\$@"' pipevpn "\$@"
+	WRAPPER
+	chmod +x "$1"
+	log "sandbox: read-only $ro; writable ${rw[*]}; bounding set $caps"
+}
+
+scenario up-runs-in-the-units-sandbox
+command -v setpriv >/dev/null || fail "setpriv is missing (Debian: util-linux)"
+sandbox_wrapper "$TMP/sandboxed-pipevpn"
+rm -f "$TMP/postup.done"
+listen sandboxed "ip -n $NS1 link show dev $TUN1 up | grep -q $TUN1 &&
+	ip -n $NS1 addr show dev $TUN1 | grep -q 'inet $INNER1/24' &&
+	ip -n $NS1 route show $INNER2 | grep -q 'dev $TUN1' &&
+	test -S /var/run/wireguard/$TUN1.sock && test -e $TMP/postup.done"
+start_pipevpn "$NS2" "$TMP/b.conf" "$TUN2"
+NOTIFY_SOCKET="$TMP/sandboxed.sock" PIPEVPN="$TMP/sandboxed-pipevpn" \
+	start_pipevpn "$NS1" "$TMP/a.conf" "$TUN1"
+wait_until 5 "READY=1 from the sandboxed up" eval "(( \$(count sandboxed '^READY=1\$') == 1 ))"
+ready_check sandboxed
+status=$(cat "/proc/${PID_OF[$TUN1]}/status")
+grep -q '^NoNewPrivs:[[:space:]]*1$' <<<"$status" || fail "up runs without no_new_privs"
+grep -q '^CapBnd:[[:space:]]*0000000000001000$' <<<"$status" ||
+	fail "up's bounding set is not CAP_NET_ADMIN alone: $(grep CapBnd <<<"$status")"
+wait_for_handshake "$NS1" "$INNER2"
+kill -HUP "${PID_OF[$TUN1]}"
+wait_until 5 "READY=1 after the reload" eval "(( \$(count sandboxed '^READY=1\$') == 2 ))"
+ping_ok "$NS1" "$INNER2"
+stop_impl "$TUN1"
+[[ $STOP_RC == 0 ]] || fail "the sandboxed up exited with status $STOP_RC after SIGTERM"
+[[ $(tail -n1 "$TMP/sandboxed.notify") == STOPPING=1 ]] ||
+	fail "the last message was not STOPPING=1: $(tail -n3 "$TMP/sandboxed.notify" | tr '\n' ' ')"
+no_route_record "$TUN1"
+stop_impl "$TUN2"
 pass
