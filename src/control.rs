@@ -473,6 +473,18 @@ mod tests {
         (serve(socket, rec.clone(), limits).unwrap(), rec)
     }
 
+    #[test]
+    fn accepting_is_true_while_the_accept_thread_runs_and_false_after() {
+        let dir = TempDir::new("accepting");
+        let (server, _) = server(&dir, Limits::default());
+        let accepting = server.accepting();
+        assert!(accepting.get());
+        assert!(ask(server.path(), b"get=1\n\n").ends_with("errno=0\n\n"));
+        assert!(accepting.get(), "still accepting after a client");
+        server.stop();
+        assert!(!accepting.get(), "cleared when the thread ended");
+    }
+
     /// Sends `request` and reads until the reply's empty line.
     fn ask(path: &Path, request: &[u8]) -> String {
         let mut s = UnixStream::connect(path).unwrap();
