@@ -25,7 +25,7 @@ COMPLETE_WORD=sh COMPLETE_TO=show
 # Where the package puts files (dpkg -L), which must be as before afterwards.
 DIRS=(/usr/bin /usr/share/man/man8 /usr/share/bash-completion/completions
 	/usr/share/zsh/vendor-completions /usr/share/fish/vendor_completions.d
-	/usr/share/doc/$PACKAGE "$ETC")
+	/usr/share/doc/$PACKAGE /lib/systemd/system "$ETC")
 
 # installed: whether dpkg has the package installed or half-installed.
 installed() {
@@ -108,6 +108,14 @@ for bin in pipevpn pipevpnd; do
 	# The package's version less its Debian revision.
 	[[ $got == "$bin ${VERSION%-*}" ]] || fail "/usr/bin/$bin --version printed '$got', expected '$bin ${VERSION%-*}'"
 done
+pass
+
+scenario systemd-unit
+# The template unit, as shipped; not enabled (an instance is the admin's choice).
+UNIT=/lib/systemd/system/pipevpn@.service
+dpkg -L "$PACKAGE" | grep -qx "$UNIT" || fail "the package does not list $UNIT"
+cmp -s "$UNIT" "$REPO_ROOT/packaging/systemd/pipevpn@.service" || fail "$UNIT differs from packaging/systemd/pipevpn@.service"
+[[ $(stat -c '%a %U' "$UNIT") == "644 root" ]] || fail "$UNIT is $(stat -c '%a %U' "$UNIT"), expected 644 root"
 pass
 
 scenario man-pages

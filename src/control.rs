@@ -29,7 +29,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -208,6 +208,27 @@ pub struct Server {
     accept: Option<JoinHandle<()>>,
     clients: Arc<AtomicUsize>,
     socket: Arc<ControlSocket>,
+    accepting: Arc<Accepting>,
+}
+
+/// Whether the accept thread still runs: cleared when it returns or
+/// unwinds, for a watchdog.
+#[derive(Default)]
+pub struct Accepting(AtomicBool);
+
+impl Accepting {
+    pub fn get(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Clears [`Accepting`] when the accept thread ends, however it ends.
+struct ClearOnExit(Arc<Accepting>);
+
+impl Drop for ClearOnExit {
+    fn drop(&mut self) {
+        self.0 .0.store(false, Relaxed);
+    }
 }
 
 /// How often a client's thread looks at the stop flag while it waits.
@@ -218,11 +239,16 @@ pub fn serve(socket: ControlSocket, handler: Arc<dyn Handler>, limits: Limits) -
     let stop = Arc::new(StopFd::new()?);
     let clients = Arc::new(AtomicUsize::new(0));
     let socket = Arc::new(socket);
+    let accepting = Arc::new(Accepting(AtomicBool::new(true)));
     let accept = {
         let (stop, clients, socket) = (stop.clone(), clients.clone(), socket.clone());
+        let running = ClearOnExit(accepting.clone());
         std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(&socket, &handler, limits, &stop, &clients))
+            .spawn(move || {
+                let _running = running;
+                accept_loop(&socket, &handler, limits, &stop, &clients)
+            })
             .map_err(|e| Error::sys("spawning thread control", e))?
     };
     Ok(Server {
@@ -230,6 +256,7 @@ pub fn serve(socket: ControlSocket, handler: Arc<dyn Handler>, limits: Limits) -
         accept: Some(accept),
         clients,
         socket,
+        accepting,
     })
 }
 
@@ -241,6 +268,11 @@ impl Server {
     /// See [`ControlSocket::still_there`].
     pub fn still_there(&self) -> bool {
         self.socket.still_there()
+    }
+
+    /// Whether the accept thread runs, as it goes on.
+    pub fn accepting(&self) -> Arc<Accepting> {
+        self.accepting.clone()
     }
 
     pub fn stop(mut self) {
@@ -442,6 +474,18 @@ mod tests {
         let socket = bind(&dir.0, "pvc0").unwrap().expect("not taken");
         let rec = Arc::new(Recorder::default());
         (serve(socket, rec.clone(), limits).unwrap(), rec)
+    }
+
+    #[test]
+    fn accepting_is_true_while_the_accept_thread_runs_and_false_after() {
+        let dir = TempDir::new("accepting");
+        let (server, _) = server(&dir, Limits::default());
+        let accepting = server.accepting();
+        assert!(accepting.get());
+        assert!(ask(server.path(), b"get=1\n\n").ends_with("errno=0\n\n"));
+        assert!(accepting.get(), "still accepting after a client");
+        server.stop();
+        assert!(!accepting.get(), "cleared when the thread ended");
     }
 
     /// Sends `request` and reads until the reply's empty line.

@@ -5,9 +5,14 @@
 //! MTU and hooks are wg-quick's. It runs until a stop signal, the control
 //! socket's deletion (what `wg-quick down` does) or the interface's.
 //!
+//! Under systemd (`NOTIFY_SOCKET`), it sends READY=1 once the control
+//! socket serves, STOPPING=1 and the watchdog's pings as `up` does
+//! ([`crate::notify`]).
+//!
 //! Starting in the background is the binary's (`src/bin/pipevpnd.rs`);
 //! everything that `pipevpn up` also does is [`crate::up`]'s.
 
+use crate::notify::{self, Watchdog};
 use crate::pipeline::TunnelConfig;
 use crate::sys::{iface, tun::Tun, udp::bind_udp_any};
 use crate::up;
@@ -51,12 +56,16 @@ pub fn run(name: &str, ready: impl FnOnce() -> Result<()>) -> Result<()> {
         );
         let readied = ready();
         if readied.is_ok() {
+            let watchdog = Watchdog::start(&handle, server.accepting());
+            notify::ready();
             let mut mtu = MtuWatch::default();
             up::wait_for_stop(name, &handle, &server, signals, false, |wake| {
                 if wake == up::Wake::Second {
                     mtu.check(name);
                 }
             });
+            notify::stopping();
+            drop(watchdog);
         }
         server.stop();
         let stopped = handle.shutdown();

@@ -17,6 +17,8 @@
 //! - [`control`] serves the control socket `wg` speaks (the text is
 //!   [`protocol::uapi`]'s) beside the pipeline; [`control::handler`]
 //!   applies its requests to the running [`pipeline::interface`].
+//! - [`notify`] tells systemd when the tunnel is ready, reloads and stops,
+//!   and pings its watchdog while the [`pipeline`] and [`control`] live.
 //! - [`reload`] turns a config file into the control socket's set that
 //!   makes a running interface match it (`wg syncconf`), for SIGHUP.
 //! - [`show`] renders what `pipevpn show` prints from a get answer (pure);
@@ -54,6 +56,7 @@ pub mod docs;
 pub mod error;
 pub mod last_endpoint;
 pub mod logging;
+pub mod notify;
 pub mod pipeline;
 pub mod protocol;
 pub mod reload;

@@ -1,8 +1,8 @@
 //! `pipevpn up`: config -> control socket (bound), tun, PreUp hooks,
 //! addresses, UDP socket, routes -> pipeline, control socket (served),
-//! PostUp hooks; then wait for a terminating signal, a failed stage or the
-//! control socket's deletion, run the PreDown hooks, undo everything, run
-//! the PostDown hooks.
+//! PostUp hooks, READY=1 to systemd ([`crate::notify`]); then wait for a
+//! terminating signal, a failed stage or the control socket's deletion,
+//! run the PreDown hooks, undo everything, run the PostDown hooks.
 //!
 //! What `pipevpnd` ([`crate::daemon`]) does too is a function here that
 //! both call: catching the stop signals, binding the control socket,
@@ -24,6 +24,7 @@ use crate::cidr::Cidr;
 use crate::config::{Config, Dns, Endpoint, Hook, PeerConfig, Table};
 use crate::control::{self, handler::Live, ControlSocket, Handler, SOCKET_DIR};
 use crate::last_endpoint;
+use crate::notify::{self, Watchdog};
 use crate::pipeline::{self, PeerSpec, TunnelConfig};
 use crate::protocol::keys::PublicKey;
 use crate::protocol::timers::Timing;
@@ -339,6 +340,8 @@ fn run_tunnel(
             remembered.iter().flatten().count()
         ),
     }
+    let watchdog = Watchdog::start(&handle, server.accepting());
+    notify::ready();
     // Where the peers are now, for the host routes and the memory of the
     // peers without an Endpoint: at once when a peer's endpoint moves (a
     // reply to its new address must not loop into a full tunnel) or a peer
@@ -362,18 +365,24 @@ fn run_tunnel(
     let mut applied = (config.clone(), endpoints);
     wait_for_stop(name, &handle, &server, signals, true, |wake| {
         match wake {
-            Wake::Reload => match reread(config, bound) {
-                Ok(new) => {
-                    apply_reload(config, &new, &live);
-                    applied = new;
+            Wake::Reload => {
+                notify::reloading();
+                match reread(config, bound) {
+                    Ok(new) => {
+                        apply_reload(config, &new, &live);
+                        applied = new;
+                    }
+                    Err(e) => log::error!("SIGHUP: {e}; nothing changed, the tunnel runs on"),
                 }
-                Err(e) => log::error!("SIGHUP: {e}; nothing changed, the tunnel runs on"),
-            },
+                notify::ready();
+            }
             Wake::Second | Wake::EndpointMoved | Wake::PeersChanged => {}
         }
         follow(&handle);
     });
     follow(&handle);
+    notify::stopping();
+    drop(watchdog);
     // wg-quick's cmd_down: PreDown, the teardown, PostDown. A failed hook
     // does not stop the teardown; the first failure is the exit's error.
     let pre_down = hooks.run("PreDown", &config.interface.pre_down);

@@ -117,3 +117,8 @@ fn reload() {
 fn confine() {
     run_scenario("confine");
 }
+
+#[test]
+fn systemd() {
+    run_scenario("systemd");
+}

@@ -2,6 +2,7 @@
 //! no root, no kernel. Two tunnels are joined back to back.
 
 use pipevpn::cidr::Cidr;
+use pipevpn::notify::{Health, Judge, Look};
 use pipevpn::pipeline::device::UdpDevice;
 use pipevpn::pipeline::fake::{FakeTun, FakeTunEnds, FakeUdp};
 use pipevpn::pipeline::interface::{AllowedIpChange, PeerUpdate};
@@ -1219,4 +1220,64 @@ fn a_keyless_side_answers_nothing_until_it_gets_a_key_and_stops_without_it() {
     expect_delivery(&b, &p4);
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
+}
+
+/// Three looks at `side` for the watchdog's judge, a little apart (the
+/// judge counts looks, not time: the pause only lets the stages run).
+fn watchdog_verdict(side: &Side) -> Health {
+    let mut judge = Judge::default();
+    let mut health = Health::Alive;
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(100));
+        let look = Look::take(&side.handle.backlog, &side.handle.stats, true);
+        health = judge.judge(look);
+    }
+    health
+}
+
+#[test]
+fn the_watchdog_finds_an_idle_pipeline_alive_and_a_stuck_stage_stuck() {
+    // B's applications read nothing: its tun (8 packets) fills, and its
+    // tun_writer blocks with batches waiting, as a hung stage would.
+    let (a, b) = pair(8);
+    let first = ipv4(A_TUN, B_TUN, 100, 0);
+    a.tun.inject.send(first.clone()).unwrap();
+    expect_delivery(&b, &first);
+    assert_eq!(watchdog_verdict(&b), Health::Alive, "idle is alive");
+    assert_eq!(watchdog_verdict(&a), Health::Alive, "idle is alive");
+
+    // Bursts, judged after each until the tun_writer is found stuck (a look
+    // may catch it still draining into the tun's last free slots). The
+    // write the full tun holds may be the tun_writer's or one the
+    // receiver's lone-packet shortcut makes in its name: stuck either way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0u32;
+    let verdict = loop {
+        for _ in 0..32 {
+            let _ = a.tun.inject.try_send(ipv4(A_TUN, B_TUN, 1000, i as u8));
+            i = i.wrapping_add(1);
+        }
+        match watchdog_verdict(&b) {
+            Health::Stuck(stages) if stages.contains(&Stage::TunWriter) => break Ok(()),
+            other if Instant::now() > deadline => break Err(other),
+            _ => thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    if let Err(last) = verdict {
+        panic!(
+            "B's tun_writer is stuck, judged {last:?}; waiting: {:?}",
+            b.handle.backlog.waiting()
+        );
+    }
+    // Once the applications read again, B is alive again.
+    let drain = {
+        let delivered = b.tun.delivered.clone();
+        thread::spawn(move || while delivered.recv_timeout(Duration::from_millis(500)).is_ok() {})
+    };
+    assert_eq!(watchdog_verdict(&b), Health::Alive, "moving again");
+    drain.join().unwrap();
+    let backlog = b.handle.backlog.clone();
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+    assert!(backlog.waiting().is_empty(), "released at shutdown");
 }

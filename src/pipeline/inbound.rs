@@ -314,7 +314,7 @@ pub fn tun_writer(tun: &dyn TunDevice, inbound_plain: &Receiver<Plain>, stats: &
 
 /// Writes one batch to the tun: the tun_writer's work on it.
 fn write_plain(tun: &dyn TunDevice, batch: &mut Batch, stats: &StageStats) {
-    let written = tun.write_batch(batch);
+    let written = stats.in_device(|| tun.write_batch(batch));
     stats.pass(written.packets, written.bytes);
     if let Some(e) = written.error {
         log::debug!("tun_writer: {e}");

@@ -60,7 +60,7 @@ pub use peer::PeerSpec;
 use pool::Pool;
 use stats::{Stage, Stats};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 /// Batches that may wait in each data channel.
@@ -112,6 +112,33 @@ pub struct TunnelHandle {
     pub stats: Arc<Stats>,
     /// The peers and their tables, for reading their state or changing them.
     pub interface: Arc<Interface>,
+    /// What waits in each stage's input channel, for a watchdog.
+    pub backlog: Arc<Backlog>,
+}
+
+/// How many batches (or handshake messages) wait in the input channel of
+/// each stage that has one; read-only, for a watchdog. It holds a receiver
+/// of each channel: while the tunnel runs, a stage sending to a neighbour
+/// that ended blocks instead of failing (the tunnel stops on the first
+/// stage that ends anyway), and [`TunnelHandle::shutdown`] drops these
+/// receivers first, which wakes it.
+pub struct Backlog(Mutex<Vec<(Stage, Waiting)>>);
+
+type Waiting = Box<dyn Fn() -> usize + Send>;
+
+impl Backlog {
+    /// Each stage with an input channel and what waits in it now; none once
+    /// the tunnel shuts down.
+    pub fn waiting(&self) -> Vec<(Stage, usize)> {
+        let inputs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        inputs.iter().map(|(stage, len)| (*stage, len())).collect()
+    }
+}
+
+/// A view of the length of `rx`'s channel.
+fn waiting<T: Send + 'static>(rx: &Receiver<T>) -> Waiting {
+    let rx = rx.clone();
+    Box::new(move || rx.len())
 }
 
 /// Starts the pipeline over the given devices.
@@ -137,6 +164,13 @@ pub fn spawn(
     let (want_session_tx, want_session) = bounded(SESSION_QUEUE);
     let (session_events_tx, session_events) = bounded(SESSION_QUEUE);
     let (exits_tx, exits) = crossbeam_channel::unbounded();
+    let backlog = Arc::new(Backlog(Mutex::new(vec![
+        (Stage::Encryptor, waiting(&outbound_plain)),
+        (Stage::UdpSender, waiting(&outbound_sealed)),
+        (Stage::Decryptor, waiting(&inbound_sealed)),
+        (Stage::TunWriter, waiting(&inbound_plain)),
+        (Stage::Handshaker, waiting(&handshake_in)),
+    ])));
 
     let mut threads = Vec::new();
     let first_failure = Arc::new(Mutex::new(None));
@@ -284,6 +318,7 @@ pub fn spawn(
         first_failure,
         stats,
         interface: iface,
+        backlog,
     })
 }
 
@@ -305,6 +340,11 @@ impl TunnelHandle {
 
     /// Stops every stage and joins it. Returns the first stage failure.
     pub fn shutdown(self) -> Result<()> {
+        self.backlog
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.stop.signal();
         for t in self.threads {
             let _ = t.join();

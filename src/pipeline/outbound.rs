@@ -417,7 +417,7 @@ fn send_sealed(udp: &dyn UdpDevice, batch: &mut Batch, stats: &StageStats) {
     if packets == 0 {
         return;
     }
-    let sent = udp.send_batch(batch);
+    let sent = stats.in_device(|| udp.send_batch(batch));
     stats.pass(sent.datagrams, sent.bytes);
     if let Some(e) = &sent.error {
         log::debug!("udp_sender: {e}");

@@ -126,9 +126,28 @@ pub struct StageStats {
     queue: AtomicU64,
     blocked: AtomicU64,
     blocked_ns: AtomicU64,
+    /// Calls into the kernel device (a tun write, a UDP send) under way:
+    /// work that holds the stage without waiting in its channel, as when a
+    /// full tun blocks a write (also one made by a lone-packet shortcut on
+    /// another stage's thread). The watchdog counts it as work waiting.
+    in_device: AtomicU64,
 }
 
 impl StageStats {
+    /// Runs `call`, a device call doing this stage's work, counted as under
+    /// way while it lasts.
+    pub fn in_device<T>(&self, call: impl FnOnce() -> T) -> T {
+        self.in_device.fetch_add(1, Relaxed);
+        let result = call();
+        self.in_device.fetch_sub(1, Relaxed);
+        result
+    }
+
+    /// Device calls under way now (see [`StageStats::in_device`]).
+    pub fn device_calls(&self) -> u64 {
+        self.in_device.load(Relaxed)
+    }
+
     /// Sends `item` to the next stage. Only when that channel is full is the
     /// wait counted and timed (one clock pair): the common case costs what a
     /// plain send costs. The wait is counted as it begins, so a stage stuck
