@@ -362,6 +362,8 @@ stop_impl() {
 		in_ns "$ns" ip route del ${HOSTROUTE_OF[$iface]}
 	fi
 	HOSTROUTE_OF[$iface]=""
+	# GotaTun 0.10 never removes its control socket (only a stale one when it starts).
+	[[ ${IMPL_OF[$iface]} != uapi ]] || rm -f "/var/run/wireguard/${IFACE_OF[$iface]}.sock"
 }
 
 # start_pair IMPL_A IMPL_B INITIATOR(a|b): starts the waiting side first.
