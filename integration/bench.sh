@@ -20,8 +20,9 @@
 #   processes and their peak RSS (/proc/PID/status VmHWM).
 #
 # Usage: integration/bench.sh [--quick] [--impls LIST]
-#   --quick        1 repetition of 3 s runs instead of 2 of 10 s (smoke run, about
-#                  5 minutes with every implementation; the full run about 15)
+#   --quick        1 repetition of 3 s runs instead of 2 of 10 s (smoke run: 2
+#                  minutes with every implementation, the full run about 11, plus
+#                  about 7 for the first build of GotaTun and boringtun)
 #   --impls LIST   which implementations, in order (default raw,pipevpn,wggo,
 #                  wggo-new,gotatun,boringtun,boringtun-1; pipevpn-base is added
 #                  after pipevpn when PIPEVPN_BASELINE is set)
@@ -355,7 +356,7 @@ def cell(impl, metric, fmt):
 ratios = [(a, b) for a, b in [("pipevpn", "wggo"), ("pipevpn", "wggo-new"), ("pipevpn", "pipevpn-base")]
           if a in impls and b in impls]
 best_col = "pipevpn" in impls and others
-head = ["", *(names[i] for i in impls), *(["pipevpn / best other (which)"] if best_col else []),
+head = ["", *(names[i] for i in impls), *(["pipevpn / best other, which (pipevpn ahead: ↑ > 1, ↓ < 1)"] if best_col else []),
         *(f"{names[a]} / {names[b]}" for a, b in ratios)]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
