@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end performance: the same measurements over raw veth (no tunnel, the
-# ceiling), pipevpn, Debian 12's wireguard-go and a newer wireguard-go with
-# batching and offloads (from bookworm-backports, see fetch-wggo.sh), one after
+# ceiling), pipevpn, Debian 12's wireguard-go, a newer wireguard-go with
+# batching and offloads (from bookworm-backports, see fetch-wggo.sh), GotaTun
+# (Mullvad's fork of boringtun) and Cloudflare's boringtun with its default 4
+# threads and with one (both built on first use, see fetch-peers.sh), one after
 # another in one run, so that a noisy machine hurts them alike. Judge by the
 # ratios within a run.
 #
@@ -17,10 +19,13 @@
 #   A→B run, the CPU time (/proc/PID/stat utime+stime) of both tunnel
 #   processes and their peak RSS (/proc/PID/status VmHWM).
 #
-# Usage: integration/bench.sh [--quick] [--impls raw,pipevpn,wggo,wggo-new]
-#   --quick        1 repetition of 3 s runs instead of 2 of 10 s (smoke run)
-#   --impls LIST   which implementations, in order (default raw,pipevpn,wggo,wggo-new;
-#                  pipevpn-base is added after pipevpn when PIPEVPN_BASELINE is set)
+# Usage: integration/bench.sh [--quick] [--impls LIST]
+#   --quick        1 repetition of 3 s runs instead of 2 of 10 s (smoke run: 2
+#                  minutes with every implementation, the full run about 11, plus
+#                  about 7 for the first build of GotaTun and boringtun)
+#   --impls LIST   which implementations, in order (default raw,pipevpn,wggo,
+#                  wggo-new,gotatun,boringtun,boringtun-1; pipevpn-base is added
+#                  after pipevpn when PIPEVPN_BASELINE is set)
 # Environment:
 #   PIPEVPN           pipevpn binary to measure (default: cargo build --release,
 #                     then target/release/pipevpn)
@@ -28,10 +33,16 @@
 #                     measured as "pipevpn-base" in the same run
 #   WGGO_NEW          the newer wireguard-go binary (default: what
 #                     integration/fetch-wggo.sh prints, downloading it once)
+#   GOTATUN           GotaTun binary (default: what integration/fetch-peers.sh
+#                     prints, building it once)
+#   BORINGTUN         boringtun-cli binary, for boringtun and boringtun-1 (default:
+#                     the same)
+#   BENCH_TOOLS       where fetch-peers.sh builds them (default target/bench-tools)
 #   REPS, SECS        override repetitions and seconds per iperf3 run
 #   BENCH_TIMEOUT     bound for the whole run in seconds (default 1800)
-# Output: a markdown table on stdout; raw iperf3 JSON, ping output, pipevpn
-# stats, every value per repetition (results.tsv) and the table under
+# Output: a markdown table on stdout, with pipevpn's ratio to the best of the
+# other tunnels (all but raw and pipevpn's) per figure; raw iperf3 JSON, ping
+# output, pipevpn stats, every value per repetition (results.tsv) and the table under
 # bench-results/<timestamp>/. Progress goes to stderr.
 #
 # The namespaces, peers and cleanup are lib.sh's, as in the test scenarios.
@@ -44,7 +55,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 exec 3>&2
 
 QUICK=0
-IMPLS=raw,pipevpn,wggo,wggo-new
+IMPLS=raw,pipevpn,wggo,wggo-new,gotatun,boringtun,boringtun-1
 while (($#)); do
 	case $1 in
 	--quick) QUICK=1 ;;
@@ -83,15 +94,21 @@ fi
 require_tools pipevpn wggo
 scenario prerequisites-bench
 command -v jq >/dev/null || fail "missing tool: jq (Debian: apt-get install jq)"
+# need_bin VAR WHAT FETCH...: the binary named by the variable VAR, else by what
+# the command FETCH prints (which fetches or builds it once), must be there.
+need_bin() {
+	local -n bin=$1
+	[[ -n ${bin:-} ]] || bin=$("${@:3}")
+	[[ -x $bin ]] || fail "no $2 binary at $bin"
+}
 for impl in "${IMPL_LIST[@]}"; do
 	case $impl in
 	raw | pipevpn | wggo) ;;
-	wggo-new)
-		[[ -n ${WGGO_NEW:-} ]] || WGGO_NEW=$("$REPO_ROOT/integration/fetch-wggo.sh")
-		[[ -x $WGGO_NEW ]] || fail "no wireguard-go binary at $WGGO_NEW"
-		;;
+	wggo-new) need_bin WGGO_NEW wireguard-go "$REPO_ROOT/integration/fetch-wggo.sh" ;;
+	gotatun) need_bin GOTATUN GotaTun "$REPO_ROOT/integration/fetch-peers.sh" gotatun ;;
+	boringtun | boringtun-1) need_bin BORINGTUN boringtun "$REPO_ROOT/integration/fetch-peers.sh" boringtun ;;
 	pipevpn-base) [[ -x ${PIPEVPN_BASELINE:-} ]] || fail "pipevpn-base needs PIPEVPN_BASELINE=<binary>" ;;
-	*) fail "unknown implementation '$impl' (raw, pipevpn, pipevpn-base, wggo, wggo-new)" ;;
+	*) fail "unknown implementation '$impl' (raw, pipevpn, pipevpn-base, wggo, wggo-new, gotatun, boringtun, boringtun-1)" ;;
 	esac
 done
 pass
@@ -108,6 +125,8 @@ mkdir -p "$OUT"
 	echo "pipevpn-base: ${PIPEVPN_BASELINE:--}"
 	echo "wireguard-go: $(wireguard-go --version 2>&1 | head -n1)"
 	echo "wireguard-go (new): ${WGGO_NEW:+$("$WGGO_NEW" --version 2>&1 | head -n1)}"
+	echo "gotatun: ${GOTATUN:+$("$GOTATUN" --version 2>&1 | head -n1)}"
+	echo "boringtun: ${BORINGTUN:+$("$BORINGTUN" --version 2>&1 | head -n1)}"
 	echo "iperf3: $(iperf3 --version | head -n1)"
 	echo "runs: $REPS repetition(s) of $SECS s, implementations: ${IMPL_LIST[*]}"
 } >"$OUT/machine.txt"
@@ -135,6 +154,18 @@ bring_up() {
 	pipevpn-base) PIPEVPN=$PIPEVPN_BASELINE start_pair pipevpn pipevpn a ;;
 	wggo) start_pair wggo wggo a ;;
 	wggo-new) WGGO_BIN=$WGGO_NEW start_pair wggo wggo a ;;
+	gotatun | boringtun | boringtun-1)
+		case $1 in
+		gotatun) UAPI_CMD=("$GOTATUN") ;;
+		boringtun) UAPI_CMD=("$BORINGTUN") ;;
+		boringtun-1) UAPI_CMD=("$BORINGTUN" --threads 1) ;;
+		esac
+		# Both drop root for the user getlogin(3) names, which fails without a
+		# login session (a script, a CI job: "NULL from getlogin") and ends the
+		# peer: they keep root, as wireguard-go does.
+		UAPI_CMD+=(--foreground --disable-drop-privileges)
+		start_pair uapi uapi a
+		;;
 	esac
 	DST=$INNER2
 	TUNNEL_PIDS=("${PID_OF[$TUN1]}" "${PID_OF[$TUN2]}")
@@ -293,7 +324,10 @@ rows = [  # metric, label, format, higher is better
     ("rss_mib", "peak RSS, larger peer (MiB)", "{:.1f}", False),
 ]
 names = {"raw": "raw veth", "pipevpn": "pipevpn", "pipevpn-base": "pipevpn (baseline)",
-         "wggo": "wireguard-go", "wggo-new": "wireguard-go (new)"}
+         "wggo": "wireguard-go", "wggo-new": "wireguard-go (new)", "gotatun": "GotaTun",
+         "boringtun": "boringtun", "boringtun-1": "boringtun (1 thread)"}
+# The other tunnels a user could pick instead of pipevpn.
+others = [i for i in impls if i not in ("raw", "pipevpn", "pipevpn-base")]
 values = {}
 with open(f"{out}/results.tsv") as f:
     for line in f:
@@ -321,18 +355,32 @@ def cell(impl, metric, fmt):
 
 ratios = [(a, b) for a, b in [("pipevpn", "wggo"), ("pipevpn", "wggo-new"), ("pipevpn", "pipevpn-base")]
           if a in impls and b in impls]
-head = ["", *(names[i] for i in impls), *(f"{names[a]} / {names[b]}" for a, b in ratios)]
+best_col = "pipevpn" in impls and others
+head = ["", *(names[i] for i in impls), *(["pipevpn / best other, which (pipevpn ahead: ↑ > 1, ↓ < 1)"] if best_col else []),
+        *(f"{names[a]} / {names[b]}" for a, b in ratios)]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for metric, label, fmt, higher in rows:
     line = [label + (" ↑" if higher else " ↓")]
     line += [cell(i, metric, fmt) for i in impls]
+    if best_col:
+        # The best is the highest of a ↑ figure and the lowest of a ↓ one.
+        found = [(mean(i, metric), i) for i in others if mean(i, metric) is not None]
+        x = mean("pipevpn", metric)
+        if found and x is not None:
+            y, who = (max if higher else min)(found)
+            line.append(f"{x / y:.2f} ({names[who]})" if y else f"– ({names[who]}: 0)")
+        else:
+            line.append("–")
     for a, b in ratios:
         x, y = mean(a, metric), mean(b, metric)
         line.append(f"{x / y:.2f}" if x is not None and y else "–")
     print("| " + " | ".join(line) + " |")
 print()
-print("↑ higher is better, ↓ lower is better; ±: half the spread between repetitions.")
+print("↑ higher is better, ↓ lower is better; ±: half the spread between repetitions."
+      + (" Ratios are pipevpn's figure over the other's: above 1 is better for pipevpn on a ↑ row, "
+         "below 1 on a ↓ row; the best other is the highest (↑) or lowest (↓) of the other tunnels."
+         if best_col or ratios else ""))
 with open(f"{out}/machine.txt") as f:
     info = dict(line.rstrip("\n").split(": ", 1) for line in f if ": " in line)
 print(f"{info['cpus']}, {info['memory']}, kernel {info['kernel']}; {info['runs']}; "

@@ -36,6 +36,9 @@ PIPEVPN=${PIPEVPN:-target/release/pipevpn}
 PIPEVPND=${PIPEVPND:-$(dirname "$PIPEVPN")/pipevpnd}
 [[ $PIPEVPND == /* ]] || PIPEVPND="$REPO_ROOT/$PIPEVPND"
 WGGO_BIN=wireguard-go # bench.sh runs a newer build through the same code
+# The command of the "uapi" implementation (start_impl), without the interface name:
+# any peer that start_uapi can drive. bench.sh sets it for boringtun and GotaTun.
+UAPI_CMD=()
 
 PREFIX="pv$$"
 NS1="${PREFIX}n1" NS2="${PREFIX}n2" NS3="${PREFIX}n3"
@@ -296,12 +299,17 @@ start_pipevpn() { # start_pipevpn NS CONFIG IFACE [KEY]
 	expect_alive "$key"
 }
 
-start_wggo() { # start_wggo NS IFACE CONFIG
-	local ns=$1 iface=$2 conf=$3 log="$TMP/$2.log" cidr
-	echo "+ [$ns] $WGGO_BIN -f $iface &" >&2
-	env --default-signal=INT,QUIT ip netns exec "$ns" "$WGGO_BIN" -f "$iface" >"$log" 2>&1 &
-	track $! "$iface" "$ns" wggo "$log"
-	wait_until 10 "wireguard-go's control socket for $iface" test -S "/var/run/wireguard/$iface.sock"
+# start_uapi NS IFACE CONFIG IMPL CMD...: a userspace peer that creates the tun IFACE
+# and serves wg(8)'s control socket, as wireguard-go, boringtun and GotaTun do, run
+# as `CMD... IFACE` (in the foreground), then configured as `pipevpn up` would be.
+start_uapi() {
+	local ns=$1 iface=$2 conf=$3 impl=$4 log="$TMP/$2.log" cidr
+	shift 4
+	echo "+ [$ns] $* $iface &" >&2
+	env --default-signal=INT,QUIT ip netns exec "$ns" "$@" "$iface" >"$log" 2>&1 &
+	track $! "$iface" "$ns" "$impl" "$log"
+	wait_until 10 "$impl's control socket for $iface" eval "test -S /var/run/wireguard/$iface.sock || ! alive ${PID_OF[$iface]}"
+	expect_alive "$iface"
 	# wg(8) reads only the keys, port and peer lines: drop the wg-quick additions.
 	grep -viE '^[[:space:]]*(Address|MTU|DNS|Table|SaveConfig|(Pre|Post)(Up|Down))[[:space:]]*=' "$conf" >"$TMP/$iface.wg"
 	in_ns "$ns" wg setconf "$iface" "$TMP/$iface.wg"
@@ -309,12 +317,12 @@ start_wggo() { # start_wggo NS IFACE CONFIG
 		in_ns "$ns" ip addr add "$cidr" dev "$iface"
 	done
 	in_ns "$ns" ip link set "$iface" mtu "$(conf_get "$conf" MTU)" up
-	wggo_routes "$ns" "$iface" "$conf"
+	uapi_routes "$ns" "$iface" "$conf"
 	expect_alive "$iface"
 }
 
-# The routes `pipevpn up` derives from AllowedIPs, made with ip(8) for wireguard-go.
-wggo_routes() {
+# The routes `pipevpn up` derives from AllowedIPs, made with ip(8) for the peers of start_uapi.
+uapi_routes() {
 	local ns=$1 iface=$2 conf=$3 cidr gw dev endpoint
 	for cidr in $(conf_get "$conf" AllowedIPs | tr ',' ' '); do
 		if [[ $cidr == 0.0.0.0/0 ]]; then
@@ -334,7 +342,8 @@ wggo_routes() {
 start_impl() { # start_impl IMPL NS IFACE CONFIG
 	case $1 in
 	pipevpn) start_pipevpn "$2" "$4" "$3" ;;
-	wggo) start_wggo "$2" "$3" "$4" ;;
+	wggo) start_uapi "$2" "$3" "$4" wggo "$WGGO_BIN" -f ;;
+	uapi) start_uapi "$2" "$3" "$4" uapi "${UAPI_CMD[@]}" ;;
 	esac
 }
 
@@ -348,11 +357,13 @@ stop_impl() {
 	STOP_RC=0
 	wait "$pid" || STOP_RC=$?
 	wait_until 5 "${IFACE_OF[$iface]} to disappear" eval "! iface_exists $ns ${IFACE_OF[$iface]}"
-	if [[ ${IMPL_OF[$iface]} == wggo && -n ${HOSTROUTE_OF[$iface]:-} ]]; then
+	if [[ -n ${HOSTROUTE_OF[$iface]:-} ]]; then
 		# shellcheck disable=SC2086 # the recorded route is several words on purpose
 		in_ns "$ns" ip route del ${HOSTROUTE_OF[$iface]}
 	fi
 	HOSTROUTE_OF[$iface]=""
+	# GotaTun 0.10 never removes its control socket (only a stale one when it starts).
+	[[ ${IMPL_OF[$iface]} != uapi ]] || rm -f "/var/run/wireguard/${IFACE_OF[$iface]}.sock"
 }
 
 # start_pair IMPL_A IMPL_B INITIATOR(a|b): starts the waiting side first.
