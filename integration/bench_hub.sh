@@ -24,16 +24,17 @@
 #         responses per second, their latency (sendto of the initiation to
 #         recvfrom of the response: median and 99th percentile), and the
 #         initiations not answered by a response (lost after 1 s, or a cookie
-#         reply; each lost one holds its slot for that second, so a hub
-#         that drops initiations under traffic scores far lower). HS_WINDOW 8 stays under the queue length at which either hub
-#         counts itself under load (pipevpn 16, wireguard-go 128) and would
-#         answer with cookie replies; HS_PEERS 256 at one initiation per peer
-#         per 25 ms (the responders' 20 ms flood rule) allows 10 k/s. Also with
-#         N = 0 (no traffic), the hub's handshake rate on its own. The hub's
-#         CPU over the run (% of one core) tells whose limit the rate is.
-# The prober shares the machine's cores: it makes each initiation in about 70
-# µs of Python, so it is not the limit below some 10 k/s, but it does take CPU
-# from the hub. Judge by the ratios within a run.
+#         reply; a lost one holds its slot for that second, so a hub that
+#         drops initiations under traffic scores far lower). HS_WINDOW 8 stays
+#         under the queue length at which either hub counts itself under load
+#         (pipevpn 16, wireguard-go 128) and would answer with cookie replies;
+#         HS_PEERS 256 at one initiation per peer per 25 ms (the 20 ms flood
+#         rule of wireguard-go and the kernel) allows 10 k/s. With N = 0 (no
+#         traffic), the hub's handshake rate on its own. The hub's CPU over the
+#         run (% of one core) tells whose limit the rate is.
+# The prober shares the machine's 2 cores: it makes an initiation in about 70
+# µs of Python (the newer wireguard-go hub answered it 6.3 k/s), but it does
+# take CPU from the hub. Judge by the ratios within a run.
 #
 # Usage: integration/bench_hub.sh [--quick] [--impls LIST]
 #   --quick        1 repetition of 3 s runs instead of 2 of 10 s (about 2
@@ -250,7 +251,7 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 python3 - "$OUT" "${COUNTS[*]}" "${IMPL_LIST[@]}" <<'EOF' | tee "$OUT/table.md"
 import math, statistics, sys
 out, counts, impls = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
-rows = []  # metric, label, format, higher is better
+rows = []  # metric, label, format, higher is better (None: neither, no ratio)
 for n in counts:
     rows.append((f"tcp_n{n}_mbps", f"TCP to the hub, {n} client(s), sum (Mbit/s)", "{:.0f}", True))
 for n in counts:
@@ -261,7 +262,8 @@ for n in ["0"] + counts:
     rows.append((f"hs_n{n}_p50_ms", f"handshake latency median, {during} (ms)", "{:.2f}", False))
     rows.append((f"hs_n{n}_p99_ms", f"handshake latency p99, {during} (ms)", "{:.2f}", False))
     rows.append((f"hs_n{n}_unanswered", f"initiations unanswered, {during}", "{:.0f}", False))
-    rows.append((f"hs_n{n}_hub_cpu_pct", f"hub CPU, handshakes {during} (% of a core)", "{:.0f}", False))
+    # Whose limit the rate is, not a score: a hub that answers more uses more.
+    rows.append((f"hs_n{n}_hub_cpu_pct", f"hub CPU, handshakes {during} (% of a core)", "{:.0f}", None))
 names = {"pipevpn": "pipevpn hub", "wggo": "wireguard-go hub", "wggo-new": "wireguard-go (new) hub"}
 others = [i for i in impls if i != "pipevpn"]
 values = {}
@@ -294,9 +296,11 @@ head = ["", *(names[i] for i in impls), *(["pipevpn / best other, which"] if bes
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for metric, label, fmt, higher in rows:
-    line = [label + (" ↑" if higher else " ↓")]
+    line = [label + {True: " ↑", False: " ↓", None: ""}[higher]]
     line += [cell(i, metric, fmt) for i in impls]
-    if best_col:
+    if best_col and higher is None:
+        line.append("–")
+    elif best_col:
         found = [(mean(i, metric), i) for i in others if mean(i, metric) is not None]
         x = mean("pipevpn", metric)
         if found and x is not None:
