@@ -177,33 +177,6 @@ bring_down() {
 	[[ $1 == raw ]] || stop_pair
 }
 
-# record IMPL REP METRIC VALUE; a failed measurement is "nan".
-FAILED=0
-record() {
-	printf '%s\t%s\t%s\t%s\n' "$@" >>"$OUT/results.tsv"
-	log "$1 rep $2: $3 = $4"
-	[[ $4 != nan ]] || FAILED=$((FAILED + 1))
-}
-
-# A tunnel that died mid-run would make every later number meaningless.
-tunnels_alive() {
-	local pid
-	for pid in "${TUNNEL_PIDS[@]}"; do
-		alive "$pid" || fail "tunnel process $pid exited during the run: $(tail -n 5 "$TMP"/*.log)"
-	done
-}
-
-# Sum of utime+stime (clock ticks) of the tunnel processes. Fields are
-# counted after the ")" closing the command name.
-cpu_ticks() {
-	local pid total=0 t
-	for pid in "${TUNNEL_PIDS[@]}"; do
-		t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
-		total=$((total + t))
-	done
-	echo "$total"
-}
-
 # Largest VmHWM (kB) of the tunnel processes.
 peak_rss_kb() {
 	local pid max=0 kb
@@ -232,17 +205,14 @@ iperf() {
 	wait "$pid" || true
 }
 
-# json FILE JQ-EXPR: a number from an iperf3 result, "nan" when absent.
-json() { jq -r "($2) // \"nan\"" "$1" 2>/dev/null || echo nan; }
-
 measure() {
 	local impl=$1 rep=$2 before after
 	RUN="$OUT/$impl-r$rep"
 
-	before=$(cpu_ticks)
+	before=$(cpu_ticks "${TUNNEL_PIDS[@]}")
 	iperf tcp-ab
 	tunnels_alive
-	after=$(cpu_ticks)
+	after=$(cpu_ticks "${TUNNEL_PIDS[@]}")
 	record "$impl" "$rep" tcp_ab_mbps "$(json "$RUN-tcp-ab.json" '.end.sum_received.bits_per_second / 1e6')"
 	if ((${#TUNNEL_PIDS[@]})); then
 		local cpu bytes

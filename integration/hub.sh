@@ -29,37 +29,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HUB_IMPL=${HUB_IMPL:-pipevpn}
 require_tools pipevpn wggo
 
-HUB_NS=$NS2 HUB_TUN=$TUN2 HUB_INNER=10.99.0.1
-CLIENTS=(1 2 3)
-declare -A C_NS=() C_TUN=() C_INNER=() C_UNDER=() C_IMPL=([1]=pipevpn [2]=pipevpn [3]=wggo)
-
-# hub_conf: the hub's config, one [Peer] per client, no Endpoint (clients start).
-hub_conf() {
-	local c
-	{
-		printf '[Interface]\nPrivateKey = %s\nAddress = %s/24\nListenPort = %s\nMTU = 1420\n' \
-			"${PRIV[hub]}" "$HUB_INNER" "$PORT"
-		for c in "${CLIENTS[@]}"; do
-			printf '\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\n' "${PUB[c$c]}" "${C_INNER[$c]}"
-		done
-	} >"$TMP/hub.conf"
-	chmod 600 "$TMP/hub.conf"
-}
+declare -A C_IMPL=([1]=pipevpn [2]=pipevpn [3]=wggo)
 
 scenario topology
-add_ns "$HUB_NS"
-n2 sysctl -qw net.ipv4.ip_forward=1
-gen_keys hub
-for c in "${CLIENTS[@]}"; do
-	C_NS[$c]="${PREFIX}c$c" C_TUN[$c]="${PREFIX}t$((c + 2))"
-	C_INNER[$c]="10.99.0.1$c" C_UNDER[$c]="10.96.$c.2"
-	add_ns "${C_NS[$c]}"
-	link_ns "${C_NS[$c]}" "${PREFIX}cv$c" "${C_UNDER[$c]}" "$HUB_NS" "${PREFIX}hv$c" "10.96.$c.1"
-	gen_keys "c$c"
-	in_ns "${C_NS[$c]}" ip route add default via "10.96.$c.1"
-	# Each client reaches the others through the hub: the whole tunnel subnet is its peer's.
-	write_conf "$TMP/c$c.conf" "${PRIV[c$c]}" "${C_INNER[$c]}/24" "${PUB[hub]}" "$INNER_NET" "10.96.$c.1:$PORT" -
-done
+make_hub 3
 # c1 reaches the hub's address only through a gateway (a second address of the
 # hub), as a client across the internet does: a full tunnel must then add host
 # routes to its endpoints.

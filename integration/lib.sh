@@ -189,6 +189,46 @@ make_topology() {
 	n2 ip addr del "$INNER2/32" dev lo
 }
 
+# make_hub N: a hub (ns2, HUB_NS) and clients 1..N (CLIENTS), each in a namespace
+# of its own (C_NS) on its own veth to the hub (10.96.C.0/24, the client .2, the
+# hub .1 and its default gateway), with keys (hub, cC), tunnel address C_INNER
+# (10.99.0.1C), interface C_TUN and $TMP/cC.conf: the whole tunnel subnet is its
+# peer the hub's, so clients reach each other through it. The hub forwards;
+# hub_conf writes its config. hub.sh and bench_hub.sh use it.
+make_hub() {
+	local c
+	HUB_NS=$NS2 HUB_TUN=$TUN2 HUB_INNER=10.99.0.1
+	CLIENTS=()
+	declare -gA C_NS=() C_TUN=() C_INNER=() C_UNDER=()
+	add_ns "$HUB_NS"
+	n2 sysctl -qw net.ipv4.ip_forward=1
+	gen_keys hub
+	for ((c = 1; c <= $1; c++)); do
+		CLIENTS+=("$c")
+		C_NS[$c]="${PREFIX}c$c" C_TUN[$c]="${PREFIX}t$((c + 2))"
+		C_INNER[$c]="10.99.0.1$c" C_UNDER[$c]="10.96.$c.2"
+		add_ns "${C_NS[$c]}"
+		link_ns "${C_NS[$c]}" "${PREFIX}cv$c" "${C_UNDER[$c]}" "$HUB_NS" "${PREFIX}hv$c" "10.96.$c.1"
+		gen_keys "c$c"
+		in_ns "${C_NS[$c]}" ip route add default via "10.96.$c.1"
+		write_conf "$TMP/c$c.conf" "${PRIV[c$c]}" "${C_INNER[$c]}/24" "${PUB[hub]}" "$INNER_NET" "10.96.$c.1:$PORT" -
+	done
+}
+
+# hub_conf: $TMP/hub.conf, the hub's config, one [Peer] per client, no Endpoint
+# (clients start).
+hub_conf() {
+	local c
+	{
+		printf '[Interface]\nPrivateKey = %s\nAddress = %s/24\nListenPort = %s\nMTU = 1420\n' \
+			"${PRIV[hub]}" "$HUB_INNER" "$PORT"
+		for c in "${CLIENTS[@]}"; do
+			printf '\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\n' "${PUB[c$c]}" "${C_INNER[$c]}"
+		done
+	} >"$TMP/hub.conf"
+	chmod 600 "$TMP/hub.conf"
+}
+
 # Normalised main routing table (IPv4 and IPv6) of a namespace.
 route_snapshot() {
 	{
@@ -680,6 +720,42 @@ restart_peer() {
 	info "$impl on $iface down ${down}s after SIG$sig: ping answered again ${RECOVERY_SECS}s after it came back"
 	python3 -c "import sys; sys.exit(0 if $RECOVERY_SECS <= $limit else 1)" ||
 		fail "traffic resumed only ${RECOVERY_SECS}s after $iface came back (limit $limit s)"
+}
+
+# ---- benchmarks (bench.sh, bench_hub.sh) ----------------------------------------
+
+# record IMPL REP METRIC VALUE: one figure into $OUT/results.tsv; a failed
+# measurement is "nan", counted in FAILED.
+FAILED=0
+record() {
+	printf '%s\t%s\t%s\t%s\n' "$@" >>"$OUT/results.tsv"
+	log "$1 rep $2: $3 = $4"
+	[[ $4 != nan ]] || FAILED=$((FAILED + 1))
+}
+
+# json FILE JQ-EXPR: a number from a JSON result (iperf3's, the prober's),
+# "nan" when absent.
+json() { jq -r "($2) // \"nan\"" "$1" 2>/dev/null || echo nan; }
+
+# tunnels_alive: fails if a process of TUNNEL_PIDS has exited: a tunnel that
+# died mid-run would make every later number meaningless.
+TUNNEL_PIDS=()
+tunnels_alive() {
+	local pid
+	for pid in "${TUNNEL_PIDS[@]}"; do
+		alive "$pid" || fail "tunnel process $pid exited during the run: $(tail -n 5 "$TMP"/*.log)"
+	done
+}
+
+# cpu_ticks PID...: the sum of utime+stime (clock ticks) of the processes.
+# Fields are counted after the ")" closing the command name.
+cpu_ticks() {
+	local pid total=0 t
+	for pid in "$@"; do
+		t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+		total=$((total + t))
+	done
+	echo "$total"
 }
 
 # ---- cleanup --------------------------------------------------------------------

@@ -13,6 +13,10 @@ Subcommands (all output is JSON on stdout unless noted):
                                          contents, spread over SECS (0: at once),
                                          sent from SRC_IP:SRC_PORT if given (a
                                          local address: spoofing another host's)
+  handshakes HUB_PUBKEY HOST PORT KEYS SECS WINDOW
+                                         real initiations from the peers whose private
+                                         keys are the lines of KEYS, WINDOW in flight at
+                                         a time for SECS: responses per second, latency
   count PCAP SRC_IP                      datagrams from SRC_IP by message type
   stats FILE                             `pipevpn show --json` output as {stage: {field: n}}
   delta BEFORE AFTER                     per-reason drop deltas summed over stages
@@ -21,6 +25,7 @@ Subcommands (all output is JSON on stdout unless noted):
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import random
@@ -281,6 +286,140 @@ def initflood(pubkey_b64, host, port, count, seconds, src_ip=None, src_port=None
                       "per_second": int(sent / took) if took > 0 else sent}))
 
 
+# The Noise IKpsk2 initiator of whitepaper §5.4.2, enough to make initiations a
+# responder accepts: see handshakes().
+CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
+
+
+def blake(*parts):
+    return hashlib.blake2s(b"".join(parts)).digest()
+
+
+def kdf(chain, data, n):
+    prk = hmac.new(chain, data, hashlib.blake2s).digest()
+    out, t = [], b""
+    for i in range(1, n + 1):
+        t = hmac.new(prk, t + bytes([i]), hashlib.blake2s).digest()
+        out.append(t)
+    return out
+
+
+def handshakes(hub_b64, host, port, keys_path, seconds, window):
+    """A responder's handshake rate, closed loop: WINDOW initiations in flight
+    (kept under the responder's "under load" queue length, so it answers
+    with responses, not cookie replies), each from the next of the peers in
+    KEYS (private keys, one a line, all known to the responder), no peer more
+    often than every 25 ms (the 20 ms flood check, whitepaper §5.3) and
+    with strictly growing timestamps. A response counts when its receiver
+    index is an initiation in flight and its mac1 is right for that peer;
+    its latency is from the initiation's sendto to its recvfrom. An
+    initiation unanswered after 1 s is lost and its slot freed. The
+    response itself is not opened: that would measure this script."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    def raw(pub):
+        return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    hub = base64.b64decode(hub_b64)
+    hub_key = X25519PublicKey.from_public_bytes(hub)
+    c0 = blake(CONSTRUCTION)
+    h0 = blake(blake(c0, IDENTIFIER), hub)
+    mac1_to_hub = hashlib.blake2s(b"mac1----" + hub).digest()
+    peers = []  # [static pub, ss, mac1 key for answers, next allowed send, last timestamp]
+    with open(keys_path) as f:
+        for line in f:
+            if line.strip():
+                priv = X25519PrivateKey.from_private_bytes(base64.b64decode(line.strip()))
+                pub = raw(priv.public_key())
+                peers.append([pub, priv.exchange(hub_key),
+                              hashlib.blake2s(b"mac1----" + pub).digest(), 0.0, 0])
+    if not peers:
+        sys.exit(f"handshakes: no keys in {keys_path}")
+    zero12 = bytes(12)
+
+    def initiation(peer, index):
+        pub, ss, _, _, last = peer
+        eph = X25519PrivateKey.generate()
+        epub = raw(eph.public_key())
+        c = kdf(c0, epub, 1)[0]
+        h = blake(h0, epub)
+        c, k = kdf(c, eph.exchange(hub_key), 2)
+        static = ChaCha20Poly1305(k).encrypt(zero12, pub, h)
+        h = blake(h, static)
+        c, k = kdf(c, ss, 2)
+        # TAI64N (2^62 + 10 + seconds, nanoseconds), strictly above the last one.
+        stamp = max(time.time_ns(), last + 1)
+        peer[4] = stamp
+        tai = struct.pack(">QI", 0x400000000000000A + stamp // 10**9, stamp % 10**9)
+        ts = ChaCha20Poly1305(k).encrypt(zero12, tai, h)
+        body = struct.pack("<II", INITIATION, index) + epub + static + ts
+        return body + hashlib.blake2s(body, key=mac1_to_hub, digest_size=16).digest() + bytes(16)
+
+    sock = udp_socket()
+    sock.settimeout(0.001)
+    dest = (host, int(port))
+    span, window = float(seconds), int(window)
+    pending = {}  # sender index -> (peer, send time)
+    latencies, cookies, lost, sent, bad = [], 0, 0, 0, 0
+    turn = 0
+    start = time.monotonic()
+    end = start + span
+    while True:
+        now = time.monotonic()
+        if now >= end and not pending:
+            break
+        while now < end and len(pending) < window:
+            peer = peers[turn % len(peers)]
+            if peer[3] > now:
+                break  # every peer sent within 25 ms: the peer count caps the rate
+            turn += 1
+            index = random.getrandbits(32)
+            msg = initiation(peer, index)
+            peer[3] = time.monotonic() + 0.025
+            pending[index] = (peer, time.monotonic())
+            if send_all(sock, dest, msg):
+                sent += 1
+            else:
+                del pending[index]
+            now = time.monotonic()
+        try:
+            data, _ = sock.recvfrom(2048)
+        except socket.timeout:
+            data = None
+        got = time.monotonic()
+        if data is not None:
+            kind = msg_type(data)
+            if kind == "cookie":
+                cookies += 1
+                pending.pop(struct.unpack("<I", data[4:8])[0], None)
+            elif kind == "response" and len(data) == 92:
+                entry = pending.pop(struct.unpack("<I", data[8:12])[0], None)
+                if entry and hashlib.blake2s(data[:60], key=entry[0][2], digest_size=16).digest() == data[60:76]:
+                    latencies.append(got - entry[1])
+                else:
+                    bad += 1
+            else:
+                bad += 1
+        for index, (_, when) in list(pending.items()):
+            if got - when > 1.0:
+                del pending[index]
+                lost += 1
+    took = max(time.monotonic() - start, 1e-9)
+    latencies.sort()
+
+    def pct(p):
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 3) if latencies else None
+
+    print(json.dumps({"sent": sent, "answered": len(latencies), "cookies": cookies, "lost": lost,
+                      "unmatched": bad, "seconds": round(took, 3), "peers": len(peers), "window": window,
+                      "per_second": round(len(latencies) / took, 1),
+                      "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
+                                     "max": pct(1.0)}}))
+
+
 def write_items(items, out):
     with open(out, "w") as f:
         for d, reason, why in items:
@@ -333,7 +472,8 @@ def expect(before, after, expected_json):
 
 def main():
     cmds = {"flood": flood, "extract": extract, "send": send, "craft": craft,
-            "lowinit": lowinit, "initflood": initflood, "count": count,
+            "lowinit": lowinit, "initflood": initflood, "handshakes": handshakes,
+            "count": count,
             "stats": lambda p: print(json.dumps(stats(p))),
             "delta": lambda a, b: print(json.dumps(delta(a, b), sort_keys=True)),
             "expect": expect}
