@@ -40,12 +40,7 @@ HOOKS="$TMP/hooks"
 
 scenario topology
 make_topology
-add_ns "$NS3"
-link_ns "$NS2" "$VETH3" "$INTERNET_GW" "$NS3" "$VETH4" "$INTERNET_HOST"
-n2 sysctl -qw net.ipv4.ip_forward=1
-n3 ip route add "$INNER_NET" via "$INTERNET_GW"
-# The control: outside the tunnel the internet host cannot answer A.
-! n1 ping -c1 -W1 -q "$INTERNET_HOST" >&2 || fail "$INTERNET_HOST answers A without a tunnel"
+make_internet "$INNER_NET"
 mkdir "$TMP/shim"
 cat >"$TMP/shim/ip" <<SHIM
 #!/bin/bash
