@@ -20,7 +20,6 @@
 
 use crate::cidr::Cidr;
 use crate::config::{Config, Hook, InterfaceConfig, Table};
-use crate::protocol::keys::PublicKey;
 use crate::protocol::uapi::{AllowedIpChange, PeerChange, PeerSnapshot, Set, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -40,14 +39,14 @@ pub fn sync_set(config: &Config, endpoints: &[Option<SocketAddr>], live: &Snapsh
         .filter(|p| !in_file.contains(&p.public_key))
         .map(|p| PeerChange {
             remove: true,
-            ..change(p.public_key)
+            ..PeerChange::new(p.public_key)
         })
         .collect();
     for (peer, endpoint) in config.peers.iter().zip(endpoints) {
         let psk = peer.preshared_key.clone().unwrap_or_default();
         let keepalive = peer.persistent_keepalive.unwrap_or(0);
         let allowed: HashSet<Cidr> = peer.allowed_ips.iter().map(Cidr::network).collect();
-        let mut c = change(peer.public_key);
+        let mut c = PeerChange::new(peer.public_key);
         match running.get(&peer.public_key) {
             Some(now) => {
                 c.preshared_key = (now.preshared_key != psk).then_some(psk);
@@ -87,20 +86,6 @@ pub fn sync_set(config: &Config, endpoints: &[Option<SocketAddr>], live: &Snapsh
         fwmark: (fwmark != live.fwmark).then_some(fwmark),
         replace_peers: false,
         peers,
-    }
-}
-
-/// A change to the peer `key` that changes nothing yet.
-fn change(key: PublicKey) -> PeerChange {
-    PeerChange {
-        public_key: key,
-        remove: false,
-        update_only: false,
-        preshared_key: None,
-        endpoint: None,
-        persistent_keepalive_interval: None,
-        replace_allowed_ips: false,
-        allowed_ips: Vec::new(),
     }
 }
 
@@ -152,7 +137,7 @@ mod tests {
     use crate::control::handler::Live;
     use crate::control::Handler;
     use crate::pipeline::interface::Interface;
-    use crate::protocol::keys::{PresharedKey, PrivateKey};
+    use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
     use crate::protocol::timers::Timing;
     use crate::udp::Udp;
     use std::net::UdpSocket;
