@@ -134,30 +134,12 @@ pub fn restart_keys(running: &InterfaceConfig, new: &InterfaceConfig) -> Vec<&'s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::handler::tests::{cidrs, key, live_interface, public};
     use crate::control::handler::Live;
     use crate::control::Handler;
-    use crate::pipeline::interface::Interface;
-    use crate::protocol::keys::{PresharedKey, PrivateKey, PublicKey};
-    use crate::protocol::timers::Timing;
-    use crate::udp::Udp;
-    use std::net::UdpSocket;
+    use crate::protocol::keys::PresharedKey;
     use std::path::Path;
     use std::sync::Arc;
-
-    fn key(n: u8) -> PrivateKey {
-        PrivateKey::from_bytes([n; 32])
-    }
-
-    fn public(n: u8) -> PublicKey {
-        key(n).public_key()
-    }
-
-    /// A running interface without peers: key 1, a random port, no mark.
-    fn live() -> (Live, Arc<Interface>) {
-        let iface = Arc::new(Interface::new(Some(key(1)), 1420, Timing::default()));
-        let udp = Udp::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
-        (Live::new(iface.clone(), Arc::new(udp), 0), iface)
-    }
 
     /// A file of our key `ours` with `interface` lines and `peers` sections.
     fn file(ours: u8, interface: &str, peers: &[(u8, &str)]) -> Config {
@@ -190,15 +172,11 @@ mod tests {
         shown
     }
 
-    fn cidrs(list: &[&str]) -> Vec<Cidr> {
-        list.iter().map(|c| c.parse().unwrap()).collect()
-    }
-
     const PSK: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
     #[test]
     fn every_key_of_a_new_file_is_in_the_set() {
-        let (live, _) = live();
+        let (live, _) = live_interface();
         let port = live.get().listen_port;
         let config = file(
             5,
@@ -258,7 +236,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_file_gives_a_set_that_changes_nothing() {
-        let (live, iface) = live();
+        let (live, iface) = live_interface();
         let config = file(
             1,
             "FwMark = 7\n",
@@ -300,7 +278,7 @@ mod tests {
 
     #[test]
     fn peers_gone_from_the_file_are_removed_and_changed_ones_updated_in_place() {
-        let (live, iface) = live();
+        let (live, iface) = live_interface();
         let first = file(
             1,
             "",
@@ -364,7 +342,7 @@ mod tests {
 
     #[test]
     fn device_keys_follow_the_file() {
-        let (live, _) = live();
+        let (live, _) = live_interface();
         live.set(Set {
             fwmark: Some(9),
             ..Set::default()
