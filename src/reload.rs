@@ -237,20 +237,24 @@ mod tests {
     #[test]
     fn an_unchanged_file_gives_a_set_that_changes_nothing() {
         let (live, iface) = live_interface();
-        let config = file(
-            1,
-            "FwMark = 7\n",
-            &[
-                (
-                    2,
-                    &format!(
-                        "PresharedKey = {PSK}\nEndpoint = [2001:db8::2]:51820\n\
-                         PersistentKeepalive = 25\nAllowedIPs = 10.0.0.2/32, 10.9.0.0/16\n"
+        // The file, peer 2's AllowedIPs as given.
+        let with = |allowed: &str| {
+            file(
+                1,
+                "FwMark = 7\n",
+                &[
+                    (
+                        2,
+                        &format!(
+                            "PresharedKey = {PSK}\nEndpoint = [2001:db8::2]:51820\n\
+                             PersistentKeepalive = 25\nAllowedIPs = {allowed}\n"
+                        ),
                     ),
-                ),
-                (3, "AllowedIPs = 10.0.0.3/32\n"),
-            ],
-        );
+                    (3, "AllowedIPs = 10.0.0.3/32\n"),
+                ],
+            )
+        };
+        let config = with("10.0.0.2/32, 10.9.0.0/16");
         reload(&live, &config);
         let before: Vec<_> = iface.peers();
         assert_eq!(reload(&live, &config), Set::default());
@@ -259,21 +263,10 @@ mod tests {
         assert_eq!(before.len(), after.len());
         assert!(before.iter().zip(&after).all(|(b, a)| Arc::ptr_eq(b, a)));
         // Host bits and the order of AllowedIPs do not make a change.
-        let reordered = file(
-            1,
-            "FwMark = 7\n",
-            &[
-                (
-                    2,
-                    &format!(
-                        "PresharedKey = {PSK}\nEndpoint = [2001:db8::2]:51820\n\
-                         PersistentKeepalive = 25\nAllowedIPs = 10.9.1.1/16, 10.0.0.2/32\n"
-                    ),
-                ),
-                (3, "AllowedIPs = 10.0.0.3/32\n"),
-            ],
+        assert_eq!(
+            reload(&live, &with("10.9.1.1/16, 10.0.0.2/32")),
+            Set::default()
         );
-        assert_eq!(reload(&live, &reordered), Set::default());
     }
 
     #[test]
