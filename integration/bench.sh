@@ -278,8 +278,9 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 
 # ---- the table ----------------------------------------------------------------
 
-python3 - "$OUT" "${IMPL_LIST[@]}" <<'EOF' | tee "$OUT/table.md"
-import math, statistics, sys
+PYTHONPATH="$REPO_ROOT/integration" python3 - "$OUT" "${IMPL_LIST[@]}" <<'EOF' | tee "$OUT/table.md"
+import sys
+from bench_table import Results, print_head, row
 out, impls = sys.argv[1], sys.argv[2:]
 rows = [  # metric, label, format, higher is better
     ("tcp_ab_mbps", "TCP A→B, 1 stream (Mbit/s)", "{:.0f}", True),
@@ -298,63 +299,27 @@ names = {"raw": "raw veth", "pipevpn": "pipevpn", "pipevpn-base": "pipevpn (base
          "boringtun": "boringtun", "boringtun-1": "boringtun (1 thread)"}
 # The other tunnels a user could pick instead of pipevpn.
 others = [i for i in impls if i not in ("raw", "pipevpn", "pipevpn-base")]
-values = {}
-with open(f"{out}/results.tsv") as f:
-    for line in f:
-        impl, _rep, metric, value = line.rstrip("\n").split("\t")
-        try:
-            v = float(value)
-        except ValueError:
-            v = math.nan
-        if not math.isnan(v):
-            values.setdefault((impl, metric), []).append(v)
-
-def mean(impl, metric):
-    vs = values.get((impl, metric))
-    return statistics.mean(vs) if vs else None
-
-def cell(impl, metric, fmt):
-    vs = values.get((impl, metric))
-    if not vs:
-        return "–"
-    m = statistics.mean(vs)
-    text = fmt.format(m)
-    if len(vs) > 1 and m:
-        text += f" ±{(max(vs) - min(vs)) / 2 / abs(m) * 100:.0f}%"
-    return text
-
+res = Results(out)
 ratios = [(a, b) for a, b in [("pipevpn", "wggo"), ("pipevpn", "wggo-new"), ("pipevpn", "pipevpn-base")]
           if a in impls and b in impls]
 best_col = "pipevpn" in impls and others
-head = ["", *(names[i] for i in impls), *(["pipevpn / best other, which (pipevpn ahead: ↑ > 1, ↓ < 1)"] if best_col else []),
-        *(f"{names[a]} / {names[b]}" for a, b in ratios)]
-print("| " + " | ".join(head) + " |")
-print("|" + "---|" * len(head))
+print_head(["", *(names[i] for i in impls), *(["pipevpn / best other, which (pipevpn ahead: ↑ > 1, ↓ < 1)"] if best_col else []),
+            *(f"{names[a]} / {names[b]}" for a, b in ratios)])
 for metric, label, fmt, higher in rows:
     line = [label + (" ↑" if higher else " ↓")]
-    line += [cell(i, metric, fmt) for i in impls]
+    line += [res.cell(i, metric, fmt) for i in impls]
     if best_col:
-        # The best is the highest of a ↑ figure and the lowest of a ↓ one.
-        found = [(mean(i, metric), i) for i in others if mean(i, metric) is not None]
-        x = mean("pipevpn", metric)
-        if found and x is not None:
-            y, who = (max if higher else min)(found)
-            line.append(f"{x / y:.2f} ({names[who]})" if y else f"– ({names[who]}: 0)")
-        else:
-            line.append("–")
+        line.append(res.best_other(metric, higher, others, names))
     for a, b in ratios:
-        x, y = mean(a, metric), mean(b, metric)
+        x, y = res.mean(a, metric), res.mean(b, metric)
         line.append(f"{x / y:.2f}" if x is not None and y else "–")
-    print("| " + " | ".join(line) + " |")
+    print(row(line))
 print()
 print("↑ higher is better, ↓ lower is better; ±: half the spread between repetitions."
       + (" Ratios are pipevpn's figure over the other's: above 1 is better for pipevpn on a ↑ row, "
          "below 1 on a ↓ row; the best other is the highest (↑) or lowest (↓) of the other tunnels."
          if best_col or ratios else ""))
-with open(f"{out}/machine.txt") as f:
-    info = dict(line.rstrip("\n").split(": ", 1) for line in f if ": " in line)
-print(f"{info['cpus']}, {info['memory']}, kernel {info['kernel']}; {info['runs']}; "
-      f"load average before {info['load before'].split()[0]}, after {info['load after'].split()[0]}.")
+print(res.machine())
 EOF
 log "raw results and table: $OUT"
 scenario measurements

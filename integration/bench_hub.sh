@@ -248,8 +248,9 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 
 # ---- the table ----------------------------------------------------------------
 
-python3 - "$OUT" "${COUNTS[*]}" "${IMPL_LIST[@]}" <<'EOF' | tee "$OUT/table.md"
-import math, statistics, sys
+PYTHONPATH="$REPO_ROOT/integration" python3 - "$OUT" "${COUNTS[*]}" "${IMPL_LIST[@]}" <<'EOF' | tee "$OUT/table.md"
+import sys
+from bench_table import Results, print_head, row
 out, counts, impls = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
 rows = []  # metric, label, format, higher is better (None: neither, no ratio)
 for n in counts:
@@ -266,56 +267,19 @@ for n in ["0"] + counts:
     rows.append((f"hs_n{n}_hub_cpu_pct", f"hub CPU, handshakes {during} (% of a core)", "{:.0f}", None))
 names = {"pipevpn": "pipevpn hub", "wggo": "wireguard-go hub", "wggo-new": "wireguard-go (new) hub"}
 others = [i for i in impls if i != "pipevpn"]
-values = {}
-with open(f"{out}/results.tsv") as f:
-    for line in f:
-        impl, _rep, metric, value = line.rstrip("\n").split("\t")
-        try:
-            v = float(value)
-        except ValueError:
-            v = math.nan
-        if not math.isnan(v):
-            values.setdefault((impl, metric), []).append(v)
-
-def mean(impl, metric):
-    vs = values.get((impl, metric))
-    return statistics.mean(vs) if vs else None
-
-def cell(impl, metric, fmt):
-    vs = values.get((impl, metric))
-    if not vs:
-        return "–"
-    m = statistics.mean(vs)
-    text = fmt.format(m)
-    if len(vs) > 1 and m:
-        text += f" ±{(max(vs) - min(vs)) / 2 / abs(m) * 100:.0f}%"
-    return text
-
+res = Results(out)
 best_col = "pipevpn" in impls and others
-head = ["", *(names[i] for i in impls), *(["pipevpn / best other, which"] if best_col else [])]
-print("| " + " | ".join(head) + " |")
-print("|" + "---|" * len(head))
+print_head(["", *(names[i] for i in impls), *(["pipevpn / best other, which"] if best_col else [])])
 for metric, label, fmt, higher in rows:
     line = [label + {True: " ↑", False: " ↓", None: ""}[higher]]
-    line += [cell(i, metric, fmt) for i in impls]
-    if best_col and higher is None:
-        line.append("–")
-    elif best_col:
-        found = [(mean(i, metric), i) for i in others if mean(i, metric) is not None]
-        x = mean("pipevpn", metric)
-        if found and x is not None:
-            y, who = (max if higher else min)(found)
-            line.append(f"{x / y:.2f} ({names[who]})" if y else f"– ({names[who]}: 0)")
-        else:
-            line.append("–")
-    print("| " + " | ".join(line) + " |")
+    line += [res.cell(i, metric, fmt) for i in impls]
+    if best_col:
+        line.append(res.best_other(metric, higher, others, names))
+    print(row(line))
 print()
 print("↑ higher is better, ↓ lower is better; ±: half the spread between repetitions. "
       "Clients always pipevpn; ratios are pipevpn's figure over the best wireguard-go hub's.")
-with open(f"{out}/machine.txt") as f:
-    info = dict(line.rstrip("\n").split(": ", 1) for line in f if ": " in line)
-print(f"{info['cpus']}, {info['memory']}, kernel {info['kernel']}; {info['runs']}; "
-      f"load average before {info['load before'].split()[0]}, after {info['load after'].split()[0]}.")
+print(res.machine())
 EOF
 log "raw results and table: $OUT"
 scenario measurements

@@ -12,12 +12,7 @@ choose_impls pipevpn pipevpn
 
 scenario topology
 make_topology
-add_ns "$NS3"
-link_ns "$NS2" "$VETH3" "$INTERNET_GW" "$NS3" "$VETH4" "$INTERNET_HOST"
-n2 sysctl -qw net.ipv4.ip_forward=1
-n3 ip route add "$INNER_NET" via "$INTERNET_GW"
-# The control: outside the tunnel the internet host cannot answer the client.
-! n1 ping -c1 -W1 -q "$INTERNET_HOST" >&2 || fail "$INTERNET_HOST answers the client without a tunnel"
+make_internet "$INNER_NET"
 pass
 
 scenario "full-tunnel-$IMPL_A-$IMPL_B"

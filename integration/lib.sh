@@ -555,6 +555,19 @@ make_attacker() {
 	n3 ping -c1 -W2 -q "$INTERNET_GW" >&2
 }
 
+# make_internet NET: make_attacker's ns3 as an "internet" host ($INTERNET_HOST)
+# beyond B, which forwards; ns3 routes back only to NET via B. With NET the tunnel
+# subnet, an answer to A proves the packets went through the tunnel: the control
+# checks that A cannot reach the host without one.
+make_internet() {
+	make_attacker
+	n2 sysctl -qw net.ipv4.ip_forward=1
+	n3 ip route add "$1" via "$INTERNET_GW"
+	if [[ $1 == "$INNER_NET" ]]; then
+		! n1 ping -c1 -W1 -q "$INTERNET_HOST" >&2 || fail "$INTERNET_HOST answers A without a tunnel"
+	fi
+}
+
 # wire ARGS...: integration/wire.py (floods, pcap extraction, crafted messages, stats).
 wire() { python3 "$WIRE" "$@"; }
 

@@ -23,10 +23,7 @@ INNER3=10.99.0.3
 
 scenario topology
 make_topology
-add_ns "$NS3"
-link_ns "$NS2" "$VETH3" "$INTERNET_GW" "$NS3" "$VETH4" "$INTERNET_HOST"
-n2 sysctl -qw net.ipv4.ip_forward=1
-n3 ip route add "$UNDER1/32" via "$INTERNET_GW"
+make_internet "$UNDER1/32"
 original=$(route_snapshot "$NS1")
 gen_keys a
 gen_keys b

@@ -34,6 +34,15 @@ listen() {
 	track $! "notify-$1" - python3 "$TMP/$1.listener.log"
 	wait_until 5 "the notification socket $sock" test -S "$sock"
 }
+# listen_up NAME: listen NAME with the check that A's `up` has done everything
+# by READY=1: its interface up with its address, the route to B through it, its
+# control socket, and its PostUp hook run.
+listen_up() {
+	listen "$1" "ip -n $NS1 link show dev $TUN1 up | grep -q $TUN1 &&
+	ip -n $NS1 addr show dev $TUN1 | grep -q 'inet $INNER1/24' &&
+	ip -n $NS1 route show $INNER2 | grep -q 'dev $TUN1' &&
+	test -S /var/run/wireguard/$TUN1.sock && test -e $TMP/postup.done"
+}
 # count NAME PATTERN: how many messages in NAME's log match PATTERN.
 count() { grep -cE "$2" "$TMP/$1.notify" || true; }
 # ready_check NAME: the CHECK run at READY=1 passed.
@@ -59,10 +68,7 @@ sed -i "/^MTU/a PostUp = touch $TMP/postup.done" "$TMP/a.conf"
 pass
 
 scenario up-sends-ready-once-everything-is-up
-listen up "ip -n $NS1 link show dev $TUN1 up | grep -q $TUN1 &&
-	ip -n $NS1 addr show dev $TUN1 | grep -q 'inet $INNER1/24' &&
-	ip -n $NS1 route show $INNER2 | grep -q 'dev $TUN1' &&
-	test -S /var/run/wireguard/$TUN1.sock && test -e $TMP/postup.done"
+listen_up up
 start_pipevpn "$NS2" "$TMP/b.conf" "$TUN2"
 NOTIFY_SOCKET="$TMP/up.sock" WATCHDOG_USEC="${WATCHDOG_SECS}000000" \
 	start_pipevpn "$NS1" "$TMP/a.conf" "$TUN1"
@@ -141,10 +147,7 @@ scenario up-runs-in-the-units-sandbox
 command -v setpriv >/dev/null || fail "setpriv is missing (Debian: util-linux)"
 sandbox_wrapper "$TMP/sandboxed-pipevpn"
 rm -f "$TMP/postup.done"
-listen sandboxed "ip -n $NS1 link show dev $TUN1 up | grep -q $TUN1 &&
-	ip -n $NS1 addr show dev $TUN1 | grep -q 'inet $INNER1/24' &&
-	ip -n $NS1 route show $INNER2 | grep -q 'dev $TUN1' &&
-	test -S /var/run/wireguard/$TUN1.sock && test -e $TMP/postup.done"
+listen_up sandboxed
 start_pipevpn "$NS2" "$TMP/b.conf" "$TUN2"
 NOTIFY_SOCKET="$TMP/sandboxed.sock" PIPEVPN="$TMP/sandboxed-pipevpn" \
 	start_pipevpn "$NS1" "$TMP/a.conf" "$TUN1"

@@ -40,12 +40,7 @@ HOOKS="$TMP/hooks"
 
 scenario topology
 make_topology
-add_ns "$NS3"
-link_ns "$NS2" "$VETH3" "$INTERNET_GW" "$NS3" "$VETH4" "$INTERNET_HOST"
-n2 sysctl -qw net.ipv4.ip_forward=1
-n3 ip route add "$INNER_NET" via "$INTERNET_GW"
-# The control: outside the tunnel the internet host cannot answer A.
-! n1 ping -c1 -W1 -q "$INTERNET_HOST" >&2 || fail "$INTERNET_HOST answers A without a tunnel"
+make_internet "$INNER_NET"
 mkdir "$TMP/shim"
 cat >"$TMP/shim/ip" <<SHIM
 #!/bin/bash
@@ -169,19 +164,23 @@ wg_quick down
 gone_after_down "$before"
 pass
 
+# run_a CMD...: CMD in A's namespace, its status in RC, its output (both
+# streams) in OUT, and logged.
+run_a() {
+	RC=0
+	OUT=$(n1 "$@" 2>&1) || RC=$?
+	log "$OUT"
+}
+
 scenario pipevpnd-refusals
 # A's run directory (the daemons' logs) as it was: a refusal adds nothing there.
 run_dir_before=$(ls -l "${RUN_DIR_OF[$NS1]}" 2>&1 || true)
 for bad in "a/b" "sixteen-chars-xy"; do
-	rc=0
-	out=$(n1 "$PIPEVPND" "$bad" 2>&1) || rc=$?
-	log "$out"
-	[[ $rc == 1 && $out == *"'$bad'"* ]] || fail "pipevpnd '$bad': status $rc, output: $out"
+	run_a "$PIPEVPND" "$bad"
+	[[ $RC == 1 && $OUT == *"'$bad'"* ]] || fail "pipevpnd '$bad': status $RC, output: $OUT"
 done
-rc=0
-out=$(n1 setpriv --reuid=65534 --regid=65534 --clear-groups "$PIPEVPND" "$WQ" 2>&1) || rc=$?
-log "$out"
-[[ $rc == 1 && $out == *"must run as root"* ]] || fail "pipevpnd as nobody: status $rc, output: $out"
+run_a setpriv --reuid=65534 --regid=65534 --clear-groups "$PIPEVPND" "$WQ"
+[[ $RC == 1 && $OUT == *"must run as root"* ]] || fail "pipevpnd as nobody: status $RC, output: $OUT"
 # Nothing was made: no interface, no socket, no log.
 ! iface_exists "$NS1" "$WQ" >&2 || fail "a refused pipevpnd left $WQ"
 [[ ! -e $SOCK ]] || fail "a refused pipevpnd left $SOCK"
@@ -189,24 +188,31 @@ log "$out"
 	fail "a refused pipevpnd changed ${RUN_DIR_OF[$NS1]}: $(ls -l "${RUN_DIR_OF[$NS1]}")"
 pass
 
+# first_serves WHO: $SOCK is still served by WHO, the pipevpnd $first.
+first_serves() {
+	daemon_alive "$first" || fail "$1 ($first) died"
+	[[ $(socket_pid "$SOCK") == "$first" ]] || fail "$SOCK is no longer $1's"
+}
+# first_ends WHO: the background pipevpnd $first (WHO) ends once $SOCK is
+# deleted (wireguard-go's way out).
+first_ends() {
+	rm "$SOCK"
+	wait_until 10 "$1 ($first) to exit once $SOCK is deleted" eval "! daemon_alive $first"
+}
+
 scenario pipevpnd-second-on-a-name-in-use
 n1 "$PIPEVPND" "$WQ" >&2
 # It returned: its control socket serves already.
 n1 wg show "$WQ" >&2 || fail "wg show $WQ fails right after pipevpnd returned"
 daemon_of_socket
 first=$DAEMON_PID
-rc=0
-out=$(n1 "$PIPEVPND" "$WQ" 2>&1) || rc=$?
-log "$out"
-[[ $rc == 1 && $out == *"interface $WQ is in use: pid $first serves its control socket $SOCK"* ]] ||
-	fail "a second pipevpnd $WQ: status $rc, output: $out"
-daemon_alive "$first" || fail "the first pipevpnd died"
-[[ $(socket_pid "$SOCK") == "$first" ]] || fail "$SOCK is no longer the first pipevpnd's"
+run_a "$PIPEVPND" "$WQ"
+[[ $RC == 1 && $OUT == *"interface $WQ is in use: pid $first serves its control socket $SOCK"* ]] ||
+	fail "a second pipevpnd $WQ: status $RC, output: $OUT"
+first_serves "the first pipevpnd"
 n1 wg set "$WQ" private-key <(echo "${PRIV[a]}") || fail "the first pipevpnd no longer takes a set"
 [[ $(n1 wg show "$WQ" public-key) == "${PUB[a]}" ]] || fail "the first pipevpnd lost its set"
-# The background daemon ends when its socket is deleted (wireguard-go's way out).
-rm "$SOCK"
-wait_until 10 "pipevpnd ($first) to exit once $SOCK is deleted" eval "! daemon_alive $first"
+first_ends "pipevpnd"
 wait_until 5 "$WQ to disappear" eval "! iface_exists $NS1 $WQ"
 pass
 
@@ -216,16 +222,13 @@ scenario pipevpnd-name-taken-in-another-namespace
 n2 "$PIPEVPND" "$WQ" >&2
 daemon_of_socket
 first=$DAEMON_PID
-rc=0
-out=$(n1 "$PIPEVPND" "$WQ" 2>&1) || rc=$?
-log "$out"
-[[ $rc == 1 && $out == *"$SOCK is taken by pid $first (an interface $WQ in another network namespace)"* ]] ||
-	fail "pipevpnd $WQ in A's namespace beside B's: status $rc, output: $out"
+run_a "$PIPEVPND" "$WQ"
+[[ $RC == 1 && $OUT == *"$SOCK is taken by pid $first (an interface $WQ in another network namespace)"* ]] ||
+	fail "pipevpnd $WQ in A's namespace beside B's: status $RC, output: $OUT"
 ! iface_exists "$NS1" "$WQ" >&2 || fail "the refused pipevpnd left $WQ in A's namespace"
-daemon_alive "$first" && iface_exists "$NS2" "$WQ" >&2 || fail "B's pipevpnd or its interface is gone"
-[[ $(socket_pid "$SOCK") == "$first" ]] || fail "$SOCK is no longer B's pipevpnd's"
-rm "$SOCK"
-wait_until 10 "B's pipevpnd ($first) to exit once $SOCK is deleted" eval "! daemon_alive $first"
+first_serves "B's pipevpnd"
+iface_exists "$NS2" "$WQ" >&2 || fail "B's interface $WQ is gone"
+first_ends "B's pipevpnd"
 pass
 
 # start_foreground KEY: `pipevpnd -f $WQ` in A's namespace as a job, tracked as KEY.

@@ -20,7 +20,6 @@
 
 use crate::cidr::Cidr;
 use crate::config::{Config, Hook, InterfaceConfig, Table};
-use crate::protocol::keys::PublicKey;
 use crate::protocol::uapi::{AllowedIpChange, PeerChange, PeerSnapshot, Set, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -40,14 +39,14 @@ pub fn sync_set(config: &Config, endpoints: &[Option<SocketAddr>], live: &Snapsh
         .filter(|p| !in_file.contains(&p.public_key))
         .map(|p| PeerChange {
             remove: true,
-            ..change(p.public_key)
+            ..PeerChange::new(p.public_key)
         })
         .collect();
     for (peer, endpoint) in config.peers.iter().zip(endpoints) {
         let psk = peer.preshared_key.clone().unwrap_or_default();
         let keepalive = peer.persistent_keepalive.unwrap_or(0);
         let allowed: HashSet<Cidr> = peer.allowed_ips.iter().map(Cidr::network).collect();
-        let mut c = change(peer.public_key);
+        let mut c = PeerChange::new(peer.public_key);
         match running.get(&peer.public_key) {
             Some(now) => {
                 c.preshared_key = (now.preshared_key != psk).then_some(psk);
@@ -87,20 +86,6 @@ pub fn sync_set(config: &Config, endpoints: &[Option<SocketAddr>], live: &Snapsh
         fwmark: (fwmark != live.fwmark).then_some(fwmark),
         replace_peers: false,
         peers,
-    }
-}
-
-/// A change to the peer `key` that changes nothing yet.
-fn change(key: PublicKey) -> PeerChange {
-    PeerChange {
-        public_key: key,
-        remove: false,
-        update_only: false,
-        preshared_key: None,
-        endpoint: None,
-        persistent_keepalive_interval: None,
-        replace_allowed_ips: false,
-        allowed_ips: Vec::new(),
     }
 }
 
@@ -149,30 +134,12 @@ pub fn restart_keys(running: &InterfaceConfig, new: &InterfaceConfig) -> Vec<&'s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::handler::tests::{cidrs, key, live_interface, public};
     use crate::control::handler::Live;
     use crate::control::Handler;
-    use crate::pipeline::interface::Interface;
-    use crate::protocol::keys::{PresharedKey, PrivateKey};
-    use crate::protocol::timers::Timing;
-    use crate::udp::Udp;
-    use std::net::UdpSocket;
+    use crate::protocol::keys::PresharedKey;
     use std::path::Path;
     use std::sync::Arc;
-
-    fn key(n: u8) -> PrivateKey {
-        PrivateKey::from_bytes([n; 32])
-    }
-
-    fn public(n: u8) -> PublicKey {
-        key(n).public_key()
-    }
-
-    /// A running interface without peers: key 1, a random port, no mark.
-    fn live() -> (Live, Arc<Interface>) {
-        let iface = Arc::new(Interface::new(Some(key(1)), 1420, Timing::default()));
-        let udp = Udp::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
-        (Live::new(iface.clone(), Arc::new(udp), 0), iface)
-    }
 
     /// A file of our key `ours` with `interface` lines and `peers` sections.
     fn file(ours: u8, interface: &str, peers: &[(u8, &str)]) -> Config {
@@ -205,15 +172,11 @@ mod tests {
         shown
     }
 
-    fn cidrs(list: &[&str]) -> Vec<Cidr> {
-        list.iter().map(|c| c.parse().unwrap()).collect()
-    }
-
     const PSK: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
     #[test]
     fn every_key_of_a_new_file_is_in_the_set() {
-        let (live, _) = live();
+        let (live, _) = live_interface();
         let port = live.get().listen_port;
         let config = file(
             5,
@@ -273,21 +236,25 @@ mod tests {
 
     #[test]
     fn an_unchanged_file_gives_a_set_that_changes_nothing() {
-        let (live, iface) = live();
-        let config = file(
-            1,
-            "FwMark = 7\n",
-            &[
-                (
-                    2,
-                    &format!(
-                        "PresharedKey = {PSK}\nEndpoint = [2001:db8::2]:51820\n\
-                         PersistentKeepalive = 25\nAllowedIPs = 10.0.0.2/32, 10.9.0.0/16\n"
+        let (live, iface) = live_interface();
+        // The file, peer 2's AllowedIPs as given.
+        let with = |allowed: &str| {
+            file(
+                1,
+                "FwMark = 7\n",
+                &[
+                    (
+                        2,
+                        &format!(
+                            "PresharedKey = {PSK}\nEndpoint = [2001:db8::2]:51820\n\
+                             PersistentKeepalive = 25\nAllowedIPs = {allowed}\n"
+                        ),
                     ),
-                ),
-                (3, "AllowedIPs = 10.0.0.3/32\n"),
-            ],
-        );
+                    (3, "AllowedIPs = 10.0.0.3/32\n"),
+                ],
+            )
+        };
+        let config = with("10.0.0.2/32, 10.9.0.0/16");
         reload(&live, &config);
         let before: Vec<_> = iface.peers();
         assert_eq!(reload(&live, &config), Set::default());
@@ -296,26 +263,15 @@ mod tests {
         assert_eq!(before.len(), after.len());
         assert!(before.iter().zip(&after).all(|(b, a)| Arc::ptr_eq(b, a)));
         // Host bits and the order of AllowedIPs do not make a change.
-        let reordered = file(
-            1,
-            "FwMark = 7\n",
-            &[
-                (
-                    2,
-                    &format!(
-                        "PresharedKey = {PSK}\nEndpoint = [2001:db8::2]:51820\n\
-                         PersistentKeepalive = 25\nAllowedIPs = 10.9.1.1/16, 10.0.0.2/32\n"
-                    ),
-                ),
-                (3, "AllowedIPs = 10.0.0.3/32\n"),
-            ],
+        assert_eq!(
+            reload(&live, &with("10.9.1.1/16, 10.0.0.2/32")),
+            Set::default()
         );
-        assert_eq!(reload(&live, &reordered), Set::default());
     }
 
     #[test]
     fn peers_gone_from_the_file_are_removed_and_changed_ones_updated_in_place() {
-        let (live, iface) = live();
+        let (live, iface) = live_interface();
         let first = file(
             1,
             "",
@@ -379,7 +335,7 @@ mod tests {
 
     #[test]
     fn device_keys_follow_the_file() {
-        let (live, _) = live();
+        let (live, _) = live_interface();
         live.set(Set {
             fwmark: Some(9),
             ..Set::default()

@@ -216,7 +216,7 @@ impl Handler for Live {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cidr::Cidr;
     use crate::protocol::keys::{PrivateKey, PublicKey};
@@ -224,11 +224,12 @@ mod tests {
     use crate::protocol::uapi::{write_get, Request, RequestReader};
     use std::net::{SocketAddr, UdpSocket};
 
-    fn key(n: u8) -> PrivateKey {
+    /// The private key of all bytes `n`: test keys by number.
+    pub(crate) fn key(n: u8) -> PrivateKey {
         PrivateKey::from_bytes([n; 32])
     }
 
-    fn public(n: u8) -> PublicKey {
+    pub(crate) fn public(n: u8) -> PublicKey {
         key(n).public_key()
     }
 
@@ -236,12 +237,16 @@ mod tests {
         hex::encode(k.as_bytes())
     }
 
-    /// A handler over an interface without a tun, our key `key(1)`, its
-    /// UDP socket on a loopback port.
-    fn live() -> Live {
+    /// A handler over an interface without a tun or peers, our key `key(1)`,
+    /// its UDP socket on a loopback port, no mark; and that interface.
+    pub(crate) fn live_interface() -> (Live, Arc<Interface>) {
         let iface = Arc::new(Interface::new(Some(key(1)), 1420, Timing::default()));
         let udp = Udp::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
-        Live::new(iface, Arc::new(udp), 0)
+        (Live::new(iface.clone(), Arc::new(udp), 0), iface)
+    }
+
+    fn live() -> Live {
+        live_interface().0
     }
 
     /// Parses `text` as `wg` would send it and applies it.
@@ -254,7 +259,7 @@ mod tests {
         }
     }
 
-    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+    pub(crate) fn cidrs(list: &[&str]) -> Vec<Cidr> {
         list.iter().map(|c| c.parse().unwrap()).collect()
     }
 

@@ -169,6 +169,23 @@ pub struct PeerChange {
     pub allowed_ips: Vec<AllowedIpChange>,
 }
 
+impl PeerChange {
+    /// A change to the peer `public_key` that changes nothing yet: what its
+    /// `public_key` line starts, and what a reload fills in.
+    pub fn new(public_key: PublicKey) -> PeerChange {
+        PeerChange {
+            public_key,
+            remove: false,
+            update_only: false,
+            preshared_key: None,
+            endpoint: None,
+            persistent_keepalive_interval: None,
+            replace_allowed_ips: false,
+            allowed_ips: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllowedIpChange {
     Add(Cidr),
@@ -362,16 +379,11 @@ fn set_line(set: &mut Set, text: &[u8]) -> LineResult<()> {
         )
     })?;
     if key == b"public_key" {
-        set.peers.push(PeerChange {
-            public_key: PublicKey::from_bytes(*hex_key(value, "public_key")?),
-            remove: false,
-            update_only: false,
-            preshared_key: None,
-            endpoint: None,
-            persistent_keepalive_interval: None,
-            replace_allowed_ips: false,
-            allowed_ips: Vec::new(),
-        });
+        set.peers
+            .push(PeerChange::new(PublicKey::from_bytes(*hex_key(
+                value,
+                "public_key",
+            )?)));
         return Ok(());
     }
     match set.peers.last_mut() {
