@@ -275,6 +275,9 @@ if ! parsed=$(prom_check "$TMP/hub.prom" 2>&1); then
 	fail "pipevpn show --format prometheus, as Prometheus' parser reads it: $parsed"
 fi
 info "pipevpn show $HUB_TUN --format prometheus: $parsed"
+! grep -qF "${PRIV[hub]}" "$TMP/hub.prom" || fail "pipevpn show --format prometheus printed the private key"
+err=$(show_hub "$HUB_TUN" --format prometheus --watch 2>&1) && fail "show --format prometheus --watch was taken: $err"
+[[ $err == *"--watch"*"prometheus"* ]] || fail "show --format prometheus --watch: $err"
 err=$(show_hub "${PREFIX}none" 2>&1) && fail "pipevpn show of a missing interface succeeded: $err"
 [[ $err == *"no interface ${PREFIX}none"* ]] || fail "pipevpn show of a missing interface: $err"
 info "pipevpn show $HUB_TUN: $(tr '\n' '|' <<<"$text")"
