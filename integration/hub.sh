@@ -13,8 +13,9 @@
 #   two-at-once    iperf3 TCP from c1 (pipevpn) and c3 (wireguard-go) to the hub
 #                  at the same time: both move data, the hub's inbound stages drop
 #                  nothing, and its stats show three completed handshakes;
-#   show-during-transfer  `pipevpn show`, `--json` and `--watch` on the hub while
-#                  c1 sends: peers, stages, growing counters, and `wg show` agreeing;
+#   show-during-transfer  `pipevpn show`, `--json`, `--watch` and `--format
+#                  prometheus` on the hub while c1 sends: peers, stages, growing
+#                  counters, `wg show` agreeing, and Prometheus' parser reading it;
 #   full-tunnel-two-peers  c1 alone, with a full tunnel to the hub and a second
 #                  peer, a server on c2 (10.88.0.2), both endpoints behind c1's
 #                  gateway: `up` adds a host route to each; c2's address changes
@@ -96,9 +97,90 @@ pass
 # stage are there, the counters grow from one call to the next, and wg, asked
 # just after each call, agrees with it within what moved in between. Against a
 # wireguard-go hub the same, without the stages. `--watch` into a file prints
-# one frame a second, without escape codes.
+# one frame a second, without escape codes. `--format prometheus` is read by
+# the Prometheus client library's own parser (Debian's python3-prometheus-client).
 scenario show-during-transfer
+# Debian's module is for Debian's python3, which another python3 first on PATH
+# (a pyenv's, a virtualenv's) does not see: take whichever has it.
+PROM_PYTHON=""
+for py in python3 /usr/bin/python3; do
+	if "$py" -c 'import prometheus_client.parser' 2>/dev/null; then PROM_PYTHON=$py && break; fi
+done
+[[ -n $PROM_PYTHON ]] ||
+	fail "no python3 with the module prometheus_client (Debian: apt-get install python3-prometheus-client)"
 show_hub() { ip netns exec "$HUB_NS" "$PIPEVPN" show "$@"; }
+# prom_check FILE: FILE (`pipevpn show HUB --format prometheus`) as the
+# Prometheus parser reads it: exactly the families pipevpn writes for this hub
+# (the stage ones only from pipevpn), each of its type, a sample for each of
+# the three peers, and data counted where c1's transfer went.
+prom_check() {
+	"$PROM_PYTHON" - "$1" "$HUB_IMPL" "$HUB_TUN" "${PUB[c1]}" "${PUB[c2]}" "${PUB[c3]}" <<'EOF'
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+
+path, impl, iface, c1 = sys.argv[1:5]
+peers = sys.argv[4:]
+with open(path) as f:
+    text = f.read()
+families = {}
+for fam in text_string_to_metric_families(text):
+    if fam.name in families:
+        sys.exit(f"family {fam.name} twice")
+    families[fam.name] = fam
+# The parser names a counter's family without its _total.
+want = {
+    "pipevpn_peer_received_bytes": "counter",
+    "pipevpn_peer_sent_bytes": "counter",
+    "pipevpn_peer_latest_handshake_timestamp_seconds": "gauge",
+}
+if impl == "pipevpn":
+    want.update({
+        "pipevpn_stage_packets": "counter",
+        "pipevpn_stage_bytes": "counter",
+        "pipevpn_stage_dropped_packets": "counter",
+        "pipevpn_stage_queued_batches": "gauge",
+        "pipevpn_stage_blocked_sends": "counter",
+        "pipevpn_stage_blocked_seconds": "counter",
+        "pipevpn_handshakes_completed": "counter",
+        "pipevpn_last_handshake_duration_seconds": "gauge",
+    })
+if set(families) != set(want):
+    sys.exit(f"families {sorted(families)}, expected {sorted(want)}")
+for name, kind in want.items():
+    if families[name].type != kind:
+        sys.exit(f"{name} is a {families[name].type}, expected a {kind}")
+
+def value(name, **labels):
+    found = [s.value for s in families[name].samples
+             if s.labels.get("interface") == iface
+             and all(s.labels.get(k) == v for k, v in labels.items())]
+    if len(found) != 1:
+        sys.exit(f"{len(found)} samples of {name} for {labels}, expected 1")
+    return found[0]
+
+peer_families = list(want)[:3]
+for key in peers:
+    for name in peer_families:
+        value(name, public_key=key)
+for name in peer_families[:2]:
+    if value(name, public_key=c1) <= 0:
+        sys.exit(f"{name} of c1 is not above 0")
+if value(peer_families[2], public_key=c1) < 1e9:
+    sys.exit("c1's latest handshake is not a Unix time")
+if impl == "pipevpn":
+    for stage in ("udp_receiver", "decryptor", "tun_writer"):
+        if value("pipevpn_stage_bytes", stage=stage) <= 0:
+            sys.exit(f"the {stage} stage counted no bytes")
+    if value("pipevpn_handshakes_completed") < 3:
+        sys.exit("fewer than 3 handshakes completed")
+    reasons = {}
+    for s in families["pipevpn_stage_dropped_packets"].samples:
+        reasons.setdefault(s.labels["stage"], set()).add(s.labels["reason"])
+    if len(reasons) != 7 or len({frozenset(r) for r in reasons.values()}) != 1:
+        sys.exit(f"drop reasons per stage: {reasons}")
+print(f"{len(families)} families, {sum(len(f.samples) for f in families.values())} samples")
+EOF
+}
 # show_vs_wg BEFORE_JSON WG_DUMP AFTER_JSON: for each peer, its rx/tx bytes in the
 # dump lie between the two pipevpn answers (taken just before and just after it).
 show_vs_wg() {
@@ -127,6 +209,7 @@ third=$(show_hub "$HUB_TUN" --json)
 dump2=$(in_ns "$HUB_NS" wg show "$HUB_TUN" dump)
 fourth=$(show_hub "$HUB_TUN" --json)
 wgtext=$(in_ns "$HUB_NS" wg show "$HUB_TUN")
+show_hub "$HUB_TUN" --format prometheus >"$TMP/hub.prom" || fail "pipevpn show $HUB_TUN --format prometheus failed"
 timeout -s INT 2.6 ip netns exec "$HUB_NS" "$PIPEVPN" show "$HUB_TUN" --watch >"$TMP/watch.txt" || true
 iperf_wait show
 log "pipevpn show $HUB_TUN during the transfer:"$'\n'"$text"
@@ -160,6 +243,14 @@ if [[ $HUB_IMPL == pipevpn ]]; then
 else
 	[[ $text != *"pipeline:"* ]] || fail "pipevpn show of wireguard-go shows a pipeline"
 fi
+if ! parsed=$(prom_check "$TMP/hub.prom" 2>&1); then
+	log "pipevpn show $HUB_TUN --format prometheus:"$'\n'"$(cat "$TMP/hub.prom")"
+	fail "pipevpn show --format prometheus, as Prometheus' parser reads it: $parsed"
+fi
+info "pipevpn show $HUB_TUN --format prometheus: $parsed"
+! grep -qF "${PRIV[hub]}" "$TMP/hub.prom" || fail "pipevpn show --format prometheus printed the private key"
+err=$(show_hub "$HUB_TUN" --format prometheus --watch 2>&1) && fail "show --format prometheus --watch was taken: $err"
+[[ $err == *"--watch"*"prometheus"* ]] || fail "show --format prometheus --watch: $err"
 err=$(show_hub "${PREFIX}none" 2>&1) && fail "pipevpn show of a missing interface succeeded: $err"
 [[ $err == *"no interface ${PREFIX}none"* ]] || fail "pipevpn show of a missing interface: $err"
 info "pipevpn show $HUB_TUN: $(tr '\n' '|' <<<"$text")"

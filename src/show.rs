@@ -2,12 +2,13 @@
 //! a get ([`crate::protocol::uapi::Snapshot`]): the lines `wg show` prints,
 //! then the pipeline's stages (from the answer's `pipevpn_` lines, see
 //! [`crate::pipeline::stats::Snapshot::from_extras`]); or the same as one
-//! JSON object. Pure: the caller reads the socket and the clock. With the
-//! snapshot of a second before, each stage also gets its rates (`--watch`).
-//! Never the private or preshared key.
+//! JSON object; or the Prometheus text format of one or several devices
+//! ([`prometheus`]). Pure: the caller reads the socket and the clock. With
+//! the snapshot of a second before, each stage also gets its rates
+//! (`--watch`). Never the private or preshared key.
 
 use crate::pipeline::stats::{self, DropReason, Stage};
-use crate::protocol::uapi::Snapshot;
+use crate::protocol::uapi::{PeerSnapshot, Snapshot};
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -231,6 +232,185 @@ pub fn json(dev: &Device, before: Option<&Before>) -> Value {
     o
 }
 
+/// The metric families of [`prometheus`], in the order it writes them:
+/// name, type, help (names and units in the README).
+const FAMILIES: [(&str, &str, &str); 11] = [
+    (
+        "pipevpn_peer_received_bytes_total",
+        "counter",
+        "Bytes received from the peer (as wg show's transfer).",
+    ),
+    (
+        "pipevpn_peer_sent_bytes_total",
+        "counter",
+        "Bytes sent to the peer (as wg show's transfer).",
+    ),
+    (
+        "pipevpn_peer_latest_handshake_timestamp_seconds",
+        "gauge",
+        "Unix time of the peer's latest completed handshake, 0 before the first.",
+    ),
+    (
+        "pipevpn_stage_packets_total",
+        "counter",
+        "Packets the pipeline stage passed on.",
+    ),
+    (
+        "pipevpn_stage_bytes_total",
+        "counter",
+        "Bytes the pipeline stage passed on.",
+    ),
+    (
+        "pipevpn_stage_dropped_packets_total",
+        "counter",
+        "Packets the pipeline stage dropped, by reason.",
+    ),
+    (
+        "pipevpn_stage_queued_batches",
+        "gauge",
+        "Batches waiting in the channel feeding the stage.",
+    ),
+    (
+        "pipevpn_stage_blocked_sends_total",
+        "counter",
+        "Sends that found the channel to the next stage full.",
+    ),
+    (
+        "pipevpn_stage_blocked_seconds_total",
+        "counter",
+        "Time the stage waited for room in the channel to the next stage.",
+    ),
+    (
+        "pipevpn_handshakes_completed_total",
+        "counter",
+        "Handshakes the interface completed.",
+    ),
+    (
+        "pipevpn_last_handshake_duration_seconds",
+        "gauge",
+        "How long the interface's last completed handshake took.",
+    ),
+];
+
+/// One sample: its labels (name, value) and its value as written.
+type Sample = (Vec<(&'static str, String)>, String);
+
+/// `devices` in the Prometheus text exposition format 0.0.4, as
+/// node-exporter's textfile collector reads it: each family's `# HELP` and
+/// `# TYPE` once, then the samples of every device, without timestamps.
+/// Labels `interface`, then `public_key` (a peer) or `stage` (and `reason`
+/// for drops). Every stage has a sample for every drop reason, 0 included,
+/// so a reason's first drop shows as an increase. A family without samples
+/// (the stages of wireguard-go, which sends none) is left out.
+pub fn prometheus(devices: &[Device]) -> String {
+    let peers: Vec<(&Device, &PeerSnapshot)> = devices
+        .iter()
+        .flat_map(|d| d.answer.peers.iter().map(move |p| (d, p)))
+        .collect();
+    let peer = |value: fn(&PeerSnapshot) -> String| -> Vec<Sample> {
+        peers
+            .iter()
+            .map(|(d, p)| {
+                let labels = vec![
+                    ("interface", d.name.clone()),
+                    ("public_key", p.public_key.to_string()),
+                ];
+                (labels, value(p))
+            })
+            .collect()
+    };
+    let with_stages: Vec<(&Device, &stats::Snapshot)> = devices
+        .iter()
+        .filter_map(|d| d.stages.as_ref().map(|s| (d, s)))
+        .collect();
+    let stage = |value: fn(&stats::StageCounts) -> String| -> Vec<Sample> {
+        with_stages
+            .iter()
+            .flat_map(|(d, s)| {
+                Stage::ALL.iter().map(move |&st| {
+                    let labels = vec![
+                        ("interface", d.name.clone()),
+                        ("stage", st.name().to_string()),
+                    ];
+                    (labels, value(s.stage(st)))
+                })
+            })
+            .collect()
+    };
+    let device = |value: fn(&stats::Snapshot) -> String| -> Vec<Sample> {
+        with_stages
+            .iter()
+            .map(|(d, s)| (vec![("interface", d.name.clone())], value(s)))
+            .collect()
+    };
+    let drops: Vec<Sample> = with_stages
+        .iter()
+        .flat_map(|(d, s)| {
+            Stage::ALL.iter().flat_map(move |&st| {
+                DropReason::ALL.iter().map(move |&r| {
+                    let labels = vec![
+                        ("interface", d.name.clone()),
+                        ("stage", st.name().to_string()),
+                        ("reason", r.name().to_string()),
+                    ];
+                    (labels, s.stage(st).dropped(r).to_string())
+                })
+            })
+        })
+        .collect();
+    let samples: [Vec<Sample>; FAMILIES.len()] = [
+        peer(|p| p.rx_bytes.to_string()),
+        peer(|p| p.tx_bytes.to_string()),
+        peer(|p| p.last_handshake.map_or(0, |t| t.as_secs()).to_string()),
+        stage(|c| c.packets.to_string()),
+        stage(|c| c.bytes.to_string()),
+        drops,
+        stage(|c| c.queue.to_string()),
+        stage(|c| c.blocked.to_string()),
+        stage(|c| decimal(c.blocked_ns, 1_000_000_000)),
+        device(|s| s.handshakes.to_string()),
+        device(|s| decimal(s.last_handshake_ms, 1000)),
+    ];
+    let mut out = String::new();
+    for ((name, kind, help), samples) in FAMILIES.iter().zip(samples) {
+        if samples.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {name} {}", escape(help, false));
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v, true)))
+                .collect();
+            let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+    out
+}
+
+/// `n / per` written exactly in decimal (nanoseconds as seconds: no
+/// rounding through a float).
+fn decimal(n: u64, per: u64) -> String {
+    let width = per.ilog10() as usize;
+    format!("{}.{:0width$}", n / per, n % per)
+}
+
+/// A help text or (`label`) a label value as the text format requires:
+/// backslash and newline escaped, and in a label value the double quote.
+fn escape(text: &str, label: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if label => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// As `wg show` writes a time: "1 minute, 3 seconds ago", "Now".
 pub fn ago(d: Duration) -> String {
     let mut left = d.as_secs();
@@ -427,6 +607,157 @@ mod tests {
             assert!(!text.contains(&secret), "{text}");
         }
         assert!(json(&device(false), None).get("stages").is_none());
+    }
+
+    /// The families of an exposition, checked as the text format 0.0.4 and
+    /// Prometheus' naming rules require: each opens with its `# HELP` and
+    /// `# TYPE`, appears once, and holds only its own samples; names are
+    /// `pipevpn_` ones, counters end in `_total` and gauges do not. Returns
+    /// (name, type, sample lines).
+    fn families(text: &str) -> Vec<(String, String, Vec<String>)> {
+        assert!(text.ends_with('\n'), "{text}");
+        let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap().to_string();
+                let ty = lines.next().unwrap_or_default();
+                let kind = ty
+                    .strip_prefix(&format!("# TYPE {name} "))
+                    .unwrap_or_else(|| panic!("{name}: HELP not followed by its TYPE: {ty}"));
+                assert!(
+                    !out.iter().any(|(n, _, _)| *n == name),
+                    "{name} twice: {text}"
+                );
+                let valid = name.starts_with("pipevpn_")
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                assert!(valid, "{name}");
+                match kind {
+                    "counter" => assert!(name.ends_with("_total"), "{name}"),
+                    "gauge" => assert!(!name.ends_with("_total"), "{name}"),
+                    _ => panic!("{name}: type {kind}"),
+                }
+                out.push((name, kind.to_string(), Vec::new()));
+                continue;
+            }
+            let (name, _, samples) = out.last_mut().unwrap_or_else(|| panic!("{line}"));
+            let open = format!("{name}{{");
+            assert!(line.starts_with(&open), "{line} in family {name}");
+            assert!(line.contains("} "), "{line}");
+            samples.push(line.to_string());
+        }
+        out
+    }
+
+    fn names(families: &[(String, String, Vec<String>)]) -> Vec<&str> {
+        families.iter().map(|(n, _, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn prometheus_has_every_family_and_no_secret() {
+        let mut dev = device(true);
+        let enc = &mut dev.stages.as_mut().unwrap().stages[Stage::Encryptor as usize];
+        (enc.blocked, enc.blocked_ns, enc.queue) = (4, 1_500_000_001, 2);
+        let text = prometheus(&[dev]);
+        let fams = families(&text);
+        let want: Vec<&str> = FAMILIES.iter().map(|(n, _, _)| *n).collect();
+        assert_eq!(names(&fams), want);
+        for ((_, kind, samples), (name, want_kind, _)) in fams.iter().zip(FAMILIES) {
+            assert_eq!(kind, want_kind);
+            let n = match name {
+                _ if name.starts_with("pipevpn_peer_") => 1,
+                "pipevpn_stage_dropped_packets_total" => Stage::ALL.len() * DropReason::ALL.len(),
+                _ if name.starts_with("pipevpn_stage_") => Stage::ALL.len(),
+                _ => 1,
+            };
+            assert_eq!(samples.len(), n, "{name}");
+        }
+        let peer = PrivateKey::from_bytes([2; 32]).public_key();
+        let p = format!("{{interface=\"pv0\",public_key=\"{peer}\"}}");
+        for line in [
+            format!("pipevpn_peer_received_bytes_total{p} 1268777"),
+            format!("pipevpn_peer_sent_bytes_total{p} 3565158"),
+            format!("pipevpn_peer_latest_handshake_timestamp_seconds{p} {}", NOW - 63),
+            "pipevpn_stage_packets_total{interface=\"pv0\",stage=\"encryptor\"} 1000".into(),
+            "pipevpn_stage_bytes_total{interface=\"pv0\",stage=\"encryptor\"} 1268000".into(),
+            "pipevpn_stage_bytes_total{interface=\"pv0\",stage=\"tun_reader\"} 0".into(),
+            "pipevpn_stage_dropped_packets_total{interface=\"pv0\",stage=\"decryptor\",reason=\"replay\"} 1".into(),
+            "pipevpn_stage_dropped_packets_total{interface=\"pv0\",stage=\"decryptor\",reason=\"too_short\"} 0".into(),
+            "pipevpn_stage_queued_batches{interface=\"pv0\",stage=\"encryptor\"} 2".into(),
+            "pipevpn_stage_blocked_sends_total{interface=\"pv0\",stage=\"encryptor\"} 4".into(),
+            "pipevpn_stage_blocked_seconds_total{interface=\"pv0\",stage=\"encryptor\"} 1.500000001".into(),
+            "pipevpn_stage_blocked_seconds_total{interface=\"pv0\",stage=\"decryptor\"} 0.000000000".into(),
+            "pipevpn_handshakes_completed_total{interface=\"pv0\"} 1".into(),
+            "pipevpn_last_handshake_duration_seconds{interface=\"pv0\"} 0.012".into(),
+        ] {
+            assert!(text.contains(&format!("\n{line}\n")), "no {line} in {text}");
+        }
+        assert!(text.contains(
+            "# HELP pipevpn_stage_blocked_seconds_total Time the stage waited for room in the channel to the next stage.\n\
+             # TYPE pipevpn_stage_blocked_seconds_total counter\n"
+        ));
+        for secret in secrets() {
+            assert!(!text.contains(&secret), "{text}");
+        }
+    }
+
+    /// wireguard-go's answer, and a peer without a handshake yet: the peer
+    /// families alone, the handshake time 0.
+    #[test]
+    fn prometheus_of_a_device_without_pipevpn_lines() {
+        let mut dev = device(false);
+        dev.answer.peers[0].last_handshake = None;
+        let text = prometheus(&[dev]);
+        let fams = families(&text);
+        assert_eq!(
+            names(&fams),
+            [
+                "pipevpn_peer_received_bytes_total",
+                "pipevpn_peer_sent_bytes_total",
+                "pipevpn_peer_latest_handshake_timestamp_seconds"
+            ]
+        );
+        assert!(fams[2].2[0].ends_with("\"} 0"), "{text}");
+        assert_eq!(prometheus(&[]), "");
+    }
+
+    /// Several interfaces: each family once, holding every interface's
+    /// samples (the format forbids a family split in two).
+    #[test]
+    fn prometheus_of_several_interfaces() {
+        let mut second = device(true);
+        second.name = "pv1".into();
+        let mut go = device(false);
+        go.name = "wg0".into();
+        let fams = families(&prometheus(&[device(true), second, go]));
+        assert_eq!(fams.len(), FAMILIES.len());
+        for (name, _, samples) in &fams {
+            let of = |iface: &str| {
+                let label = format!("{{interface=\"{iface}\"");
+                samples.iter().filter(|s| s.contains(&label)).count()
+            };
+            assert_eq!(of("pv0"), of("pv1"), "{name}: {samples:?}");
+            assert!(of("pv0") > 0, "{name}: {samples:?}");
+            let go = usize::from(name.starts_with("pipevpn_peer_"));
+            assert_eq!(of("wg0"), go, "{name}: {samples:?}");
+            assert_eq!(samples.len(), 2 * of("pv0") + go, "{name}: {samples:?}");
+        }
+    }
+
+    #[test]
+    fn prometheus_escapes_label_values_and_help() {
+        let mut dev = device(false);
+        dev.name = "a\"b\\c\nd".into();
+        let text = prometheus(&[dev]);
+        assert!(
+            text.contains("\npipevpn_peer_sent_bytes_total{interface=\"a\\\"b\\\\c\\nd\","),
+            "{text}"
+        );
+        assert_eq!(families(&text).len(), 3);
+        assert_eq!(escape("a\\b\nc \"q\"", false), "a\\\\b\\nc \"q\"");
+        assert_eq!(escape("a\\b\nc \"q\"", true), "a\\\\b\\nc \\\"q\\\"");
+        assert_eq!(decimal(12, 1000), "0.012");
+        assert_eq!(decimal(u64::MAX, 1_000_000_000), "18446744073.709551615");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Command line. The doc comments below are the `--help` text.
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use pipevpn::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -42,10 +42,15 @@ pub enum Command {
     Show {
         /// The interface [default: every interface with a control socket]
         interface: Option<String>,
-        /// One JSON object instead of text (field names in the README)
-        #[arg(long)]
+        /// What to print: `wg show`'s text and the stage table, one JSON
+        /// object, or the Prometheus text format for node-exporter's textfile
+        /// collector (field and metric names in the README)
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Short for --format json
+        #[arg(long, conflicts_with = "format")]
         json: bool,
-        /// Redraw every second with per-second rates, until Ctrl-C
+        /// Redraw every second with per-second rates, until Ctrl-C (text or json)
         #[arg(long)]
         watch: bool,
     },
@@ -57,6 +62,14 @@ pub enum Command {
     /// Print the completion script for SHELL (for the package build)
     #[command(hide = true)]
     GenerateCompletions { shell: pipevpn::docs::Shell },
+}
+
+/// What `pipevpn show` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Prometheus,
 }
 
 /// Longest interface name the kernel takes (IFNAMSIZ - 1).
@@ -99,6 +112,37 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `show`'s format: text unless asked, `--json` short for `--format
+    /// json` and not beside it.
+    #[test]
+    fn show_formats() {
+        let format = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Show { format, json, .. },
+                ..
+            }) => Ok((format, json)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(format(&["pipevpn", "show"]), Ok((Format::Text, false)));
+        assert_eq!(
+            format(&["pipevpn", "show", "--json"]),
+            Ok((Format::Text, true))
+        );
+        assert_eq!(
+            format(&["pipevpn", "show", "wg0", "--format", "prometheus"]),
+            Ok((Format::Prometheus, false))
+        );
+        assert_eq!(
+            format(&["pipevpn", "show", "--json", "--format", "text"]),
+            Err(clap::error::ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(
+            format(&["pipevpn", "show", "--format", "xml"]),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
     }
 
     #[test]

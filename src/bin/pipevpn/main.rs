@@ -7,7 +7,7 @@ mod cli;
 mod demo;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command};
+use cli::{Cli, Command, Format};
 use pipevpn::config::Config;
 use pipevpn::protocol::keys::PrivateKey;
 use pipevpn::{control, docs, show, up, Error, Result};
@@ -61,9 +61,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Show {
             interface,
+            format,
             json,
             watch,
-        } => show(interface.as_deref(), json, watch),
+        } => {
+            let format = if json { Format::Json } else { format };
+            show(interface.as_deref(), format, watch)
+        }
         Command::Demo(args) => demo::run(&args),
         Command::GenerateMan { dir } => docs::write_man_pages(Cli::command(), &dir),
         Command::GenerateCompletions { shell } => {
@@ -75,8 +79,14 @@ fn run(cli: Cli) -> Result<()> {
 /// `pipevpn show`: one frame, or with `--watch` one a second until
 /// interrupted (SIGINT's default action ends the process). On a terminal
 /// each frame replaces the last; elsewhere frames follow each other,
-/// without escape codes.
-fn show(interface: Option<&str>, json: bool, watch: bool) -> Result<()> {
+/// without escape codes. The Prometheus format is one reading only: frames
+/// one after another would not be one valid exposition.
+fn show(interface: Option<&str>, format: Format, watch: bool) -> Result<()> {
+    if watch && format == Format::Prometheus {
+        return Err(Error::Input(
+            "show: --watch redraws text or json; --format prometheus prints one reading (run it again for the next)".into(),
+        ));
+    }
     if pipevpn::sys::effective_uid() != 0 {
         return Err(Error::Input(
             "show reads the control sockets, which only root may reach: run it as root".into(),
@@ -91,32 +101,41 @@ fn show(interface: Option<&str>, json: bool, watch: bool) -> Result<()> {
     loop {
         let mut frame = String::new();
         let mut objects = serde_json::Map::new();
+        let mut devices = Vec::new();
         for (name, watch) in names.iter().zip(&mut watches) {
             let dev = control::client::device(name)?;
             let rates = watch.next(&dev, Instant::now());
-            if json {
-                objects.insert(name.clone(), show::json(&dev, rates.as_ref()));
-            } else {
-                if !frame.is_empty() {
-                    frame.push('\n');
+            match format {
+                Format::Json => {
+                    objects.insert(name.clone(), show::json(&dev, rates.as_ref()));
                 }
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                frame.push_str(&show::text(&dev, now, rates.as_ref()));
+                Format::Text => {
+                    if !frame.is_empty() {
+                        frame.push('\n');
+                    }
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default();
+                    frame.push_str(&show::text(&dev, now, rates.as_ref()));
+                }
+                Format::Prometheus => devices.push(dev),
             }
         }
-        if json {
-            // One interface named: its object; else one object by name.
-            let value = match (interface, objects.len()) {
-                (Some(_), 1) => objects
-                    .into_iter()
-                    .next()
-                    .map(|(_, v)| v)
-                    .unwrap_or_default(),
-                _ => serde_json::Value::Object(objects),
-            };
-            frame = format!("{value}\n");
+        match format {
+            Format::Json => {
+                // One interface named: its object; else one object by name.
+                let value = match (interface, objects.len()) {
+                    (Some(_), 1) => objects
+                        .into_iter()
+                        .next()
+                        .map(|(_, v)| v)
+                        .unwrap_or_default(),
+                    _ => serde_json::Value::Object(objects),
+                };
+                frame = format!("{value}\n");
+            }
+            Format::Prometheus => frame = show::prometheus(&devices),
+            Format::Text => {}
         }
         if watch && terminal {
             // Home and clear the screen, then the frame.
