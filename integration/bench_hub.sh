@@ -60,31 +60,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # stdout is for the table; lib.sh's PASS and FAIL lines go with the progress.
 exec 3>&2
 
-QUICK=0
-IMPLS=pipevpn,wggo,wggo-new
-while (($#)); do
-	case $1 in
-	--quick) QUICK=1 ;;
-	--impls)
-		IMPLS=${2:?--impls needs a list}
-		shift
-		;;
-	-h | --help)
-		sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'
-		exit 0
-		;;
-	*)
-		echo "bench_hub.sh: unknown argument '$1' (see --help)" >&2
-		exit 2
-		;;
-	esac
-	shift
-done
-if ((QUICK)); then
-	REPS=${REPS:-1} SECS=${SECS:-3}
-else
-	REPS=${REPS:-2} SECS=${SECS:-10}
-fi
+bench_args pipevpn,wggo,wggo-new "$@"
 HS_PEERS=${HS_PEERS:-256} HS_WINDOW=${HS_WINDOW:-8}
 COUNTS=(1 2 4)
 IFS=, read -r -a IMPL_LIST <<<"$IMPLS"

@@ -737,6 +737,38 @@ restart_peer() {
 
 # ---- benchmarks (bench.sh, bench_hub.sh) ----------------------------------------
 
+# bench_args DEFAULT_IMPLS ARGS...: a benchmark's command line: --quick (1
+# repetition of 3 s runs instead of 2 of 10 s; REPS and SECS override either),
+# --impls LIST (else DEFAULT_IMPLS), --help (the script's header). Sets QUICK,
+# IMPLS, REPS and SECS.
+bench_args() {
+	IMPLS=$1 QUICK=0
+	shift
+	while (($#)); do
+		case $1 in
+		--quick) QUICK=1 ;;
+		--impls)
+			IMPLS=${2:?--impls needs a list}
+			shift
+			;;
+		-h | --help)
+			sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'
+			exit 0
+			;;
+		*)
+			echo "${0##*/}: unknown argument '$1' (see --help)" >&2
+			exit 2
+			;;
+		esac
+		shift
+	done
+	if ((QUICK)); then
+		REPS=${REPS:-1} SECS=${SECS:-3}
+	else
+		REPS=${REPS:-2} SECS=${SECS:-10}
+	fi
+}
+
 # record IMPL REP METRIC VALUE: one figure into $OUT/results.tsv; a failed
 # measurement is "nan", counted in FAILED.
 FAILED=0
