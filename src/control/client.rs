@@ -43,12 +43,20 @@ fn socket_path(iface: &str) -> Result<PathBuf> {
         })
 }
 
-/// Every interface with a socket in [`socket_dirs`], sorted, each once (as
-/// `wg show` lists them).
+/// Every interface with a live socket in [`socket_dirs`], sorted, each once
+/// (as `wg show` lists them).
 pub fn interfaces() -> Result<Vec<String>> {
+    interfaces_in(&socket_dirs()?)
+}
+
+/// [`interfaces`] in `dirs`. A socket that refuses connections was left by a
+/// run that ended without removing it: no interface serves it, so it is not
+/// listed, as wireguard-tools leaves it out of `wg show`. Any other failure
+/// to connect (root missing, say) keeps the name, for [`get`] to report.
+fn interfaces_in(dirs: &[PathBuf]) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for dir in socket_dirs()? {
-        let entries = match std::fs::read_dir(&dir) {
+    for dir in dirs {
+        let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::sys(format!("reading {}", dir.display()), e)),
@@ -56,10 +64,13 @@ pub fn interfaces() -> Result<Vec<String>> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_socket = entry.file_type().is_ok_and(|t| t.is_socket());
-            if let Some(iface) = name.strip_suffix(".sock").filter(|_| is_socket) {
-                if !iface.starts_with('.') {
-                    names.push(iface.to_string());
-                }
+            let Some(iface) = name.strip_suffix(".sock").filter(|_| is_socket) else {
+                continue;
+            };
+            let served = UnixStream::connect(entry.path())
+                .map_or_else(|e| e.kind() != io::ErrorKind::ConnectionRefused, |_| true);
+            if !iface.starts_with('.') && served {
+                names.push(iface.to_string());
             }
         }
     }
@@ -122,4 +133,26 @@ pub fn get(iface: &str) -> Result<Snapshot> {
 pub fn device(iface: &str) -> Result<crate::show::Device> {
     crate::show::Device::new(iface, get(iface)?)
         .map_err(|e| Error::Input(format!("interface {iface}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rundir::tests::TestDir;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_socket_no_one_serves_is_not_listed() {
+        let dirs = [TestDir::new("client-live"), TestDir::new("client-left")];
+        for d in &dirs {
+            std::fs::create_dir_all(&d.0).unwrap();
+        }
+        let _live = UnixListener::bind(dirs[0].0.join("pv1.sock")).unwrap();
+        let _also = UnixListener::bind(dirs[1].0.join("pv3.sock")).unwrap();
+        // Bound, then closed: the file stays, and connecting to it is refused.
+        drop(UnixListener::bind(dirs[1].0.join("pv2.sock")).unwrap());
+        std::fs::write(dirs[1].0.join("pv4.sock"), b"not a socket").unwrap();
+        let paths: Vec<PathBuf> = dirs.iter().map(|d| d.0.clone()).collect();
+        assert_eq!(interfaces_in(&paths).unwrap(), ["pv1", "pv3"]);
+    }
 }
