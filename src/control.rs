@@ -426,25 +426,8 @@ fn serve_client(
 mod tests {
     use super::*;
     use crate::protocol::keys::PrivateKey;
+    use crate::rundir::tests::TestDir;
     use std::sync::Mutex;
-
-    /// A directory of its own under the temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let p =
-                std::env::temp_dir().join(format!("pipevpn-control-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     #[derive(Default)]
     struct Recorder {
@@ -470,7 +453,7 @@ mod tests {
         }
     }
 
-    fn server(dir: &TempDir, limits: Limits) -> (Server, Arc<Recorder>) {
+    fn server(dir: &TestDir, limits: Limits) -> (Server, Arc<Recorder>) {
         let socket = bind(&dir.0, "pvc0").unwrap().expect("not taken");
         let rec = Arc::new(Recorder::default());
         (serve(socket, rec.clone(), limits).unwrap(), rec)
@@ -478,7 +461,7 @@ mod tests {
 
     #[test]
     fn accepting_is_true_while_the_accept_thread_runs_and_false_after() {
-        let dir = TempDir::new("accepting");
+        let dir = TestDir::new("control-accepting");
         let (server, _) = server(&dir, Limits::default());
         let accepting = server.accepting();
         assert!(accepting.get());
@@ -513,7 +496,7 @@ mod tests {
 
     #[test]
     fn get_and_set_are_answered_as_wg_expects() {
-        let dir = TempDir::new("getset");
+        let dir = TestDir::new("control-getset");
         let (server, rec) = server(&dir, Limits::default());
         let get = ask(server.path(), b"get=1\n\n");
         assert_eq!(get, *write_get(&rec.get()));
@@ -561,7 +544,7 @@ mod tests {
 
     #[test]
     fn the_socket_is_root_only_and_goes_with_the_server() {
-        let dir = TempDir::new("modes");
+        let dir = TestDir::new("control-modes");
         let (server, _) = server(&dir, Limits::default());
         let path = server.path().to_owned();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -584,7 +567,7 @@ mod tests {
 
     #[test]
     fn a_live_socket_is_reported_taken_and_a_stale_one_replaced() {
-        let dir = TempDir::new("taken");
+        let dir = TestDir::new("control-taken");
         let (server, _) = server(&dir, Limits::default());
         let taken = bind(&dir.0, "pvc0")
             .unwrap()
@@ -613,7 +596,7 @@ mod tests {
     /// meanwhile.
     #[test]
     fn stalled_huge_and_surplus_clients_block_no_one() {
-        let dir = TempDir::new("bounds");
+        let dir = TestDir::new("control-bounds");
         let limits = Limits {
             clients: 3,
             request_time: Duration::from_secs(1),
