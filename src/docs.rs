@@ -101,10 +101,11 @@ mod tests {
 
     #[test]
     fn one_section_8_page_per_visible_command() {
-        let dir = std::env::temp_dir().join(format!("pipevpn-docs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        write_man_pages(example(), &dir).unwrap();
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
+        let tmp = crate::rundir::tests::TestDir::new("docs-man");
+        let dir = &tmp.0;
+        std::fs::create_dir_all(dir).unwrap();
+        write_man_pages(example(), dir).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -112,7 +113,6 @@ mod tests {
         assert_eq!(names, ["tool-onward.8", "tool-open.8", "tool.8"]);
         let main = std::fs::read_to_string(dir.join("tool.8")).unwrap();
         let open = std::fs::read_to_string(dir.join("tool-open.8")).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert!(main.starts_with(".ie"), "{main}");
         assert!(
             main.contains(".TH tool 8 ") && main.contains("\"tool 1.2.3\""),
