@@ -124,6 +124,10 @@ info "B's host route gone ${ELAPSED}s after the reload's log line"
 until_route "$INTERNET_HOST" present
 grep -q "SIGHUP: $TMP/a.conf: MTU changed: not applied, restart to apply" "$A_LOG" ||
 	fail "no warning naming MTU: $(grep SIGHUP "$A_LOG" | tail -n 3)"
+for change in "${PUB[b]} removed" "${PUB[c]} added"; do
+	grep -qF "SIGHUP: $TMP/a.conf: peer $change" "$A_LOG" ||
+		fail "no log line 'SIGHUP: $TMP/a.conf: peer $change': $(grep -F "peer " "$A_LOG" | tail -n 3)"
+done
 [[ $(n1 wg show "$TUN1" peers) == "${PUB[c]}" ]] || fail "wg show lists $(n1 wg show "$TUN1" peers), not C alone"
 [[ $(n1 wg show "$TUN1" allowed-ips) == "${PUB[c]}	$INNER3/32 10.95.0.0/24" ]] ||
 	fail "C's AllowedIPs: $(n1 wg show "$TUN1" allowed-ips)"
@@ -145,6 +149,8 @@ for host in 10.97.0.5 10.97.0.6 10.97.0.7; do
 	info "$host: host route ${added}s after wg set added the peer, gone ${ELAPSED}s after its removal"
 done
 [[ $(host_route "$INTERNET_HOST") == *"via $GATEWAY1"* ]] || fail "C's host route went with D's"
+(($(grep -cF "control socket: peer ${PUB[d]} added" "$A_LOG") == 3)) ||
+	fail "not three log lines 'control socket: peer ${PUB[d]} added': $(grep -F "peer ${PUB[d]}" "$A_LOG")"
 pass
 
 scenario saveconfig-writes-the-live-peers

@@ -779,7 +779,8 @@ fn apply_reload(started: &Config, new: &(Config, Vec<Option<SocketAddr>>), live:
     let port = set.listen_port.take();
     let changes = set.peers.len();
     let why = |errno: crate::protocol::uapi::Errno| io::Error::from_raw_os_error(-errno.code());
-    if let Err(errno) = live.set(set) {
+    let origin = format!("SIGHUP: {file}");
+    if let Err(errno) = live.apply(set, &origin) {
         return log::error!(
             "SIGHUP: {file}: applying it failed ({}); the changes before the failing \
              one stay applied, the tunnel runs on",
@@ -787,10 +788,13 @@ fn apply_reload(started: &Config, new: &(Config, Vec<Option<SocketAddr>>), live:
         );
     }
     if let Some(port) = port {
-        let moved = live.set(Set {
-            listen_port: Some(port),
-            ..Set::default()
-        });
+        let moved = live.apply(
+            Set {
+                listen_port: Some(port),
+                ..Set::default()
+            },
+            &origin,
+        );
         if let Err(errno) = moved {
             log::warn!(
                 "SIGHUP: {file}: ListenPort = {port} not applied ({}); the rest is",

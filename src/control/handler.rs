@@ -76,18 +76,61 @@ impl Live {
         }
     }
 
-    /// One peer's lines of a set.
-    fn apply_peer(&self, change: PeerChange) -> std::result::Result<(), Errno> {
+    /// Applies the set line by line, as wireguard-go does: a failure stops
+    /// there, and what came before it in the request stays applied (the
+    /// reply's errno tells the client the request did not all apply).
+    /// `origin` (the control socket, or a reload of the file) starts each
+    /// line this logs.
+    pub fn apply(&self, set: Set, origin: &str) -> std::result::Result<(), Errno> {
+        let mut fwmark = self.fwmark.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = set.private_key {
+            let removed = key.is_none();
+            self.interface.set_private_key(key).map_err(|e| {
+                log::warn!("{origin}: private_key: {e}");
+                Errno::Invalid
+            })?;
+            if removed {
+                log::info!("{origin}: private key removed: no handshakes until a new one");
+            }
+        }
+        if let Some(port) = set.listen_port.filter(|&p| p != self.listen_port()) {
+            // Any bind error is EADDRINUSE, as wireguard-go answers it.
+            let old = self.listen_port();
+            let bound = self.udp.rebind(port, *fwmark).map_err(|e| {
+                log::warn!("{origin}: listen_port {port}: {e}; staying on port {old}");
+                Errno::PortInUse
+            })?;
+            log::info!("{origin}: UDP port {old} -> {bound}");
+        }
+        if let Some(mark) = set.fwmark.filter(|&m| m != *fwmark) {
+            self.udp.set_mark(mark).map_err(|e| {
+                log::warn!("{origin}: fwmark: {e}");
+                Errno::PortInUse
+            })?;
+            *fwmark = mark;
+        }
+        if set.replace_peers {
+            for peer in self.interface.peers() {
+                self.interface.remove_peer(&peer.public_key);
+            }
+        }
+        set.peers
+            .into_iter()
+            .try_for_each(|change| self.apply_peer(change, origin))
+    }
+
+    /// One peer's lines of a set; `origin` starts its log lines.
+    fn apply_peer(&self, change: PeerChange, origin: &str) -> std::result::Result<(), Errno> {
         let key = change.public_key;
         // A peer with our own key names no peer (the codec's rule): checked
         // against the key as this request left it.
         if self.interface.local().is_some_and(|l| key == l.public) {
-            log::info!("control socket: peer {key} is this interface's own key: ignored");
+            log::info!("{origin}: peer {key} is this interface's own key: ignored");
             return Ok(());
         }
         if change.remove {
             if self.interface.remove_peer(&key).is_some() {
-                log::info!("control socket: peer {key} removed");
+                log::info!("{origin}: peer {key} removed");
             }
             return Ok(());
         }
@@ -103,10 +146,10 @@ impl Live {
         let result = match self.interface.peer(&key) {
             Some(_) => self.interface.update_peer(&key, update).map(drop),
             None if change.update_only => return Ok(()),
-            None => self.add_peer(key, update),
+            None => self.add_peer(key, update, origin),
         };
         result.map_err(|e| {
-            log::warn!("control socket: {e}");
+            log::warn!("{origin}: {e}");
             Errno::Invalid
         })
     }
@@ -118,6 +161,7 @@ impl Live {
         &self,
         key: crate::protocol::keys::PublicKey,
         update: PeerUpdate,
+        origin: &str,
     ) -> crate::Result<()> {
         self.interface.add_peer(PeerSpec {
             public_key: key,
@@ -127,7 +171,7 @@ impl Live {
             allowed_ips: Vec::new(),
             persistent_keepalive: update.persistent_keepalive.flatten(),
         })?;
-        log::info!("control socket: peer {key} added");
+        log::info!("{origin}: peer {key} added");
         if !update.allowed_ips.is_empty() {
             let ips = PeerUpdate {
                 allowed_ips: update.allowed_ips,
@@ -173,45 +217,8 @@ impl Handler for Live {
         }
     }
 
-    /// Applies the set line by line, as wireguard-go does: a failure stops
-    /// there, and what came before it in the request stays applied (the
-    /// reply's errno tells the client the request did not all apply).
     fn set(&self, set: Set) -> std::result::Result<(), Errno> {
-        let mut fwmark = self.fwmark.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(key) = set.private_key {
-            let removed = key.is_none();
-            self.interface.set_private_key(key).map_err(|e| {
-                log::warn!("control socket: private_key: {e}");
-                Errno::Invalid
-            })?;
-            if removed {
-                log::info!("control socket: private key removed: no handshakes until a new one");
-            }
-        }
-        if let Some(port) = set.listen_port.filter(|&p| p != self.listen_port()) {
-            // Any bind error is EADDRINUSE, as wireguard-go answers it.
-            let old = self.listen_port();
-            let bound = self.udp.rebind(port, *fwmark).map_err(|e| {
-                log::warn!("control socket: listen_port {port}: {e}; staying on port {old}");
-                Errno::PortInUse
-            })?;
-            log::info!("control socket: UDP port {old} -> {bound}");
-        }
-        if let Some(mark) = set.fwmark.filter(|&m| m != *fwmark) {
-            self.udp.set_mark(mark).map_err(|e| {
-                log::warn!("control socket: fwmark: {e}");
-                Errno::PortInUse
-            })?;
-            *fwmark = mark;
-        }
-        if set.replace_peers {
-            for peer in self.interface.peers() {
-                self.interface.remove_peer(&peer.public_key);
-            }
-        }
-        set.peers
-            .into_iter()
-            .try_for_each(|change| self.apply_peer(change))
+        self.apply(set, "control socket")
     }
 }
 
