@@ -13,7 +13,7 @@
 //! too ([`crate::reload`] builds that set): one applier for both.
 
 use super::Handler;
-use crate::pipeline::interface::{Interface, PeerUpdate};
+use crate::pipeline::interface::{Interface, PeerChanges, PeerUpdate};
 use crate::pipeline::stats::Stats;
 use crate::pipeline::PeerSpec;
 use crate::protocol::keys::PresharedKey;
@@ -109,18 +109,29 @@ impl Live {
             })?;
             *fwmark = mark;
         }
+        // The AllowedIPs table is compressed once, after the last peer.
+        let changes = self.interface.changes();
         if set.replace_peers {
-            for peer in self.interface.peers() {
-                self.interface.remove_peer(&peer.public_key);
-            }
+            let keys: Vec<_> = self
+                .interface
+                .peers()
+                .iter()
+                .map(|p| p.public_key)
+                .collect();
+            changes.remove_peers(&keys);
         }
         set.peers
             .into_iter()
-            .try_for_each(|change| self.apply_peer(change, origin))
+            .try_for_each(|change| self.apply_peer(&changes, change, origin))
     }
 
     /// One peer's lines of a set; `origin` starts its log lines.
-    fn apply_peer(&self, change: PeerChange, origin: &str) -> std::result::Result<(), Errno> {
+    fn apply_peer(
+        &self,
+        changes: &PeerChanges,
+        change: PeerChange,
+        origin: &str,
+    ) -> std::result::Result<(), Errno> {
         let key = change.public_key;
         // A peer with our own key names no peer (the codec's rule): checked
         // against the key as this request left it.
@@ -129,7 +140,7 @@ impl Live {
             return Ok(());
         }
         if change.remove {
-            if self.interface.remove_peer(&key).is_some() {
+            if changes.remove_peer(&key).is_some() {
                 log::info!("{origin}: peer {key} removed");
             }
             return Ok(());
@@ -144,43 +155,43 @@ impl Live {
             allowed_ips: change.allowed_ips,
         };
         let result = match self.interface.peer(&key) {
-            Some(_) => self.interface.update_peer(&key, update).map(drop),
+            Some(_) => changes.update_peer(&key, update).map(drop),
             None if change.update_only => return Ok(()),
-            None => self.add_peer(key, update, origin),
+            None => add_peer(changes, key, update, origin),
         };
         result.map_err(|e| {
             log::warn!("{origin}: {e}");
             Errno::Invalid
         })
     }
+}
 
-    /// A new peer: added with its keys, endpoint and keepalive, then given
-    /// its AllowedIPs as an update, which applies removals and the
-    /// replacement in order exactly as for a running peer.
-    fn add_peer(
-        &self,
-        key: crate::protocol::keys::PublicKey,
-        update: PeerUpdate,
-        origin: &str,
-    ) -> crate::Result<()> {
-        self.interface.add_peer(PeerSpec {
-            public_key: key,
-            preshared_key: update.preshared_key.clone().flatten(),
-            endpoint: update.endpoint,
-            initiate_at_start: false,
-            allowed_ips: Vec::new(),
-            persistent_keepalive: update.persistent_keepalive.flatten(),
-        })?;
-        log::info!("{origin}: peer {key} added");
-        if !update.allowed_ips.is_empty() {
-            let ips = PeerUpdate {
-                allowed_ips: update.allowed_ips,
-                ..PeerUpdate::default()
-            };
-            self.interface.update_peer(&key, ips)?;
-        }
-        Ok(())
+/// A new peer: added with its keys, endpoint and keepalive, then given
+/// its AllowedIPs as an update, which applies removals and the
+/// replacement in order exactly as for a running peer.
+fn add_peer(
+    changes: &PeerChanges,
+    key: crate::protocol::keys::PublicKey,
+    update: PeerUpdate,
+    origin: &str,
+) -> crate::Result<()> {
+    changes.add_peer(PeerSpec {
+        public_key: key,
+        preshared_key: update.preshared_key.clone().flatten(),
+        endpoint: update.endpoint,
+        initiate_at_start: false,
+        allowed_ips: Vec::new(),
+        persistent_keepalive: update.persistent_keepalive.flatten(),
+    })?;
+    log::info!("{origin}: peer {key} added");
+    if !update.allowed_ips.is_empty() {
+        let ips = PeerUpdate {
+            allowed_ips: update.allowed_ips,
+            ..PeerUpdate::default()
+        };
+        changes.update_peer(&key, ips)?;
     }
+    Ok(())
 }
 
 /// Whether a PSK from the socket is one: all zeros means none.

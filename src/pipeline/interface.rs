@@ -33,7 +33,7 @@ use crate::protocol::timers::Timing;
 use crate::sys::udp::Endpoint;
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -141,117 +141,35 @@ impl Interface {
         Some((local.clone()?, peer.remote()))
     }
 
+    /// Peer changes ([`PeerChanges`]) that compress the AllowedIPs table
+    /// once, when the value is dropped.
+    pub fn changes(&self) -> PeerChanges<'_> {
+        PeerChanges { iface: self }
+    }
+
     /// Adds a peer. An AllowedIP another peer has already is moved to this
     /// one, as `wg set` does.
     pub fn add_peer(&self, spec: PeerSpec) -> Result<Arc<Peer>> {
-        let added = self.insert_peer(spec);
-        write(&self.routes).compress();
-        added
+        self.changes().add_peer(spec)
     }
 
-    /// Adds peers as [`Interface::add_peer`] does, up to the first error;
-    /// the AllowedIPs table is compressed once, not once per peer (10 000
-    /// peers would take seconds).
+    /// Adds peers as [`Interface::add_peer`] does, up to the first error,
+    /// as one [`PeerChanges`].
     pub fn add_peers(&self, specs: impl IntoIterator<Item = PeerSpec>) -> Result<()> {
-        let added = specs
+        let changes = self.changes();
+        specs
             .into_iter()
-            .try_for_each(|spec| self.insert_peer(spec).map(drop));
-        write(&self.routes).compress();
-        added
+            .try_for_each(|spec| changes.add_peer(spec).map(drop))
     }
 
-    /// Adds a peer to every table, leaving the AllowedIPs table uncompressed.
-    fn insert_peer(&self, spec: PeerSpec) -> Result<Arc<Peer>> {
-        let key = spec.public_key;
-        // Held until the peer is in `by_key`, where a new private key finds it.
-        let local = read(&self.local);
-        if local.as_ref().is_some_and(|l| key == l.public) {
-            // A handshake with ourselves (wireguard-go skips such a peer).
-            return Err(Error::Input(format!(
-                "peer {key} has the interface's own public key"
-            )));
-        }
-        let remote = peer_static(local.as_deref(), key, spec.preshared_key.clone())?;
-        let mut by_key = write(&self.by_key);
-        if by_key.contains_key(&key) {
-            return Err(Error::Input(format!(
-                "peer {key} is listed twice: each peer needs its own public key"
-            )));
-        }
-        let id = self.next_id.fetch_add(1, Relaxed);
-        let peer = Arc::new(Peer::new(
-            id,
-            Arc::new(remote),
-            spec,
-            self.clock,
-            self.mtu,
-            self.timing,
-            self.wakeups.clone(),
-        ));
-        by_key.insert(key, peer.clone());
-        drop(by_key);
-        drop(local);
-        write(&self.peers).push(peer.clone());
-        {
-            let mut routes = write(&self.routes);
-            let mut list = peer.allowed_ips_mut();
-            for cidr in std::mem::take(&mut *list) {
-                claim(&mut routes, &peer, &mut list, cidr);
-            }
-        }
-        let _ = self.peer_set_changed.try_send(());
-        Ok(peer)
-    }
-
-    /// Changes a running peer (see [`PeerUpdate`]). Its AllowedIPs change
-    /// at once under the table's write lock, so a batch routes either by
-    /// the old set or by the new one; a new PSK replaces the peer's static
-    /// keys whole (the handshaker drops an attempt made with the old ones);
-    /// a persistent keepalive makes the handshaker plan the peer's timers
-    /// again, and turning one on sends a keepalive at once (a handshake
-    /// without a session), as wireguard-go does.
+    /// [`PeerChanges::update_peer`], compressed at once.
     pub fn update_peer(&self, key: &PublicKey, update: PeerUpdate) -> Result<Arc<Peer>> {
-        let peer = self
-            .peer(key)
-            .ok_or_else(|| Error::Input(format!("peer {key}: no such peer on this interface")))?;
-        {
-            let mut routes = write(&self.routes);
-            // `remove_peer` marks the peer before it takes this lock: seen
-            // unmarked here, its clean-up reads the list changed below.
-            if peer.is_removed() {
-                return Err(Error::Input(format!("peer {key} was removed meanwhile")));
-            }
-            let mut list = peer.allowed_ips_mut();
-            if update.replace_allowed_ips {
-                // One rebuild of the trie, not one per prefix.
-                routes.retain(|p| !Arc::ptr_eq(p, &peer));
-                list.clear();
-            }
-            for change in &update.allowed_ips {
-                match *change {
-                    AllowedIpChange::Add(cidr) => claim(&mut routes, &peer, &mut list, cidr),
-                    AllowedIpChange::Remove(cidr) => {
-                        if release(&mut routes, &peer, cidr) {
-                            list.retain(|c| c.network() != cidr.network());
-                        }
-                    }
-                }
-            }
-            routes.compress();
-        }
-        if let Some(psk) = update.preshared_key {
-            let local = read(&self.local);
-            peer.set_remote(Arc::new(peer_static(local.as_deref(), *key, psk)?));
-            // The handshaker looks at its attempt again.
-            peer.touch_timers();
-        }
-        if let Some(to) = update.endpoint {
-            peer.update_endpoint(Endpoint::from(to));
-        }
-        if let Some(interval) = update.persistent_keepalive {
-            peer.set_persistent_keepalive(interval);
-        }
-        Ok(peer)
+        self.changes().update_peer(key, update)
+    }
+
+    /// [`PeerChanges::remove_peer`], compressed at once.
+    pub fn remove_peer(&self, key: &PublicKey) -> Option<Arc<Peer>> {
+        self.changes().remove_peer(key)
     }
 
     /// Changes our private key, as wireguard-go does: the peer whose public
@@ -297,24 +215,6 @@ impl Interface {
             peer.expire_keypairs();
         }
         Ok(())
-    }
-
-    /// Takes a peer out of every table and erases its keys; packets already
-    /// in flight for it are dropped where they meet its `removed` mark.
-    pub fn remove_peer(&self, key: &PublicKey) -> Option<Arc<Peer>> {
-        let peer = write(&self.by_key).remove(key)?;
-        peer.mark_removed();
-        write(&self.peers).retain(|p| !Arc::ptr_eq(p, &peer));
-        {
-            let mut routes = write(&self.routes);
-            routes.retain(|p| !Arc::ptr_eq(p, &peer));
-            routes.compress();
-        }
-        write(&self.indices).retain(|_, p| !Arc::ptr_eq(p, &peer));
-        peer.clear_keypairs();
-        self.removals.fetch_add(1, Relaxed);
-        let _ = self.peer_set_changed.try_send(());
-        Some(peer)
     }
 
     /// Ready once some peer's endpoint address changed since it was last
@@ -408,6 +308,147 @@ impl Interface {
 
     pub fn clear_keypairs(&self, peer: &Peer) {
         self.release_indices(peer, &peer.clear_keypairs());
+    }
+}
+
+/// Changes to the peers of an [`Interface`] that leave its AllowedIPs table
+/// uncompressed until this is dropped: compressing copies the whole table,
+/// so a `wg setconf` of 10 000 peers compresses once, not 10 000 times.
+/// Lookups meanwhile go to the uncompressed table, which answers the same.
+pub struct PeerChanges<'a> {
+    iface: &'a Interface,
+}
+
+impl PeerChanges<'_> {
+    /// Adds a peer (see [`Interface::add_peer`]).
+    pub fn add_peer(&self, spec: PeerSpec) -> Result<Arc<Peer>> {
+        let key = spec.public_key;
+        // Held until the peer is in `by_key`, where a new private key finds it.
+        let local = read(&self.iface.local);
+        if local.as_ref().is_some_and(|l| key == l.public) {
+            // A handshake with ourselves (wireguard-go skips such a peer).
+            return Err(Error::Input(format!(
+                "peer {key} has the interface's own public key"
+            )));
+        }
+        let remote = peer_static(local.as_deref(), key, spec.preshared_key.clone())?;
+        let mut by_key = write(&self.iface.by_key);
+        if by_key.contains_key(&key) {
+            return Err(Error::Input(format!(
+                "peer {key} is listed twice: each peer needs its own public key"
+            )));
+        }
+        let id = self.iface.next_id.fetch_add(1, Relaxed);
+        let peer = Arc::new(Peer::new(
+            id,
+            Arc::new(remote),
+            spec,
+            self.iface.clock,
+            self.iface.mtu,
+            self.iface.timing,
+            self.iface.wakeups.clone(),
+        ));
+        by_key.insert(key, peer.clone());
+        drop(by_key);
+        drop(local);
+        write(&self.iface.peers).push(peer.clone());
+        {
+            let mut routes = write(&self.iface.routes);
+            let mut list = peer.allowed_ips_mut();
+            for cidr in std::mem::take(&mut *list) {
+                claim(&mut routes, &peer, &mut list, cidr);
+            }
+        }
+        let _ = self.iface.peer_set_changed.try_send(());
+        Ok(peer)
+    }
+
+    /// Changes a running peer (see [`PeerUpdate`]). Its AllowedIPs change
+    /// at once under the table's write lock, so a batch routes either by
+    /// the old set or by the new one; a new PSK replaces the peer's static
+    /// keys whole (the handshaker drops an attempt made with the old ones);
+    /// a persistent keepalive makes the handshaker plan the peer's timers
+    /// again, and turning one on sends a keepalive at once (a handshake
+    /// without a session), as wireguard-go does.
+    pub fn update_peer(&self, key: &PublicKey, update: PeerUpdate) -> Result<Arc<Peer>> {
+        let peer = self
+            .iface
+            .peer(key)
+            .ok_or_else(|| Error::Input(format!("peer {key}: no such peer on this interface")))?;
+        {
+            let mut routes = write(&self.iface.routes);
+            // `remove_peer` marks the peer before it takes this lock: seen
+            // unmarked here, its clean-up reads the list changed below.
+            if peer.is_removed() {
+                return Err(Error::Input(format!("peer {key} was removed meanwhile")));
+            }
+            let mut list = peer.allowed_ips_mut();
+            if update.replace_allowed_ips {
+                // One rebuild of the trie, not one per prefix.
+                routes.retain(|p| !Arc::ptr_eq(p, &peer));
+                list.clear();
+            }
+            for change in &update.allowed_ips {
+                match *change {
+                    AllowedIpChange::Add(cidr) => claim(&mut routes, &peer, &mut list, cidr),
+                    AllowedIpChange::Remove(cidr) => {
+                        if release(&mut routes, &peer, cidr) {
+                            list.retain(|c| c.network() != cidr.network());
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(psk) = update.preshared_key {
+            let local = read(&self.iface.local);
+            peer.set_remote(Arc::new(peer_static(local.as_deref(), *key, psk)?));
+            // The handshaker looks at its attempt again.
+            peer.touch_timers();
+        }
+        if let Some(to) = update.endpoint {
+            peer.update_endpoint(Endpoint::from(to));
+        }
+        if let Some(interval) = update.persistent_keepalive {
+            peer.set_persistent_keepalive(interval);
+        }
+        Ok(peer)
+    }
+
+    /// Takes a peer out of every table and erases its keys; packets already
+    /// in flight for it are dropped where they meet its `removed` mark.
+    pub fn remove_peer(&self, key: &PublicKey) -> Option<Arc<Peer>> {
+        self.remove_peers(std::slice::from_ref(key)).pop()
+    }
+
+    /// [`PeerChanges::remove_peer`] for each of `keys`, with one pass over
+    /// each table for them all (the AllowedIPs trie is rebuilt by each
+    /// pass); returns the peers that were there.
+    pub fn remove_peers(&self, keys: &[PublicKey]) -> Vec<Arc<Peer>> {
+        let iface = self.iface;
+        let gone: Vec<Arc<Peer>> = {
+            let mut by_key = write(&iface.by_key);
+            keys.iter().filter_map(|k| by_key.remove(k)).collect()
+        };
+        if gone.is_empty() {
+            return gone;
+        }
+        gone.iter().for_each(|p| p.mark_removed());
+        let ids: HashSet<u64> = gone.iter().map(|p| p.id).collect();
+        write(&iface.peers).retain(|p| !ids.contains(&p.id));
+        write(&iface.routes).retain(|p| !ids.contains(&p.id));
+        write(&iface.indices).retain(|_, p| !ids.contains(&p.id));
+        for peer in &gone {
+            peer.clear_keypairs();
+        }
+        iface.removals.fetch_add(gone.len() as u64, Relaxed);
+        let _ = iface.peer_set_changed.try_send(());
+        gone
+    }
+}
+
+impl Drop for PeerChanges<'_> {
+    fn drop(&mut self) {
+        write(&self.iface.routes).compress();
     }
 }
 
@@ -556,6 +597,62 @@ mod tests {
         assert!(err.to_string().contains("listed twice"), "{err}");
         assert!(i.routes().is_compressed());
         assert_eq!(routed(&i, "10.0.2.1"), Some(i.peers()[100].id));
+    }
+
+    #[test]
+    fn peer_changes_route_uncompressed_and_compress_when_dropped() {
+        let i = Interface::new(
+            Some(PrivateKey::from_bytes([0xee; 32])),
+            1420,
+            Timing::default(),
+        );
+        let host = |n: u8| format!("10.0.1.{n}/32");
+        i.add_peers((1..=100).map(|n| spec(n, &[host(n).as_str()])))
+            .unwrap();
+        let changes = i.changes();
+        let c = changes.add_peer(spec(101, &["10.0.2.0/24"])).unwrap();
+        let first = i.peers()[0].clone();
+        changes.remove_peer(&first.public_key).unwrap();
+        let moved = PeerUpdate {
+            allowed_ips: vec![AllowedIpChange::Add("10.0.1.2/32".parse().unwrap())],
+            ..PeerUpdate::default()
+        };
+        changes.update_peer(&c.public_key, moved).unwrap();
+        // Each change is seen at once, from the uncompressed table.
+        assert!(!i.routes().is_compressed());
+        assert_eq!(routed(&i, "10.0.2.7"), Some(c.id));
+        assert_eq!(routed(&i, "10.0.1.2"), Some(c.id));
+        assert_eq!(routed(&i, "10.0.1.1"), None);
+        drop(changes);
+        assert!(i.routes().is_compressed());
+        assert_eq!(routed(&i, "10.0.2.7"), Some(c.id));
+        assert_eq!(routed(&i, "10.0.1.2"), Some(c.id));
+        assert_eq!(routed(&i, "10.0.1.3"), Some(i.peers()[1].id));
+        assert_eq!(routed(&i, "10.0.1.1"), None);
+    }
+
+    #[test]
+    fn peers_removed_together_leave_every_table() {
+        let i = iface();
+        let peers: Vec<_> = (1..=5)
+            .map(|n| i.add_peer(spec(n, &[&format!("10.0.{n}.0/24")])).unwrap())
+            .collect();
+        let stranger = PrivateKey::from_bytes([0x77; 32]).public_key();
+        let keys = [peers[1].public_key, stranger, peers[3].public_key];
+        let gone = i.changes().remove_peers(&keys);
+        assert_eq!(
+            gone.iter().map(|p| p.id).collect::<Vec<_>>(),
+            [peers[1].id, peers[3].id]
+        );
+        assert!(gone.iter().all(|p| p.is_removed()));
+        assert_eq!(i.removals(), 2);
+        let left: Vec<u64> = i.peers().iter().map(|p| p.id).collect();
+        assert_eq!(left, [peers[0].id, peers[2].id, peers[4].id]);
+        for (n, p) in (1..=5).zip(&peers) {
+            let want = (n % 2 == 1).then_some(p.id);
+            assert_eq!(routed(&i, &format!("10.0.{n}.9")), want, "{n}");
+            assert_eq!(i.peer(&p.public_key).map(|p| p.id), want, "{n}");
+        }
     }
 
     #[test]
