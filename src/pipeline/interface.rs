@@ -567,19 +567,25 @@ mod tests {
         assert_eq!(routed(&i, "10.0.0.9"), Some(b.id), "A no longer had it");
     }
 
-    /// Many peers, one /32 each: the table is compressed after each change,
-    /// and a peer removed takes no other's prefix with it.
-    #[test]
-    fn peer_changes_leave_the_table_compressed_and_whole() {
+    /// An interface with 100 peers, peer n (from 1) with 10.0.1.n/32: enough
+    /// prefixes for the table to be compressed.
+    fn hundred_hosts() -> Interface {
         // Not iface()'s key, which spec(0x11) would share.
         let i = Interface::new(
             Some(PrivateKey::from_bytes([0xee; 32])),
             1420,
             Timing::default(),
         );
-        let host = |n: u8| format!("10.0.1.{n}/32");
-        let specs = (1..=100).map(|n| spec(n, &[host(n).as_str()]));
+        let specs = (1..=100).map(|n| spec(n, &[&format!("10.0.1.{n}/32")]));
         i.add_peers(specs).unwrap();
+        i
+    }
+
+    /// Many peers, one /32 each: the table is compressed after each change,
+    /// and a peer removed takes no other's prefix with it.
+    #[test]
+    fn peer_changes_leave_the_table_compressed_and_whole() {
+        let i = hundred_hosts();
         assert!(i.routes().is_compressed());
         let c = i.add_peer(spec(101, &["10.0.0.0/16"])).unwrap();
         assert!(i.routes().is_compressed());
@@ -601,14 +607,7 @@ mod tests {
 
     #[test]
     fn peer_changes_route_uncompressed_and_compress_when_dropped() {
-        let i = Interface::new(
-            Some(PrivateKey::from_bytes([0xee; 32])),
-            1420,
-            Timing::default(),
-        );
-        let host = |n: u8| format!("10.0.1.{n}/32");
-        i.add_peers((1..=100).map(|n| spec(n, &[host(n).as_str()])))
-            .unwrap();
+        let i = hundred_hosts();
         let changes = i.changes();
         let c = changes.add_peer(spec(101, &["10.0.2.0/24"])).unwrap();
         let first = i.peers()[0].clone();
