@@ -60,17 +60,28 @@ pub struct Reading<'a, D> {
 }
 
 impl<D: Direction> Reading<'_, D> {
-    /// The reader thread's next read: waits for the device, then reads what
-    /// is ready and hands it on. None once stopped.
+    /// The reader thread's next read: reads what is ready and hands it on,
+    /// waiting for the device only when nothing was (so a busy device costs
+    /// no poll(2) per batch). None once stopped.
     pub fn next(&self, stop: &StopFd) -> io::Result<Option<Handed>> {
-        if !self.direction.wait(stop)? {
-            return Ok(None);
+        // Checked first: under constant traffic the device is always ready,
+        // and a stop must still end the stage.
+        while !stop.is_set() {
+            {
+                let mut lone = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
+                let batch = self.pool.get();
+                match self.read(&mut lone, batch)? {
+                    Handed::Nothing => {}
+                    handed => return Ok(Some(handed)),
+                }
+            }
+            // The batch is back in the pool: one held while waiting would
+            // make every read of the other thread look queued behind it.
+            if !self.direction.wait(stop)? {
+                break;
+            }
         }
-        let mut lone = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
-        // Taken after the wait: a batch held while waiting would make every
-        // read of the other thread look queued behind it.
-        let batch = self.pool.get();
-        self.read(&mut lone, batch).map(Some)
+        Ok(None)
     }
 
     /// The other thread's read: what is ready now, unless the reader is at
