@@ -162,7 +162,7 @@ impl TunDevice for OffloadTun {
     }
 
     fn write_batch(&self, batch: &mut Batch) -> Written {
-        // Only the tun_writer writes: the lock is never contended.
+        // The tun_writer and the readers' shortcuts write: one at a time.
         let mut coalescer = self
             .coalescer
             .lock()
