@@ -14,10 +14,12 @@
 # Per implementation and repetition (repetitions are interleaved, every other
 # one in reverse order, so load that comes and goes and the place in the order
 # are spread over all implementations):
+#   the CPU time (/proc/PID/stat utime+stime) of both tunnel processes over
+#   IDLE_SECS with no traffic (just after the handshake, keepalives off),
 #   iperf3 TCP A→B and B→A (1 stream), TCP A→B with 4 streams, 200 pings at
 #   10 ms, iperf3 UDP with 64-byte payloads at unlimited rate; during the TCP
-#   A→B run, the CPU time (/proc/PID/stat utime+stime) of both tunnel
-#   processes and their peak RSS (/proc/PID/status VmHWM).
+#   A→B run, the CPU time of both tunnel processes and their peak RSS
+#   (/proc/PID/status VmHWM).
 #
 # Usage: integration/bench.sh [--quick] [--impls LIST]
 #   --quick        1 repetition of 3 s runs instead of 2 of 10 s (smoke run: 2
@@ -39,6 +41,8 @@
 #                     the same)
 #   BENCH_TOOLS       where fetch-peers.sh builds them (default target/bench-tools)
 #   REPS, SECS        override repetitions and seconds per iperf3 run
+#   IDLE_SECS         seconds of the idle CPU measurement (default 30, 5 with
+#                     --quick)
 #   BENCH_TIMEOUT     bound for the whole run in seconds (default 1800)
 # Output: a markdown table on stdout, with pipevpn's ratio to the best of the
 # other tunnels (all but raw and pipevpn's) per figure; raw iperf3 JSON, ping
@@ -59,6 +63,7 @@ if [[ -n ${PIPEVPN_BASELINE:-} && $IMPLS != *pipevpn-base* ]]; then
 	IMPLS=${IMPLS/pipevpn/pipevpn,pipevpn-base}
 fi
 IFS=, read -r -a IMPL_LIST <<<"$IMPLS"
+IDLE_SECS=${IDLE_SECS:-$((QUICK ? 5 : 30))}
 OUT="$REPO_ROOT/bench-results/$(date +%Y%m%d-%H%M%S)"
 
 # ---- prerequisites and build ------------------------------------------------
@@ -104,7 +109,7 @@ mkdir -p "$OUT"
 	echo "gotatun: ${GOTATUN:+$("$GOTATUN" --version 2>&1 | head -n1)}"
 	echo "boringtun: ${BORINGTUN:+$("$BORINGTUN" --version 2>&1 | head -n1)}"
 	echo "iperf3: $(iperf3 --version | head -n1)"
-	echo "runs: $REPS repetition(s) of $SECS s, implementations: ${IMPL_LIST[*]}"
+	echo "runs: $REPS repetition(s) of $SECS s (idle: $IDLE_SECS s), implementations: ${IMPL_LIST[*]}"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 
@@ -181,9 +186,21 @@ iperf() {
 	wait "$pid" || true
 }
 
+# cpu_seconds BEFORE AFTER: the CPU time between two cpu_ticks readings.
+cpu_seconds() {
+	awk -v t=$(($2 - $1)) -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}'
+}
+
 measure() {
 	local impl=$1 rep=$2 before after
 	RUN="$OUT/$impl-r$rep"
+
+	if ((${#TUNNEL_PIDS[@]})); then
+		before=$(cpu_ticks "${TUNNEL_PIDS[@]}")
+		sleep "$IDLE_SECS"
+		after=$(cpu_ticks "${TUNNEL_PIDS[@]}")
+		record "$impl" "$rep" idle_cpu_pct "$(awk -v s="$(cpu_seconds "$before" "$after")" -v w="$IDLE_SECS" 'BEGIN {print 100 * s / w}')"
+	fi
 
 	before=$(cpu_ticks "${TUNNEL_PIDS[@]}")
 	iperf tcp-ab
@@ -192,7 +209,7 @@ measure() {
 	record "$impl" "$rep" tcp_ab_mbps "$(json "$RUN-tcp-ab.json" '.end.sum_received.bits_per_second / 1e6')"
 	if ((${#TUNNEL_PIDS[@]})); then
 		local cpu bytes
-		cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}')
+		cpu=$(cpu_seconds "$before" "$after")
 		bytes=$(json "$RUN-tcp-ab.json" '.end.sum_received.bytes')
 		record "$impl" "$rep" cpu_s "$cpu"
 		record "$impl" "$rep" cpu_s_per_gb "$(awk -v c="$cpu" -v b="$bytes" 'BEGIN {print (b > 0) ? c / (b / 1e9) : "nan"}')"
@@ -269,6 +286,7 @@ rows = [  # metric, label, format, higher is better
     ("cpu_s", "tunnel CPU during TCP A→B (s, both peers)", "{:.2f}", False),
     ("cpu_s_per_gb", "tunnel CPU per GB, TCP A→B (s/GB)", "{:.2f}", False),
     ("rss_mib", "peak RSS, larger peer (MiB)", "{:.1f}", False),
+    ("idle_cpu_pct", "tunnel CPU idle, no traffic (% of a core, both peers)", "{:.2f}", False),
 ]
 names = {"raw": "raw veth", "pipevpn": "pipevpn", "pipevpn-base": "pipevpn (baseline)",
          "wggo": "wireguard-go", "wggo-new": "wireguard-go (new)", "gotatun": "GotaTun",

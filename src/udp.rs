@@ -9,7 +9,7 @@
 //! socket, is woken by that socket's own stop flag, polled beside the
 //! pipeline's.
 
-use crate::pipeline::device::{read_when_ready, run_datagrams, Sent, UdpDevice, Unfit};
+use crate::pipeline::device::{run_datagrams, wait_for, Sent, UdpDevice, Unfit};
 use crate::pipeline::pool::{Batch, MAX_DATAGRAM};
 use crate::sys::poll::StopFd;
 use crate::sys::udp::{
@@ -205,10 +205,39 @@ pub fn datagram_at(meta: &RecvMeta, offset: usize) -> (usize, usize, Option<usiz
 }
 
 impl UdpDevice for Udp {
-    fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>> {
-        // Only the udp_receiver receives: the lock is never contended.
+    fn wait_readable(&self, stop: &StopFd) -> io::Result<bool> {
+        loop {
+            let replaced = {
+                let receiving = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+                // What is left of the last receive is ready.
+                if !receiving.buffers.all_cut() {
+                    return Ok(true);
+                }
+                receiving.replaced.clone()
+            };
+            if wait_for(self.sock.as_raw_fd(), [stop, &replaced])? {
+                return Ok(true);
+            }
+            if stop.is_set() {
+                return Ok(false);
+            }
+            // The socket was replaced ([`Udp::rebind`]): wait on the new one.
+            let now = self
+                .replaced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            self.received
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .replaced = now;
+        }
+    }
+
+    fn try_recv_batch(&self, batch: &mut Batch) -> io::Result<Option<Unfit>> {
+        // Held only while receiving, never while waiting.
         let mut receiving = self.received.lock().unwrap_or_else(PoisonError::into_inner);
-        let Receiving { buffers, replaced } = &mut *receiving;
+        let buffers = &mut receiving.buffers;
         let mut unfit = Unfit::default();
         buffers.cut(batch, &mut unfit);
         if batch.count() > 0 {
@@ -221,27 +250,14 @@ impl UdpDevice for Udp {
             }
             return Ok(Some(unfit));
         }
-        loop {
-            let got = read_when_ready(self.sock.as_raw_fd(), [stop, replaced], || {
-                match buffers.receive(&self.sock) {
-                    Ok(()) => {
-                        buffers.cut(batch, &mut unfit);
-                        Ok(Some(unfit))
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })?;
-            if got.is_some() || stop.is_set() {
-                return Ok(got);
+        match buffers.receive(&self.sock) {
+            Ok(()) => {
+                buffers.cut(batch, &mut unfit);
+                Ok(Some(unfit))
             }
-            // The socket was replaced ([`Udp::rebind`]): wait on the new one.
-            *replaced = self
-                .replaced
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

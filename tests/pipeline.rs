@@ -99,6 +99,20 @@ fn pair_starting(
     b_initiates: bool,
     mtus: [usize; 2],
 ) -> (Side, Side) {
+    let (a, b, _) = pair_answering(tun_capacity, both_know, b_initiates, mtus, 0);
+    (a, b)
+}
+
+/// As [`pair_starting`]; B's tun answers each packet written to it with
+/// `b_answers` packets to A ([`FakeTun::answering`]). Also returns B's UDP
+/// end, to tell which thread sent what.
+fn pair_answering(
+    tun_capacity: usize,
+    both_know: bool,
+    b_initiates: bool,
+    mtus: [usize; 2],
+    b_answers: u8,
+) -> (Side, Side, Arc<FakeUdp>) {
     let (a_key, b_key) = ([0x11u8; 32], [0x22u8; 32]);
     let a_addr: SocketAddr = A_ADDR.parse().unwrap();
     let b_addr: SocketAddr = B_ADDR.parse().unwrap();
@@ -114,15 +128,17 @@ fn pair_starting(
             },
         )
     };
-    let side = |c: TunnelConfig, udp: FakeUdp| {
-        let (tun, ends) = FakeTun::new(tun_capacity);
-        let handle = spawn(c, Arc::new(tun), Arc::new(udp)).expect("pipeline starts");
+    let side = |c: TunnelConfig, udp: Arc<FakeUdp>, answers| {
+        let (tun, ends) = FakeTun::answering(tun_capacity, answers);
+        let handle = spawn(c, Arc::new(tun), udp).expect("pipeline starts");
         Side { handle, tun: ends }
     };
+    let b_udp = Arc::new(b_udp);
     (
         side(
             cfg(a_key, b_key, Some(b_addr), B_TUN, mtus[0], false),
-            a_udp,
+            Arc::new(a_udp),
+            0,
         ),
         side(
             cfg(
@@ -133,8 +149,10 @@ fn pair_starting(
                 mtus[1],
                 b_initiates,
             ),
-            b_udp,
+            b_udp.clone(),
+            b_answers,
         ),
+        b_udp,
     )
 }
 
@@ -201,6 +219,81 @@ fn packets_cross_both_ways_and_threads_join() {
     let sent = a.handle.stats.stage(Stage::Encryptor).packets();
     assert_eq!(sent, 501);
     assert_eq!(b.handle.stats.stage(Stage::TunWriter).packets(), 501);
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+}
+
+/// A request brings its answer (`pipeline::reading`): B's tun answers each
+/// packet inside the write that delivers it, as the kernel answers a ping,
+/// so B's udp_receiver, having written the request, finds the answer at
+/// once and seals and sends it itself. B's tun_reader may win that race
+/// now and then on a busy machine, but not most of the time.
+#[test]
+fn an_answer_ready_at_once_leaves_from_the_thread_that_delivered_the_request() {
+    let (a, b, b_udp) = pair_answering(64, false, false, [1420, 1420], 1);
+    let (b_reader, b_receiver) = (Stage::TunReader.name(), Stage::UdpReceiver.name());
+    for tag in 0..10 {
+        // Further apart than a batch's quiet spell: each is lone.
+        thread::sleep(Duration::from_millis(2));
+        let request = ipv4(A_TUN, B_TUN, 84, tag);
+        a.tun.inject.send(request.clone()).unwrap();
+        expect_delivery(&b, &request);
+        let mut answer = ipv4(B_TUN, A_TUN, 84, tag);
+        answer[83] = 0;
+        expect_delivery(&a, &answer);
+    }
+    let by_receiver = b_udp.sent_by(b_receiver);
+    assert_eq!(
+        by_receiver + b_udp.sent_by(b_reader),
+        10,
+        "each answer was sent once, by one of B's readers"
+    );
+    assert!(
+        by_receiver >= 5,
+        "{by_receiver} of 10 answers left from B's udp_receiver"
+    );
+    shutdown_within_a_second(a);
+    shutdown_within_a_second(b);
+}
+
+/// While B's udp_receiver reads B's tun for answers, B's tun_reader reads
+/// it too: each answer is read by one of them and they leave in the order
+/// the tun gave them, three to each request, for lone requests and for a
+/// burst of them.
+#[test]
+fn answers_read_by_either_thread_keep_their_order() {
+    let (a, b, _) = pair_answering(256, false, false, [1420, 1420], 3);
+    let answers = |tag: u8| {
+        (0..3).map(move |k| {
+            let mut answer = ipv4(B_TUN, A_TUN, 84, tag);
+            answer[83] = k;
+            answer
+        })
+    };
+    for tag in 0..20 {
+        thread::sleep(Duration::from_millis(1));
+        let request = ipv4(A_TUN, B_TUN, 84, tag);
+        a.tun.inject.send(request.clone()).unwrap();
+        expect_delivery(&b, &request);
+        for answer in answers(tag) {
+            expect_delivery(&a, &answer);
+        }
+    }
+    let burst: Vec<_> = (20..80).map(|tag| ipv4(A_TUN, B_TUN, 84, tag)).collect();
+    let feeder = {
+        let inject = a.tun.inject.clone();
+        let burst = burst.clone();
+        thread::spawn(move || burst.into_iter().for_each(|p| inject.send(p).unwrap()))
+    };
+    for request in &burst {
+        expect_delivery(&b, request);
+    }
+    for tag in 20..80 {
+        for answer in answers(tag) {
+            expect_delivery(&a, &answer);
+        }
+    }
+    feeder.join().unwrap();
     shutdown_within_a_second(a);
     shutdown_within_a_second(b);
 }
@@ -478,10 +571,13 @@ fn a_slow_sink_pushes_back_instead_of_growing() {
 struct BrokenTun;
 
 impl pipevpn::pipeline::device::TunDevice for BrokenTun {
-    fn read_batch(
+    fn wait_readable(&self, _stop: &pipevpn::sys::poll::StopFd) -> std::io::Result<bool> {
+        Ok(true)
+    }
+
+    fn try_read_batch(
         &self,
         _batch: &mut pipevpn::pipeline::pool::Batch,
-        _stop: &pipevpn::sys::poll::StopFd,
     ) -> std::io::Result<Option<usize>> {
         Err(std::io::Error::other("device vanished"))
     }

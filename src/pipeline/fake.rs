@@ -6,42 +6,57 @@ use super::device::{run_datagrams, Sent, TunDevice, UdpDevice, Unfit, Written};
 use super::pool::{Batch, HEADROOM, NO_ADDR};
 use crate::sys::poll::StopFd;
 use crate::sys::udp::{Endpoint, Local};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// How often a blocked fake read looks at the stop flag.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Waits for a first item (or stop), then takes whatever else is ready,
-/// until `put` says the batch can take no more.
-fn recv_ready<T>(
-    rx: &Receiver<T>,
-    stop: &StopFd,
-    batch: &mut Batch,
-    mut put: impl FnMut(&mut Batch, T) -> bool,
-) -> Option<()> {
-    let first = loop {
-        if stop.is_set() {
-            return None;
-        }
-        match rx.recv_timeout(POLL) {
-            Ok(item) => break item,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return None,
-        }
-    };
-    let mut more = put(batch, first);
-    while more && !batch.is_full() {
-        match rx.try_recv() {
-            Ok(item) => more = put(batch, item),
-            Err(_) => break,
+/// Waits until `rx` has an item or every sender is gone (true: a read
+/// finds which), or stop is set or a read found every sender gone
+/// (`closed`; false), without taking the item: a reader of the same device
+/// on another thread may take it first.
+fn wait_ready<T>(rx: &Receiver<T>, closed: &AtomicBool, stop: &StopFd) -> bool {
+    let mut sel = Select::new();
+    sel.recv(rx);
+    while !stop.is_set() && !closed.load(Relaxed) {
+        if sel.ready_timeout(POLL).is_ok() {
+            return true;
         }
     }
-    Some(())
+    false
+}
+
+/// Takes whatever is ready without waiting, until `put` says the batch can
+/// take no more; whether anything was taken. Sets `closed` when every
+/// sender is gone.
+fn take_ready<T>(
+    rx: &Receiver<T>,
+    closed: &AtomicBool,
+    batch: &mut Batch,
+    mut put: impl FnMut(&mut Batch, T) -> bool,
+) -> bool {
+    let mut took = false;
+    while !batch.is_full() {
+        let item = match rx.try_recv() {
+            Ok(item) => item,
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Disconnected) => {
+                closed.store(true, Relaxed);
+                break;
+            }
+        };
+        took = true;
+        if !put(batch, item) {
+            break;
+        }
+    }
+    took
 }
 
 fn closed() -> io::Error {
@@ -54,6 +69,11 @@ fn closed() -> io::Error {
 pub struct FakeTun {
     from_apps: Receiver<Vec<u8>>,
     to_apps: Sender<Vec<u8>>,
+    /// Answers to what is written, and how many to each packet.
+    answers: Option<(Sender<Vec<u8>>, u8)>,
+    reading: Mutex<()>,
+    /// Every sender of `from_apps` is gone.
+    closed: AtomicBool,
 }
 
 pub struct FakeTunEnds {
@@ -64,25 +84,47 @@ pub struct FakeTunEnds {
 impl FakeTun {
     /// `capacity` packets may wait in each direction.
     pub fn new(capacity: usize) -> (FakeTun, FakeTunEnds) {
+        FakeTun::answering(capacity, 0)
+    }
+
+    /// As [`FakeTun::new`], and each packet written is answered with
+    /// `answers` packets, put in the device's own read queue before the
+    /// write returns, as the kernel answers a ping inside the tun write that
+    /// delivers it: each the packet with its IPv4 source and destination
+    /// swapped and its last byte set to the answer's number (0, 1, ...).
+    pub fn answering(capacity: usize, answers: u8) -> (FakeTun, FakeTunEnds) {
         let (inject, from_apps) = bounded(capacity);
         let (to_apps, delivered) = bounded(capacity);
         (
-            FakeTun { from_apps, to_apps },
+            FakeTun {
+                answers: (answers > 0).then(|| (inject.clone(), answers)),
+                from_apps,
+                to_apps,
+                reading: Mutex::default(),
+                closed: AtomicBool::new(false),
+            },
             FakeTunEnds { inject, delivered },
         )
     }
 }
 
 impl TunDevice for FakeTun {
-    fn read_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<usize>> {
-        let got = recv_ready(&self.from_apps, stop, batch, |b, pkt: Vec<u8>| {
+    fn wait_readable(&self, stop: &StopFd) -> io::Result<bool> {
+        Ok(wait_ready(&self.from_apps, &self.closed, stop))
+    }
+
+    fn try_read_batch(&self, batch: &mut Batch) -> io::Result<Option<usize>> {
+        // One reader at a time, as the real tun's buffer lock: what one
+        // read takes, in order, goes into one batch.
+        let _reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        let took = take_ready(&self.from_apps, &self.closed, batch, |b, pkt: Vec<u8>| {
             let slot = b.free_slots_mut().next().expect("batch not full");
             let n = pkt.len().min(slot.len() - HEADROOM);
             slot[HEADROOM..HEADROOM + n].copy_from_slice(&pkt[..n]);
             b.push(n, NO_ADDR);
             true
         });
-        Ok(got.map(|()| 0))
+        Ok(took.then_some(0))
     }
 
     /// Packet by packet: the fake has no offloads.
@@ -91,6 +133,11 @@ impl TunDevice for FakeTun {
         for i in (0..batch.count()).filter(|&i| batch.len(i) > 0) {
             let len = batch.len(i);
             let packet = batch.slot(i)[HEADROOM..HEADROOM + len].to_vec();
+            if let Some((answer, n)) = &self.answers {
+                for k in 0..*n {
+                    let _ = answer.try_send(answered(&packet, k));
+                }
+            }
             // Blocks when the test reads slowly: that is the backpressure.
             match self.to_apps.send(packet) {
                 Ok(()) => {
@@ -107,12 +154,27 @@ impl TunDevice for FakeTun {
     }
 }
 
+/// Answer number `k` to an IPv4 `packet` (see [`FakeTun::answering`]).
+fn answered(packet: &[u8], k: u8) -> Vec<u8> {
+    let mut a = packet.to_vec();
+    if a.len() >= 20 {
+        let (src, dst) = a[12..20].split_at_mut(4);
+        src.swap_with_slice(dst);
+    }
+    if let Some(last) = a.last_mut() {
+        *last = k;
+    }
+    a
+}
+
 type Datagram = (Vec<u8>, SocketAddr);
 
 /// One end of an in-memory UDP network between pipelines.
 pub struct FakeUdp {
     addr: SocketAddr,
     rx: Receiver<Datagram>,
+    /// Every sender of `rx` is gone.
+    closed: AtomicBool,
     /// A datagram longer than the room left in the last batch, for the next.
     held: Mutex<Option<Datagram>>,
     /// The ends this one reaches, by address.
@@ -128,6 +190,7 @@ impl FakeUdp {
         FakeUdp {
             addr,
             rx,
+            closed: AtomicBool::new(false),
             held: Mutex::default(),
             links: Vec::new(),
             sent_to: Mutex::default(),
@@ -205,7 +268,16 @@ impl FakeUdp {
 }
 
 impl UdpDevice for FakeUdp {
-    fn recv_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<Unfit>> {
+    fn wait_readable(&self, stop: &StopFd) -> io::Result<bool> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.is_some() {
+            return Ok(true);
+        }
+        drop(held);
+        Ok(wait_ready(&self.rx, &self.closed, stop))
+    }
+
+    fn try_recv_batch(&self, batch: &mut Batch) -> io::Result<Option<Unfit>> {
         let mut unfit = Unfit::default();
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let earlier = held.take();
@@ -229,14 +301,14 @@ impl UdpDevice for FakeUdp {
             b.push_datagram(unfit.check(len, truncated), from);
             true
         };
-        let got = match earlier {
+        let took = match earlier {
             Some(d) => {
                 put(batch, d);
-                Some(())
+                true
             }
-            None => recv_ready(&self.rx, stop, batch, put),
+            None => take_ready(&self.rx, &self.closed, batch, put),
         };
-        Ok(got.map(|()| unfit))
+        Ok(took.then_some(unfit))
     }
 
     fn send_batch(&self, batch: &Batch) -> Sent {

@@ -4,7 +4,8 @@ use super::device::{TunDevice, UdpDevice};
 use super::handshake_queue::HandshakePacket;
 use super::interface::Interface;
 use super::peer::{Keypairs, Peer};
-use super::pool::{Batch, Lone, Plain, Pool, Sealed, HEADROOM};
+use super::pool::{Batch, Plain, Sealed, HEADROOM};
+use super::reading::Direction;
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
 use crate::cidr::Memo;
@@ -18,44 +19,52 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Receives datagrams, a batch of whatever is ready at a time. A [`Lone`]
+/// The inbound direction as its readers see it ([`Reading`](super::reading::Reading)): datagrams,
+/// a batch of whatever is ready at a time, to the decryptor. A [`Lone`](super::pool::Lone)
 /// datagram takes the [`Shortcut`].
-pub fn udp_receiver(
-    udp: &dyn UdpDevice,
-    pool: &Pool,
-    inbound_sealed: &Sender<Sealed>,
-    shortcut: &Shortcut,
-    stop: &StopFd,
-    stats: &StageStats,
-) -> io::Result<()> {
-    let mut lone = Lone::default();
-    loop {
-        let mut batch = pool.get();
-        let unfit = match udp.recv_batch(&mut batch, stop) {
+pub struct Inbound<'a> {
+    pub udp: &'a dyn UdpDevice,
+    pub inbound_sealed: &'a Sender<Sealed>,
+    pub shortcut: Shortcut<'a>,
+    /// The udp_receiver's, whichever thread reads.
+    pub stats: &'a StageStats,
+}
+
+impl Direction for Inbound<'_> {
+    fn wait(&self, stop: &StopFd) -> io::Result<bool> {
+        self.udp.wait_readable(stop)
+    }
+
+    fn read(&self, batch: &mut Batch) -> io::Result<bool> {
+        let unfit = match self.udp.try_recv_batch(batch) {
             Ok(Some(unfit)) => unfit,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(false),
             // ICMP errors for earlier sends surface here; they are not ours to die of.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(false),
             Err(e) => return Err(e),
         };
-        (0..unfit.oversized).for_each(|_| stats.drop(DropReason::Oversized));
-        (0..unfit.empty).for_each(|_| stats.drop(DropReason::TooShort));
-        if !batch.has_packets() {
-            continue;
-        }
-        stats.pass(batch.packets(), batch.bytes());
-        if lone.check(&batch, pool) {
-            shortcut.take(batch);
-            continue;
-        }
-        if stats.send(inbound_sealed, Sealed(batch)).is_err() {
-            return Ok(());
-        }
+        (0..unfit.oversized).for_each(|_| self.stats.drop(DropReason::Oversized));
+        (0..unfit.empty).for_each(|_| self.stats.drop(DropReason::TooShort));
+        Ok(true)
+    }
+
+    fn shortcut(&self, batch: Batch) -> Option<Batch> {
+        self.shortcut.take(batch);
+        None
+    }
+
+    fn hand_on(&self, batch: Batch) -> bool {
+        self.stats.send(self.inbound_sealed, Sealed(batch)).is_ok()
+    }
+
+    fn stats(&self) -> &StageStats {
+        self.stats
     }
 }
 
-/// The decryptor's and tun_writer's work done on the udp_receiver's
-/// thread, for a [`Lone`] datagram: nothing is ahead of it, so order holds,
+/// The decryptor's and tun_writer's work done on the reading thread (the
+/// udp_receiver's, or the tun_reader's for an answer: see [`Reading`](super::reading::Reading)),
+/// for a [`Lone`](super::pool::Lone) datagram: nothing is ahead of it, so order holds,
 /// and it reaches the tun without two thread wake-ups (see
 /// [`super::outbound::Shortcut`]).
 pub struct Shortcut<'a> {

@@ -43,6 +43,7 @@ pub mod interface;
 pub mod outbound;
 pub mod peer;
 pub mod pool;
+pub mod reading;
 pub mod stats;
 
 use crate::protocol::keys::PrivateKey;
@@ -53,11 +54,13 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use device::{TunDevice, UdpDevice};
 use handshaker::Handshaker;
 use inbound::Decryptor;
+use inbound::Inbound;
 use interface::Interface;
-use outbound::{Encryptor, Sealer};
+use outbound::{Encryptor, Outbound, Sealer};
 use peer::Peer;
 pub use peer::PeerSpec;
-use pool::Pool;
+use pool::{Lone, Pool};
+use reading::Reading;
 use stats::{Stage, Stats};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -198,23 +201,28 @@ pub fn spawn(
             .map_err(|e| Error::sys(format!("spawning thread {}", stage.name()), e))
     };
 
+    // What both reader threads need, each reading either direction.
+    let readers = Readers {
+        tun: tun.clone(),
+        udp: udp.clone(),
+        iface: iface.clone(),
+        stats: stats.clone(),
+        pools: [outbound_pool.clone(), inbound_pool],
+        turns: Arc::default(),
+        outbound_plain: outbound_plain_tx,
+        inbound_sealed: inbound_sealed_tx,
+        handshake_in: handshake_in_tx.clone(),
+        session_events: session_events_tx.clone(),
+    };
     {
-        let (tun, udp, iface) = (tun.clone(), udp.clone(), iface.clone());
-        let (stop, stats, pool) = (stop.clone(), stats.clone(), outbound_pool.clone());
+        let (readers, stop) = (readers.clone(), stop.clone());
         start(
             Stage::TunReader,
             Box::new(move || {
-                let shortcut = outbound::Shortcut {
-                    sealer: Sealer {
-                        iface: &iface,
-                        stats: stats.stage(Stage::Encryptor),
-                    },
-                    udp: &*udp,
-                    sender_stats: stats.stage(Stage::UdpSender),
-                };
-                let s = stats.stage(Stage::TunReader);
-                outbound::tun_reader(&*tun, &pool, &outbound_plain_tx, &shortcut, &stop, s)
-                    .map_err(|e| Error::sys("reading from the tun device", e))
+                readers.with(|outbound, inbound| {
+                    reading::run(outbound, inbound, &stop)
+                        .map_err(|e| Error::sys("reading from the tun device", e))
+                })
             }),
         )?;
     }
@@ -244,32 +252,14 @@ pub fn spawn(
         )?;
     }
     {
-        let (udp, tun, iface) = (udp.clone(), tun.clone(), iface.clone());
-        let (stop, stats) = (stop.clone(), stats.clone());
-        let (handshake_in_tx, events) = (handshake_in_tx.clone(), session_events_tx.clone());
+        let stop = stop.clone();
         start(
             Stage::UdpReceiver,
             Box::new(move || {
-                let shortcut = inbound::Shortcut {
-                    decryptor: Decryptor {
-                        iface: &iface,
-                        stats: &stats,
-                        handshake_in: &handshake_in_tx,
-                        session_events: &events,
-                    },
-                    tun: &*tun,
-                    writer_stats: stats.stage(Stage::TunWriter),
-                };
-                let s = stats.stage(Stage::UdpReceiver);
-                inbound::udp_receiver(
-                    &*udp,
-                    &inbound_pool,
-                    &inbound_sealed_tx,
-                    &shortcut,
-                    &stop,
-                    s,
-                )
-                .map_err(|e| Error::sys("receiving from the UDP socket", e))
+                readers.with(|outbound, inbound| {
+                    reading::run(inbound, outbound, &stop)
+                        .map_err(|e| Error::sys("receiving from the UDP socket", e))
+                })
             }),
         )?;
     }
@@ -320,6 +310,67 @@ pub fn spawn(
         interface: iface,
         backlog,
     })
+}
+
+/// The devices, stages and channels the two readers share: each reads its
+/// own direction and, for an answer, the other's ([`reading`]).
+#[derive(Clone)]
+struct Readers {
+    tun: Arc<dyn TunDevice>,
+    udp: Arc<dyn UdpDevice>,
+    iface: Arc<Interface>,
+    stats: Arc<Stats>,
+    /// Outbound, inbound.
+    pools: [Pool; 2],
+    turns: Arc<[Mutex<Lone>; 2]>,
+    outbound_plain: Sender<pool::Plain>,
+    inbound_sealed: Sender<pool::Sealed>,
+    handshake_in: Sender<handshake_queue::HandshakePacket>,
+    session_events: Sender<SessionEvent>,
+}
+
+impl Readers {
+    /// Runs `f` with the outbound and the inbound reading.
+    fn with<T>(&self, f: impl FnOnce(&Reading<Outbound>, &Reading<Inbound>) -> T) -> T {
+        let stats = &self.stats;
+        let outbound = Reading {
+            direction: Outbound {
+                tun: &*self.tun,
+                outbound_plain: &self.outbound_plain,
+                shortcut: outbound::Shortcut {
+                    sealer: Sealer {
+                        iface: &self.iface,
+                        stats: stats.stage(Stage::Encryptor),
+                    },
+                    udp: &*self.udp,
+                    sender_stats: stats.stage(Stage::UdpSender),
+                },
+                stats: stats.stage(Stage::TunReader),
+            },
+            pool: &self.pools[0],
+            turn: &self.turns[0],
+        };
+        let inbound = Reading {
+            direction: Inbound {
+                udp: &*self.udp,
+                inbound_sealed: &self.inbound_sealed,
+                shortcut: inbound::Shortcut {
+                    decryptor: Decryptor {
+                        iface: &self.iface,
+                        stats,
+                        handshake_in: &self.handshake_in,
+                        session_events: &self.session_events,
+                    },
+                    tun: &*self.tun,
+                    writer_stats: stats.stage(Stage::TunWriter),
+                },
+                stats: stats.stage(Stage::UdpReceiver),
+            },
+            pool: &self.pools[1],
+            turn: &self.turns[1],
+        };
+        f(&outbound, &inbound)
+    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

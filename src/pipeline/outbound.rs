@@ -3,7 +3,8 @@
 use super::device::{TunDevice, UdpDevice};
 use super::interface::{Interface, Routes};
 use super::peer::{Peer, Session};
-use super::pool::{Batch, Lone, Plain, Pool, Sealed, HEADROOM, NO_ADDR};
+use super::pool::{Batch, Plain, Pool, Sealed, HEADROOM, NO_ADDR};
+use super::reading::Direction;
 use super::stats::{DropReason, StageStats};
 use super::SessionEvent;
 use crate::protocol::session::{inner_packet, seal_in_place, InnerError};
@@ -18,44 +19,49 @@ use std::sync::Arc;
 /// queue; the overflow is dropped and counted.
 pub const WAITING_PACKETS: usize = 128;
 
-/// Reads IP packets from the tun, a batch of whatever is ready at a time.
-/// Blocks on the pool when every batch is in flight: that is the
-/// backpressure from the stages after it. A [`Lone`] packet takes the
-/// [`Shortcut`].
-pub fn tun_reader(
-    tun: &dyn TunDevice,
-    pool: &Pool,
-    outbound_plain: &Sender<Plain>,
-    shortcut: &Shortcut,
-    stop: &StopFd,
-    stats: &StageStats,
-) -> io::Result<()> {
-    let mut lone = Lone::default();
-    loop {
-        let mut batch = pool.get();
-        let Some(dropped) = tun.read_batch(&mut batch, stop)? else {
-            return Ok(());
+/// The outbound direction as its readers see it ([`Reading`](super::reading::Reading)): IP packets
+/// from the tun, a batch of whatever is ready at a time, to the encryptor.
+/// [`Reading::next`](super::reading::Reading::next) blocks on the pool when every batch is in flight: that
+/// is the backpressure from the stages after it. A [`Lone`](super::pool::Lone) packet takes
+/// the [`Shortcut`].
+pub struct Outbound<'a> {
+    pub tun: &'a dyn TunDevice,
+    pub outbound_plain: &'a Sender<Plain>,
+    pub shortcut: Shortcut<'a>,
+    /// The tun_reader's, whichever thread reads.
+    pub stats: &'a StageStats,
+}
+
+impl Direction for Outbound<'_> {
+    fn wait(&self, stop: &StopFd) -> io::Result<bool> {
+        self.tun.wait_readable(stop)
+    }
+
+    fn read(&self, batch: &mut Batch) -> io::Result<bool> {
+        let Some(dropped) = self.tun.try_read_batch(batch)? else {
+            return Ok(false);
         };
-        (0..dropped).for_each(|_| stats.drop(DropReason::BadTunPacket));
-        if !batch.has_packets() {
-            continue;
-        }
-        stats.pass(batch.packets(), batch.bytes());
-        let batch = match lone.check(&batch, pool) {
-            true => match shortcut.take(batch) {
-                Some(batch) => batch,
-                None => continue,
-            },
-            false => batch,
-        };
-        if stats.send(outbound_plain, Plain(batch)).is_err() {
-            return Ok(()); // the encryptor has ended and reports why
-        }
+        (0..dropped).for_each(|_| self.stats.drop(DropReason::BadTunPacket));
+        Ok(true)
+    }
+
+    fn shortcut(&self, batch: Batch) -> Option<Batch> {
+        self.shortcut.take(batch)
+    }
+
+    fn hand_on(&self, batch: Batch) -> bool {
+        // An error: the encryptor has ended and reports why.
+        self.stats.send(self.outbound_plain, Plain(batch)).is_ok()
+    }
+
+    fn stats(&self) -> &StageStats {
+        self.stats
     }
 }
 
-/// The encryptor's and udp_sender's work done on the tun_reader's thread,
-/// for a [`Lone`] packet: nothing is queued or in the works ahead of it, so
+/// The encryptor's and udp_sender's work done on the reading thread (the
+/// tun_reader's, or the udp_receiver's for an answer: see [`Reading`](super::reading::Reading)),
+/// for a [`Lone`](super::pool::Lone) packet: nothing is queued or in the works ahead of it, so
 /// order holds, and the packet goes out without two thread wake-ups. Those
 /// cost tens of microseconds each on a small machine, most of a ping's RTT.
 pub struct Shortcut<'a> {

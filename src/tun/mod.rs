@@ -5,13 +5,14 @@
 
 pub mod offload;
 
-use crate::pipeline::device::{read_when_ready, TunDevice, Written};
+use crate::pipeline::device::{wait_for, TunDevice, Written};
 use crate::pipeline::pool::{Batch, BATCH, HEADROOM, NO_ADDR};
 use crate::sys::poll::StopFd;
 use crate::sys::tun::Tun;
 use offload::{Coalescer, Segments, Split, VnetHdr, VNET_HDR_LEN};
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 
 /// The kernel's tun device with its offloads on (see [`offload`]):
@@ -21,6 +22,8 @@ pub struct OffloadTun {
     tun: Tun,
     reader: Mutex<Reader>,
     coalescer: Mutex<Coalescer>,
+    /// The interface was deleted (`ip link del`): nothing more comes.
+    gone: AtomicBool,
 }
 
 /// The tun_reader's buffer: one read from the device, and what is left of
@@ -50,6 +53,7 @@ impl OffloadTun {
                 pending: None,
             }),
             coalescer: Mutex::default(),
+            gone: AtomicBool::new(false),
         }
     }
 }
@@ -129,23 +133,36 @@ impl Reader {
 }
 
 impl TunDevice for OffloadTun {
-    fn read_batch(&self, batch: &mut Batch, stop: &StopFd) -> io::Result<Option<usize>> {
-        // Only the tun_reader reads: the lock is never contended.
+    fn wait_readable(&self, stop: &StopFd) -> io::Result<bool> {
+        if self.gone.load(Relaxed) {
+            return Ok(false);
+        }
+        // Segments of a super-segment left over by the last read are ready.
+        let pending = self
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
+            .is_some();
+        Ok(pending || wait_for(self.tun.as_raw_fd(), [stop, stop])?)
+    }
+
+    fn try_read_batch(&self, batch: &mut Batch) -> io::Result<Option<usize>> {
+        // Held only while reading, never while waiting.
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut dropped = 0;
-        match read_when_ready(self.tun.as_raw_fd(), [stop, stop], || {
-            dropped += reader.fill(&self.tun, batch)?;
-            Ok((batch.count() > 0 || dropped > 0).then_some(dropped))
-        }) {
-            // The interface was deleted (`ip link del`): nothing more comes,
-            // and ending is no failure (whoever runs us sees it is gone).
-            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => Ok(None),
-            got => got,
+        match reader.fill(&self.tun, batch) {
+            Ok(dropped) => Ok((batch.count() > 0 || dropped > 0).then_some(dropped)),
+            // Ending is no failure: whoever runs us sees the interface is gone.
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                self.gone.store(true, Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
     fn write_batch(&self, batch: &mut Batch) -> Written {
-        // Only the tun_writer writes: the lock is never contended.
+        // The tun_writer and the readers' shortcuts write: one at a time.
         let mut coalescer = self
             .coalescer
             .lock()
