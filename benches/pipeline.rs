@@ -76,6 +76,7 @@ fn pair(idle: u32) -> [(TunnelHandle, FakeTunEnds); 2] {
             mtu: 1420,
             timing: Timing::default(),
             peers,
+            crypto_workers: 0,
         };
         let (tun, ends) = FakeTun::new(QUEUE);
         (spawn(cfg, Arc::new(tun), Arc::new(udp)).unwrap(), ends)

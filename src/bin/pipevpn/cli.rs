@@ -36,6 +36,12 @@ pub enum Command {
         /// Interface name [default: the config file name without its extension]
         #[arg(long, short)]
         interface: Option<String>,
+        /// Threads sealing outbound packets in parallel beside the encryptor,
+        /// 0 to 64; 0: the encryptor seals them itself [default: none up to
+        /// 2 usable cores, else half of them]
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u8).range(0..=pipevpn::pipeline::MAX_CRYPTO_WORKERS as i64))]
+        crypto_workers: Option<u8>,
     },
     /// Show running interfaces as `wg show` does, plus each pipeline stage's
     /// figures, read from their control sockets (root)
