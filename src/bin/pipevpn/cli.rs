@@ -152,6 +152,28 @@ mod tests {
     }
 
     #[test]
+    fn crypto_workers_from_0_to_64() {
+        let workers = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Up { crypto_workers, .. },
+                ..
+            }) => Ok(crypto_workers),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(workers(&["pipevpn", "up", "wg0.conf"]), Ok(None));
+        for n in [0, 64] {
+            let arg = n.to_string();
+            let got = workers(&["pipevpn", "up", "wg0.conf", "--crypto-workers", &arg]);
+            assert_eq!(got, Ok(Some(n)));
+        }
+        for bad in ["65", "many"] {
+            let err = workers(&["pipevpn", "up", "x.conf", "--crypto-workers", bad]).unwrap_err();
+            assert!(err.contains("--crypto-workers"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn name_from_flag_or_file_stem() {
         let conf = Path::new("/etc/pipevpn/wg0.conf");
         assert_eq!(interface_name(conf, None).unwrap(), "wg0");
