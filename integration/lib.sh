@@ -328,15 +328,24 @@ expect_alive() {
 start_pipevpn() { # start_pipevpn NS CONFIG IFACE [KEY]
 	local key=${4:-$3}
 	local log="$TMP/$key.log"
-	echo "+ [$1] $PIPEVPN up $2 --interface $3 &" >&2
+	# PIPEVPN_UP_ARGS: more options for every `up`, e.g. --crypto-workers 2.
+	local -a extra
+	read -ra extra <<<"${PIPEVPN_UP_ARGS:-}"
+	echo "+ [$1] $PIPEVPN up $2 --interface $3 ${extra[*]} &" >&2
 	# Emptied here, not only by the job's own redirection, which may come after the
 	# first look below: an earlier run's "up" line must not count for this one.
 	: >"$log"
-	env --default-signal=INT,QUIT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" >"$log" 2>&1 &
+	env --default-signal=INT,QUIT ip netns exec "$1" "$PIPEVPN" up "$2" --interface "$3" "${extra[@]}" >"$log" 2>&1 &
 	track $! "$key" "$1" pipevpn "$log" "$3"
 	# pipevpn logs "IFACE up" once its routes are in place and its pipeline runs.
 	wait_until 10 "pipevpn to bring $3 up in $1" eval "grep -q '\] $3 up, ' $log || ! alive ${PID_OF[$key]}"
 	expect_alive "$key"
+	# The seal workers asked for run (threads encryptor_0, encryptor_1, ...).
+	if [[ ${PIPEVPN_UP_ARGS:-} =~ --crypto-workers\ ([0-9]+) ]]; then
+		local want=${BASH_REMATCH[1]} got
+		got=$(cat /proc/"${PID_OF[$key]}"/task/*/comm | grep -c '^encryptor_') || true
+		[[ $got == "$want" ]] || fail "$3 in $1: $got seal worker threads, expected $want"
+	fi
 }
 
 # start_uapi NS IFACE CONFIG IMPL CMD...: a userspace peer that creates the tun IFACE

@@ -45,6 +45,7 @@ pub fn run(name: &str, ready: impl FnOnce() -> Result<()>) -> Result<()> {
                 mtu: usize::from(MTU),
                 timing,
                 peers: Vec::new(),
+                crypto_workers: crate::pipeline::default_crypto_workers(),
             },
             0,
         )?;

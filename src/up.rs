@@ -57,6 +57,8 @@ use std::time::Duration;
 pub struct UpOptions {
     /// Interface name (already validated).
     pub interface: String,
+    /// Seal workers beside the encryptor (see `TunnelConfig::crypto_workers`).
+    pub crypto_workers: usize,
 }
 
 /// The signals whose default action would end the process with its routes
@@ -316,6 +318,7 @@ fn run_tunnel(
             mtu: usize::from(config.interface.mtu),
             timing,
             peers,
+            crypto_workers: opts.crypto_workers,
         },
         config.interface.fw_mark.unwrap_or(0),
     )?;

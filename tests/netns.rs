@@ -14,6 +14,11 @@ use std::sync::Mutex;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn run_scenario(name: &str) {
+    run_scenario_with(name, &[]);
+}
+
+/// `name` with more variables for the script, e.g. `PIPEVPN_UP_ARGS`.
+fn run_scenario_with(name: &str, vars: &[(&str, &str)]) {
     // A failed scenario poisons the lock; the next one must still run.
     let _turn = SERIAL
         .lock()
@@ -27,6 +32,8 @@ fn run_scenario(name: &str) {
         .env_remove("IMPL_A")
         .env_remove("IMPL_B")
         .env_remove("PV_UNDER_TIMEOUT")
+        .env_remove("PIPEVPN_UP_ARGS")
+        .envs(vars.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot start bash for {script}: {e}"));
     let text = String::from_utf8_lossy(&output.stdout);
@@ -46,6 +53,12 @@ fn run_scenario(name: &str) {
 #[test]
 fn tunnel() {
     run_scenario("tunnel");
+}
+
+/// The same with two seal workers on both sides, on the real kernel.
+#[test]
+fn tunnel_with_seal_workers() {
+    run_scenario_with("tunnel", &[("PIPEVPN_UP_ARGS", "--crypto-workers 2")]);
 }
 
 #[test]

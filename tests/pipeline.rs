@@ -3,11 +3,11 @@
 
 use pipevpn::cidr::Cidr;
 use pipevpn::notify::{Health, Judge, Look};
-use pipevpn::pipeline::device::UdpDevice;
+use pipevpn::pipeline::device::{Sent, UdpDevice, Unfit};
 use pipevpn::pipeline::fake::{FakeTun, FakeTunEnds, FakeUdp};
 use pipevpn::pipeline::interface::{AllowedIpChange, PeerUpdate};
 use pipevpn::pipeline::peer::Peer;
-use pipevpn::pipeline::pool::{slot_size, Pool};
+use pipevpn::pipeline::pool::{slot_size, Batch, Pool};
 use pipevpn::pipeline::stats::{DropReason, Stage};
 use pipevpn::pipeline::{spawn, PeerSpec, TunnelConfig, TunnelHandle};
 use pipevpn::protocol::handshake::{
@@ -19,9 +19,10 @@ use pipevpn::protocol::messages::{message_type, MessageType, Response};
 use pipevpn::protocol::timers::Timing;
 use pipevpn::sys::poll::StopFd;
 use pipevpn::sys::udp::Endpoint;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,7 @@ fn one_peer(private: [u8; 32], mtu: usize, spec: PeerSpec) -> TunnelConfig {
         mtu,
         timing: Timing::default(),
         peers: vec![spec],
+        crypto_workers: 0,
     }
 }
 
@@ -736,6 +738,56 @@ struct Star {
 }
 
 fn star() -> Star {
+    star_with(0).0
+}
+
+/// The hub's UDP seen from the wire: the message counter of every data
+/// packet it sends, in sending order, by destination.
+#[derive(Default)]
+struct Wire(Mutex<HashMap<SocketAddr, Vec<u64>>>);
+
+/// The hub's fake UDP, recording what it sends on the [`Wire`].
+struct Tap {
+    udp: Arc<FakeUdp>,
+    wire: Arc<Wire>,
+}
+
+impl UdpDevice for Tap {
+    fn wait_readable(&self, stop: &StopFd) -> std::io::Result<bool> {
+        self.udp.wait_readable(stop)
+    }
+
+    fn try_recv_batch(&self, batch: &mut Batch) -> std::io::Result<Option<Unfit>> {
+        self.udp.try_recv_batch(batch)
+    }
+
+    fn send_batch(&self, batch: &Batch) -> Sent {
+        for i in (0..batch.count()).filter(|&i| batch.len(i) > 0) {
+            self.record(&batch.slot(i)[..batch.len(i)], batch.addr(i));
+        }
+        self.udp.send_batch(batch)
+    }
+
+    fn send_to(&self, datagram: &[u8], dest: Endpoint) -> std::io::Result<()> {
+        self.udp.send_to(datagram, dest)
+    }
+}
+
+impl Tap {
+    fn record(&self, datagram: &[u8], dest: Endpoint) {
+        // Not keepalives (header and tag alone): the handshaker sends those
+        // itself, so one may pass a data packet sealed before it.
+        if message_type(datagram) == Ok(MessageType::Transport) && datagram.len() > 32 {
+            let counter = u64::from_le_bytes(datagram[8..16].try_into().unwrap());
+            let mut wire = self.wire.0.lock().unwrap();
+            wire.entry(dest.addr).or_default().push(counter);
+        }
+    }
+}
+
+/// [`star`] with `crypto_workers` seal workers on the hub, and the hub's
+/// side of the wire.
+fn star_with(crypto_workers: usize) -> (Star, Arc<Wire>) {
     let addrs: Vec<_> = (0..3).map(spoke_addr).collect();
     let (hub_udp, links) = FakeUdp::star(HUB_ADDR.parse().unwrap(), &addrs, 512);
     let hub_udp = Arc::new(hub_udp);
@@ -748,15 +800,22 @@ fn star() -> Star {
     let (tun, ends) = FakeTun::new(1024);
     let cfg = TunnelConfig {
         peers,
+        crypto_workers,
         ..one_peer(HUB_KEY, 1420, peer_spec(HUB_KEY, None, &[]))
     };
-    let handle = spawn(cfg, Arc::new(tun), hub_udp.clone()).expect("hub starts");
-    Star {
+    let wire = Arc::new(Wire::default());
+    let tap = Tap {
+        udp: hub_udp.clone(),
+        wire: wire.clone(),
+    };
+    let handle = spawn(cfg, Arc::new(tun), Arc::new(tap)).expect("hub starts");
+    let star = Star {
         hub: Side { handle, tun: ends },
         hub_udp,
         spokes: (0..3).map(|_| None).collect(),
         links: links.into_iter().map(Some).collect(),
-    }
+    };
+    (star, wire)
 }
 
 impl Star {
@@ -829,6 +888,112 @@ fn a_hub_sends_each_peer_its_own_packets() {
     let sender = s.hub.handle.stats.stage(Stage::UdpSender);
     assert_eq!((sender.packets(), sender.total_drops()), (603, 0));
     s.shutdown();
+}
+
+/// Packet `i` of a stream to spoke `k`, its number in the payload; sizes
+/// vary so that batches are sealed at different speeds.
+fn numbered_to_spoke(k: usize, i: usize) -> Vec<u8> {
+    let mut p = ipv4(HUB_TUN, spoke_tun(k), 40 + (i * 37 + k * 101) % 1300, 0);
+    p[20..24].copy_from_slice(&(i as u32).to_be_bytes());
+    p
+}
+
+/// Every peer's data packets on the wire, `packets` of them, had rising
+/// counters (keepalives may have taken some in between).
+fn assert_counters_in_order(wire: &Wire, packets: usize) {
+    let wire = wire.0.lock().unwrap();
+    for k in 0..3 {
+        let counters = &wire[&spoke_addr(k)];
+        let rising = counters.windows(2).all(|w| w[0] < w[1]);
+        assert!(rising, "spoke {k}: counters {counters:?}");
+        assert_eq!(counters.len(), packets, "spoke {k}");
+    }
+}
+
+/// Four seal workers: the hub's packets to three peers, mixed in its
+/// batches, leave each in order with counters rising one by one, also a
+/// lone packet right after a burst; and shutting the hub down right after
+/// it read a burst still sends every packet of it.
+#[test]
+fn seal_workers_keep_each_peers_order_and_shutdown_drains_them() {
+    let (mut s, wire) = star_with(4);
+    // A thread names itself once it runs.
+    wait_for("four seal worker threads", || {
+        let workers = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("encryptor_"))
+            .count();
+        workers >= 4
+    });
+    (0..3).for_each(|k| s.start(k));
+    for k in 0..3 {
+        s.hub.tun.inject.send(numbered_to_spoke(k, 0)).unwrap();
+    }
+    for k in 0..3 {
+        expect_delivery(s.spoke(k), &numbered_to_spoke(k, 0));
+    }
+    const BURST: usize = 3000;
+    let burst: Vec<_> = (1..=BURST)
+        .flat_map(|i| (0..3).map(move |k| numbered_to_spoke(k, i)))
+        .collect();
+    let feeder = {
+        let inject = s.hub.tun.inject.clone();
+        thread::spawn(move || burst.into_iter().for_each(|p| inject.send(p).unwrap()))
+    };
+    for i in 1..=BURST {
+        for k in 0..3 {
+            expect_delivery(s.spoke(k), &numbered_to_spoke(k, i));
+        }
+    }
+    feeder.join().unwrap();
+    // A lone packet each, right behind the burst.
+    for k in 0..3 {
+        s.hub
+            .tun
+            .inject
+            .send(numbered_to_spoke(k, BURST + 1))
+            .unwrap();
+        expect_delivery(s.spoke(k), &numbered_to_spoke(k, BURST + 1));
+    }
+    assert_counters_in_order(&wire, BURST + 2);
+
+    // Less than the spokes' links and tuns hold, so nothing waits for the
+    // test to read while the hub shuts down.
+    const LAST: usize = 300;
+    let read_before = s.hub.handle.stats.stage(Stage::TunReader).packets();
+    for i in BURST + 2..BURST + 2 + LAST {
+        for k in 0..3 {
+            s.hub.tun.inject.send(numbered_to_spoke(k, i)).unwrap();
+        }
+    }
+    let reader = s.hub.handle.stats.stage(Stage::TunReader);
+    wait_for("the hub read the last burst", || {
+        reader.packets() == read_before + 3 * LAST as u64
+    });
+    let Star {
+        hub,
+        hub_udp: _,
+        spokes,
+        links: _,
+    } = s;
+    let stats = hub.handle.stats.clone();
+    shutdown_within_a_second(hub);
+    let (sealed, sent) = (stats.stage(Stage::Encryptor), stats.stage(Stage::UdpSender));
+    let total = 3 * (BURST as u64 + 2 + LAST as u64);
+    assert_eq!((sealed.packets(), sealed.total_drops()), (total, 0));
+    assert_eq!((sent.packets(), sent.total_drops()), (total, 0));
+    for (k, spoke) in spokes.iter().enumerate() {
+        let spoke = spoke.as_ref().unwrap();
+        for i in BURST + 2..BURST + 2 + LAST {
+            expect_delivery(spoke, &numbered_to_spoke(k, i));
+        }
+    }
+    assert_counters_in_order(&wire, BURST + 2 + LAST);
+    spokes
+        .into_iter()
+        .flatten()
+        .for_each(shutdown_within_a_second);
 }
 
 /// A peer without a session: its packets wait in its own bounded queue

@@ -31,6 +31,11 @@
 //!   offloads: one read brings up to 64 KiB of a TCP stream,
 //!   cut into packets for the encryptor, and one write carries a batch's
 //!   in-order segments of a flow. The stages still see one packet per slot.
+//! - Seal workers: the encryptor routes and gives every packet its counter
+//!   in read order, numbers each batch and passes it to a pool of workers
+//!   that seal in parallel; the udp_sender puts the batches back in the
+//!   encryptor's order ([`pool::Reorder`]) before sending. One order for the
+//!   whole direction keeps each peer's order.
 //! - Shutdown: the readers wake on a [`StopFd`] and return; every other stage
 //!   ends when its input channel closes, so the pipeline drains in flow order.
 
@@ -56,7 +61,7 @@ use handshaker::Handshaker;
 use inbound::Decryptor;
 use inbound::Inbound;
 use interface::Interface;
-use outbound::{Encryptor, Outbound, Sealer};
+use outbound::{Encryptor, Outbound, Output, Sealer};
 use peer::Peer;
 pub use peer::PeerSpec;
 use pool::{Lone, Pool};
@@ -96,7 +101,31 @@ pub struct TunnelConfig {
     pub mtu: usize,
     pub timing: Timing,
     pub peers: Vec<PeerSpec>,
+    /// Threads sealing outbound batches beside the encryptor; 0: the
+    /// encryptor seals them itself. See [`default_crypto_workers`].
+    pub crypto_workers: usize,
 }
+
+/// The seal workers for the cores this process may use:
+/// `available_parallelism` counts the CPUs of its affinity mask, capped
+/// by a cgroup's CPU quota.
+pub fn default_crypto_workers() -> usize {
+    crypto_workers_for(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// None up to 2 cores: the other stages keep both busy, and the encryptor
+/// sealing itself costs no hand-off (README, Parallel sealing). Beyond, half
+/// the cores: the other half is for the other direction and the stages.
+fn crypto_workers_for(cores: usize) -> usize {
+    if cores <= 2 {
+        0
+    } else {
+        cores / 2
+    }
+}
+
+/// Most seal workers a tunnel starts.
+pub const MAX_CRYPTO_WORKERS: usize = 64;
 
 /// How a stage thread ended.
 #[derive(Debug)]
@@ -155,11 +184,15 @@ pub fn spawn(
     let iface = Arc::new(iface);
     let stop = Arc::new(StopFd::new()?);
     let stats = Arc::new(Stats::default());
-    let outbound_pool = Pool::new(POOL_BATCHES, pool::slot_size(cfg.mtu));
+    let workers = cfg.crypto_workers.min(MAX_CRYPTO_WORKERS);
+    // One batch more in flight per worker.
+    let outbound_batches = POOL_BATCHES + workers;
+    let outbound_pool = Pool::new(outbound_batches, pool::slot_size(cfg.mtu));
     // A peer's MTU may be larger than ours: see `pool`.
     let inbound_pool = Pool::new(POOL_BATCHES, pool::inbound_slot_size(cfg.mtu));
 
     let (outbound_plain_tx, outbound_plain) = bounded(CHANNEL_BATCHES);
+    let (seal_jobs_tx, seal_jobs) = bounded(CHANNEL_BATCHES);
     let (outbound_sealed_tx, outbound_sealed) = bounded(CHANNEL_BATCHES);
     let (inbound_sealed_tx, inbound_sealed) = bounded(CHANNEL_BATCHES);
     let (inbound_plain_tx, inbound_plain) = bounded(CHANNEL_BATCHES);
@@ -168,7 +201,11 @@ pub fn spawn(
     let (session_events_tx, session_events) = bounded(SESSION_QUEUE);
     let (exits_tx, exits) = crossbeam_channel::unbounded();
     let backlog = Arc::new(Backlog(Mutex::new(vec![
-        (Stage::Encryptor, waiting(&outbound_plain)),
+        (Stage::Encryptor, {
+            // The workers' input is the encryptor's work too.
+            let (plain, jobs) = (waiting(&outbound_plain), waiting(&seal_jobs));
+            Box::new(move || plain() + jobs())
+        }),
         (Stage::UdpSender, waiting(&outbound_sealed)),
         (Stage::Decryptor, waiting(&inbound_sealed)),
         (Stage::TunWriter, waiting(&inbound_plain)),
@@ -177,11 +214,11 @@ pub fn spawn(
 
     let mut threads = Vec::new();
     let first_failure = Arc::new(Mutex::new(None));
-    let mut start = |stage: Stage, body: Box<dyn FnOnce() -> Result<()> + Send>| {
+    let mut start = |stage: Stage, name: String, body: Box<dyn FnOnce() -> Result<()> + Send>| {
         let exits_tx: Sender<StageExit> = exits_tx.clone();
         let first_failure = first_failure.clone();
         std::thread::Builder::new()
-            .name(stage.name().into())
+            .name(name)
             .spawn(move || {
                 let result = match catch_unwind(AssertUnwindSafe(body)) {
                     Ok(r) => r.map_err(|e| e.to_string()),
@@ -218,6 +255,7 @@ pub fn spawn(
         let (readers, stop) = (readers.clone(), stop.clone());
         start(
             Stage::TunReader,
+            Stage::TunReader.name().into(),
             Box::new(move || {
                 readers.with(|outbound, inbound| {
                     reading::run(outbound, inbound, &stop)
@@ -226,17 +264,40 @@ pub fn spawn(
             }),
         )?;
     }
-    {
+    for i in 0..workers {
         let (iface, stats) = (iface.clone(), stats.clone());
+        let (jobs, sealed) = (seal_jobs.clone(), outbound_sealed_tx.clone());
         start(
             Stage::Encryptor,
+            format!("{}_{i}", Stage::Encryptor.name()),
             Box::new(move || {
                 let sealer = Sealer {
                     iface: &iface,
                     stats: stats.stage(Stage::Encryptor),
                 };
-                let enc = Encryptor::new(sealer, &want_session_tx, &outbound_pool);
-                enc.run(&outbound_plain, &session_events, &outbound_sealed_tx);
+                outbound::seal_worker(sealer, &jobs, &sealed);
+                Ok(())
+            }),
+        )?;
+    }
+    // Only the workers read it.
+    drop(seal_jobs);
+    {
+        let (iface, stats) = (iface.clone(), stats.clone());
+        start(
+            Stage::Encryptor,
+            Stage::Encryptor.name().into(),
+            Box::new(move || {
+                let sealer = Sealer {
+                    iface: &iface,
+                    stats: stats.stage(Stage::Encryptor),
+                };
+                let output = match workers {
+                    0 => Output::Sealed(&outbound_sealed_tx),
+                    _ => Output::Workers(&seal_jobs_tx),
+                };
+                let enc = Encryptor::new(sealer, output, &want_session_tx, &outbound_pool);
+                enc.run(&outbound_plain, &session_events);
                 Ok(())
             }),
         )?;
@@ -245,8 +306,10 @@ pub fn spawn(
         let (udp, stats) = (udp.clone(), stats.clone());
         start(
             Stage::UdpSender,
+            Stage::UdpSender.name().into(),
             Box::new(move || {
-                outbound::udp_sender(&*udp, &outbound_sealed, stats.stage(Stage::UdpSender));
+                let s = stats.stage(Stage::UdpSender);
+                outbound::udp_sender(&*udp, &outbound_sealed, outbound_batches, s);
                 Ok(())
             }),
         )?;
@@ -255,6 +318,7 @@ pub fn spawn(
         let stop = stop.clone();
         start(
             Stage::UdpReceiver,
+            Stage::UdpReceiver.name().into(),
             Box::new(move || {
                 readers.with(|outbound, inbound| {
                     reading::run(inbound, outbound, &stop)
@@ -267,6 +331,7 @@ pub fn spawn(
         let (iface, stats, events) = (iface.clone(), stats.clone(), session_events_tx.clone());
         start(
             Stage::Decryptor,
+            Stage::Decryptor.name().into(),
             Box::new(move || {
                 let dec = Decryptor {
                     iface: &iface,
@@ -283,6 +348,7 @@ pub fn spawn(
         let (tun, stats) = (tun.clone(), stats.clone());
         start(
             Stage::TunWriter,
+            Stage::TunWriter.name().into(),
             Box::new(move || {
                 inbound::tun_writer(&*tun, &inbound_plain, stats.stage(Stage::TunWriter));
                 Ok(())
@@ -293,6 +359,7 @@ pub fn spawn(
         let (udp, iface, stats, stop) = (udp.clone(), iface.clone(), stats.clone(), stop.clone());
         start(
             Stage::Handshaker,
+            Stage::Handshaker.name().into(),
             Box::new(move || {
                 let hs = Handshaker::new(&iface, &*udp, &stats, &session_events_tx);
                 hs.run(&handshake_in, &want_session, &stop);
@@ -412,6 +479,12 @@ mod tests {
     use crate::protocol::keys::PresharedKey;
 
     #[test]
+    fn seal_workers_start_beyond_two_cores_at_half_of_them() {
+        let workers: Vec<_> = [1, 2, 3, 4, 16].map(crypto_workers_for).into();
+        assert_eq!(workers, [0, 0, 1, 2, 8]);
+    }
+
+    #[test]
     fn debug_of_a_tunnel_config_hides_its_secrets() {
         let private = PrivateKey::from_bytes([0x3c; 32]);
         let psk = [0xa7; 32];
@@ -419,6 +492,7 @@ mod tests {
             private_key: Some(private.clone()),
             mtu: 1420,
             timing: Timing::default(),
+            crypto_workers: 0,
             peers: vec![PeerSpec {
                 public_key: PrivateKey::from_bytes([0x22; 32]).public_key(),
                 preshared_key: Some(PresharedKey::from_bytes(psk)),

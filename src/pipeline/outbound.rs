@@ -1,9 +1,14 @@
-//! Outbound, in flow order: tun_reader -> encryptor -> udp_sender.
+//! Outbound, in flow order: tun_reader -> encryptor -> udp_sender, with
+//! optional seal workers between the encryptor and the udp_sender: the
+//! encryptor routes and gives each packet its counter in read order, the
+//! workers seal batches in parallel, and the udp_sender sends them in the
+//! encryptor's order again (as wireguard-go: counters given in order,
+//! parallel encryption, in-order sending).
 
 use super::device::{TunDevice, UdpDevice};
 use super::interface::{Interface, Routes};
 use super::peer::{Peer, Session};
-use super::pool::{Batch, Plain, Pool, Sealed, HEADROOM, NO_ADDR};
+use super::pool::{Batch, Numbered, Plain, Pool, Reorder, Sealed, HEADROOM, NO_ADDR};
 use super::reading::Direction;
 use super::stats::{DropReason, StageStats};
 use super::SessionEvent;
@@ -88,7 +93,8 @@ impl Shortcut<'_> {
         let Some(session) = peer.sending_session() else {
             return Some(batch);
         };
-        if self.sealer.seal(&mut batch, 0, &peer, &session) {
+        if self.sealer.assign(&mut batch, 0, &peer, &session) {
+            self.sealer.seal_assigned(&mut batch);
             send_sealed(self.udp, &mut batch, self.sender_stats);
         }
         None
@@ -104,52 +110,77 @@ pub struct Sealer<'a> {
 }
 
 impl Sealer<'_> {
-    /// Seals the packets of `batch` for `peer` (the `k`th of
-    /// [`Batch::peers`]) in place with `session`; returns whether any is
-    /// left to send.
-    fn seal(&self, batch: &mut Batch, k: usize, peer: &Peer, session: &Session) -> bool {
-        let mtu = self.iface.mtu;
-        let (mut packets, mut bytes, mut sealed) = (0, 0, 0);
+    /// Gives the packets of `batch` for `peer` (the `k`th of
+    /// [`Batch::peers`]) their counters under `session`, in order: the half
+    /// of sealing that must stay on one thread. Returns whether any packet
+    /// is left to seal.
+    fn assign(&self, batch: &mut Batch, k: usize, peer: &Peer, session: &Arc<Session>) -> bool {
+        let mut any = false;
         for i in 0..batch.count() {
-            let len = batch.len(i);
-            if len == 0 || usize::from(batch.peer_index(i)) != k {
+            if batch.len(i) == 0 || usize::from(batch.peer_index(i)) != k {
                 continue;
             }
-            let Some(counter) = session.next_counter() else {
-                // Key used up: drop; the handshaker rekeys long before this.
-                self.stats.drop(DropReason::ExpiredKey);
-                batch.set_len(i, 0);
-                continue;
-            };
-            // Slots are sized for the MTU and longer packets were dropped,
-            // so sealing always has room; stay safe if that ever changes.
-            match seal_in_place(
-                &session.send,
-                session.remote_index,
-                counter,
-                batch.slot_mut(i),
-                len,
-                mtu,
-            ) {
-                Some(n) => {
-                    batch.set_len(i, n);
-                    packets += 1;
-                    bytes += len;
-                    sealed += n;
+            match session.next_counter() {
+                Some(counter) => {
+                    batch.set_counter(i, counter);
+                    any = true;
                 }
                 None => {
-                    self.stats.drop(DropReason::TooBig);
+                    // Key used up: drop; the handshaker rekeys long before this.
+                    self.stats.drop(DropReason::ExpiredKey);
                     batch.set_len(i, 0);
                 }
             }
         }
-        if packets == 0 {
-            return false;
+        if any {
+            batch.set_session(k, session.clone());
+            peer.sent(peer.now(), true);
+        }
+        any
+    }
+
+    /// Seals each packet of `batch` in place with the counter and session
+    /// [`Sealer::assign`] gave it: the half of sealing that any thread may
+    /// do.
+    pub fn seal_assigned(&self, batch: &mut Batch) {
+        let mtu = self.iface.mtu;
+        let (mut packets, mut bytes) = (0, 0);
+        for k in 0..batch.peers().len() {
+            let Some(session) = batch.session(k).cloned() else {
+                continue;
+            };
+            let mut sealed = 0;
+            for i in 0..batch.count() {
+                let len = batch.len(i);
+                if len == 0 || usize::from(batch.peer_index(i)) != k {
+                    continue;
+                }
+                let counter = batch.counter(i);
+                // Slots are sized for the MTU and longer packets were dropped,
+                // so sealing always has room; stay safe if that ever changes.
+                match seal_in_place(
+                    &session.send,
+                    session.remote_index,
+                    counter,
+                    batch.slot_mut(i),
+                    len,
+                    mtu,
+                ) {
+                    Some(n) => {
+                        batch.set_len(i, n);
+                        packets += 1;
+                        bytes += len;
+                        sealed += n;
+                    }
+                    None => {
+                        self.stats.drop(DropReason::TooBig);
+                        batch.set_len(i, 0);
+                    }
+                }
+            }
+            batch.peers()[k].tx_bytes.fetch_add(sealed as u64, Relaxed);
         }
         self.stats.pass(packets, bytes);
-        peer.tx_bytes.fetch_add(sealed as u64, Relaxed);
-        peer.sent(peer.now(), true);
-        true
     }
 
     /// Drops what must never be sent: non-IP data, oversized packets, and
@@ -191,12 +222,25 @@ struct Waiting {
     lens: Vec<usize>,
 }
 
-/// Seals plaintext packets with each peer's current keypair. Packets for a
-/// peer without one wait in that peer's queue (bounded; the overflow is
-/// counted) and the handshaker is asked for a session for that peer; the
-/// other peers' packets go on meanwhile.
+/// Where the encryptor's batches go.
+#[derive(Clone, Copy)]
+pub enum Output<'a> {
+    /// Sealed by the encryptor itself, to the udp_sender.
+    Sealed(&'a Sender<Numbered<Sealed>>),
+    /// With their counters given, to the seal workers ([`seal_worker`]).
+    Workers(&'a Sender<Numbered<Plain>>),
+}
+
+/// Seals plaintext packets with each peer's current keypair, or gives them
+/// their counters for the seal workers. Packets for a peer without one
+/// wait in that peer's queue (bounded; the overflow is counted) and the
+/// handshaker is asked for a session for that peer; the other peers'
+/// packets go on meanwhile.
 pub struct Encryptor<'a> {
     sealer: Sealer<'a>,
+    output: Output<'a>,
+    /// The number of the next batch forwarded.
+    seq: u64,
     /// Asks the handshaker for a session with a peer.
     want_session: &'a Sender<Arc<Peer>>,
     pool: &'a Pool,
@@ -205,9 +249,16 @@ pub struct Encryptor<'a> {
 }
 
 impl<'a> Encryptor<'a> {
-    pub fn new(sealer: Sealer<'a>, want_session: &'a Sender<Arc<Peer>>, pool: &'a Pool) -> Self {
+    pub fn new(
+        sealer: Sealer<'a>,
+        output: Output<'a>,
+        want_session: &'a Sender<Arc<Peer>>,
+        pool: &'a Pool,
+    ) -> Self {
         Encryptor {
             sealer,
+            output,
+            seq: 0,
             want_session,
             pool,
             waiting: HashMap::new(),
@@ -218,7 +269,6 @@ impl<'a> Encryptor<'a> {
         mut self,
         outbound_plain: &Receiver<Plain>,
         session_events: &Receiver<SessionEvent>,
-        outbound_sealed: &Sender<Sealed>,
     ) {
         let mut session_events = session_events.clone();
         loop {
@@ -226,14 +276,14 @@ impl<'a> Encryptor<'a> {
                 recv(outbound_plain) -> msg => match msg {
                     Ok(Plain(batch)) => {
                         self.sealer.stats.queue(outbound_plain.len());
-                        self.process(batch, outbound_sealed)
+                        self.process(batch)
                     }
                     Err(_) => false,
                 },
                 recv(session_events) -> ev => match ev {
                     // Any peer that has a session by now goes, in case the
                     // event of another was lost to a full channel.
-                    Ok(SessionEvent::Ready(_)) => self.flush_ready(outbound_sealed),
+                    Ok(SessionEvent::Ready(_)) => self.flush_ready(),
                     Ok(SessionEvent::GaveUp(peer)) => {
                         self.drop_waiting(peer.id, DropReason::GaveUp);
                         true
@@ -252,8 +302,8 @@ impl<'a> Encryptor<'a> {
     }
 
     /// Checks, seals and forwards a batch; the packets of a peer without a
-    /// session wait for one. Returns false once the udp_sender has ended.
-    fn process(&mut self, mut batch: Batch, outbound_sealed: &Sender<Sealed>) -> bool {
+    /// session wait for one. Returns false once the next stage has ended.
+    fn process(&mut self, mut batch: Batch) -> bool {
         self.sealer
             .check_packets(&mut batch, &self.sealer.iface.routes());
         for k in 0..batch.peers().len() {
@@ -263,17 +313,31 @@ impl<'a> Encryptor<'a> {
                 continue;
             };
             // Packets that waited for this session go out first, in order.
-            if self.waiting.contains_key(&peer.id) && !self.flush(peer.id, outbound_sealed) {
+            if self.waiting.contains_key(&peer.id) && !self.flush(peer.id) {
                 return false;
             }
-            self.sealer.seal(&mut batch, k, &peer, &session);
+            self.sealer.assign(&mut batch, k, &peer, &session);
         }
-        !batch.has_packets()
-            || self
-                .sealer
-                .stats
-                .send(outbound_sealed, Sealed(batch))
-                .is_ok()
+        !batch.has_packets() || self.forward(batch)
+    }
+
+    /// Numbers a batch whose counters are given and sends it on: sealed
+    /// here, or to the workers. Returns false once the next stage has ended.
+    fn forward(&mut self, mut batch: Batch) -> bool {
+        let seq = self.seq;
+        self.seq += 1;
+        let stats = self.sealer.stats;
+        match self.output {
+            Output::Sealed(tx) => {
+                self.sealer.seal_assigned(&mut batch);
+                let batch = Sealed(batch);
+                stats.send(tx, Numbered { seq, batch }).is_ok()
+            }
+            Output::Workers(tx) => {
+                let batch = Plain(batch);
+                stats.send(tx, Numbered { seq, batch }).is_ok()
+            }
+        }
     }
 
     /// Copies the packets of the `k`th peer of `batch` into its queue, and
@@ -312,19 +376,19 @@ impl<'a> Encryptor<'a> {
     }
 
     /// Sends the waiting packets of every peer that has a session now.
-    fn flush_ready(&mut self, outbound_sealed: &Sender<Sealed>) -> bool {
+    fn flush_ready(&mut self) -> bool {
         let ready: Vec<u64> = self
             .waiting
             .values()
             .filter(|w| w.peer.is_removed() || w.peer.sending_session().is_some())
             .map(|w| w.peer.id)
             .collect();
-        ready.into_iter().all(|id| self.flush(id, outbound_sealed))
+        ready.into_iter().all(|id| self.flush(id))
     }
 
     /// Seals and sends peer `id`'s waiting packets, if it has a session.
-    /// Returns false once the udp_sender has ended.
-    fn flush(&mut self, id: u64, outbound_sealed: &Sender<Sealed>) -> bool {
+    /// Returns false once the next stage has ended.
+    fn flush(&mut self, id: u64) -> bool {
         let Some(w) = self.waiting.get(&id) else {
             return true;
         };
@@ -346,7 +410,7 @@ impl<'a> Encryptor<'a> {
         for &len in &w.lens {
             if batch.is_full() {
                 let full = std::mem::replace(&mut batch, self.pool.get());
-                if !self.seal_and_send(full, &w.peer, &session, outbound_sealed) {
+                if !self.seal_and_send(full, &w.peer, &session) {
                     return false;
                 }
             }
@@ -360,22 +424,11 @@ impl<'a> Encryptor<'a> {
             batch.push(len, NO_ADDR);
             batch.set_peer(i, &w.peer);
         }
-        self.seal_and_send(batch, &w.peer, &session, outbound_sealed)
+        self.seal_and_send(batch, &w.peer, &session)
     }
 
-    fn seal_and_send(
-        &self,
-        mut batch: Batch,
-        peer: &Peer,
-        session: &Session,
-        outbound_sealed: &Sender<Sealed>,
-    ) -> bool {
-        !self.sealer.seal(&mut batch, 0, peer, session)
-            || self
-                .sealer
-                .stats
-                .send(outbound_sealed, Sealed(batch))
-                .is_ok()
+    fn seal_and_send(&mut self, mut batch: Batch, peer: &Peer, session: &Arc<Session>) -> bool {
+        !self.sealer.assign(&mut batch, 0, peer, session) || self.forward(batch)
     }
 
     fn drop_waiting(&mut self, id: u64, reason: DropReason) {
@@ -388,11 +441,46 @@ impl<'a> Encryptor<'a> {
     }
 }
 
-/// Sends sealed batches, each packet to its peer's current endpoint.
-pub fn udp_sender(udp: &dyn UdpDevice, outbound_sealed: &Receiver<Sealed>, stats: &StageStats) {
-    for Sealed(mut batch) in outbound_sealed.iter() {
+/// A seal worker: seals the batches whose counters the encryptor gave, in
+/// whatever order they come to it; their numbers let the udp_sender send
+/// them in the encryptor's order. Counted as the encryptor's work.
+pub fn seal_worker(
+    sealer: Sealer,
+    jobs: &Receiver<Numbered<Plain>>,
+    outbound_sealed: &Sender<Numbered<Sealed>>,
+) {
+    for Numbered {
+        seq,
+        batch: Plain(mut batch),
+    } in jobs.iter()
+    {
+        sealer.seal_assigned(&mut batch);
+        let batch = Sealed(batch);
+        if sealer
+            .stats
+            .send(outbound_sealed, Numbered { seq, batch })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Sends sealed batches in the encryptor's order, each packet to its
+/// peer's current endpoint. `batches` is the size of the direction's pool,
+/// which bounds how far the seal workers can get out of order.
+pub fn udp_sender(
+    udp: &dyn UdpDevice,
+    outbound_sealed: &Receiver<Numbered<Sealed>>,
+    batches: usize,
+    stats: &StageStats,
+) {
+    let mut order = Reorder::new(batches);
+    for numbered in outbound_sealed.iter() {
         stats.queue(outbound_sealed.len());
-        send_sealed(udp, &mut batch, stats);
+        for Sealed(mut batch) in order.put(numbered) {
+            send_sealed(udp, &mut batch, stats);
+        }
     }
 }
 

@@ -19,7 +19,7 @@
 //! list of the peers it holds (usually one), so a packet costs no reference
 //! count of its own.
 
-use super::peer::Peer;
+use super::peer::{Peer, Session};
 use crate::sys::udp::Endpoint;
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -59,6 +59,10 @@ struct Slots {
     /// Index of each slot's peer in `peers`, or [`NO_PEER`].
     peer: Box<[u8]>,
     peers: Vec<Arc<Peer>>,
+    /// Outbound: each slot's message counter and each peer's session, given
+    /// in order by the encryptor for a seal that may happen elsewhere.
+    counters: Box<[u64]>,
+    sessions: Vec<Option<Arc<Session>>>,
     count: usize,
 }
 
@@ -152,6 +156,28 @@ impl Batch {
         self.slots.peer[i] = k;
     }
 
+    /// The counter slot `i` is to be sealed with.
+    pub fn counter(&self, i: usize) -> u64 {
+        self.slots.counters[i]
+    }
+
+    pub fn set_counter(&mut self, i: usize, counter: u64) {
+        self.slots.counters[i] = counter;
+    }
+
+    /// The session the `k`th peer's slots are to be sealed with, if given.
+    pub fn session(&self, k: usize) -> Option<&Arc<Session>> {
+        self.slots.sessions.get(k)?.as_ref()
+    }
+
+    pub fn set_session(&mut self, k: usize, session: Arc<Session>) {
+        let sessions = &mut self.slots.sessions;
+        if sessions.len() <= k {
+            sessions.resize(k + 1, None);
+        }
+        sessions[k] = Some(session);
+    }
+
     /// Runs of consecutive slots holding packets for the same address:
     /// each is one send, empty slots inside a run are skipped by the sender.
     pub fn runs(&self) -> impl Iterator<Item = (Endpoint, Range<usize>)> + '_ {
@@ -238,6 +264,7 @@ impl Drop for Batch {
         let mut slots = std::mem::take(&mut self.slots);
         slots.count = 0;
         slots.peers.clear();
+        slots.sessions.clear();
         // The pool may be gone at shutdown; then the memory is simply freed.
         let _ = self.home.try_send(slots);
     }
@@ -263,6 +290,8 @@ impl Pool {
                 addrs: vec![NO_ADDR; BATCH].into_boxed_slice(),
                 peer: vec![NO_PEER; BATCH].into_boxed_slice(),
                 peers: Vec::with_capacity(1),
+                counters: vec![0; BATCH].into_boxed_slice(),
+                sessions: Vec::with_capacity(1),
                 count: 0,
             };
             home.send(slots)
@@ -334,6 +363,47 @@ pub struct Plain(pub Batch);
 
 /// Sealed packets: whole WireGuard datagrams at offset 0 in each slot.
 pub struct Sealed(pub Batch);
+
+/// A batch numbered in flow order by the stage before parallel workers,
+/// so that the stage after them can put the batches back in that order.
+pub struct Numbered<T> {
+    pub seq: u64,
+    pub batch: T,
+}
+
+/// Puts [`Numbered`] batches, arriving in any order, back in sequence.
+/// Every batch in flight comes from one [`Pool`], so no more than the pool's
+/// batches can be ahead of the next one due: the ring never needs more room.
+pub struct Reorder<T> {
+    ring: Box<[Option<T>]>,
+    next: u64,
+}
+
+impl<T> Reorder<T> {
+    /// For a direction with `batches` batches in its pool.
+    pub fn new(batches: usize) -> Self {
+        Reorder {
+            ring: (0..batches).map(|_| None).collect(),
+            next: 0,
+        }
+    }
+
+    /// Takes `n` and returns the batches now due, in sequence (none while
+    /// an earlier one is still missing).
+    pub fn put(&mut self, n: Numbered<T>) -> impl Iterator<Item = T> + '_ {
+        let ahead = n.seq.wrapping_sub(self.next);
+        let size = self.ring.len() as u64;
+        // A pool's batches cannot be further apart: a broken invariant,
+        // which ends the stage with a report.
+        assert!(ahead < size, "batch {} arrived {ahead} ahead", n.seq);
+        self.ring[(n.seq % size) as usize] = Some(n.batch);
+        std::iter::from_fn(move || {
+            let due = self.ring[(self.next % size) as usize].take()?;
+            self.next += 1;
+            Some(due)
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -462,6 +532,30 @@ mod tests {
         let mut empty = pool.get();
         empty.push(0, to(1));
         assert_eq!(empty.runs().count(), 0);
+    }
+
+    #[test]
+    fn reorder_releases_in_sequence_whatever_the_arrival() {
+        let mut r = Reorder::new(4);
+        let mut out = Vec::new();
+        // 0..12 arriving in windows of 4, each window reversed.
+        for window in 0..3u64 {
+            for seq in (window * 4..window * 4 + 4).rev() {
+                let due: Vec<u64> = r.put(Numbered { seq, batch: seq }).collect();
+                out.push(due);
+            }
+        }
+        let flat: Vec<u64> = out.iter().flatten().copied().collect();
+        assert_eq!(flat, (0..12).collect::<Vec<_>>());
+        assert_eq!(out[0], Vec::<u64>::new(), "3 waits for 0");
+        assert_eq!(out[3], vec![0, 1, 2, 3], "0 releases those behind it");
+    }
+
+    #[test]
+    #[should_panic(expected = "ahead")]
+    fn reorder_refuses_a_batch_beyond_the_pool() {
+        let mut r = Reorder::new(4);
+        let _ = r.put(Numbered { seq: 4, batch: () }).count();
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub enum Command {
         /// Interface name [default: the config file name without its extension]
         #[arg(long, short)]
         interface: Option<String>,
+        /// Threads sealing outbound packets in parallel beside the encryptor,
+        /// 0 to 64; 0: the encryptor seals them itself [default: none up to
+        /// 2 usable cores, else half of them]
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u8).range(0..=pipevpn::pipeline::MAX_CRYPTO_WORKERS as i64))]
+        crypto_workers: Option<u8>,
     },
     /// Show running interfaces as `wg show` does, plus each pipeline stage's
     /// figures, read from their control sockets (root)
@@ -143,6 +149,28 @@ mod tests {
             format(&["pipevpn", "show", "--format", "xml"]),
             Err(clap::error::ErrorKind::InvalidValue)
         );
+    }
+
+    #[test]
+    fn crypto_workers_from_0_to_64() {
+        let workers = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Up { crypto_workers, .. },
+                ..
+            }) => Ok(crypto_workers),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(workers(&["pipevpn", "up", "wg0.conf"]), Ok(None));
+        for n in [0, 64] {
+            let arg = n.to_string();
+            let got = workers(&["pipevpn", "up", "wg0.conf", "--crypto-workers", &arg]);
+            assert_eq!(got, Ok(Some(n)));
+        }
+        for bad in ["65", "many"] {
+            let err = workers(&["pipevpn", "up", "x.conf", "--crypto-workers", bad]).unwrap_err();
+            assert!(err.contains("--crypto-workers"), "{bad}: {err}");
+        }
     }
 
     #[test]

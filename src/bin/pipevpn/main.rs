@@ -54,10 +54,22 @@ fn run(cli: Cli) -> Result<()> {
                 PrivateKey::decode(text).map_err(|e| Error::Input(format!("stdin: {e}")))?;
             print_key(&private.public_key().to_string())
         }
-        Command::Up { config, interface } => {
+        Command::Up {
+            config,
+            interface,
+            crypto_workers,
+        } => {
             let loaded = Config::load(&config)?;
             let interface = cli::interface_name(&config, interface.as_deref())?;
-            up::run(loaded, up::UpOptions { interface })
+            let crypto_workers =
+                crypto_workers.map_or_else(pipevpn::pipeline::default_crypto_workers, usize::from);
+            up::run(
+                loaded,
+                up::UpOptions {
+                    interface,
+                    crypto_workers,
+                },
+            )
         }
         Command::Show {
             interface,
