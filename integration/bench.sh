@@ -247,17 +247,9 @@ save_stats() {
 	done
 }
 
-# Every other repetition runs the list backwards: in two runs of two pipevpn
-# builds, whichever ran first came out 5 and 12 % slower on TCP A→B, so the
-# place in the order counts; with an even REPS each has each place.
 for ((rep = 1; rep <= REPS; rep++)); do
-	order=("${IMPL_LIST[@]}")
-	if ((rep % 2 == 0)); then
-		for ((k = 0; k < ${#IMPL_LIST[@]}; k++)); do
-			order[k]=${IMPL_LIST[${#IMPL_LIST[@]} - 1 - k]}
-		done
-	fi
-	for impl in "${order[@]}"; do
+	bench_order "$rep"
+	for impl in "${ORDER[@]}"; do
 		scenario "$impl-r$rep"
 		log "load $(cut -d' ' -f1 /proc/loadavg)"
 		bring_up "$impl"

@@ -205,13 +205,8 @@ measure() {
 }
 
 for ((rep = 1; rep <= REPS; rep++)); do
-	order=("${IMPL_LIST[@]}")
-	if ((rep % 2 == 0)); then
-		for ((k = 0; k < ${#IMPL_LIST[@]}; k++)); do
-			order[k]=${IMPL_LIST[${#IMPL_LIST[@]} - 1 - k]}
-		done
-	fi
-	for impl in "${order[@]}"; do
+	bench_order "$rep"
+	for impl in "${ORDER[@]}"; do
 		scenario "hub-$impl-r$rep"
 		log "load $(cut -d' ' -f1 /proc/loadavg)"
 		bring_up "$impl"

@@ -776,6 +776,26 @@ bench_args() {
 	else
 		REPS=${REPS:-2} SECS=${SECS:-10}
 	fi
+	# What the peers read from the environment (boringtun's and GotaTun's
+	# threads, log level and inherited descriptors, wireguard-go's log level
+	# and descriptors) would change what is measured, unseen in the table.
+	unset WG_THREADS WG_LOG_LEVEL WG_LOG_FILE WG_UAPI_FD WG_TUN_FD WG_SUDO \
+		WG_PROCESS_FOREGROUND LOG_LEVEL
+}
+
+# bench_order REP: the implementations (IMPL_LIST) in the order repetition REP
+# runs them, in ORDER. Every other repetition runs the list backwards: in two
+# runs of two pipevpn builds, whichever ran first came out 5 and 12 % slower on
+# TCP A→B, so the place in the order counts; with an even REPS each
+# implementation has each place.
+bench_order() {
+	local k n=${#IMPL_LIST[@]}
+	ORDER=("${IMPL_LIST[@]}")
+	if (($1 % 2 == 0)); then
+		for ((k = 0; k < n; k++)); do
+			ORDER[k]=${IMPL_LIST[n - 1 - k]}
+		done
+	fi
 }
 
 # record IMPL REP METRIC VALUE: one figure into $OUT/results.tsv; a failed
