@@ -77,11 +77,6 @@ scenario prerequisites-bench
 command -v jq >/dev/null || fail "missing tool: jq (Debian: apt-get install jq)"
 # need_bin VAR WHAT FETCH...: the binary named by the variable VAR, else by what
 # the command FETCH prints (which fetches or builds it once), must be there.
-need_bin() {
-	local -n bin=$1
-	[[ -n ${bin:-} ]] || bin=$("${@:3}")
-	[[ -x $bin ]] || fail "no $2 binary at $bin"
-}
 for impl in "${IMPL_LIST[@]}"; do
 	case $impl in
 	raw | pipevpn | wggo) ;;
@@ -94,24 +89,11 @@ for impl in "${IMPL_LIST[@]}"; do
 done
 pass
 
-mkdir -p "$OUT"
-{
-	echo "date: $(date -Is)"
-	echo "commit: $(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
-	echo "kernel: $(uname -r)"
-	echo "cpus: $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
-	echo "memory: $(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
-	echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "pipevpn: $PIPEVPN"
-	echo "pipevpn-base: ${PIPEVPN_BASELINE:--}"
-	echo "wireguard-go: $(wireguard-go --version 2>&1 | head -n1)"
-	echo "wireguard-go (new): ${WGGO_NEW:+$("$WGGO_NEW" --version 2>&1 | head -n1)}"
-	echo "gotatun: ${GOTATUN:+$("$GOTATUN" --version 2>&1 | head -n1)}"
-	echo "boringtun: ${BORINGTUN:+$("$BORINGTUN" --version 2>&1 | head -n1)}"
-	echo "iperf3: $(iperf3 --version | head -n1)"
-	echo "runs: $REPS repetition(s) of $SECS s (idle: $IDLE_SECS s), implementations: ${IMPL_LIST[*]}"
-} >"$OUT/machine.txt"
-cat "$OUT/machine.txt" >&2
+bench_machine \
+	"pipevpn-base: ${PIPEVPN_BASELINE:--}" \
+	"gotatun: ${GOTATUN:+$("$GOTATUN" --version 2>&1 | head -n1)}" \
+	"boringtun: ${BORINGTUN:+$("$BORINGTUN" --version 2>&1 | head -n1)}" \
+	"runs: $REPS repetition(s) of $SECS s (idle: $IDLE_SECS s), implementations: ${IMPL_LIST[*]}"
 
 # ---- topology and tunnels -----------------------------------------------------
 

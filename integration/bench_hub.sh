@@ -79,30 +79,13 @@ python3 -c 'import cryptography.hazmat.primitives.asymmetric.x25519' 2>/dev/null
 for impl in "${IMPL_LIST[@]}"; do
 	case $impl in
 	pipevpn | wggo) ;;
-	wggo-new)
-		[[ -n ${WGGO_NEW:-} ]] || WGGO_NEW=$("$REPO_ROOT/integration/fetch-wggo.sh")
-		[[ -x $WGGO_NEW ]] || fail "no wireguard-go binary at $WGGO_NEW"
-		;;
+	wggo-new) need_bin WGGO_NEW wireguard-go "$REPO_ROOT/integration/fetch-wggo.sh" ;;
 	*) fail "unknown hub implementation '$impl' (pipevpn, wggo, wggo-new)" ;;
 	esac
 done
 pass
 
-mkdir -p "$OUT"
-{
-	echo "date: $(date -Is)"
-	echo "commit: $(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
-	echo "kernel: $(uname -r)"
-	echo "cpus: $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
-	echo "memory: $(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
-	echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "pipevpn: $PIPEVPN"
-	echo "wireguard-go: $(wireguard-go --version 2>&1 | head -n1)"
-	echo "wireguard-go (new): ${WGGO_NEW:+$("$WGGO_NEW" --version 2>&1 | head -n1)}"
-	echo "iperf3: $(iperf3 --version | head -n1)"
-	echo "runs: $REPS repetition(s) of $SECS s, hubs: ${IMPL_LIST[*]}, clients: pipevpn, prober: $HS_PEERS peers, $HS_WINDOW in flight"
-} >"$OUT/machine.txt"
-cat "$OUT/machine.txt" >&2
+bench_machine "runs: $REPS repetition(s) of $SECS s, hubs: ${IMPL_LIST[*]}, clients: pipevpn, prober: $HS_PEERS peers, $HS_WINDOW in flight"
 
 # ---- topology -----------------------------------------------------------------
 

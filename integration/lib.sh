@@ -504,6 +504,19 @@ same_routes() {
 $(diff <(echo "$2") <(echo "$now") | grep '^[<>]')"
 }
 
+# internet_through IFACE: with a full tunnel up in NS1, INTERNET_HOST is routed
+# via IFACE, answers pings of the default size and of 1392 bytes, and IFACE's
+# tx counter shows those six pings went through it.
+internet_through() {
+	local before after
+	[[ $(n1 ip -4 route get "$INTERNET_HOST") == *"dev $1"* ]] || fail "$INTERNET_HOST is not routed via $1"
+	before=$(n1 cat "/sys/class/net/$1/statistics/tx_packets")
+	ping_ok "$NS1" "$INTERNET_HOST"
+	ping_ok "$NS1" "$INTERNET_HOST" 1392
+	after=$(n1 cat "/sys/class/net/$1/statistics/tx_packets")
+	((after >= before + 6)) || fail "$1 sent $((after - before)) packets for 6 pings to $INTERNET_HOST"
+}
+
 # full_tunnel_routes_ok NS IFACE VETH ENDPOINT: the routes of a 0.0.0.0/0 peer are in
 # place: the two halves via the tunnel, the endpoint via the old default gateway.
 full_tunnel_routes_ok() {
@@ -796,6 +809,36 @@ bench_order() {
 			ORDER[k]=${IMPL_LIST[n - 1 - k]}
 		done
 	fi
+}
+
+# need_bin VAR NAME CMD...: the benchmark's binary VAR (a variable name), from
+# CMD's output when VAR is empty (a fetch script that prints the path); fails
+# naming NAME when it is not an executable.
+need_bin() {
+	local -n bin=$1
+	[[ -n ${bin:-} ]] || bin=$("${@:3}")
+	[[ -x $bin ]] || fail "no $2 binary at $bin"
+}
+
+# bench_machine LINE...: what a benchmark ran on (date, commit, kernel, CPUs,
+# memory, load, pipevpn, wireguard-go, iperf3), then the script's own LINEs,
+# into $OUT/machine.txt and onto stderr.
+bench_machine() {
+	mkdir -p "$OUT"
+	{
+		echo "date: $(date -Is)"
+		echo "commit: $(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+		echo "kernel: $(uname -r)"
+		echo "cpus: $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+		echo "memory: $(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+		echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+		echo "pipevpn: $PIPEVPN"
+		echo "wireguard-go: $(wireguard-go --version 2>&1 | head -n1)"
+		echo "wireguard-go (new): ${WGGO_NEW:+$("$WGGO_NEW" --version 2>&1 | head -n1)}"
+		echo "iperf3: $(iperf3 --version | head -n1)"
+		printf '%s\n' "$@"
+	} >"$OUT/machine.txt"
+	cat "$OUT/machine.txt" >&2
 }
 
 # record IMPL REP METRIC VALUE: one figure into $OUT/results.tsv; a failed
