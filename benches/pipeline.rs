@@ -7,8 +7,9 @@
 //! each, no traffic): the same stream then looks its destination (A) and its
 //! source (B) up among 10 001 peers.
 //!
-//! Both at 0, 1, 2 and 4 seal workers on A, and A's half alone
-//! (`outbound_only`): tun_reader, encryptor, seal workers and udp_sender,
+//! Both at 0, 1, 2 and 4 crypto workers on each side (A's seal workers,
+//! B's open workers), and A's half alone (`outbound_only`): tun_reader,
+//! encryptor, seal workers and udp_sender,
 //! B shut down after the handshake, so A's datagrams are lost at the fake
 //! link (counted as send errors) and cost B nothing.
 
@@ -28,7 +29,8 @@ const B_TUN: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 2);
 /// Packets each fake queue holds: about what a tun or socket queue holds.
 const QUEUE: usize = 1024;
 const WAIT: Duration = Duration::from_secs(10);
-/// Seal workers on A: 0 is the encryptor sealing itself.
+/// Crypto workers on each side: 0 is the encryptor and decryptor doing
+/// the crypto themselves.
 const WORKERS: [usize; 4] = [0, 1, 2, 4];
 
 fn ipv4(len: usize) -> Vec<u8> {
@@ -63,7 +65,7 @@ fn idle_peers(n: u32) -> Vec<PeerSpec> {
 }
 
 /// Two tunnels joined by the fake UDP link, with a session established;
-/// each serves `idle` more peers, A with `workers` seal workers.
+/// each serves `idle` more peers and has `workers` crypto workers.
 fn pair(idle: u32, workers: usize) -> [(TunnelHandle, FakeTunEnds); 2] {
     let (a_key, b_key) = ([0x11u8; 32], [0x22u8; 32]);
     let a_addr: SocketAddr = "192.0.2.1:51820".parse().unwrap();
@@ -90,7 +92,7 @@ fn pair(idle: u32, workers: usize) -> [(TunnelHandle, FakeTunEnds); 2] {
         (spawn(cfg, Arc::new(tun), Arc::new(udp)).unwrap(), ends)
     };
     let a = side(a_key, b_key, Some(b_addr), B_TUN, a_udp, idle, workers);
-    let b = side(b_key, a_key, None, A_TUN, b_udp, idle, 0);
+    let b = side(b_key, a_key, None, A_TUN, b_udp, idle, workers);
     a.1.inject.send(ipv4(64)).unwrap();
     b.1.delivered
         .recv_timeout(WAIT)

@@ -340,11 +340,14 @@ start_pipevpn() { # start_pipevpn NS CONFIG IFACE [KEY]
 	# pipevpn logs "IFACE up" once its routes are in place and its pipeline runs.
 	wait_until 10 "pipevpn to bring $3 up in $1" eval "grep -q '\] $3 up, ' $log || ! alive ${PID_OF[$key]}"
 	expect_alive "$key"
-	# The seal workers asked for run (threads encryptor_0, encryptor_1, ...).
+	# The crypto workers asked for run: seal workers (threads encryptor_0,
+	# encryptor_1, ...) and as many open workers (decryptor_0, ...).
 	if [[ ${PIPEVPN_UP_ARGS:-} =~ --crypto-workers\ ([0-9]+) ]]; then
-		local want=${BASH_REMATCH[1]} got
-		got=$(cat /proc/"${PID_OF[$key]}"/task/*/comm | grep -c '^encryptor_') || true
-		[[ $got == "$want" ]] || fail "$3 in $1: $got seal worker threads, expected $want"
+		local want=${BASH_REMATCH[1]} got stage
+		for stage in encryptor decryptor; do
+			got=$(cat /proc/"${PID_OF[$key]}"/task/*/comm | grep -c "^${stage}_") || true
+			[[ $got == "$want" ]] || fail "$3 in $1: $got ${stage}_ worker threads, expected $want"
+		done
 	fi
 }
 

@@ -57,7 +57,7 @@ use std::time::Duration;
 pub struct UpOptions {
     /// Interface name (already validated).
     pub interface: String,
-    /// Seal workers beside the encryptor (see `TunnelConfig::crypto_workers`).
+    /// Crypto workers per direction (see `TunnelConfig::crypto_workers`).
     pub crypto_workers: usize,
 }
 

@@ -55,9 +55,10 @@ fn tunnel() {
     run_scenario("tunnel");
 }
 
-/// The same with two seal workers on both sides, on the real kernel.
+/// The same with two seal and two open workers on both sides, on the real
+/// kernel.
 #[test]
-fn tunnel_with_seal_workers() {
+fn tunnel_with_crypto_workers() {
     run_scenario_with("tunnel", &[("PIPEVPN_UP_ARGS", "--crypto-workers 2")]);
 }
 

@@ -785,7 +785,7 @@ impl Tap {
     }
 }
 
-/// [`star`] with `crypto_workers` seal workers on the hub, and the hub's
+/// [`star`] with `crypto_workers` crypto workers on the hub, and the hub's
 /// side of the wire.
 fn star_with(crypto_workers: usize) -> (Star, Arc<Wire>) {
     let addrs: Vec<_> = (0..3).map(spoke_addr).collect();
@@ -820,6 +820,11 @@ fn star_with(crypto_workers: usize) -> (Star, Arc<Wire>) {
 
 impl Star {
     fn start(&mut self, k: usize) {
+        self.start_on(k, |udp| Arc::new(udp));
+    }
+
+    /// Starts spoke `k` on `device` over its link.
+    fn start_on(&mut self, k: usize, device: impl FnOnce(FakeUdp) -> Arc<dyn UdpDevice>) {
         let udp = self.links[k].take().expect("spoke not started yet");
         let cfg = one_peer(
             spoke_key(k),
@@ -827,7 +832,7 @@ impl Star {
             peer_spec(HUB_KEY, None, &[host(HUB_TUN)]),
         );
         let (tun, ends) = FakeTun::new(1024);
-        let handle = spawn(cfg, Arc::new(tun), Arc::new(udp)).expect("spoke starts");
+        let handle = spawn(cfg, Arc::new(tun), device(udp)).expect("spoke starts");
         self.spokes[k] = Some(Side { handle, tun: ends });
     }
 
@@ -910,6 +915,15 @@ fn assert_counters_in_order(wire: &Wire, packets: usize) {
     }
 }
 
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
 /// Four seal workers: the hub's packets to three peers, mixed in its
 /// batches, leave each in order with counters rising one by one, also a
 /// lone packet right after a burst; and shutting the hub down right after
@@ -919,12 +933,7 @@ fn seal_workers_keep_each_peers_order_and_shutdown_drains_them() {
     let (mut s, wire) = star_with(4);
     // A thread names itself once it runs.
     wait_for("four seal worker threads", || {
-        let workers = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|name| name.starts_with("encryptor_"))
-            .count();
-        workers >= 4
+        threads_named("encryptor_") >= 4
     });
     (0..3).for_each(|k| s.start(k));
     for k in 0..3 {
@@ -990,6 +999,121 @@ fn seal_workers_keep_each_peers_order_and_shutdown_drains_them() {
         }
     }
     assert_counters_in_order(&wire, BURST + 2 + LAST);
+    spokes
+        .into_iter()
+        .flatten()
+        .for_each(shutdown_within_a_second);
+}
+
+/// A spoke's UDP that sends every data batch twice: each datagram comes
+/// again a batch later, or in the same batch of the receiver.
+struct Twice(FakeUdp);
+
+impl UdpDevice for Twice {
+    fn wait_readable(&self, stop: &StopFd) -> std::io::Result<bool> {
+        self.0.wait_readable(stop)
+    }
+
+    fn try_recv_batch(&self, batch: &mut Batch) -> std::io::Result<Option<Unfit>> {
+        self.0.try_recv_batch(batch)
+    }
+
+    fn send_batch(&self, batch: &Batch) -> Sent {
+        let sent = self.0.send_batch(batch);
+        self.0.send_batch(batch);
+        sent
+    }
+
+    fn send_to(&self, datagram: &[u8], dest: Endpoint) -> std::io::Result<()> {
+        self.0.send_to(datagram, dest)
+    }
+}
+
+/// Packet `i` of spoke `k`'s stream to the hub, its number in the
+/// payload; sizes vary so that batches are opened at different speeds.
+fn numbered_from_spoke(k: usize, i: usize) -> Vec<u8> {
+    let mut p = ipv4(spoke_tun(k), HUB_TUN, 40 + (i * 37 + k * 101) % 1300, 0);
+    p[20..24].copy_from_slice(&(i as u32).to_be_bytes());
+    p
+}
+
+/// Takes `count` packets from the hub's tun and checks that each spoke's
+/// come in their numbered order, from `first` on.
+fn expect_from_spokes_in_order(hub_tun: &FakeTunEnds, count: usize, first: usize) {
+    let mut next = [first; 3];
+    for _ in 0..count {
+        let got = hub_tun
+            .delivered
+            .recv_timeout(Duration::from_secs(5))
+            .expect("packet delivered through the tunnel");
+        let k = (0..3)
+            .find(|&k| got[12..16] == spoke_tun(k).octets())
+            .expect("from a spoke");
+        assert_eq!(got, numbered_from_spoke(k, next[k]), "spoke {k}");
+        next[k] += 1;
+    }
+}
+
+/// Four open workers: three peers' packets, mixed in the hub's batches and
+/// each datagram received twice, reach its tun once each and in each
+/// peer's order, the copies dropped as replays; and shutting the hub down
+/// right after it received a burst still delivers every packet of it.
+#[test]
+fn open_workers_keep_each_peers_order_and_the_replay_window() {
+    let (mut s, _) = star_with(4);
+    wait_for("four open worker threads", || {
+        threads_named("decryptor_") >= 4
+    });
+    (0..3).for_each(|k| s.start_on(k, |udp| Arc::new(Twice(udp))));
+    // The spokes learn the hub's endpoint from its first packet.
+    for k in 0..3 {
+        s.hub.tun.inject.send(to_spoke(k, 0)).unwrap();
+        expect_delivery(s.spoke(k), &to_spoke(k, 0));
+    }
+    let feed = |s: &Star, packets: std::ops::Range<usize>| {
+        let feeders: Vec<_> = (0..3)
+            .map(|k| {
+                let inject = s.spoke(k).tun.inject.clone();
+                let packets = packets.clone();
+                thread::spawn(move || {
+                    packets.for_each(|i| inject.send(numbered_from_spoke(k, i)).unwrap())
+                })
+            })
+            .collect();
+        feeders
+    };
+    const BURST: usize = 3000;
+    let feeders = feed(&s, 0..BURST);
+    expect_from_spokes_in_order(&s.hub.tun, 3 * BURST, 0);
+    feeders.into_iter().for_each(|f| f.join().unwrap());
+    let opened = s.hub.handle.stats.stage(Stage::Decryptor);
+    // Each copy came a batch or more after its first, or beside it.
+    wait_for("every copy dropped", || {
+        opened.dropped(DropReason::Replay) == 3 * BURST as u64
+    });
+    assert_eq!(opened.packets(), 3 * BURST as u64);
+    assert_eq!(opened.total_drops(), 3 * BURST as u64, "replays alone");
+
+    // Less than the hub's tun holds, so nothing waits for the test to read
+    // while the hub shuts down.
+    const LAST: usize = 300;
+    let received = s.hub.handle.stats.stage(Stage::UdpReceiver);
+    let before = received.packets();
+    feed(&s, BURST..BURST + LAST)
+        .into_iter()
+        .for_each(|f| f.join().unwrap());
+    wait_for("the hub received the last burst", || {
+        received.packets() == before + 2 * 3 * LAST as u64
+    });
+    let Star { hub, spokes, .. } = s;
+    let (stats, tun) = (hub.handle.stats.clone(), hub.tun);
+    let started = Instant::now();
+    hub.handle.shutdown().expect("no stage failed");
+    assert!(started.elapsed() < Duration::from_secs(1), "joined in 1 s");
+    expect_from_spokes_in_order(&tun, 3 * LAST, BURST);
+    let written = stats.stage(Stage::TunWriter);
+    let total = 3 * (BURST + LAST) as u64;
+    assert_eq!((written.packets(), written.total_drops()), (total, 0));
     spokes
         .into_iter()
         .flatten()

@@ -1,16 +1,29 @@
-//! Inbound, in flow order: udp_receiver -> decryptor -> tun_writer.
+//! Inbound, in flow order: udp_receiver -> decryptor -> tun_writer, with
+//! optional open workers between the decryptor and the tun_writer
+//! ([`super::parallel`]). A datagram takes three steps:
+//!
+//! 1. check ([`Decryptor`], in read order): handshake messages go to the
+//!    handshaker; a transport datagram must name a live session whose key
+//!    has not expired, with a counter the replay window may still accept.
+//! 2. open ([`open_batch`], on any thread): the AEAD, the costly part.
+//! 3. accept ([`Acceptor`], in read order again, on the tun_writer): the
+//!    replay window moves, a "next" keypair rotates in, the inner source
+//!    must route back to the peer, and the peer's timers and endpoint
+//!    follow. As wireguard-go: parallel decryption, then each peer's
+//!    checks in order.
 
 use super::device::{TunDevice, UdpDevice};
 use super::handshake_queue::HandshakePacket;
 use super::interface::Interface;
+use super::parallel::{in_order, Numbered, Onward};
 use super::peer::{Keypairs, Peer};
-use super::pool::{Batch, Plain, Sealed, HEADROOM};
+use super::pool::{Batch, Opened, Sealed, HEADROOM};
 use super::reading::Direction;
 use super::stats::{DropReason, Stage, StageStats, Stats};
 use super::SessionEvent;
 use crate::cidr::Memo;
 use crate::protocol::messages::{message_type, MessageType, TransportHeader};
-use crate::protocol::session::{inner_packet, open_in_place, InnerError};
+use crate::protocol::session::{inner_packet, open_in_place, opened_len, InnerError};
 use crate::sys::poll::StopFd;
 use crate::sys::udp::Endpoint;
 use crossbeam_channel::{Receiver, Sender};
@@ -69,34 +82,196 @@ impl Direction for Inbound<'_> {
 /// [`super::outbound::Shortcut`]).
 pub struct Shortcut<'a> {
     pub decryptor: Decryptor<'a>,
+    pub acceptor: Acceptor<'a>,
     pub tun: &'a dyn TunDevice,
     pub writer_stats: &'a StageStats,
 }
 
 impl Shortcut<'_> {
     fn take(&self, mut batch: Batch) {
-        if self.decryptor.open_batch(&mut batch) {
+        if decrypt(&self.decryptor, &self.acceptor, &mut batch) {
             write_plain(self.tun, &mut batch, self.writer_stats);
         }
     }
 }
 
-/// Opens transport packets in place and hands handshake messages to the
-/// handshaker. Everything that fails a check is counted and dropped, without
-/// any reply (whitepaper §5.1).
+/// The three steps on one thread; returns whether any packet is left to
+/// deliver.
+fn decrypt(decryptor: &Decryptor, acceptor: &Acceptor, batch: &mut Batch) -> bool {
+    decryptor.check_batch(batch) && {
+        open_batch(batch, decryptor.stats.stage(Stage::Decryptor));
+        acceptor.accept_batch(batch)
+    }
+}
+
+/// Where the decryptor's batches go: opened by itself, or checked to the
+/// open workers.
+pub type Output<'a> = Onward<'a, Sealed, Opened>;
+
+/// The decryptor's own step, in read order: checks each datagram and hands
+/// handshake messages to the handshaker. Everything that fails a check, in
+/// any step, is counted and dropped, without any reply (whitepaper §5.1).
 pub struct Decryptor<'a> {
     pub iface: &'a Interface,
     pub stats: &'a Stats,
     pub handshake_in: &'a Sender<HandshakePacket>,
+}
+
+/// The peer of the receiver index last seen in a batch: a batch from one
+/// peer costs one index lookup and one keypair snapshot.
+struct Found {
+    index: u32,
+    peer: Arc<Peer>,
+    keypairs: Keypairs,
+}
+
+impl Decryptor<'_> {
+    /// Checks each batch, numbers it and sends it on: opened here, or to
+    /// the open workers.
+    pub fn run(&self, inbound_sealed: &Receiver<Sealed>, output: Output) {
+        let stats = self.stats.stage(Stage::Decryptor);
+        let mut seq = 0;
+        for Sealed(mut batch) in inbound_sealed.iter() {
+            stats.queue(inbound_sealed.len());
+            if !self.check_batch(&mut batch) {
+                continue;
+            }
+            if !output.send(stats, seq, Sealed(batch), |b| open(b, stats)) {
+                return;
+            }
+            seq += 1;
+        }
+    }
+
+    /// Checks the datagrams of `batch`, leaving only transport datagrams
+    /// to open, each with its peer, session and counter; returns whether
+    /// there are any.
+    fn check_batch(&self, batch: &mut Batch) -> bool {
+        let stats = self.stats.stage(Stage::Decryptor);
+        let now = self.iface.now();
+        let mut found = None;
+        let mut any = false;
+        for i in 0..batch.count() {
+            if batch.len(i) == 0 {
+                continue;
+            }
+            match self.check(batch, i, &mut found, now) {
+                Ok(MessageType::Transport) => {
+                    any = true;
+                    continue;
+                }
+                // Handed to the handshaker.
+                Ok(_) => {}
+                Err(reason) => stats.drop(reason),
+            }
+            batch.set_len(i, 0);
+        }
+        any
+    }
+
+    /// Checks slot `i`; returns its message type.
+    fn check(
+        &self,
+        batch: &mut Batch,
+        i: usize,
+        found: &mut Option<Found>,
+        now: Duration,
+    ) -> Result<MessageType, DropReason> {
+        let datagram = &batch.slot(i)[..batch.len(i)];
+        let kind = message_type(datagram).map_err(DropReason::from)?;
+        if kind != MessageType::Transport {
+            return match self
+                .handshake_in
+                .try_send(HandshakePacket::new(datagram, batch.addr(i)))
+            {
+                Ok(()) => Ok(kind),
+                Err(_) => Err(DropReason::HandshakeQueueFull),
+            };
+        }
+        let header = TransportHeader::parse(datagram).map_err(DropReason::from)?;
+        let f = self.find(found, header.receiver)?;
+        let (session, _) = f
+            .keypairs
+            .find(header.receiver)
+            .ok_or(DropReason::UnknownIndex)?;
+        if self
+            .iface
+            .timing
+            .expired(now.saturating_sub(session.created))
+        {
+            return Err(DropReason::ExpiredKey);
+        }
+        // Only a cheap look: the window moves once the packet proved authentic.
+        if !session.replay_check(header.counter) {
+            return Err(DropReason::Replay);
+        }
+        batch.set_peer_session(i, &f.peer, session);
+        batch.set_counter(i, header.counter);
+        Ok(kind)
+    }
+
+    /// The peer of receiver index `index`, looked up unless `found` has it.
+    fn find<'f>(&self, found: &'f mut Option<Found>, index: u32) -> Result<&'f Found, DropReason> {
+        if found.as_ref().is_none_or(|f| f.index != index) {
+            let peer = self
+                .iface
+                .peer_by_index(index)
+                .ok_or(DropReason::UnknownIndex)?;
+            if peer.is_removed() {
+                return Err(DropReason::PeerRemoved);
+            }
+            let keypairs = peer.keypairs();
+            *found = Some(Found {
+                index,
+                peer,
+                keypairs,
+            });
+        }
+        found.as_ref().ok_or(DropReason::UnknownIndex)
+    }
+}
+
+/// An open worker's work on a checked batch: see [`open_batch`].
+pub fn open(Sealed(mut batch): Sealed, stats: &StageStats) -> Opened {
+    open_batch(&mut batch, stats);
+    Opened(batch)
+}
+
+/// Opens each checked datagram of `batch` in place with the key and
+/// counter the decryptor found for it: the step any thread may do. One
+/// that does not authenticate is dropped.
+fn open_batch(batch: &mut Batch, stats: &StageStats) {
+    for k in 0..batch.peers().len() {
+        let Some(session) = batch.session(k).cloned() else {
+            continue;
+        };
+        for i in 0..batch.count() {
+            let len = batch.len(i);
+            if len == 0 || usize::from(batch.peer_index(i)) != k {
+                continue;
+            }
+            let counter = batch.counter(i);
+            if open_in_place(&session.recv, counter, &mut batch.slot_mut(i)[..len]).is_err() {
+                stats.drop(DropReason::Decrypt);
+                batch.set_len(i, 0);
+            }
+        }
+    }
+}
+
+/// The last step, in read order: each authentic datagram moves its
+/// session's replay window and shows its peer alive and where it is; an
+/// IP packet whose source routes back to that peer is left to deliver.
+pub struct Acceptor<'a> {
+    pub iface: &'a Interface,
+    pub stats: &'a Stats,
     pub session_events: &'a Sender<SessionEvent>,
 }
 
-/// The peer of the receiver index last seen in a batch, and what its
-/// packets there did: a batch from one peer costs one index lookup and one
-/// keypair snapshot.
+/// The peer of the slots last accepted in a batch, and what they did.
 struct Current {
-    index: u32,
     peer: Arc<Peer>,
+    /// Its keypairs when its run began, or since it last rotated one in.
     keypairs: Keypairs,
     /// Data packets delivered, and bytes of authenticated datagrams.
     delivered: usize,
@@ -105,37 +280,18 @@ struct Current {
     from: Option<Endpoint>,
 }
 
-/// What became of one datagram.
-enum Opened {
-    /// An authenticated IP packet of this length, to deliver.
+/// What became of one authentic datagram.
+enum Accepted {
+    /// An IP packet of this length, to deliver.
     Data(usize),
-    /// An authenticated keepalive: nothing to deliver.
+    /// A keepalive: nothing to deliver.
     Keepalive,
-    /// A handshake message, passed to the handshaker.
-    Handshake,
 }
 
-impl Decryptor<'_> {
-    pub fn run(&self, inbound_sealed: &Receiver<Sealed>, inbound_plain: &Sender<Plain>) {
-        for Sealed(mut batch) in inbound_sealed.iter() {
-            self.stats
-                .stage(Stage::Decryptor)
-                .queue(inbound_sealed.len());
-            if self.open_batch(&mut batch)
-                && self
-                    .stats
-                    .stage(Stage::Decryptor)
-                    .send(inbound_plain, Plain(batch))
-                    .is_err()
-            {
-                return;
-            }
-        }
-    }
-
-    /// Opens the datagrams of `batch` in place, leaving only the packets to
-    /// deliver; returns whether there are any.
-    fn open_batch(&self, batch: &mut Batch) -> bool {
+impl Acceptor<'_> {
+    /// Accepts the opened datagrams of `batch`, leaving only the IP packets
+    /// to deliver; returns whether there are any.
+    fn accept_batch(&self, batch: &mut Batch) -> bool {
         let stats = self.stats.stage(Stage::Decryptor);
         let now = self.iface.now();
         // Held for the batch: a peer change waits for at most that long.
@@ -148,23 +304,23 @@ impl Decryptor<'_> {
             if datagram_len == 0 {
                 continue;
             }
-            let opened = self.open(batch, i, &mut current, &mut sources, now);
-            if let (Ok(Opened::Data(_) | Opened::Keepalive), Some(c)) = (&opened, &mut current) {
-                c.from = Some(batch.addr(i));
-                c.rx_bytes += datagram_len;
-            }
-            match opened {
-                Ok(Opened::Data(len)) => {
-                    batch.set_len(i, len);
-                    packets += 1;
-                    bytes += len;
-                    if let Some(c) = &mut current {
+            let c = switch(
+                &mut current,
+                &batch.peers()[usize::from(batch.peer_index(i))],
+                now,
+            );
+            match self.accept(batch, i, c, &mut sources, now) {
+                Ok(accepted) => {
+                    c.from = Some(batch.addr(i));
+                    c.rx_bytes += datagram_len;
+                    if let Accepted::Data(len) = accepted {
+                        batch.set_len(i, len);
+                        packets += 1;
+                        bytes += len;
                         c.delivered += 1;
+                        continue;
                     }
-                    continue;
                 }
-                // Nothing to deliver; both were accounted for already.
-                Ok(Opened::Keepalive | Opened::Handshake) => {}
                 Err(reason) => stats.drop(reason),
             }
             batch.set_len(i, 0);
@@ -177,105 +333,34 @@ impl Decryptor<'_> {
         packets > 0
     }
 
-    /// Makes `current` the peer of receiver index `index`, finishing the
-    /// one before if it is another peer.
-    fn switch<'c>(
+    /// Accepts slot `i`, which opened.
+    fn accept(
         &self,
-        current: &'c mut Option<Current>,
-        index: u32,
-        now: Duration,
-    ) -> Result<&'c Current, DropReason> {
-        if current.as_ref().is_some_and(|c| c.index == index) {
-            return current.as_ref().ok_or(DropReason::UnknownIndex);
-        }
-        let peer = self
-            .iface
-            .peer_by_index(index)
-            .ok_or(DropReason::UnknownIndex)?;
-        if peer.is_removed() {
-            return Err(DropReason::PeerRemoved);
-        }
-        let keypairs = peer.keypairs();
-        match current {
-            Some(c) if Arc::ptr_eq(&c.peer, &peer) => {
-                (c.index, c.keypairs) = (index, keypairs);
-            }
-            _ => {
-                let next = Current {
-                    index,
-                    peer,
-                    keypairs,
-                    delivered: 0,
-                    rx_bytes: 0,
-                    from: None,
-                };
-                if let Some(done) = current.replace(next) {
-                    finish(done, now);
-                }
-            }
-        }
-        current.as_ref().ok_or(DropReason::UnknownIndex)
-    }
-
-    /// Checks and opens slot `i` in place.
-    fn open(
-        &self,
-        batch: &mut Batch,
+        batch: &Batch,
         i: usize,
-        current: &mut Option<Current>,
+        c: &mut Current,
         sources: &mut Memo<Arc<Peer>>,
         now: Duration,
-    ) -> Result<Opened, DropReason> {
-        let src = batch.addr(i);
-        let len = batch.len(i);
-        let datagram = &mut batch.slot_mut(i)[..len];
-        if message_type(datagram).map_err(DropReason::from)? != MessageType::Transport {
-            return match self
-                .handshake_in
-                .try_send(HandshakePacket::new(datagram, src))
-            {
-                Ok(()) => Ok(Opened::Handshake),
-                Err(_) => Err(DropReason::HandshakeQueueFull),
-            };
-        }
-        let header = TransportHeader::parse(datagram).map_err(DropReason::from)?;
-        let c = self.switch(current, header.receiver, now)?;
-        let (session, is_next) = c
-            .keypairs
-            .find(header.receiver)
+    ) -> Result<Accepted, DropReason> {
+        let session = batch
+            .session(usize::from(batch.peer_index(i)))
             .ok_or(DropReason::UnknownIndex)?;
-        if self
-            .iface
-            .timing
-            .expired(now.saturating_sub(session.created))
-        {
-            return Err(DropReason::ExpiredKey);
-        }
-        if !session.replay_check(header.counter) {
+        if !session.replay_update(batch.counter(i)) {
             return Err(DropReason::Replay);
         }
-        let plain_len = open_in_place(&session.recv, header.counter, datagram)
-            .map_err(|()| DropReason::Decrypt)?;
-        // The window moves only for packets that proved authentic.
-        if !session.replay_update(header.counter) {
-            return Err(DropReason::Replay);
+        let is_next = c
+            .keypairs
+            .next
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(n, session));
+        if is_next {
+            self.promote(c, session.local_index, session.created, now);
         }
-        if is_next && self.iface.promote(&c.peer, session.local_index) {
-            let took = now.saturating_sub(session.created);
-            self.stats.handshake_completed(took.as_millis() as u64);
-            c.peer.last_handshake.set(now);
-            log::info!(
-                "handshake completed: the peer confirmed our response ({})",
-                c.peer.public_key
-            );
-            let _ = self
-                .session_events
-                .try_send(SessionEvent::Ready(c.peer.clone()));
+        let len = opened_len(batch.len(i));
+        if len == 0 {
+            return Ok(Accepted::Keepalive);
         }
-        if plain_len == 0 {
-            return Ok(Opened::Keepalive);
-        }
-        let plain = &datagram[HEADROOM..HEADROOM + plain_len];
+        let plain = &batch.slot(i)[HEADROOM..HEADROOM + len];
         let inner = inner_packet(plain).map_err(|e| match e {
             InnerError::Empty | InnerError::BadVersion => DropReason::NotIp,
             _ => DropReason::InnerTruncated,
@@ -289,8 +374,45 @@ impl Decryptor<'_> {
         {
             return Err(DropReason::SourceNotAllowed);
         }
-        Ok(Opened::Data(inner.len))
+        Ok(Accepted::Data(inner.len))
     }
+
+    /// A datagram authenticated on `c`'s "next" keypair: the peer confirmed
+    /// our response, so that keypair becomes the current one.
+    fn promote(&self, c: &mut Current, local_index: u32, created: Duration, now: Duration) {
+        if self.iface.promote(&c.peer, local_index) {
+            let took = now.saturating_sub(created);
+            self.stats.handshake_completed(took.as_millis() as u64);
+            c.peer.last_handshake.set(now);
+            log::info!(
+                "handshake completed: the peer confirmed our response ({})",
+                c.peer.public_key
+            );
+            let _ = self
+                .session_events
+                .try_send(SessionEvent::Ready(c.peer.clone()));
+        }
+        c.keypairs = c.peer.keypairs();
+    }
+}
+
+/// Makes `current` the entry for `peer`, finishing the one before if it is
+/// another peer.
+fn switch<'c>(
+    current: &'c mut Option<Current>,
+    peer: &Arc<Peer>,
+    now: Duration,
+) -> &'c mut Current {
+    if let Some(done) = current.take_if(|c| !Arc::ptr_eq(&c.peer, peer)) {
+        finish(done, now);
+    }
+    current.get_or_insert_with(|| Current {
+        peer: peer.clone(),
+        keypairs: peer.keypairs(),
+        delivered: 0,
+        rx_bytes: 0,
+        from: None,
+    })
 }
 
 /// What a batch's packets from one peer tell about it: it is alive, and
@@ -313,12 +435,22 @@ fn show(addr: Option<Endpoint>) -> String {
     addr.map_or_else(|| "none".into(), |a| a.to_string())
 }
 
-/// Writes plaintext packets to the tun, a batch at a time.
-pub fn tun_writer(tun: &dyn TunDevice, inbound_plain: &Receiver<Plain>, stats: &StageStats) {
-    for Plain(mut batch) in inbound_plain.iter() {
-        stats.queue(inbound_plain.len());
-        write_plain(tun, &mut batch, stats);
-    }
+/// Accepts opened batches in the decryptor's order and writes their IP
+/// packets to the tun, a batch at a time. `batches` is the size of the
+/// direction's pool, which bounds how far the open workers can get out of
+/// order.
+pub fn tun_writer(
+    tun: &dyn TunDevice,
+    acceptor: &Acceptor,
+    inbound_opened: &Receiver<Numbered<Opened>>,
+    batches: usize,
+    stats: &StageStats,
+) {
+    in_order(inbound_opened, batches, stats, |Opened(mut batch)| {
+        if acceptor.accept_batch(&mut batch) {
+            write_plain(tun, &mut batch, stats);
+        }
+    });
 }
 
 /// Writes one batch to the tun: the tun_writer's work on it.
@@ -396,6 +528,10 @@ mod tests {
             iface: &iface,
             stats: &stats,
             handshake_in: &handshake_in,
+        };
+        let acc = Acceptor {
+            iface: &iface,
+            stats: &stats,
             session_events: &session_events,
         };
         let pool = Pool::new(1, inbound_slot_size(1420));
@@ -411,7 +547,7 @@ mod tests {
             batch.free_mut()[..d.len()].copy_from_slice(&d);
             batch.push_datagram(d.len(), from);
         }
-        assert!(dec.open_batch(&mut batch));
+        assert!(decrypt(&dec, &acc, &mut batch));
         let lens: Vec<_> = (0..3).map(|i| batch.len(i)).collect();
         assert_eq!(lens, [40, 0, 0]);
         let s = stats.stage(Stage::Decryptor);
@@ -422,5 +558,73 @@ mod tests {
         assert!(a.rx_bytes.load(Relaxed) > 0);
         assert_eq!(b.rx_bytes.load(Relaxed), 0);
         assert_eq!(b.endpoint(), None);
+    }
+
+    /// Around a rekey a peer's batch holds datagrams on its current keypair
+    /// and on the one waiting in "next": each opens with its own key, and
+    /// the first on "next" rotates it in, once.
+    #[test]
+    fn a_batch_on_two_keypairs_of_one_peer_opens_each_and_rotates_once() {
+        let iface = Interface::new(
+            Some(PrivateKey::from_bytes([0x11; 32])),
+            1420,
+            Timing::default(),
+        );
+        let a = iface.add_peer(spec(1, "10.0.0.0/8")).unwrap();
+        let keys = |index, k: u8| TransportKeys {
+            send: [k; 32],
+            recv: [k + 1; 32],
+            local_index: index,
+            remote_index: 5,
+        };
+        let (old, new) = (iface.new_index(&a, || 70), iface.new_index(&a, || 71));
+        iface.install_initiated(&a, Session::new(&keys(old, 1), iface.now(), true));
+        iface.install_responded(&a, Session::new(&keys(new, 3), iface.now(), false));
+        let (old_key, new_key) = (SessionKey::new(&[2; 32]), SessionKey::new(&[4; 32]));
+
+        let stats = Stats::default();
+        let (handshake_in, _h) = crossbeam_channel::bounded(1);
+        let (session_events, ready) = crossbeam_channel::bounded(4);
+        let dec = Decryptor {
+            iface: &iface,
+            stats: &stats,
+            handshake_in: &handshake_in,
+        };
+        let acc = Acceptor {
+            iface: &iface,
+            stats: &stats,
+            session_events: &session_events,
+        };
+        let pool = Pool::new(1, inbound_slot_size(1420));
+        let mut batch = pool.get();
+        let from = Endpoint::from("192.0.2.7:51820".parse::<SocketAddr>().unwrap());
+        let src = Ipv4Addr::new(10, 2, 0, 1);
+        let sent = [
+            (&old_key, old, 0),
+            (&new_key, new, 0),
+            (&old_key, old, 1),
+            (&new_key, new, 1),
+        ];
+        for (key, index, counter) in sent {
+            let d = datagram(key, index, counter, src);
+            batch.free_mut()[..d.len()].copy_from_slice(&d);
+            batch.push_datagram(d.len(), from);
+        }
+        assert!(decrypt(&dec, &acc, &mut batch));
+        assert_eq!(batch.peers().len(), 2, "one entry per keypair");
+        let lens: Vec<_> = (0..4).map(|i| batch.len(i)).collect();
+        assert_eq!(lens, [40; 4]);
+        let s = stats.stage(Stage::Decryptor);
+        assert_eq!((s.packets(), s.total_drops()), (4, 0));
+        assert_eq!(stats.handshakes(), 1, "rotated once");
+        assert!(matches!(ready.try_recv(), Ok(SessionEvent::Ready(_))));
+        assert!(ready.try_recv().is_err());
+        let k = a.keypairs();
+        let index = |s: &Option<Arc<Session>>| s.as_ref().map(|s| s.local_index);
+        assert_eq!(
+            (index(&k.current), index(&k.previous)),
+            (Some(new), Some(old))
+        );
+        assert!(k.next.is_none());
     }
 }

@@ -31,11 +31,13 @@
 //!   offloads: one read brings up to 64 KiB of a TCP stream,
 //!   cut into packets for the encryptor, and one write carries a batch's
 //!   in-order segments of a flow. The stages still see one packet per slot.
-//! - Seal workers: the encryptor routes and gives every packet its counter
-//!   in read order, numbers each batch and passes it to a pool of workers
-//!   that seal in parallel; the udp_sender puts the batches back in the
-//!   encryptor's order ([`pool::Reorder`]) before sending. One order for the
-//!   whole direction keeps each peer's order.
+//! - Crypto workers ([`parallel`]): the encryptor routes and gives every
+//!   packet its counter in read order, and seal workers seal the numbered
+//!   batches in parallel; the decryptor checks every datagram in read
+//!   order, and open workers open them in parallel. The udp_sender and the
+//!   tun_writer put the batches back in order, and the tun_writer accepts
+//!   them there (replay window, key rotation, inner source, roaming:
+//!   [`inbound`]). One order for a whole direction keeps each peer's order.
 //! - Shutdown: the readers wake on a [`StopFd`] and return; every other stage
 //!   ends when its input channel closes, so the pipeline drains in flow order.
 
@@ -46,6 +48,7 @@ pub mod handshaker;
 pub mod inbound;
 pub mod interface;
 pub mod outbound;
+pub mod parallel;
 pub mod peer;
 pub mod pool;
 pub mod reading;
@@ -58,10 +61,10 @@ use crate::{Error, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use device::{TunDevice, UdpDevice};
 use handshaker::Handshaker;
-use inbound::Decryptor;
-use inbound::Inbound;
+use inbound::{Acceptor, Decryptor, Inbound};
 use interface::Interface;
-use outbound::{Encryptor, Outbound, Output, Sealer};
+use outbound::{Encryptor, Outbound, Sealer};
+use parallel::Onward;
 use peer::Peer;
 pub use peer::PeerSpec;
 use pool::{Lone, Pool};
@@ -101,12 +104,13 @@ pub struct TunnelConfig {
     pub mtu: usize,
     pub timing: Timing,
     pub peers: Vec<PeerSpec>,
-    /// Threads sealing outbound batches beside the encryptor; 0: the
-    /// encryptor seals them itself. See [`default_crypto_workers`].
+    /// Threads sealing outbound batches beside the encryptor, and as many
+    /// opening inbound ones beside the decryptor; 0: the two do it
+    /// themselves. See [`default_crypto_workers`].
     pub crypto_workers: usize,
 }
 
-/// The seal workers for the cores this process may use:
+/// The crypto workers per direction for the cores this process may use:
 /// `available_parallelism` counts the CPUs of its affinity mask, capped
 /// by a cgroup's CPU quota.
 pub fn default_crypto_workers() -> usize {
@@ -114,8 +118,9 @@ pub fn default_crypto_workers() -> usize {
 }
 
 /// None up to 2 cores: the other stages keep both busy, and the encryptor
-/// sealing itself costs no hand-off (README, Parallel sealing). Beyond, half
-/// the cores: the other half is for the other direction and the stages.
+/// and decryptor doing the crypto themselves costs no hand-off (README,
+/// Parallel crypto). Beyond, half the cores per direction: a transfer is
+/// mostly one direction, and the stages take the rest.
 fn crypto_workers_for(cores: usize) -> usize {
     if cores <= 2 {
         0
@@ -124,7 +129,7 @@ fn crypto_workers_for(cores: usize) -> usize {
     }
 }
 
-/// Most seal workers a tunnel starts.
+/// Most crypto workers a tunnel starts per direction.
 pub const MAX_CRYPTO_WORKERS: usize = 64;
 
 /// How a stage thread ended.
@@ -186,16 +191,17 @@ pub fn spawn(
     let stats = Arc::new(Stats::default());
     let workers = cfg.crypto_workers.min(MAX_CRYPTO_WORKERS);
     // One batch more in flight per worker.
-    let outbound_batches = POOL_BATCHES + workers;
-    let outbound_pool = Pool::new(outbound_batches, pool::slot_size(cfg.mtu));
+    let batches = POOL_BATCHES + workers;
+    let outbound_pool = Pool::new(batches, pool::slot_size(cfg.mtu));
     // A peer's MTU may be larger than ours: see `pool`.
-    let inbound_pool = Pool::new(POOL_BATCHES, pool::inbound_slot_size(cfg.mtu));
+    let inbound_pool = Pool::new(batches, pool::inbound_slot_size(cfg.mtu));
 
     let (outbound_plain_tx, outbound_plain) = bounded(CHANNEL_BATCHES);
     let (seal_jobs_tx, seal_jobs) = bounded(CHANNEL_BATCHES);
     let (outbound_sealed_tx, outbound_sealed) = bounded(CHANNEL_BATCHES);
     let (inbound_sealed_tx, inbound_sealed) = bounded(CHANNEL_BATCHES);
-    let (inbound_plain_tx, inbound_plain) = bounded(CHANNEL_BATCHES);
+    let (open_jobs_tx, open_jobs) = bounded(CHANNEL_BATCHES);
+    let (inbound_opened_tx, inbound_opened) = bounded(CHANNEL_BATCHES);
     let (handshake_in_tx, handshake_in) = bounded(HANDSHAKE_QUEUE);
     let (want_session_tx, want_session) = bounded(SESSION_QUEUE);
     let (session_events_tx, session_events) = bounded(SESSION_QUEUE);
@@ -207,8 +213,11 @@ pub fn spawn(
             Box::new(move || plain() + jobs())
         }),
         (Stage::UdpSender, waiting(&outbound_sealed)),
-        (Stage::Decryptor, waiting(&inbound_sealed)),
-        (Stage::TunWriter, waiting(&inbound_plain)),
+        (Stage::Decryptor, {
+            let (sealed, jobs) = (waiting(&inbound_sealed), waiting(&open_jobs));
+            Box::new(move || sealed() + jobs())
+        }),
+        (Stage::TunWriter, waiting(&inbound_opened)),
         (Stage::Handshaker, waiting(&handshake_in)),
     ])));
 
@@ -265,7 +274,7 @@ pub fn spawn(
         )?;
     }
     for i in 0..workers {
-        let (iface, stats) = (iface.clone(), stats.clone());
+        let (iface, seal_stats) = (iface.clone(), stats.clone());
         let (jobs, sealed) = (seal_jobs.clone(), outbound_sealed_tx.clone());
         start(
             Stage::Encryptor,
@@ -273,15 +282,26 @@ pub fn spawn(
             Box::new(move || {
                 let sealer = Sealer {
                     iface: &iface,
-                    stats: stats.stage(Stage::Encryptor),
+                    stats: seal_stats.stage(Stage::Encryptor),
                 };
-                outbound::seal_worker(sealer, &jobs, &sealed);
+                parallel::worker(&jobs, &sealed, sealer.stats, |p| sealer.seal(p));
+                Ok(())
+            }),
+        )?;
+        let stats = stats.clone();
+        let (jobs, opened) = (open_jobs.clone(), inbound_opened_tx.clone());
+        start(
+            Stage::Decryptor,
+            format!("{}_{i}", Stage::Decryptor.name()),
+            Box::new(move || {
+                let s = stats.stage(Stage::Decryptor);
+                parallel::worker(&jobs, &opened, s, |b| inbound::open(b, s));
                 Ok(())
             }),
         )?;
     }
-    // Only the workers read it.
-    drop(seal_jobs);
+    // Only the workers read them.
+    drop((seal_jobs, open_jobs));
     {
         let (iface, stats) = (iface.clone(), stats.clone());
         start(
@@ -293,8 +313,8 @@ pub fn spawn(
                     stats: stats.stage(Stage::Encryptor),
                 };
                 let output = match workers {
-                    0 => Output::Sealed(&outbound_sealed_tx),
-                    _ => Output::Workers(&seal_jobs_tx),
+                    0 => Onward::Done(&outbound_sealed_tx),
+                    _ => Onward::Workers(&seal_jobs_tx),
                 };
                 let enc = Encryptor::new(sealer, output, &want_session_tx, &outbound_pool);
                 enc.run(&outbound_plain, &session_events);
@@ -309,7 +329,7 @@ pub fn spawn(
             Stage::UdpSender.name().into(),
             Box::new(move || {
                 let s = stats.stage(Stage::UdpSender);
-                outbound::udp_sender(&*udp, &outbound_sealed, outbound_batches, s);
+                outbound::udp_sender(&*udp, &outbound_sealed, batches, s);
                 Ok(())
             }),
         )?;
@@ -328,7 +348,7 @@ pub fn spawn(
         )?;
     }
     {
-        let (iface, stats, events) = (iface.clone(), stats.clone(), session_events_tx.clone());
+        let (iface, stats) = (iface.clone(), stats.clone());
         start(
             Stage::Decryptor,
             Stage::Decryptor.name().into(),
@@ -337,20 +357,30 @@ pub fn spawn(
                     iface: &iface,
                     stats: &stats,
                     handshake_in: &handshake_in_tx,
-                    session_events: &events,
                 };
-                dec.run(&inbound_sealed, &inbound_plain_tx);
+                let output = match workers {
+                    0 => Onward::Done(&inbound_opened_tx),
+                    _ => Onward::Workers(&open_jobs_tx),
+                };
+                dec.run(&inbound_sealed, output);
                 Ok(())
             }),
         )?;
     }
     {
-        let (tun, stats) = (tun.clone(), stats.clone());
+        let (tun, iface, stats) = (tun.clone(), iface.clone(), stats.clone());
+        let events = session_events_tx.clone();
         start(
             Stage::TunWriter,
             Stage::TunWriter.name().into(),
             Box::new(move || {
-                inbound::tun_writer(&*tun, &inbound_plain, stats.stage(Stage::TunWriter));
+                let acceptor = Acceptor {
+                    iface: &iface,
+                    stats: &stats,
+                    session_events: &events,
+                };
+                let s = stats.stage(Stage::TunWriter);
+                inbound::tun_writer(&*tun, &acceptor, &inbound_opened, batches, s);
                 Ok(())
             }),
         )?;
@@ -426,6 +456,10 @@ impl Readers {
                         iface: &self.iface,
                         stats,
                         handshake_in: &self.handshake_in,
+                    },
+                    acceptor: Acceptor {
+                        iface: &self.iface,
+                        stats,
                         session_events: &self.session_events,
                     },
                     tun: &*self.tun,

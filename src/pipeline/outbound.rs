@@ -1,14 +1,14 @@
 //! Outbound, in flow order: tun_reader -> encryptor -> udp_sender, with
-//! optional seal workers between the encryptor and the udp_sender: the
-//! encryptor routes and gives each packet its counter in read order, the
-//! workers seal batches in parallel, and the udp_sender sends them in the
-//! encryptor's order again (as wireguard-go: counters given in order,
-//! parallel encryption, in-order sending).
+//! optional seal workers between the encryptor and the udp_sender
+//! ([`super::parallel`]): the encryptor routes and gives each packet its
+//! counter in read order, the workers seal batches in parallel, and the
+//! udp_sender sends them in the encryptor's order again.
 
 use super::device::{TunDevice, UdpDevice};
 use super::interface::{Interface, Routes};
+use super::parallel::{in_order, Numbered, Onward};
 use super::peer::{Peer, Session};
-use super::pool::{Batch, Numbered, Plain, Pool, Reorder, Sealed, HEADROOM, NO_ADDR};
+use super::pool::{Batch, Plain, Pool, Sealed, HEADROOM, NO_ADDR};
 use super::reading::Direction;
 use super::stats::{DropReason, StageStats};
 use super::SessionEvent;
@@ -183,6 +183,12 @@ impl Sealer<'_> {
         self.stats.pass(packets, bytes);
     }
 
+    /// A seal worker's work on a batch: see [`Sealer::seal_assigned`].
+    pub fn seal(&self, Plain(mut batch): Plain) -> Sealed {
+        self.seal_assigned(&mut batch);
+        Sealed(batch)
+    }
+
     /// Drops what must never be sent: non-IP data, oversized packets, and
     /// packets for destinations outside every peer's AllowedIPs; gives each
     /// other packet the peer its destination routes to (whitepaper §2).
@@ -222,14 +228,9 @@ struct Waiting {
     lens: Vec<usize>,
 }
 
-/// Where the encryptor's batches go.
-#[derive(Clone, Copy)]
-pub enum Output<'a> {
-    /// Sealed by the encryptor itself, to the udp_sender.
-    Sealed(&'a Sender<Numbered<Sealed>>),
-    /// With their counters given, to the seal workers ([`seal_worker`]).
-    Workers(&'a Sender<Numbered<Plain>>),
-}
+/// Where the encryptor's batches go: sealed by itself, or with their
+/// counters given to the seal workers.
+pub type Output<'a> = Onward<'a, Plain, Sealed>;
 
 /// Seals plaintext packets with each peer's current keypair, or gives them
 /// their counters for the seal workers. Packets for a peer without one
@@ -323,21 +324,12 @@ impl<'a> Encryptor<'a> {
 
     /// Numbers a batch whose counters are given and sends it on: sealed
     /// here, or to the workers. Returns false once the next stage has ended.
-    fn forward(&mut self, mut batch: Batch) -> bool {
+    fn forward(&mut self, batch: Batch) -> bool {
         let seq = self.seq;
         self.seq += 1;
-        let stats = self.sealer.stats;
-        match self.output {
-            Output::Sealed(tx) => {
-                self.sealer.seal_assigned(&mut batch);
-                let batch = Sealed(batch);
-                stats.send(tx, Numbered { seq, batch }).is_ok()
-            }
-            Output::Workers(tx) => {
-                let batch = Plain(batch);
-                stats.send(tx, Numbered { seq, batch }).is_ok()
-            }
-        }
+        let sealer = self.sealer;
+        self.output
+            .send(sealer.stats, seq, Plain(batch), |p| sealer.seal(p))
     }
 
     /// Copies the packets of the `k`th peer of `batch` into its queue, and
@@ -441,31 +433,6 @@ impl<'a> Encryptor<'a> {
     }
 }
 
-/// A seal worker: seals the batches whose counters the encryptor gave, in
-/// whatever order they come to it; their numbers let the udp_sender send
-/// them in the encryptor's order. Counted as the encryptor's work.
-pub fn seal_worker(
-    sealer: Sealer,
-    jobs: &Receiver<Numbered<Plain>>,
-    outbound_sealed: &Sender<Numbered<Sealed>>,
-) {
-    for Numbered {
-        seq,
-        batch: Plain(mut batch),
-    } in jobs.iter()
-    {
-        sealer.seal_assigned(&mut batch);
-        let batch = Sealed(batch);
-        if sealer
-            .stats
-            .send(outbound_sealed, Numbered { seq, batch })
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
 /// Sends sealed batches in the encryptor's order, each packet to its
 /// peer's current endpoint. `batches` is the size of the direction's pool,
 /// which bounds how far the seal workers can get out of order.
@@ -475,13 +442,9 @@ pub fn udp_sender(
     batches: usize,
     stats: &StageStats,
 ) {
-    let mut order = Reorder::new(batches);
-    for numbered in outbound_sealed.iter() {
-        stats.queue(outbound_sealed.len());
-        for Sealed(mut batch) in order.put(numbered) {
-            send_sealed(udp, &mut batch, stats);
-        }
-    }
+    in_order(outbound_sealed, batches, stats, |Sealed(mut batch)| {
+        send_sealed(udp, &mut batch, stats);
+    });
 }
 
 /// Sends one sealed batch: the udp_sender's work on it. Each slot goes to

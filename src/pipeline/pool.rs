@@ -15,9 +15,9 @@
 //! wireguard-go accept them up to 64 KiB. An inbound batch has room for the
 //! largest ([`inbound_slot_size`]), so the memory stays that of the pool.
 //!
-//! An outbound slot also knows its peer: a small index into the batch's own
-//! list of the peers it holds (usually one), so a packet costs no reference
-//! count of its own.
+//! A slot also knows its peer: a small index into the batch's own list of
+//! the peers it holds (usually one), so a packet costs no reference count
+//! of its own.
 
 use super::peer::{Peer, Session};
 use crate::sys::udp::Endpoint;
@@ -59,8 +59,9 @@ struct Slots {
     /// Index of each slot's peer in `peers`, or [`NO_PEER`].
     peer: Box<[u8]>,
     peers: Vec<Arc<Peer>>,
-    /// Outbound: each slot's message counter and each peer's session, given
-    /// in order by the encryptor for a seal that may happen elsewhere.
+    /// Each slot's message counter and each entry's session: outbound given
+    /// in order by the encryptor for a seal that may happen elsewhere,
+    /// inbound found by the decryptor for an open that may.
     counters: Box<[u64]>,
     sessions: Vec<Option<Arc<Session>>>,
     count: usize,
@@ -135,28 +136,46 @@ impl Batch {
     /// Sets slot `i`'s peer. Looks at the previous slot's first: a batch
     /// mostly holds runs of packets for one peer.
     pub fn set_peer(&mut self, i: usize, peer: &Arc<Peer>) {
-        let peers = &mut self.slots.peers;
-        let last = i.checked_sub(1).map(|j| self.slots.peer[j]).filter(|&k| {
-            peers
-                .get(usize::from(k))
-                .is_some_and(|p| Arc::ptr_eq(p, peer))
-        });
-        let k = match last.or_else(|| {
-            peers
-                .iter()
-                .position(|p| Arc::ptr_eq(p, peer))
-                .map(|k| k as u8)
-        }) {
-            Some(k) => k,
-            None => {
-                peers.push(peer.clone());
-                (peers.len() - 1) as u8
-            }
-        };
-        self.slots.peer[i] = k;
+        self.set_entry(i, peer, None);
     }
 
-    /// The counter slot `i` is to be sealed with.
+    /// Sets slot `i`'s peer and the session it came on: inbound, a peer's
+    /// datagrams in one batch may come on two keypairs (around a rekey), so
+    /// each pair is one entry of [`Batch::peers`] and [`Batch::session`].
+    pub fn set_peer_session(&mut self, i: usize, peer: &Arc<Peer>, session: &Arc<Session>) {
+        self.set_entry(i, peer, Some(session));
+    }
+
+    fn set_entry(&mut self, i: usize, peer: &Arc<Peer>, session: Option<&Arc<Session>>) {
+        let s = &self.slots;
+        let is = |k: usize| {
+            s.peers.get(k).is_some_and(|p| Arc::ptr_eq(p, peer))
+                && session.is_none_or(|want| {
+                    s.sessions
+                        .get(k)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|have| Arc::ptr_eq(have, want))
+                })
+        };
+        let last = i.checked_sub(1).map(|j| usize::from(s.peer[j]));
+        let k = match last
+            .filter(|&k| is(k))
+            .or_else(|| (0..s.peers.len()).find(|&k| is(k)))
+        {
+            Some(k) => k,
+            None => {
+                let k = self.slots.peers.len();
+                self.slots.peers.push(peer.clone());
+                if let Some(session) = session {
+                    self.set_session(k, session.clone());
+                }
+                k
+            }
+        };
+        self.slots.peer[i] = k as u8;
+    }
+
+    /// The counter slot `i` is to be sealed with, or came with.
     pub fn counter(&self, i: usize) -> u64 {
         self.slots.counters[i]
     }
@@ -165,7 +184,8 @@ impl Batch {
         self.slots.counters[i] = counter;
     }
 
-    /// The session the `k`th peer's slots are to be sealed with, if given.
+    /// The session the `k`th entry's slots are to be sealed with, or came
+    /// on, if given.
     pub fn session(&self, k: usize) -> Option<&Arc<Session>> {
         self.slots.sessions.get(k)?.as_ref()
     }
@@ -364,46 +384,9 @@ pub struct Plain(pub Batch);
 /// Sealed packets: whole WireGuard datagrams at offset 0 in each slot.
 pub struct Sealed(pub Batch);
 
-/// A batch numbered in flow order by the stage before parallel workers,
-/// so that the stage after them can put the batches back in that order.
-pub struct Numbered<T> {
-    pub seq: u64,
-    pub batch: T,
-}
-
-/// Puts [`Numbered`] batches, arriving in any order, back in sequence.
-/// Every batch in flight comes from one [`Pool`], so no more than the pool's
-/// batches can be ahead of the next one due: the ring never needs more room.
-pub struct Reorder<T> {
-    ring: Box<[Option<T>]>,
-    next: u64,
-}
-
-impl<T> Reorder<T> {
-    /// For a direction with `batches` batches in its pool.
-    pub fn new(batches: usize) -> Self {
-        Reorder {
-            ring: (0..batches).map(|_| None).collect(),
-            next: 0,
-        }
-    }
-
-    /// Takes `n` and returns the batches now due, in sequence (none while
-    /// an earlier one is still missing).
-    pub fn put(&mut self, n: Numbered<T>) -> impl Iterator<Item = T> + '_ {
-        let ahead = n.seq.wrapping_sub(self.next);
-        let size = self.ring.len() as u64;
-        // A pool's batches cannot be further apart: a broken invariant,
-        // which ends the stage with a report.
-        assert!(ahead < size, "batch {} arrived {ahead} ahead", n.seq);
-        self.ring[(n.seq % size) as usize] = Some(n.batch);
-        std::iter::from_fn(move || {
-            let due = self.ring[(self.next % size) as usize].take()?;
-            self.next += 1;
-            Some(due)
-        })
-    }
-}
+/// Opened datagrams: authentic, each plaintext at [`HEADROOM`] of its
+/// datagram, not yet accepted (see [`super::inbound`]).
+pub struct Opened(pub Batch);
 
 #[cfg(test)]
 mod tests {
@@ -532,30 +515,6 @@ mod tests {
         let mut empty = pool.get();
         empty.push(0, to(1));
         assert_eq!(empty.runs().count(), 0);
-    }
-
-    #[test]
-    fn reorder_releases_in_sequence_whatever_the_arrival() {
-        let mut r = Reorder::new(4);
-        let mut out = Vec::new();
-        // 0..12 arriving in windows of 4, each window reversed.
-        for window in 0..3u64 {
-            for seq in (window * 4..window * 4 + 4).rev() {
-                let due: Vec<u64> = r.put(Numbered { seq, batch: seq }).collect();
-                out.push(due);
-            }
-        }
-        let flat: Vec<u64> = out.iter().flatten().copied().collect();
-        assert_eq!(flat, (0..12).collect::<Vec<_>>());
-        assert_eq!(out[0], Vec::<u64>::new(), "3 waits for 0");
-        assert_eq!(out[3], vec![0, 1, 2, 3], "0 releases those behind it");
-    }
-
-    #[test]
-    #[should_panic(expected = "ahead")]
-    fn reorder_refuses_a_batch_beyond_the_pool() {
-        let mut r = Reorder::new(4);
-        let _ = r.put(Numbered { seq: 4, batch: () }).count();
     }
 
     #[test]

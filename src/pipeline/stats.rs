@@ -1,8 +1,9 @@
 //! Per-stage counters: packets and bytes handled, drops by reason, the
 //! depth of the queue feeding the stage, and how often and how long the
 //! stage waited for room in the channel to the next one (backpressure).
-//! Relaxed atomics: each counter has one writer (the encryptor's, with
-//! seal workers, several, each adding atomically), and readers only want a
+//! Relaxed atomics: a stage's counters may have several writers (its
+//! crypto workers, a reader taking the shortcut, the tun_writer accepting
+//! for the decryptor), each adding atomically, and readers only want a
 //! recent value.
 
 use crate::protocol::messages::ParseError;

@@ -176,6 +176,12 @@ pub fn open_in_place(key: &SessionKey, counter: u64, datagram: &mut [u8]) -> Res
     Ok(plain.len())
 }
 
+/// The length of the plaintext [`open_in_place`] left in a datagram of
+/// `len` bytes that opened: all but the header and the tag.
+pub fn opened_len(len: usize) -> usize {
+    len.saturating_sub(MIN_TRANSPORT_LEN)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InnerError {
     Empty,
@@ -310,6 +316,7 @@ mod tests {
         }
         let mut copy = sealed;
         assert_eq!(open_in_place(&key, 3, &mut copy), Ok(16));
+        assert_eq!(opened_len(copy.len()), 16);
     }
 
     #[test]

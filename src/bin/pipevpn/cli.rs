@@ -37,8 +37,9 @@ pub enum Command {
         #[arg(long, short)]
         interface: Option<String>,
         /// Threads sealing outbound packets in parallel beside the encryptor,
-        /// 0 to 64; 0: the encryptor seals them itself [default: none up to
-        /// 2 usable cores, else half of them]
+        /// and as many opening inbound ones beside the decryptor, 0 to 64; 0:
+        /// the two do it themselves [default: none up to 2 usable cores, else
+        /// half of them]
         #[arg(long, value_name = "N",
               value_parser = clap::value_parser!(u8).range(0..=pipevpn::pipeline::MAX_CRYPTO_WORKERS as i64))]
         crypto_workers: Option<u8>,
