@@ -499,62 +499,93 @@ mod tests {
         buf
     }
 
+    fn from() -> Endpoint {
+        Endpoint::from("192.0.2.7:51820".parse::<SocketAddr>().unwrap())
+    }
+
+    /// An interface with our key, and what the three steps need beside it.
+    struct Steps {
+        iface: Interface,
+        stats: Stats,
+        handshake_in: (Sender<HandshakePacket>, Receiver<HandshakePacket>),
+        events: (Sender<SessionEvent>, Receiver<SessionEvent>),
+    }
+
+    impl Steps {
+        fn new() -> Steps {
+            let key = PrivateKey::from_bytes([0x11; 32]);
+            Steps {
+                iface: Interface::new(Some(key), 1420, Timing::default()),
+                stats: Stats::default(),
+                handshake_in: crossbeam_channel::bounded(1),
+                events: crossbeam_channel::bounded(4),
+            }
+        }
+
+        /// A session under receiver index `index`, whose peer seals with
+        /// the key `[k + 1; 32]`.
+        fn session(&self, index: u32, k: u8) -> Session {
+            let keys = TransportKeys {
+                send: [k; 32],
+                recv: [k + 1; 32],
+                local_index: index,
+                remote_index: 5,
+            };
+            Session::new(&keys, self.iface.now(), true)
+        }
+
+        /// The three steps on one batch of `datagrams` from [`from`];
+        /// returns whether any packet is left to deliver, and the batch.
+        fn decrypt(&self, datagrams: impl IntoIterator<Item = Vec<u8>>) -> (bool, Batch) {
+            let dec = Decryptor {
+                iface: &self.iface,
+                stats: &self.stats,
+                handshake_in: &self.handshake_in.0,
+            };
+            let acc = Acceptor {
+                iface: &self.iface,
+                stats: &self.stats,
+                session_events: &self.events.0,
+            };
+            let mut batch = Pool::new(1, inbound_slot_size(1420)).get();
+            for d in datagrams {
+                batch.free_mut()[..d.len()].copy_from_slice(&d);
+                batch.push_datagram(d.len(), from());
+            }
+            (decrypt(&dec, &acc, &mut batch), batch)
+        }
+    }
+
     /// Whitepaper §2 over several peers: the inner source must route back to
     /// the peer whose session the packet came on, by longest prefix over all
     /// peers. A's shorter prefix covering B's does not make B's addresses A's.
     #[test]
     fn the_inner_source_must_route_back_to_the_same_peer() {
-        let iface = Interface::new(
-            Some(PrivateKey::from_bytes([0x11; 32])),
-            1420,
-            Timing::default(),
-        );
+        let steps = Steps::new();
+        let iface = &steps.iface;
         let a = iface.add_peer(spec(1, "10.0.0.0/8")).unwrap();
         let b = iface.add_peer(spec(2, "10.1.0.0/16")).unwrap();
         let index = iface.new_index(&a, || 77);
-        let keys = TransportKeys {
-            send: [1; 32],
-            recv: [2; 32],
-            local_index: index,
-            remote_index: 5,
-        };
-        iface.install_initiated(&a, Session::new(&keys, iface.now(), true));
+        iface.install_initiated(&a, steps.session(index, 1));
         let a_sends = SessionKey::new(&[2; 32]);
-
-        let stats = Stats::default();
-        let (handshake_in, _h) = crossbeam_channel::bounded(1);
-        let (session_events, _e) = crossbeam_channel::bounded(1);
-        let dec = Decryptor {
-            iface: &iface,
-            stats: &stats,
-            handshake_in: &handshake_in,
-        };
-        let acc = Acceptor {
-            iface: &iface,
-            stats: &stats,
-            session_events: &session_events,
-        };
-        let pool = Pool::new(1, inbound_slot_size(1420));
-        let mut batch = pool.get();
-        let from = Endpoint::from("192.0.2.7:51820".parse::<SocketAddr>().unwrap());
         let sources = [
             Ipv4Addr::new(10, 2, 0, 1),   // A's alone: delivered
             Ipv4Addr::new(10, 1, 0, 1),   // B's, inside A's /8: dropped
             Ipv4Addr::new(192, 0, 2, 99), // nobody's: dropped
         ];
-        for (counter, src) in sources.into_iter().enumerate() {
-            let d = datagram(&a_sends, index, counter as u64, src);
-            batch.free_mut()[..d.len()].copy_from_slice(&d);
-            batch.push_datagram(d.len(), from);
-        }
-        assert!(decrypt(&dec, &acc, &mut batch));
+        let (delivers, batch) = steps.decrypt(
+            (0..)
+                .zip(sources)
+                .map(|(counter, src)| datagram(&a_sends, index, counter, src)),
+        );
+        assert!(delivers);
         let lens: Vec<_> = (0..3).map(|i| batch.len(i)).collect();
         assert_eq!(lens, [40, 0, 0]);
-        let s = stats.stage(Stage::Decryptor);
+        let s = steps.stats.stage(Stage::Decryptor);
         assert_eq!(s.dropped(DropReason::SourceNotAllowed), 2);
         assert_eq!(s.packets(), 1);
         // All three were authentic: A is alive and roams to their source.
-        assert_eq!(a.endpoint(), Some(from));
+        assert_eq!(a.endpoint(), Some(from()));
         assert!(a.rx_bytes.load(Relaxed) > 0);
         assert_eq!(b.rx_bytes.load(Relaxed), 0);
         assert_eq!(b.endpoint(), None);
@@ -565,58 +596,28 @@ mod tests {
     /// the first on "next" rotates it in, once.
     #[test]
     fn a_batch_on_two_keypairs_of_one_peer_opens_each_and_rotates_once() {
-        let iface = Interface::new(
-            Some(PrivateKey::from_bytes([0x11; 32])),
-            1420,
-            Timing::default(),
-        );
+        let steps = Steps::new();
+        let iface = &steps.iface;
         let a = iface.add_peer(spec(1, "10.0.0.0/8")).unwrap();
-        let keys = |index, k: u8| TransportKeys {
-            send: [k; 32],
-            recv: [k + 1; 32],
-            local_index: index,
-            remote_index: 5,
-        };
         let (old, new) = (iface.new_index(&a, || 70), iface.new_index(&a, || 71));
-        iface.install_initiated(&a, Session::new(&keys(old, 1), iface.now(), true));
-        iface.install_responded(&a, Session::new(&keys(new, 3), iface.now(), false));
+        iface.install_initiated(&a, steps.session(old, 1));
+        iface.install_responded(&a, steps.session(new, 3));
         let (old_key, new_key) = (SessionKey::new(&[2; 32]), SessionKey::new(&[4; 32]));
-
-        let stats = Stats::default();
-        let (handshake_in, _h) = crossbeam_channel::bounded(1);
-        let (session_events, ready) = crossbeam_channel::bounded(4);
-        let dec = Decryptor {
-            iface: &iface,
-            stats: &stats,
-            handshake_in: &handshake_in,
-        };
-        let acc = Acceptor {
-            iface: &iface,
-            stats: &stats,
-            session_events: &session_events,
-        };
-        let pool = Pool::new(1, inbound_slot_size(1420));
-        let mut batch = pool.get();
-        let from = Endpoint::from("192.0.2.7:51820".parse::<SocketAddr>().unwrap());
         let src = Ipv4Addr::new(10, 2, 0, 1);
-        let sent = [
-            (&old_key, old, 0),
-            (&new_key, new, 0),
-            (&old_key, old, 1),
-            (&new_key, new, 1),
-        ];
-        for (key, index, counter) in sent {
-            let d = datagram(key, index, counter, src);
-            batch.free_mut()[..d.len()].copy_from_slice(&d);
-            batch.push_datagram(d.len(), from);
-        }
-        assert!(decrypt(&dec, &acc, &mut batch));
+        let (delivers, batch) = steps.decrypt([
+            datagram(&old_key, old, 0, src),
+            datagram(&new_key, new, 0, src),
+            datagram(&old_key, old, 1, src),
+            datagram(&new_key, new, 1, src),
+        ]);
+        assert!(delivers);
         assert_eq!(batch.peers().len(), 2, "one entry per keypair");
         let lens: Vec<_> = (0..4).map(|i| batch.len(i)).collect();
         assert_eq!(lens, [40; 4]);
-        let s = stats.stage(Stage::Decryptor);
+        let s = steps.stats.stage(Stage::Decryptor);
         assert_eq!((s.packets(), s.total_drops()), (4, 0));
-        assert_eq!(stats.handshakes(), 1, "rotated once");
+        assert_eq!(steps.stats.handshakes(), 1, "rotated once");
+        let ready = &steps.events.1;
         assert!(matches!(ready.try_recv(), Ok(SessionEvent::Ready(_))));
         assert!(ready.try_recv().is_err());
         let k = a.keypairs();
