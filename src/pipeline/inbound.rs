@@ -342,6 +342,10 @@ impl Acceptor<'_> {
         sources: &mut Memo<Arc<Peer>>,
         now: Duration,
     ) -> Result<Accepted, DropReason> {
+        // Removed since the check: as its packets in flight outbound.
+        if c.peer.is_removed() {
+            return Err(DropReason::PeerRemoved);
+        }
         let session = batch
             .session(usize::from(batch.peer_index(i)))
             .ok_or(DropReason::UnknownIndex)?;
@@ -534,26 +538,65 @@ mod tests {
             Session::new(&keys, self.iface.now(), true)
         }
 
-        /// The three steps on one batch of `datagrams` from [`from`];
-        /// returns whether any packet is left to deliver, and the batch.
-        fn decrypt(&self, datagrams: impl IntoIterator<Item = Vec<u8>>) -> (bool, Batch) {
-            let dec = Decryptor {
+        fn decryptor(&self) -> Decryptor<'_> {
+            Decryptor {
                 iface: &self.iface,
                 stats: &self.stats,
                 handshake_in: &self.handshake_in.0,
-            };
-            let acc = Acceptor {
+            }
+        }
+
+        fn acceptor(&self) -> Acceptor<'_> {
+            Acceptor {
                 iface: &self.iface,
                 stats: &self.stats,
                 session_events: &self.events.0,
-            };
-            let mut batch = Pool::new(1, inbound_slot_size(1420)).get();
-            for d in datagrams {
-                batch.free_mut()[..d.len()].copy_from_slice(&d);
-                batch.push_datagram(d.len(), from());
             }
-            (decrypt(&dec, &acc, &mut batch), batch)
         }
+
+        /// The three steps on one batch of `datagrams` from [`from`];
+        /// returns whether any packet is left to deliver, and the batch.
+        fn decrypt(&self, datagrams: impl IntoIterator<Item = Vec<u8>>) -> (bool, Batch) {
+            let mut batch = batch_of(datagrams);
+            let delivers = decrypt(&self.decryptor(), &self.acceptor(), &mut batch);
+            (delivers, batch)
+        }
+    }
+
+    fn batch_of(datagrams: impl IntoIterator<Item = Vec<u8>>) -> Batch {
+        let mut batch = Pool::new(1, inbound_slot_size(1420)).get();
+        for d in datagrams {
+            batch.free_mut()[..d.len()].copy_from_slice(&d);
+            batch.push_datagram(d.len(), from());
+        }
+        batch
+    }
+
+    /// A peer removed between the check and the acceptance (its batch with
+    /// the open workers): its datagrams are dropped as `peer_removed`, a
+    /// keepalive too, and it does not roam.
+    #[test]
+    fn a_peer_removed_after_the_check_has_nothing_accepted() {
+        let steps = Steps::new();
+        let iface = &steps.iface;
+        let a = iface.add_peer(spec(1, "10.0.0.0/8")).unwrap();
+        let index = iface.new_index(&a, || 77);
+        iface.install_initiated(&a, steps.session(index, 1));
+        let a_sends = SessionKey::new(&[2; 32]);
+        let mut keepalive = vec![0u8; 64];
+        let n = seal_in_place(&a_sends, index, 1, &mut keepalive, 0, 1420).unwrap();
+        keepalive.truncate(n);
+        let data = datagram(&a_sends, index, 0, Ipv4Addr::new(10, 2, 0, 1));
+        let mut batch = batch_of([data, keepalive]);
+        assert!(steps.decryptor().check_batch(&mut batch));
+        iface.remove_peer(&a.public_key).expect("was there");
+        open_batch(&mut batch, steps.stats.stage(Stage::Decryptor));
+        assert!(!steps.acceptor().accept_batch(&mut batch));
+        let s = steps.stats.stage(Stage::Decryptor);
+        assert_eq!(s.dropped(DropReason::PeerRemoved), 2);
+        assert_eq!((s.packets(), s.total_drops()), (0, 2));
+        assert_eq!(a.endpoint(), None);
+        assert_eq!(a.rx_bytes.load(Relaxed), 0);
     }
 
     /// Whitepaper §2 over several peers: the inner source must route back to
