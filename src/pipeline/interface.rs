@@ -3,8 +3,8 @@
 //!
 //! - `routes`: every peer's AllowedIPs in one longest-prefix table whose
 //!   value is the peer itself, so the encryptor's destination lookup and the
-//!   decryptor's source check each cost one trie lookup, whatever the number
-//!   of peers;
+//!   inbound source check (the acceptance after the decryptor) each cost
+//!   one trie lookup, whatever the number of peers;
 //! - `by_key`: the peer of a static public key, for initiations;
 //! - `indices`: the peer of each receiver index we handed out (session
 //!   keypairs, our pending initiation), for transport packets, responses and

@@ -10,7 +10,7 @@
 //!                              │  keypairs (Peer)         │
 //!                              ▼                          │
 //! tun ◄─ [tun_writer] ◄── [decryptor] ◄── [udp_receiver] ◄─ UDP ◄─ peer
-//!            inbound_plain         inbound_sealed
+//!            inbound_opened        inbound_sealed
 //! ```
 //!
 //! - Cryptokey routing (whitepaper §2): the encryptor gives each packet the
@@ -86,8 +86,8 @@ pub const HANDSHAKE_QUEUE: usize = 128;
 /// [`outbound::Encryptor`], [`Peer::session_asked`]).
 const SESSION_QUEUE: usize = 1024;
 
-/// The handshaker (or decryptor) telling the encryptor about a peer's
-/// sessions.
+/// The handshaker (or the tun_writer's acceptance, for a keypair the peer
+/// confirmed) telling the encryptor about a peer's sessions.
 #[derive(Clone)]
 pub enum SessionEvent {
     /// A usable session exists: send what waited for it.

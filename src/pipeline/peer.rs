@@ -2,7 +2,8 @@
 //! current, next; whitepaper §6.3), its endpoint, its allowed IPs, and when
 //! packets last went each way. The handshaker writes keypairs (through
 //! [`super::interface::Interface`], which keeps the index table in step);
-//! the encryptor and decryptor take a snapshot of them once per batch.
+//! the encryptor, the decryptor and the acceptance after it (on the
+//! tun_writer) take a snapshot of them once per batch.
 //!
 //! What a configuration change may set while the peer runs (its keys, its
 //! AllowedIPs, its persistent keepalive, through
