@@ -16,7 +16,7 @@ use super::device::{TunDevice, UdpDevice};
 use super::handshake_queue::HandshakePacket;
 use super::interface::Interface;
 use super::parallel::{in_order, Numbered, Onward};
-use super::peer::{Keypairs, Peer};
+use super::peer::{Keypairs, Peer, Session};
 use super::pool::{Batch, Opened, Sealed, HEADROOM};
 use super::reading::Direction;
 use super::stats::{DropReason, Stage, StageStats, Stats};
@@ -358,7 +358,7 @@ impl Acceptor<'_> {
             .as_ref()
             .is_some_and(|n| Arc::ptr_eq(n, session));
         if is_next {
-            self.promote(c, session.local_index, session.created, now);
+            self.promote(c, session, now);
         }
         let len = opened_len(batch.len(i));
         if len == 0 {
@@ -383,9 +383,9 @@ impl Acceptor<'_> {
 
     /// A datagram authenticated on `c`'s "next" keypair: the peer confirmed
     /// our response, so that keypair becomes the current one.
-    fn promote(&self, c: &mut Current, local_index: u32, created: Duration, now: Duration) {
-        if self.iface.promote(&c.peer, local_index) {
-            let took = now.saturating_sub(created);
+    fn promote(&self, c: &mut Current, session: &Session, now: Duration) {
+        if self.iface.promote(&c.peer, session.local_index) {
+            let took = now.saturating_sub(session.created);
             self.stats.handshake_completed(took.as_millis() as u64);
             c.peer.last_handshake.set(now);
             log::info!(

@@ -312,10 +312,7 @@ pub fn spawn(
                     iface: &iface,
                     stats: stats.stage(Stage::Encryptor),
                 };
-                let output = match workers {
-                    0 => Onward::Done(&outbound_sealed_tx),
-                    _ => Onward::Workers(&seal_jobs_tx),
-                };
+                let output = Onward::new(workers, &outbound_sealed_tx, &seal_jobs_tx);
                 let enc = Encryptor::new(sealer, output, &want_session_tx, &outbound_pool);
                 enc.run(&outbound_plain, &session_events);
                 Ok(())
@@ -358,10 +355,7 @@ pub fn spawn(
                     stats: &stats,
                     handshake_in: &handshake_in_tx,
                 };
-                let output = match workers {
-                    0 => Onward::Done(&inbound_opened_tx),
-                    _ => Onward::Workers(&open_jobs_tx),
-                };
+                let output = Onward::new(workers, &inbound_opened_tx, &open_jobs_tx);
                 dec.run(&inbound_sealed, output);
                 Ok(())
             }),

@@ -74,7 +74,20 @@ impl<Job, Done> Clone for Onward<'_, Job, Done> {
 
 impl<Job, Done> Copy for Onward<'_, Job, Done> {}
 
-impl<Job, Done> Onward<'_, Job, Done> {
+impl<'a, Job, Done> Onward<'a, Job, Done> {
+    /// To `jobs` when there are `workers`, else the stage's own work goes
+    /// straight to `done`.
+    pub fn new(
+        workers: usize,
+        done: &'a Sender<Numbered<Done>>,
+        jobs: &'a Sender<Numbered<Job>>,
+    ) -> Self {
+        match workers {
+            0 => Onward::Done(done),
+            _ => Onward::Workers(jobs),
+        }
+    }
+
     /// Sends batch number `seq` on, doing `work` on it first when there
     /// are no workers. Returns false once the next stage has ended.
     pub fn send(
